@@ -1,0 +1,14 @@
+"""ctshm: shared-memory IPC for Python processes, pure ctypes over libc.
+
+A ring of large slots in POSIX shared memory handed from a producer process to a consumer
+process with two named counting semaphores (:class:`ShmTraceRing`), and plain shared memory
+segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``shm.rs``.
+"""
+
+from __future__ import annotations
+
+from .memory import ShmMemory
+
+__all__ = ["ShmMemory", "__version__"]
+
+__version__ = "0.1.0"

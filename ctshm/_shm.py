@@ -1,0 +1,158 @@
+"""Pieces shared by ShmMemory and ShmTraceRing: names, identities and mappings.
+
+Names follow the Rust original: an id ``X`` (or ``/X``: a leading slash is not doubled) becomes
+``/X_m`` for a memory segment and ``/X_t``, ``/X_t_filled``, ``/X_t_empty`` for a ring.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import weakref
+from typing import Any, Final, Optional
+
+from . import libc
+
+_OFF_T_MAX: Final = (1 << 63) - 1
+
+
+def object_name(kind: str, id: Any, suffix: str, extra_suffixes: tuple[str, ...] = ()) -> str:
+    """Validate ``id`` and return ``/{id}{suffix}``; ``extra_suffixes`` are appended to that
+    name for companion objects (semaphores) and must fit the platform's limit too."""
+    if not isinstance(id, str):
+        raise TypeError(f"{kind} id must be a str, not {type(id).__name__}")
+    body = id[1:] if id.startswith("/") else id
+    if not body:
+        raise ValueError(f"{kind} id {id!r} is empty: give a short name such as 'trace1'")
+    if "\0" in body:
+        raise ValueError(f"{kind} id {id!r} contains a NUL character")
+    if "/" in body:
+        raise ValueError(
+            f"{kind} id {id!r} contains '/' after the first character: POSIX shared memory "
+            "names are a single path component"
+        )
+    name = "/" + body + suffix
+    longest = max((name + s for s in ("", *extra_suffixes)), key=len)
+    if libc.IS_LINUX:
+        # Semaphores live at /dev/shm/sem.NAME (the 4-byte "sem." prefix counts too).
+        sem_extra = 4 if extra_suffixes else 0
+        size = len(longest[1:].encode()) + sem_extra
+    else:
+        size = len(longest.encode())
+    if size > libc.NAME_MAX:
+        what = "including the leading '/'" if libc.NAME_MAX_INCLUDES_SLASH else "(NAME_MAX)"
+        raise ValueError(
+            f"{kind} id {id!r} is too long: the object name {longest!r} needs {size} bytes, "
+            f"the platform allows {libc.NAME_MAX} {what}; use a shorter id"
+        )
+    return name
+
+
+def check_size(kind: str, value: Any, what: str = "size") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{kind} {what} must be an int, not {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{kind} {what} must be > 0, not {value}")
+    if value > _OFF_T_MAX:
+        raise ValueError(f"{kind} {what} {value} is beyond the largest file size (2**63-1)")
+    return value
+
+
+def fd_identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
+
+
+def name_identity(name: str) -> Optional[tuple[int, int]]:
+    """(st_dev, st_ino) of the object currently bound to ``name``, or None if there is none."""
+    try:
+        fd = libc.shm_open(name, libc.O_RDONLY, 0)
+    except OSError:
+        return None
+    try:
+        return fd_identity(fd)
+    finally:
+        os.close(fd)
+
+
+def unlink_if_same(name: str, identity: Optional[tuple[int, int]]) -> bool:
+    """``shm_unlink(name)`` only if ``name`` still refers to the object ``identity``.
+
+    A stale owner must never remove a successor that re-created the same name (with
+    ``replace=True``).  A successor that unlinks and re-creates the name exactly between our
+    check and our ``shm_unlink`` (a window of one system call) would still lose its name; the
+    identity check closes every other interleaving.
+    """
+    if identity is None or name_identity(name) != identity:
+        return False
+    try:
+        libc.shm_unlink(name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _unmap(addr: int, size: int, pid: int) -> None:
+    # Finalizer: never raises, and does nothing in a forked child (its address space is a
+    # copy: unmapping there would be harmless, but we keep the rule simple and uniform).
+    if os.getpid() != pid:
+        return
+    try:
+        libc.fn.munmap(addr, size)
+    except Exception:  # pragma: no cover - interpreter shutdown
+        pass
+
+
+class Mapping:
+    """A ``mmap`` of a shared memory object, unmapped when the last reference goes.
+
+    Views handed to users are memoryviews over a ctypes array whose instance holds a strong
+    reference to this object: the mapping therefore stays mapped while any view (or slice of
+    a view) exists, so no view can ever point at unmapped memory.
+    """
+
+    addr: int = 0
+    size: int = 0
+
+    def __init__(self, fd: int, size: int, writable: bool, name: str) -> None:
+        prot = libc.PROT_READ | (libc.PROT_WRITE if writable else 0)
+        self.addr = libc.mmap(size, prot, libc.MAP_SHARED, fd, 0, name=name)
+        self.size = size
+        self.writable = writable
+        self.name = name
+        self._finalizer = weakref.finalize(self, _unmap, self.addr, size, os.getpid())
+
+    def view(self, offset: int = 0, length: Optional[int] = None, readonly: bool = False
+             ) -> memoryview:
+        """A memoryview over ``[offset, offset+length)``; read-only if asked or if the map is."""
+        if length is None:
+            length = self.size - offset
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise ValueError(f"range [{offset}, {offset + length}) outside {self.name!r} "
+                             f"({self.size} bytes)")
+        arr = _Exporter.make(length, self.addr + offset, self)
+        mv = memoryview(arr).cast("B")
+        if readonly or not self.writable:
+            mv = mv.toreadonly()
+        return mv
+
+    def unmap_now(self) -> None:
+        """Unmap immediately (only when no view can exist)."""
+        self._finalizer()
+
+
+class _Exporter:
+    """Builds ctypes arrays (one class per length, cached) that keep their Mapping alive."""
+
+    _types: dict[int, type] = {}
+
+    @classmethod
+    def make(cls, length: int, addr: int, owner: Mapping) -> Any:
+        t = cls._types.get(length)
+        if t is None:
+            t = type("ShmBytes", (ctypes.c_ubyte * length,), {"__slots__": ("_owner",)})
+            if len(cls._types) < 256:
+                cls._types[length] = t
+        arr = t.from_address(addr)
+        arr._owner = owner
+        return arr

@@ -1,0 +1,222 @@
+"""``ShmMemory``: a plain POSIX shared memory segment, as in the Rust original.
+
+Two lifecycles, same names as the original (object ``/{id}_m``):
+
+* :meth:`ShmMemory.create_readonly` creates the object (``shm_open(O_CREAT|O_EXCL)``), sizes
+  it with ``ftruncate`` (sparse: pages use memory only once written) and maps it
+  **read-only**.  The creator unlinks the name on :meth:`close` or garbage collection unless
+  :meth:`keep_on_drop` was called.
+* :meth:`ShmMemory.open_readwrite` opens an existing object and maps it read-write; it never
+  unlinks.
+
+Views never outlive the mapping: ``.buf`` and every slice of it keep the mapping alive, so
+:meth:`close` releases the name and the descriptor at once but the pages are unmapped only
+when the last view is gone.  Using the object after ``close()`` raises :class:`ValueError`.
+
+Fork safety: a forked child inherits the object, but its finalizer does nothing (pid check):
+only the process that created the segment ever unlinks it, and only if the name still refers
+to the object it created (a successor that re-created the same id is left alone).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import Any, Final, Optional
+
+from . import _shm, libc
+
+__all__ = ["ShmMemory"]
+
+_SUFFIX: Final = "_m"
+
+
+def _finalize(fd: int, name: str, identity: Optional[tuple[int, int]], pid: int,
+              unlink: list[bool]) -> None:
+    # Never raises; nothing at all in a forked child.
+    if os.getpid() != pid:
+        return
+    try:
+        if unlink[0]:
+            _shm.unlink_if_same(name, identity)
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        os.close(fd)
+    except OSError:  # pragma: no cover
+        pass
+
+
+class ShmMemory:
+    """A mapped POSIX shared memory object (``/{id}_m``)."""
+
+    # Class-level defaults: a half-built object (constructor failed midway) closes cleanly.
+    _fd: int = -1
+    _mapping: Optional[_shm.Mapping] = None
+    _buf: Optional[memoryview] = None
+    _size: int = 0
+    _readonly: bool = True
+    _owner: bool = False
+    _identity: Optional[tuple[int, int]] = None
+    _finalizer: Optional[weakref.finalize] = None
+    name: str = ""
+
+    def __init__(self) -> None:  # use the classmethods
+        self._unlink_flag = [False]
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def create_readonly(cls, id: str, size: int, *, replace: bool = False,
+                        mode: int = 0o600) -> ShmMemory:
+        """Create ``/{id}_m`` of ``size`` bytes (sparse) and map it read-only.
+
+        ``FileExistsError`` if the name exists, unless ``replace=True`` (the Rust original's
+        behaviour: the old name is unlinked first; its users keep their mapping).
+        """
+        name = _shm.object_name("ShmMemory", id, _SUFFIX)
+        size = _shm.check_size("ShmMemory", size)
+        self = cls()
+        self.name = name
+        if replace:
+            try:
+                libc.shm_unlink(name)
+            except FileNotFoundError:
+                pass
+        try:
+            self._fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, mode)
+        except FileExistsError as e:
+            raise FileExistsError(
+                e.errno, f"{e.strerror}: shared memory segment exists (pass replace=True, or "
+                "remove it with `python -m ctshm rm`)", name) from None
+        self._owner = True
+        self._unlink_flag[0] = True
+        self._identity = _shm.fd_identity(self._fd)
+        self._arm_finalizer()
+        try:
+            libc.ftruncate(self._fd, size, name)
+            self._size = size
+            self._mapping = _shm.Mapping(self._fd, size, writable=False, name=name)
+        except BaseException:
+            self.close()
+            raise
+        self._readonly = True
+        return self
+
+    @classmethod
+    def open_readwrite(cls, id: str) -> ShmMemory:
+        """Open the existing ``/{id}_m`` and map all of it read-write.  Never unlinks."""
+        name = _shm.object_name("ShmMemory", id, _SUFFIX)
+        self = cls()
+        self.name = name
+        self._fd = libc.shm_open(name, libc.O_RDWR, 0)
+        self._arm_finalizer()
+        try:
+            size = os.fstat(self._fd).st_size
+            if size <= 0:
+                raise ValueError(f"shared memory segment {name!r} has size 0: its creator has "
+                                 "not sized it yet (or it is not a ShmMemory); retry later")
+            self._size = size
+            self._mapping = _shm.Mapping(self._fd, size, writable=True, name=name)
+        except BaseException:
+            self.close()
+            raise
+        self._readonly = False
+        return self
+
+    def _arm_finalizer(self) -> None:
+        self._finalizer = weakref.finalize(self, _finalize, self._fd, self.name, self._identity,
+                                           os.getpid(), self._unlink_flag)
+
+    # -- accessors ---------------------------------------------------------------------------
+    def _check_open(self) -> _shm.Mapping:
+        m = self._mapping
+        if m is None:
+            raise ValueError(f"ShmMemory {self.name!r} is closed: open it again to use it")
+        return m
+
+    @property
+    def buf(self) -> memoryview:
+        """The whole mapping as a memoryview (read-only for a read-only map)."""
+        if self._buf is None:
+            self._buf = self._check_open().view()
+        return self._buf
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def __len__(self) -> int:
+        self._check_open()
+        return self._size
+
+    @property
+    def readonly(self) -> bool:
+        return self._readonly
+
+    @property
+    def closed(self) -> bool:
+        return self._mapping is None
+
+    @property
+    def address(self) -> int:
+        """Address of the mapping in this process (for ctypes/atomics)."""
+        return self._check_open().addr
+
+    def fileno(self) -> int:
+        self._check_open()
+        return self._fd
+
+    def keep_on_drop(self) -> None:
+        """Do not unlink the name on close / garbage collection."""
+        self._unlink_flag[0] = False
+
+    # -- teardown ----------------------------------------------------------------------------
+    def unlink(self) -> None:
+        """``shm_unlink(3)`` the name now (any handle may do this explicitly)."""
+        self._unlink_flag[0] = False
+        libc.shm_unlink(self.name)
+
+    @staticmethod
+    def unlink_id(id: str) -> None:
+        """Remove the segment ``/{id}_m`` by id (``FileNotFoundError`` if absent)."""
+        libc.shm_unlink(_shm.object_name("ShmMemory", id, _SUFFIX))
+
+    def close(self) -> None:
+        """Release the descriptor and, for the creator, the name.  Idempotent.
+
+        Outstanding views stay valid: the pages are unmapped when the last one is released.
+        """
+        mapping, self._mapping = self._mapping, None
+        buf, self._buf = self._buf, None
+        if buf is not None:
+            try:
+                buf.release()
+            except BufferError:
+                pass  # somebody exported it further; the mapping lives until they let go
+        fin, self._finalizer = self._finalizer, None
+        if fin is not None:
+            fin()  # unlinks (creator, same object) and closes the fd exactly once
+        elif self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+        del mapping  # unmapped now unless a view still holds it
+
+    def __enter__(self) -> ShmMemory:
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __reduce__(self) -> Any:
+        # Spawned children re-open by name (read-write, never the owner).
+        self._check_open()
+        return (ShmMemory.open_readwrite, (self.name,))
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<ShmMemory {self.name!r} closed>"
+        mode = "read-only" if self._readonly else "read-write"
+        role = "creator" if self._owner else "opener"
+        unlink = "unlinks on close" if self._unlink_flag[0] else "keeps name"
+        return f"<ShmMemory {self.name!r} size={self._size} {mode} {role} fd={self._fd} {unlink}>"

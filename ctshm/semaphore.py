@@ -1,0 +1,242 @@
+"""Named POSIX counting semaphores (``sem_open(3)``) with bounded waits.
+
+Three wait modes, chosen once per semaphore:
+
+``clockwait``
+    ``sem_clockwait(sem, CLOCK_MONOTONIC, deadline)`` (glibc >= 2.30).  Immune to wall-clock
+    steps.  The default where available.
+``timedwait``
+    ``sem_timedwait(sem, deadline)`` against CLOCK_REALTIME (POSIX; older glibc, musl).  A
+    wall-clock step can lengthen or shorten one wait; callers that loop re-derive the remaining
+    time from the monotonic clock, so a step never turns a bounded wait into an unbounded one.
+``polling``
+    ``sem_trywait`` with exponential backoff (50 µs doubling to 1 ms).  macOS has neither
+    timed wait, so this is its only bounded wait.  Set ``CTSHM_WAIT=polling`` (or pass
+    ``wait_mode="polling"``) to run it on Linux, which is how the test suite covers it.
+
+Every wait retries EINTR with the time that remains (the deadline is absolute, so a retry
+never waits longer than asked).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+import weakref
+from ctypes import byref, c_int, c_uint, get_errno
+from typing import Final, Optional
+
+from . import libc
+from .libc import fn
+
+__all__ = ["WAIT_MODES", "NamedSemaphore", "default_wait_mode"]
+
+WAIT_MODES: Final = ("clockwait", "timedwait", "polling")
+
+_POLL_MIN: Final = 50e-6
+_POLL_MAX: Final = 1e-3
+# A timespec's tv_sec must not overflow; anything beyond ~30 years is "forever" for us.
+_MAX_TIMEOUT: Final = 1e9
+
+
+def default_wait_mode() -> str:
+    """The best wait this platform offers, unless ``CTSHM_WAIT`` names another."""
+    forced = os.environ.get("CTSHM_WAIT", "").strip().lower()
+    if forced and forced != "auto":
+        return _validate_mode(forced)
+    if fn.sem_clockwait is not None:
+        return "clockwait"
+    if fn.sem_timedwait is not None:
+        return "timedwait"
+    return "polling"
+
+
+def _validate_mode(mode: str) -> str:
+    if mode not in WAIT_MODES:
+        raise ValueError(f"unknown wait mode {mode!r}: use one of {', '.join(WAIT_MODES)}")
+    if mode == "clockwait" and fn.sem_clockwait is None:
+        raise ValueError("wait mode 'clockwait' needs sem_clockwait (glibc >= 2.30): not here")
+    if mode == "timedwait" and fn.sem_timedwait is None:
+        raise ValueError("wait mode 'timedwait' needs sem_timedwait: not on this platform")
+    return mode
+
+
+def _close_handle(handle: int) -> None:
+    # Finalizer: never raises.  sem_close only drops this process's mapping of the semaphore,
+    # so running it in a forked child is harmless to the parent.
+    try:
+        fn.sem_close(handle)
+    except Exception:  # pragma: no cover - interpreter shutdown
+        pass
+
+
+class NamedSemaphore:
+    """A handle on a named semaphore.  ``close()`` is idempotent; ``unlink()`` is separate."""
+
+    _handle: int = 0  # class default: a half-built object closes cleanly
+    _finalizer: Optional[weakref.finalize] = None
+
+    def __init__(self, name: str, *, create: bool = False, value: int = 0, mode: int = 0o600,
+                 wait_mode: Optional[str] = None) -> None:
+        self.name = name
+        self.wait_mode = _validate_mode(wait_mode) if wait_mode else default_wait_mode()
+        bname = name.encode()
+        if create:
+            # O_EXCL: we never adopt a semaphore somebody else made with another count.
+            h = libc.retry_eintr("sem_open", fn.sem_open, bname, libc.O_CREAT | libc.O_EXCL,
+                                 c_uint(mode), c_uint(value), name=name)
+        else:
+            h = libc.retry_eintr("sem_open", fn.sem_open, bname, 0, name=name)
+        self._handle = int(h)
+        self._finalizer = weakref.finalize(self, _close_handle, self._handle)
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._handle == 0
+
+    def _h(self) -> int:
+        h = self._handle
+        if h == 0:
+            raise ValueError(f"semaphore {self.name!r} is closed")
+        return h
+
+    def close(self) -> None:
+        """``sem_close(3)``; idempotent."""
+        h, self._handle = self._handle, 0
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if h:
+            fn.sem_close(h)
+
+    @staticmethod
+    def unlink_name(name: str, missing_ok: bool = True) -> None:
+        """``sem_unlink(3)``."""
+        try:
+            libc.retry_eintr("sem_unlink", fn.sem_unlink, name.encode(), name=name)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def identity(self) -> Optional[tuple[int, int]]:
+        """(st_dev, st_ino) of the semaphore's file on Linux (``/dev/shm/sem.NAME``), else None."""
+        return sem_file_identity(self.name)
+
+    # -- operations ------------------------------------------------------------------------
+    def post(self) -> None:
+        """``sem_post(3)``."""
+        if fn.sem_post(self._h()) == -1:
+            raise libc.oserror(get_errno(), self.name, "sem_post")
+
+    def try_acquire(self) -> bool:
+        """``sem_trywait(3)``: True if a token was taken."""
+        h = self._h()
+        while True:
+            if fn.sem_trywait(h) == 0:
+                return True
+            e = get_errno()
+            if e == errno.EAGAIN:
+                return False
+            if e != errno.EINTR:
+                raise libc.oserror(e, self.name, "sem_trywait")
+
+    def value(self) -> int:
+        """``sem_getvalue(3)`` (diagnostics only; -1 where unsupported)."""
+        if fn.sem_getvalue is None:
+            return -1
+        v = c_int(0)
+        if fn.sem_getvalue(self._h(), byref(v)) == -1:
+            return -1
+        return v.value
+
+    def acquire(self, timeout: Optional[float]) -> bool:
+        """Take a token, waiting at most ``timeout`` seconds (``None``: without bound).
+
+        Returns False on timeout.  EINTR is retried with the remaining time.
+        """
+        h = self._h()
+        if timeout is None:
+            if self.wait_mode == "polling":
+                return self._poll(h, None)
+            while True:
+                if fn.sem_wait(h) == 0:
+                    return True
+                e = get_errno()
+                if e != errno.EINTR:
+                    raise libc.oserror(e, self.name, "sem_wait")
+        if timeout != timeout or timeout < 0:  # NaN or negative
+            raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
+        timeout = min(float(timeout), _MAX_TIMEOUT)
+        if fn.sem_trywait(h) == 0:  # fast path: no clock read, no timespec
+            return True
+        if timeout == 0:
+            return False
+        mode = self.wait_mode
+        if mode == "polling":
+            return self._poll(h, time.monotonic() + timeout)
+        end = time.monotonic() + timeout
+        ts = libc.timespec()
+        while True:
+            if mode == "clockwait":
+                _fill(ts, time.clock_gettime(time.CLOCK_MONOTONIC) + (end - time.monotonic()))
+                r = fn.sem_clockwait(h, libc.CLOCK_MONOTONIC, byref(ts))  # type: ignore[misc]
+                call = "sem_clockwait"
+            else:
+                _fill(ts, time.time() + (end - time.monotonic()))
+                r = fn.sem_timedwait(h, byref(ts))  # type: ignore[misc]
+                call = "sem_timedwait"
+            if r == 0:
+                return True
+            e = get_errno()
+            if e == errno.ETIMEDOUT:
+                # A realtime-clock step may end a timedwait early: honour the monotonic end.
+                if time.monotonic() >= end:
+                    return False
+                continue
+            if e != errno.EINTR:
+                raise libc.oserror(e, self.name, call)
+
+    def _poll(self, h: int, end: Optional[float]) -> bool:
+        delay = _POLL_MIN
+        trywait = fn.sem_trywait
+        while True:
+            if trywait(h) == 0:
+                return True
+            e = get_errno()
+            if e not in (errno.EAGAIN, errno.EINTR):
+                raise libc.oserror(e, self.name, "sem_trywait")
+            if end is not None:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                time.sleep(min(delay, left))
+            else:
+                time.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"wait={self.wait_mode}"
+        return f"<NamedSemaphore {self.name!r} {state}>"
+
+
+def _fill(ts: libc.timespec, t: float) -> None:
+    sec = int(t)
+    nsec = int((t - sec) * 1e9)
+    if nsec >= 1_000_000_000:
+        sec, nsec = sec + 1, nsec - 1_000_000_000
+    elif nsec < 0:
+        nsec = 0
+    ts.tv_sec = sec
+    ts.tv_nsec = nsec
+
+
+def sem_file_identity(name: str) -> Optional[tuple[int, int]]:
+    """Linux/glibc keeps named semaphore ``/X`` as the file ``/dev/shm/sem.X``."""
+    if not libc.IS_LINUX:
+        return None
+    try:
+        st = os.stat("/dev/shm/sem." + name.lstrip("/"))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
