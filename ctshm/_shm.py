@@ -9,7 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import weakref
-from typing import Any, Final, Optional
+from typing import Any, ClassVar, Final, Optional
 
 from . import libc
 
@@ -144,11 +144,11 @@ class Mapping:
 class _Exporter:
     """Builds ctypes arrays (one class per length, cached) that keep their Mapping alive."""
 
-    _types: dict[int, type] = {}
+    _types: ClassVar[dict[int, Any]] = {}
 
     @classmethod
     def make(cls, length: int, addr: int, owner: Mapping) -> Any:
-        t = cls._types.get(length)
+        t: Any = cls._types.get(length)
         if t is None:
             t = type("ShmBytes", (ctypes.c_ubyte * length,), {"__slots__": ("_owner",)})
             if len(cls._types) < 256:

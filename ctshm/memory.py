@@ -58,7 +58,7 @@ class ShmMemory:
     _readonly: bool = True
     _owner: bool = False
     _identity: Optional[tuple[int, int]] = None
-    _finalizer: Optional[weakref.finalize] = None
+    _finalizer: Optional[weakref.finalize[..., ShmMemory]] = None
     name: str = ""
 
     def __init__(self) -> None:  # use the classmethods

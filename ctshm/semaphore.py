@@ -75,7 +75,7 @@ class NamedSemaphore:
     """A handle on a named semaphore.  ``close()`` is idempotent; ``unlink()`` is separate."""
 
     _handle: int = 0  # class default: a half-built object closes cleanly
-    _finalizer: Optional[weakref.finalize] = None
+    _finalizer: Optional[weakref.finalize[..., NamedSemaphore]] = None
 
     def __init__(self, name: str, *, create: bool = False, value: int = 0, mode: int = 0o600,
                  wait_mode: Optional[str] = None) -> None:
