@@ -1,0 +1,216 @@
+"""Helpers shared by the tests, including the functions spawned child processes run.
+
+This module is imported by every ``spawn`` child, so it imports nothing heavy (no pytest).
+Child functions report failure through their exit code (an exception gives exit code 1 and
+a traceback on stderr, which pytest captures); the parent asserts the exit codes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Optional, Sequence
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Where Linux keeps POSIX shm objects and (as ``sem.NAME``) named semaphores.
+SHM_DIR = "/dev/shm"
+
+#: One prefix per test process (per xdist worker): every ``shm_id`` starts with
+#: ``WORKER_PREFIX + "_"``, so the leak check only ever looks at this worker's objects.
+#: "ct" + 6 hex digits: short enough for macOS's 31-byte names ("/ct0a1b2c_123_t_filled").
+WORKER_PREFIX = "ct" + secrets.token_hex(3)
+
+SPAWN = multiprocessing.get_context("spawn")
+
+#: Default bound on how long a test waits for a child process.
+CHILD_TIMEOUT = 60.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent-side utilities
+# ---------------------------------------------------------------------------------------------
+
+
+def our_shm_entries(prefix: str = WORKER_PREFIX) -> set[str]:
+    """Entries of /dev/shm that belong to this worker (objects and ``sem.`` semaphores)."""
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:  # macOS: no /dev/shm (names cannot be listed there)
+        return set()
+    mine = (prefix + "_", "sem." + prefix + "_")
+    return {e for e in entries if e.startswith(mine)}
+
+
+def shm_exists(name: str) -> bool:
+    """True if the POSIX shm object ``/NAME`` exists (``name`` with its leading slash)."""
+    return os.path.exists(SHM_DIR + "/" + name.lstrip("/"))
+
+
+def sem_exists(name: str) -> bool:
+    """True if the named semaphore ``/NAME`` exists (glibc: ``/dev/shm/sem.NAME``)."""
+    return os.path.exists(SHM_DIR + "/sem." + name.lstrip("/"))
+
+
+def run_children(target: Callable[..., Any], args_list: Sequence[tuple[Any, ...]],
+                 timeout: float = CHILD_TIMEOUT) -> list[Optional[int]]:
+    """Start one spawned process per argument tuple, join them all within ``timeout`` seconds
+    (in total), kill any still running, and return their exit codes (None: had to be killed).
+    """
+    procs = [SPAWN.Process(target=target, args=args, daemon=True) for args in args_list]
+    for p in procs:
+        p.start()
+    return join_all(procs, timeout)
+
+
+def join_all(procs: Sequence[Any], timeout: float = CHILD_TIMEOUT) -> list[Optional[int]]:
+    deadline = time.monotonic() + timeout
+    codes: list[Optional[int]] = []
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+            codes.append(None)
+        else:
+            codes.append(p.exitcode)
+    return codes
+
+
+def run_python(code: str, env: Optional[dict[str, str]] = None, timeout: float = 60.0,
+               unset: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code`` in a fresh interpreter that imports ctshm from this checkout.
+
+    ``env`` entries are added to the current environment; names in ``unset`` are removed.
+    """
+    full = dict(os.environ)
+    for k in unset:
+        full.pop(k, None)
+    full.update(env or {})
+    full["PYTHONPATH"] = REPO_ROOT + os.pathsep + full.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", code], env=full, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def pattern(length: int, seed: int) -> bytes:
+    """Deterministic test bytes: byte i is (i * 7 + seed) mod 251 (never a period of 256)."""
+    return bytes((i * 7 + seed) % 251 for i in range(length))
+
+
+# ---------------------------------------------------------------------------------------------
+# ShmMemory children
+# ---------------------------------------------------------------------------------------------
+
+
+def child_write_pattern(id: str, offset: int, length: int, seed: int) -> None:
+    """Open ``/{id}_m`` read-write, write ``pattern(length, seed)`` at ``offset``, close."""
+    from ctshm import ShmMemory
+
+    m = ShmMemory.open_readwrite(id)
+    assert not m.readonly
+    m.buf[offset:offset + length] = pattern(length, seed)
+    m.close()
+
+
+def child_write_pattern_pickled(mem: Any, offset: int, length: int, seed: int) -> None:
+    """Like child_write_pattern, given a ShmMemory that was pickled by the parent."""
+    from ctshm import ShmMemory
+
+    assert isinstance(mem, ShmMemory), type(mem)
+    assert not mem.readonly, repr(mem)
+    assert "opener" in repr(mem), repr(mem)
+    mem.buf[offset:offset + length] = pattern(length, seed)
+    mem.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Semaphore children
+# ---------------------------------------------------------------------------------------------
+
+
+def child_sem_post(name: str, count: int, delay: float) -> None:
+    """Open the semaphore ``name`` (never creates), sleep ``delay``, post ``count`` times."""
+    from ctshm.semaphore import NamedSemaphore
+
+    s = NamedSemaphore(name)
+    time.sleep(delay)
+    for _ in range(count):
+        s.post()
+    s.close()
+
+
+def child_sem_acquire(name: str, count: int, timeout: float, wait_mode: str) -> None:
+    """Take ``count`` tokens, each within ``timeout``; exit code 3 if one did not arrive."""
+    from ctshm.semaphore import NamedSemaphore
+
+    s = NamedSemaphore(name, wait_mode=wait_mode)
+    for _ in range(count):
+        if not s.acquire(timeout):
+            sys.exit(3)
+    s.close()
+
+
+def child_sem_eintr(name: str, wait_mode: str, timeout: float, conn: Connection) -> None:
+    """In a fresh (single-threaded) process, wait on ``name`` while an interval timer
+    delivers SIGALRM every 20 ms to a Python handler.  Sends (result, elapsed, signals)."""
+    from ctshm.semaphore import NamedSemaphore
+
+    s = NamedSemaphore(name, wait_mode=wait_mode)
+    hits = [0]
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        hits[0] += 1
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
+    try:
+        t0 = time.monotonic()
+        got = s.acquire(timeout)
+        elapsed = time.monotonic() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    conn.send((got, elapsed, hits[0]))
+    conn.close()
+    s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomics children
+# ---------------------------------------------------------------------------------------------
+
+#: Layout of the word block the contention children share (byte offsets).
+READY_OFF = 0
+COUNTER_OFF = 64  # its own cache line
+
+
+def child_hammer(id: str, backend: str, n_procs: int, iterations: int, atomic: bool) -> None:
+    """Open ``/{id}_m``; announce readiness and wait until all ``n_procs`` children are ready
+    (so they really run at the same time); then add 1 to the counter ``iterations`` times,
+    with ``fetch_add`` (``atomic``) or with a non-atomic load-then-store (the control)."""
+    from ctshm import ShmMemory
+    from ctshm.atomics import get_backend
+
+    a = get_backend(backend)
+    m = ShmMemory.open_readwrite(id)
+    base = m.address
+    ready, counter = base + READY_OFF, base + COUNTER_OFF
+    a.fetch_add(ready, 1)
+    deadline = time.monotonic() + 30
+    while a.load(ready) < n_procs:
+        if time.monotonic() > deadline:
+            sys.exit(4)
+    if atomic:
+        add = a.fetch_add
+        for _ in range(iterations):
+            add(counter, 1)
+    else:
+        load, store = a.load, a.store
+        for _ in range(iterations):
+            store(counter, load(counter) + 1)
+    m.close()
