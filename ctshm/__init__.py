@@ -8,7 +8,36 @@ segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``s
 from __future__ import annotations
 
 from .memory import ShmMemory
+from .ring import (
+    ConsumerGone,
+    ConsumerGuard,
+    CorruptRingError,
+    CrashDetails,
+    Crashed,
+    Data,
+    Finished,
+    ProducerCrashed,
+    ProducerGuard,
+    RingFinished,
+    ShmTraceRing,
+    Timeout,
+)
 
-__all__ = ["ShmMemory", "__version__"]
+__all__ = [
+    "ConsumerGone",
+    "ConsumerGuard",
+    "CorruptRingError",
+    "CrashDetails",
+    "Crashed",
+    "Data",
+    "Finished",
+    "ProducerCrashed",
+    "ProducerGuard",
+    "RingFinished",
+    "ShmMemory",
+    "ShmTraceRing",
+    "Timeout",
+    "__version__",
+]
 
 __version__ = "0.1.0"

@@ -171,6 +171,11 @@ PROTOTYPES: Final[dict[str, Proto]] = {
         "decrement before a deadline on a chosen clock (glibc >= 2.30)",
     ),
     "sem_getvalue": Proto(c_int, (c_void_p, POINTER(c_int)), "neg1", False, "read a count"),
+    # --- files ---
+    "statx": Proto(
+        c_int, (c_int, c_char_p, c_int, c_uint, c_void_p), "neg1", False,
+        "file status incl. birth time (Linux, glibc >= 2.28)",
+    ),
 }
 
 
@@ -194,6 +199,7 @@ class _Functions:
     sem_timedwait: Optional[Callable[..., int]]
     sem_clockwait: Optional[Callable[..., int]]
     sem_getvalue: Optional[Callable[..., int]]
+    statx: Optional[Callable[..., int]]
 
 
 def _candidate_libraries() -> list[str | None]:
@@ -336,6 +342,28 @@ def mprotect(addr: int, length: int, prot: int) -> None:
 def madvise(addr: int, length: int, advice: int) -> bool:
     """``madvise(2)``, advisory: returns False (never raises) when the kernel declines."""
     return bool(fn.madvise(addr, length, advice) == 0)
+
+
+_AT_FDCWD: Final = -100
+_STATX_BTIME: Final = 0x800
+_STATX_SIZE: Final = 256
+_STATX_BTIME_OFF: Final = 80  # struct statx: stx_btime {s64 tv_sec; u32 tv_nsec; s32 pad}
+
+
+def birth_time_ns(path: str) -> Optional[int]:
+    """``statx(2)`` birth time of ``path`` in ns, or None if the platform/file system has none
+    (tmpfs reports it on Linux >= 5.x; /dev/shm is tmpfs)."""
+    if fn.statx is None:
+        return None
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    if fn.statx(_AT_FDCWD, path.encode(), 0, _STATX_BTIME, buf) != 0:
+        return None
+    mask = int.from_bytes(buf.raw[0:4], "little")
+    if not mask & _STATX_BTIME:
+        return None
+    sec = int.from_bytes(buf.raw[_STATX_BTIME_OFF:_STATX_BTIME_OFF + 8], "little", signed=True)
+    nsec = int.from_bytes(buf.raw[_STATX_BTIME_OFF + 8:_STATX_BTIME_OFF + 12], "little")
+    return sec * 1_000_000_000 + nsec
 
 
 def page_size() -> int:

@@ -1,0 +1,61 @@
+"""Process identity: a pid plus its start time, so a recycled pid is never mistaken for a
+live peer."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+def start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot (Linux ``/proc/PID/stat`` field 22),
+    or 0 where unknown (other platforms, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0
+    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
+    tail = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(tail[19])  # field 22 overall; fields 3.. start at index 0 here
+    except (IndexError, ValueError):
+        return 0
+
+
+def is_alive(pid: int, start: int = 0) -> bool:
+    """True if ``pid`` exists, is not a zombie and (when ``start`` is known) is still the same
+    process rather than a recycled pid."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, belongs to another user
+    if start and start_time(pid) != start:
+        return False  # recycled pid, or it died between the two checks
+    return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    # A killed child that its parent has not reaped yet is a zombie: dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return not os.path.isdir("/proc/self")  # no /proc (macOS): trust kill(0)
+    state = data[data.rfind(b")") + 2:data.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
+
+
+def me() -> tuple[int, int]:
+    pid = os.getpid()
+    return pid, start_time(pid)
+
+
+def describe(pid: int, start: int) -> Optional[str]:
+    if pid <= 0:
+        return None
+    return f"pid {pid} ({'alive' if is_alive(pid, start) else 'dead'})"

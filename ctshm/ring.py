@@ -1,0 +1,1153 @@
+"""``ShmTraceRing``: the Rust executor's shared-memory trace ring, byte for byte.
+
+One producer process hands large slots to one consumer process (which may hold several slots
+at once, from several threads) through POSIX shared memory and two named counting semaphores.
+
+Objects (an id ``X`` or ``/X``; a leading slash is not doubled)::
+
+    /X_t          the ring (shm object): header region + capacity slots
+    /X_t_filled   semaphore, initial 0: one token per committed slot (+1 per finish/crash)
+    /X_t_empty    semaphore, initial capacity: one token per free slot
+
+Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
+
+    offset 0 ┌──────────────────────── RingHeader (72 bytes, the Rust #[repr(C)] struct) ──┐
+           0 │ write_idx    u64  slots committed by the producer (monotonic)             │
+           8 │ read_idx     u64  slots released by the consumer, in order (monotonic)     │
+          16 │ reserved_idx u64  slots handed to consumer guards (monotonic)              │
+          24 │ capacity     u64  number of slots                                          │
+          32 │ slot_size    u64  bytes per slot, already rounded up to 2 MiB              │
+          40 │ finished     u64  0 running, 1 finished, 2 crashed                         │
+          48 │ crash.signal i32 │ 52 pad │ 56 crash.addr u64 │ 64 crash.operation i32 │ 68 pad │
+             └──────────────────────────────────────────────────────────────────────────┘
+             ... unused by the Rust original ...
+         256 ┌──────────────────────── ctshm extension (the Rust peer never reads it) ────┐
+         256 │ magic        u64  b"CTSHMRG1" (written first by a ctshm creator)           │
+         264 │ version      u64  1                                                        │
+         272 │ state        u64  0 initializing, 1 ready (written last by the creator)    │
+         280 │ creator_pid  u64  │ 288 creator_start u64  (start time: pid reuse guard)   │
+         296 │ nonce        u64  random, identifies this incarnation of the ring          │
+         304 │ producer_pid u64  │ 312 producer_start u64  (registered on first acquire)  │
+         320 │ consumer_pid u64  │ 328 consumer_start u64  (registered on first access)   │
+         336 │ len_records  u64  number of length records (= capacity when it fits)       │
+         344 │ dead_pid     u64  producer found dead by a consumer (0: none)              │
+             └──────────────────────────────────────────────────────────────────────────┘
+        4096 ┌──────────────────────── length records, 16 bytes per slot ────────────────┐
+             │ record k: tag u64 = seq + 1 of the message in slot k │ nbytes u64           │
+             └ (at most (2 MiB - 4096) / 16 = 130816 records) ────────────────────────────┘
+     2 MiB   slot 0 │ slot 1 │ ... │ slot capacity-1      (slot k at 2 MiB + k × slot_size)
+
+Message ``seq`` (0, 1, 2, ...) lives in slot ``seq % capacity``.  A ctshm producer writes the
+record ``(seq + 1, nbytes)`` for the slot before publishing it, so a ctshm consumer hands out
+exactly ``nbytes``; a slot written by the Rust original has a stale or zero tag and is handed
+out whole.  A ctshm creator's rings start zeroed; a Rust-created ring's extension is zero
+(``magic`` 0): ctshm then treats the creator as unknown.
+
+Protocol (the Rust original's, with its bugs fixed):
+
+* Producer: take an ``empty`` token (spin briefly on ``read_idx``, then a bounded wait), fill
+  slot ``write_idx % capacity``, write the length record, store ``write_idx + 1`` (release),
+  post ``filled``.  ``abort()`` (or an exception in the ``with`` block) gives the ``empty``
+  token back instead: a half-written slot is never published.  One outstanding
+  ``ProducerGuard`` per ring handle; a second ``acquire`` raises ``RuntimeError``.
+* Consumer: take a ``filled`` token, then reserve ``reserved_idx`` with compare-exchange
+  (only while ``reserved_idx < write_idx``: a re-posted finish token can never reserve an
+  unwritten slot).  Guards are released in any order from any thread; a lock-protected
+  min-heap advances ``read_idx`` strictly in order and posts ``empty`` once per slot.
+* ``finished``: 1 after ``mark_finished()``, 2 after ``notify_crash()`` (details first, then a
+  fence, then the flag, then a ``filled`` post).  A consumer delivers every committed slot
+  first and reports Finished / Crashed only once ``reserved_idx == write_idx``, re-posting the
+  token so every consumer thread sees it.  (The Rust original reports a crash before slots
+  still in flight; ctshm delivers committed data first.)
+* Dead peers: a consumer waiting for data checks the registered producer's pid + start time
+  between wait slices (<= 0.2 s) and reports ``Crashed`` (signal 0, ``pid`` set) once it is
+  dead; a producer waiting for space raises ``ConsumerGone`` when the registered consumer is
+  dead.  A consumer that registers after a dead one rewinds ``reserved_idx`` to ``read_idx``
+  and re-posts the tokens: slots the dead consumer had reserved but not released are
+  delivered again (at-least-once across a consumer restart).
+* Openers never create: ``open()`` waits (bounded) until the creator has finished
+  initializing; a stale owner never unlinks a successor's objects.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import secrets
+import struct
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Final, Iterator, NamedTuple, Optional, Union
+
+from . import _proc, _shm, atomics, libc
+from .semaphore import NamedSemaphore, sem_file_identity
+
+__all__ = [
+    "ConsumerGone",
+    "ConsumerGuard",
+    "CorruptRingError",
+    "CrashDetails",
+    "Crashed",
+    "Data",
+    "Finished",
+    "ProducerCrashed",
+    "ProducerGuard",
+    "RingFinished",
+    "ShmTraceRing",
+    "Timeout",
+]
+
+HUGE_PAGE_SIZE: Final = 2 * 1024 * 1024
+HEADER_SIZE: Final = HUGE_PAGE_SIZE
+HEADER_STRUCT_SIZE: Final = 72
+
+# Header words (u64 index into the header viewed as 'Q').
+_W: Final = 0  # write_idx
+_R: Final = 1  # read_idx
+_RES: Final = 2  # reserved_idx
+_CAP: Final = 3
+_SLOT: Final = 4
+_FIN: Final = 5
+_CRASH_OFF: Final = 48
+_CRASH: Final = struct.Struct("<i4xQi")  # signal@48, addr@56, operation@64
+
+EXT_OFF: Final = 256
+_E: Final = EXT_OFF // 8
+_MAGIC: Final = _E + 0
+_VERSION: Final = _E + 1
+_STATE: Final = _E + 2
+_CREATOR_PID: Final = _E + 3
+_CREATOR_START: Final = _E + 4
+_NONCE: Final = _E + 5
+_PRODUCER_PID: Final = _E + 6
+_PRODUCER_START: Final = _E + 7
+_CONSUMER_PID: Final = _E + 8
+_CONSUMER_START: Final = _E + 9
+_LEN_RECORDS: Final = _E + 10
+_DEAD_PID: Final = _E + 11
+
+MAGIC: Final = int.from_bytes(b"CTSHMRG1", "little")
+VERSION: Final = 1
+STATE_READY: Final = 1
+
+LEN_OFF: Final = 4096
+_LEN: Final = LEN_OFF // 8
+MAX_LEN_RECORDS: Final = (HEADER_SIZE - LEN_OFF) // 16
+
+_FINISHED: Final = 1
+_CRASHED: Final = 2
+
+#: Longest a blocked wait goes without checking that the peer is alive.
+LIVENESS_SLICE: Final = 0.2
+#: Default busy-wait before sleeping on a semaphore (seconds).  The peer usually answers in
+#: microseconds; a futex sleep + wake costs ~15 µs; this bounds the spin's CPU cost.
+DEFAULT_SPIN: Final = 50e-6
+
+_MAX_SIZE: Final = (1 << 63) - 1
+
+
+def aligned_slot_size(slot_size: int) -> int:
+    """Slot size rounded up to 2 MiB, as the Rust original does."""
+    return (slot_size + HUGE_PAGE_SIZE - 1) & ~(HUGE_PAGE_SIZE - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results and errors
+# ---------------------------------------------------------------------------------------------
+
+
+class CrashDetails(NamedTuple):
+    """What the producer reported (``notify_crash``); all zero when it died silently."""
+
+    signal: int = 0
+    addr: int = 0
+    operation: int = 0  # 0 unknown, 1 read, 2 write, 3 exec
+
+
+@dataclass(frozen=True)
+class Data:
+    """A slot for the consumer: use ``.guard.buf`` and release the guard."""
+
+    guard: ConsumerGuard
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The producer called ``mark_finished()`` and every committed slot was handed out."""
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """The producer crashed (``notify_crash``) or died; every committed slot was handed out.
+
+    ``pid`` is the dead producer's pid when ctshm detected the death itself (``details`` is
+    then all zero), else None.
+    """
+
+    details: CrashDetails
+    pid: Optional[int] = None
+
+    @property
+    def reason(self) -> str:
+        if self.pid is not None:
+            return f"producer pid {self.pid} died without notify_crash"
+        return "producer called notify_crash"
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Nothing arrived within the timeout."""
+
+
+AccessResult = Union[Data, Finished, Crashed, Timeout]
+
+
+class CorruptRingError(ValueError):
+    """The ring's header is inconsistent (corrupt or hostile peer, or not a ring at all)."""
+
+
+class ConsumerGone(BrokenPipeError):
+    """The ring's registered consumer process died while the producer waited for space."""
+
+
+class ProducerCrashed(RuntimeError):
+    """Raised by the copying helpers (``get``, iteration) when the producer crashed."""
+
+    def __init__(self, result: Crashed) -> None:
+        self.details = result.details
+        self.pid = result.pid
+        super().__init__(f"{result.reason}: {result.details}")
+
+
+class RingFinished(EOFError):
+    """Raised by ``get()`` once the producer finished and everything was delivered."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Guards
+# ---------------------------------------------------------------------------------------------
+
+
+class ProducerGuard:
+    """A slot being written.  ``commit(nbytes)`` publishes it, ``abort()`` gives it back.
+
+    As a context manager it commits the whole slot on normal exit (unless already committed
+    or aborted) and aborts on an exception.  Dropping an unfinished guard aborts it.
+    """
+
+    __slots__ = ("__weakref__", "_buf", "_done", "_pid", "_ring", "index")
+
+    def __init__(self, ring: ShmTraceRing, index: int, buf: memoryview) -> None:
+        self._ring = ring
+        self.index = index
+        self._buf = buf
+        self._done = False
+        self._pid = os.getpid()
+
+    @property
+    def buf(self) -> memoryview:
+        """Writable view of the whole slot (``slot_size`` bytes)."""
+        if self._done:
+            raise ValueError(f"ProducerGuard for message {self.index} of {self._ring.name!r} "
+                             "was already committed or aborted")
+        return self._buf
+
+    def __len__(self) -> int:
+        return self._ring.slot_size
+
+    def commit(self, nbytes: Optional[int] = None) -> None:
+        """Publish the first ``nbytes`` bytes of the slot (default: all of it)."""
+        if self._done:
+            raise ValueError(f"ProducerGuard for message {self.index} of {self._ring.name!r} "
+                             "was already committed or aborted")
+        self._ring._commit(self, nbytes)
+
+    def abort(self) -> None:
+        """Give the slot back unpublished.  Idempotent after commit/abort."""
+        if not self._done:
+            self._ring._abort(self)
+
+    def __enter__(self) -> ProducerGuard:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        try:
+            if not self._done and self._pid == os.getpid():
+                self._ring._abort(self)
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else "open"
+        return f"<ProducerGuard {self._ring.name!r} message={self.index} {state}>"
+
+
+class ConsumerGuard:
+    """A slot handed to the consumer.  ``buf`` is read-only; ``release()`` hands it back.
+
+    Guards may be released in any order and from any thread; the ring advances ``read_idx``
+    in order.  Releasing twice is a no-op; a guard dropped unreleased is released.
+    """
+
+    __slots__ = ("__weakref__", "_buf", "_done", "_pid", "_ring", "index")
+
+    def __init__(self, ring: ShmTraceRing, index: int, buf: memoryview) -> None:
+        self._ring = ring
+        self.index = index
+        self._buf = buf
+        self._done = False
+        self._pid = os.getpid()
+
+    @property
+    def buf(self) -> memoryview:
+        """Read-only view of the committed bytes (the whole slot for a Rust producer)."""
+        if self._done:
+            raise ValueError(f"ConsumerGuard for message {self.index} of {self._ring.name!r} "
+                             "was released")
+        return self._buf
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def release(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        buf, self._buf = self._buf, _EMPTY
+        try:
+            buf.release()
+        except BufferError:
+            pass
+        self._ring._complete(self.index)
+
+    def __enter__(self) -> ConsumerGuard:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        try:
+            if not self._done and self._pid == os.getpid():
+                self.release()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "released" if self._done else f"{len(self._buf)} bytes"
+        return f"<ConsumerGuard {self._ring.name!r} message={self.index} {state}>"
+
+
+_EMPTY: Final = memoryview(b"")
+
+
+# ---------------------------------------------------------------------------------------------
+# The ring
+# ---------------------------------------------------------------------------------------------
+
+
+def _finalize_ring(pid: int, fd: int, unlink: Optional[Callable[[], None]],
+                   sems: list[NamedSemaphore]) -> None:
+    # Never raises; does nothing in a forked child (the parent owns the names and handles).
+    if os.getpid() != pid:
+        return
+    for s in sems:
+        try:
+            s.close()
+        except Exception:  # pragma: no cover
+            pass
+    if unlink is not None:
+        try:
+            unlink()
+        except Exception:  # pragma: no cover
+            pass
+    try:
+        os.close(fd)
+    except OSError:  # pragma: no cover
+        pass
+
+
+class ShmTraceRing:
+    """A ring of large slots in POSIX shared memory (see the module docstring for the layout).
+
+    Create with :meth:`create` (the owner: unlinks everything on close) or :meth:`open`.
+    Producer: :meth:`acquire`, :meth:`put`, :meth:`mark_finished`, :meth:`notify_crash`.
+    Consumer: :meth:`access`, :meth:`get`, iteration.
+    """
+
+    # Class-level defaults so a half-built object closes cleanly.
+    _fd: int = -1
+    _mapping: Optional[_shm.Mapping] = None
+    _closed: bool = True
+    _finalizer: Optional[weakref.finalize] = None
+    _owner: bool = False
+    name: str = ""
+    id: str = ""
+
+    def __init__(self) -> None:  # use create() / open()
+        # Reorder buffer + producer-guard bookkeeping.  Re-entrant: a guard's finalizer may
+        # run (garbage collection) in a thread that is already inside a ring method.
+        self._lock = threading.RLock()
+        self._acquiring = False
+        self._pending: list[int] = []
+        self._producer_guard: Optional[ProducerGuard] = None
+        self._producer_registered = False
+        self._consumer_registered = False
+        self._sems: list[NamedSemaphore] = []
+        self._slot_views: list[Optional[memoryview]] = []
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def create(cls, id: str, capacity: int, slot_size: int, *,
+               replace: Optional[bool] = None, wait_mode: Optional[str] = None,
+               spin: float = DEFAULT_SPIN) -> ShmTraceRing:
+        """Create ``/{id}_t`` and its semaphores; this handle is the owner.
+
+        ``replace``: what to do if the name exists.  ``None`` (default) replaces it only when
+        it is a ctshm ring whose creator is dead; ``True`` always replaces (the Rust
+        original's behaviour: its users keep their mapping but lose the names); ``False``
+        never (``FileExistsError``).
+        """
+        name = _shm.object_name("ShmTraceRing", id, "_t", ("_filled", "_empty"))
+        capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
+        slot_size = _shm.check_size("ShmTraceRing", slot_size, "slot_size")
+        if capacity > MAX_LEN_RECORDS:
+            raise ValueError(f"ShmTraceRing capacity {capacity} is too large: at most "
+                             f"{MAX_LEN_RECORDS} slots (each slot is >= 2 MiB)")
+        aligned = aligned_slot_size(slot_size)
+        total = HEADER_SIZE + capacity * aligned
+        if total > _MAX_SIZE:
+            raise ValueError(f"ShmTraceRing of {capacity} slots of {aligned} bytes "
+                             f"({total} bytes) is beyond any address space")
+        self = cls()
+        self.id, self.name = id, name
+        self._wait_mode = wait_mode
+        self._spin = float(spin)
+        sem_names = (name + "_filled", name + "_empty")
+        self._handle_existing(name, sem_names, replace)
+        try:
+            self._fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, 0o600)
+        except FileExistsError as e:
+            raise FileExistsError(e.errno, f"{e.strerror}: ring exists (pass replace=True, or "
+                                  "remove it with `python -m ctshm rm`)", name) from None
+        self._owner = True
+        self._closed = False
+        self._identity = _shm.fd_identity(self._fd)
+        self._sem_identity: list[Optional[tuple[int, int]]] = [None, None]
+        self._finalizer = weakref.finalize(self, _finalize_ring, os.getpid(), self._fd,
+                                           self._unlink_names, self._sems)
+        try:
+            libc.ftruncate(self._fd, total, name)
+            self._map(total)
+            hq = self._hq
+            hq[_CAP] = capacity
+            hq[_SLOT] = aligned
+            hq[_MAGIC] = MAGIC  # before the semaphores exist: see open()
+            hq[_VERSION] = VERSION
+            pid, start = _proc.me()
+            hq[_CREATOR_PID] = pid
+            hq[_CREATOR_START] = start
+            hq[_NONCE] = secrets.randbits(64)
+            hq[_LEN_RECORDS] = capacity
+            # Stale semaphores of a dead ring: we hold the shm name exclusively, so any
+            # semaphore under our names is a leftover (never a live ring's).
+            for s in sem_names:
+                NamedSemaphore.unlink_name(s)
+            self._sems.append(NamedSemaphore(sem_names[0], create=True, value=0, mode=0o644,
+                                             wait_mode=wait_mode))
+            self._sems.append(NamedSemaphore(sem_names[1], create=True, value=capacity,
+                                             mode=0o644, wait_mode=wait_mode))
+            self._sem_identity = [s.identity() for s in self._sems]
+            self._setup()
+            self._fence()
+            self._store(_STATE, STATE_READY)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @staticmethod
+    def _handle_existing(name: str, sem_names: tuple[str, str], replace: Optional[bool]) -> None:
+        if replace is False:
+            return
+        if replace is None:
+            info = _peek(name)
+            if info is None or not info.get("ctshm") or info.get("creator_alive", True):
+                return  # absent, not ours, or alive: O_EXCL below decides
+        for n in (name,):
+            try:
+                libc.shm_unlink(n)
+            except FileNotFoundError:
+                pass
+        for s in sem_names:
+            NamedSemaphore.unlink_name(s)
+
+    @classmethod
+    def open(cls, id: str, capacity: Optional[int] = None, slot_size: Optional[int] = None, *,
+             timeout: Optional[float] = 10.0, wait_mode: Optional[str] = None,
+             spin: float = DEFAULT_SPIN) -> ShmTraceRing:
+        """Open an existing ring.  Never creates anything.
+
+        Waits up to ``timeout`` seconds (``None``: forever) for the creator to finish
+        initializing (object sized, header written, both semaphores created), then raises
+        ``FileNotFoundError`` (nothing there) or ``TimeoutError`` (never became ready).
+        ``capacity`` / ``slot_size``, when given, must match the header (``slot_size`` is
+        compared after rounding up to 2 MiB).
+        """
+        name = _shm.object_name("ShmTraceRing", id, "_t", ("_filled", "_empty"))
+        if capacity is not None:
+            capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
+        if slot_size is not None:
+            slot_size = _shm.check_size("ShmTraceRing", slot_size, "slot_size")
+        if timeout is not None and (timeout != timeout or timeout < 0):
+            raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            self = cls()
+            self.id, self.name = id, name
+            self._wait_mode = wait_mode
+            self._spin = float(spin)
+            try:
+                problem = self._try_open(capacity, slot_size)
+            except BaseException:
+                self.close()
+                raise
+            if problem is None:
+                return self
+            self.close()
+            if end is not None and time.monotonic() >= end:
+                kind, why = problem
+                if kind == "absent":
+                    raise FileNotFoundError(2, f"no such ring (waited {timeout} s for its "
+                                            "creator)", name)
+                raise TimeoutError(f"ring {name!r} did not become ready within {timeout} s: "
+                                   f"{why}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def _try_open(self, capacity: Optional[int], slot_size: Optional[int]
+                  ) -> Optional[tuple[str, str]]:
+        """One attempt.  None on success, (kind, why) if not ready yet; raises if hopeless."""
+        name = self.name
+        try:
+            self._fd = libc.shm_open(name, libc.O_RDWR, 0)
+        except FileNotFoundError:
+            return ("absent", "no such object")
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _finalize_ring, os.getpid(), self._fd, None,
+                                           self._sems)
+        st = os.fstat(self._fd)
+        if st.st_size < HEADER_SIZE:
+            return ("init", f"the object is {st.st_size} bytes, smaller than a ring header "
+                    f"({HEADER_SIZE}): not yet sized by its creator, or not a ring")
+        hdr = _shm.Mapping(self._fd, HEADER_SIZE, writable=False, name=name)
+        hq = hdr.view().cast("Q")
+        try:
+            is_ctshm = hq[_MAGIC] == MAGIC
+            if is_ctshm and hq[_STATE] != STATE_READY:
+                return ("init", "the ctshm creator has not finished initializing")
+            cap, slot = hq[_CAP], hq[_SLOT]
+            if cap == 0 or slot == 0:
+                return ("init", f"header not initialized (capacity {cap}, slot_size {slot})")
+        finally:
+            hq.release()
+            del hdr
+        sem_names = (name + "_filled", name + "_empty")
+        if not is_ctshm:
+            # Rust creator: shm_open, ftruncate, header, sem_unlink (stale), sem_open.  Until
+            # it has re-created the semaphores, names from an older ring may still exist:
+            # on Linux accept only semaphore files at least as new as the ring's last change.
+            fresh = _sems_fresh(name, sem_names)
+            if fresh is not None:
+                return ("init", fresh)
+        problem = _validate_geometry(name, cap, slot, st.st_size)
+        if problem:
+            raise CorruptRingError(problem)
+        if capacity is not None and capacity != cap:
+            raise ValueError(f"ring {name!r} has capacity {cap}, not {capacity}")
+        if slot_size is not None and aligned_slot_size(slot_size) != slot:
+            raise ValueError(f"ring {name!r} has slot_size {slot} (2 MiB-aligned), which "
+                             f"slot_size={slot_size} ({aligned_slot_size(slot_size)} aligned) "
+                             "does not match")
+        try:
+            for s in sem_names:
+                self._sems.append(NamedSemaphore(s, wait_mode=self._wait_mode))
+        except FileNotFoundError:
+            return ("init", "semaphores not created yet")
+        self._map(st.st_size)
+        self._check_indices()
+        self._setup()
+        return None
+
+    def _map(self, total: int) -> None:
+        self._mapping = m = _shm.Mapping(self._fd, total, writable=True, name=self.name)
+        if libc.IS_LINUX:
+            libc.madvise(m.addr, total, libc.MADV_HUGEPAGE)  # advisory, as the original
+        self._hv = m.view(0, HEADER_SIZE)
+        self._hq = self._hv.cast("Q")
+        self._base = m.addr
+
+    def _setup(self) -> None:
+        hq = self._hq
+        self.capacity = int(hq[_CAP])
+        self.slot_size = int(hq[_SLOT])
+        self._is_ctshm = hq[_MAGIC] == MAGIC
+        self._has_len = self.capacity <= MAX_LEN_RECORDS
+        self._slot_views = [None] * self.capacity
+        self._filled, self._empty = self._sems
+        b = atomics.get_backend()
+        self._atomics = b
+        self._plain = atomics.PLAIN_ORDERED_ACCESS
+        base = self._base
+        self._a_res = base + 8 * _RES
+        self._a_fin = base + 8 * _FIN
+        self._cas = b.compare_exchange
+        self._fence = b.fence
+
+    # -- word access ---------------------------------------------------------------------------
+    def _load(self, word: int) -> int:
+        if self._plain:
+            return int(self._hq[word])
+        return self._atomics.load(self._base + 8 * word)
+
+    def _store(self, word: int, value: int) -> None:
+        if self._plain:
+            self._hq[word] = value
+        else:
+            self._atomics.store(self._base + 8 * word, value)
+
+    def _check_indices(self) -> None:
+        hq, cap = self._hq, int(self._hq[_CAP])
+        w, r, res, fin = int(hq[_W]), int(hq[_R]), int(hq[_RES]), int(hq[_FIN])
+        if not r <= res <= w <= r + cap:
+            raise CorruptRingError(
+                f"ring {self.name!r} header is corrupt: write_idx={w} read_idx={r} "
+                f"reserved_idx={res} capacity={cap} (need read <= reserved <= write <= "
+                "read + capacity)")
+        if fin not in (0, _FINISHED, _CRASHED):
+            raise CorruptRingError(f"ring {self.name!r} header is corrupt: finished={fin} "
+                                   "(0 running, 1 finished, 2 crashed)")
+
+    def _view(self, slot: int) -> memoryview:
+        v = self._slot_views[slot]
+        if v is None:
+            m = self._mapping
+            if m is None:
+                raise ValueError(f"ring {self.name!r} is closed")
+            v = m.view(HEADER_SIZE + slot * self.slot_size, self.slot_size)
+            self._slot_views[slot] = v
+        return v
+
+    def _check_open(self) -> None:
+        if self._closed or self._mapping is None:
+            raise ValueError(f"ring {self.name!r} is closed: open it again to use it")
+
+    # -- producer ----------------------------------------------------------------------------
+    def acquire(self, timeout: Optional[float] = None) -> ProducerGuard:
+        """Wait for a free slot (``None``: without bound) and return its guard.
+
+        Raises ``TimeoutError`` on timeout, ``ConsumerGone`` if the registered consumer died
+        while we waited, ``RuntimeError`` if this handle already has an outstanding guard or
+        the ring was finished.
+        """
+        self._check_open()
+        with self._lock:
+            if self._producer_guard is not None or self._acquiring:
+                what = (repr(self._producer_guard) if self._producer_guard is not None
+                        else "another acquire() (in another thread)")
+                raise RuntimeError(
+                    f"ring {self.name!r}: {what} is still outstanding; commit or abort it "
+                    "before acquiring another slot (one producer slot at a time keeps "
+                    "messages in order)")
+            fin = self._load(_FIN)
+            if fin:
+                raise RuntimeError(f"ring {self.name!r} is already "
+                                   f"{'finished' if fin == _FINISHED else 'crashed'}: no "
+                                   "more messages can be produced")
+            if not self._producer_registered:
+                self._register_producer()
+            self._acquiring = True
+        # The wait happens outside the lock: a consumer thread of this same handle must be
+        # able to release slots meanwhile.
+        try:
+            if not self._empty.try_acquire() and not self._wait_space(timeout):
+                raise TimeoutError(f"ring {self.name!r}: no free slot within {timeout} s "
+                                   "(the consumer is not releasing slots)")
+        except BaseException:
+            self._acquiring = False
+            raise
+        with self._lock:
+            self._acquiring = False
+            if self._closed:
+                raise ValueError(f"ring {self.name!r} was closed while acquire() waited")
+            w = self._load(_W)
+            g = ProducerGuard(self, w, self._view(w % self.capacity)[:])
+            self._producer_guard = g
+            return g
+
+    def _wait_space(self, timeout: Optional[float]) -> bool:
+        hq, cap, plain = self._hq, self.capacity, self._plain
+        empty = self._empty
+        if self._spin > 0:
+            end = time.perf_counter() + self._spin
+            while time.perf_counter() < end:
+                if plain:
+                    free = hq[_W] - hq[_R] < cap
+                else:
+                    free = self._load(_W) - self._load(_R) < cap
+                if free and empty.try_acquire():
+                    return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            chunk = LIVENESS_SLICE
+            if deadline is not None:
+                chunk = min(chunk, deadline - time.monotonic())
+                if chunk <= 0:
+                    return False
+            if empty.acquire(chunk):
+                return True
+            cpid = self._load(_CONSUMER_PID)
+            if cpid and not _proc.is_alive(cpid, self._load(_CONSUMER_START)):
+                raise ConsumerGone(
+                    32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
+                    "producer waited for a free slot; a new consumer that opens the ring will "
+                    "resume (slots it had not released are delivered again)", self.name)
+
+    def _register_producer(self) -> None:
+        pid, start = _proc.me()
+        old = self._load(_PRODUCER_PID)
+        if old and old != pid and _proc.is_alive(old, self._load(_PRODUCER_START)):
+            raise RuntimeError(f"ring {self.name!r} already has a live producer (pid {old}); "
+                               "a ring has exactly one producer process")
+        self._store(_PRODUCER_START, start)
+        self._store(_PRODUCER_PID, pid)
+        self._producer_registered = True
+
+    def _commit(self, guard: ProducerGuard, nbytes: Optional[int]) -> None:
+        slot_size = self.slot_size
+        if nbytes is None:
+            nbytes = slot_size
+        elif isinstance(nbytes, bool) or not isinstance(nbytes, int):
+            raise TypeError(f"nbytes must be an int, not {type(nbytes).__name__}")
+        elif not 0 <= nbytes <= slot_size:
+            raise ValueError(f"cannot commit {nbytes} bytes: the slot holds 0..{slot_size}")
+        with self._lock:
+            if guard._done:
+                raise ValueError(f"{guard!r} was already committed or aborted")
+            self._check_open()
+            idx = guard.index
+            if self._load(_FIN) == _CRASHED:
+                guard._done = True
+                self._producer_guard = None
+                raise RuntimeError(f"ring {self.name!r} crashed (notify_crash) while "
+                                   f"{guard!r} was being written: it is not published")
+            guard._done = True
+            buf, guard._buf = guard._buf, _EMPTY
+            buf.release()
+            if self._has_len:
+                k = _LEN + 2 * (idx % self.capacity)
+                hq = self._hq
+                hq[k + 1] = nbytes
+                hq[k] = idx + 1
+            self._store(_W, idx + 1)  # release: the slot and its record are visible first
+            self._producer_guard = None
+        self._filled.post()
+
+    def _abort(self, guard: ProducerGuard) -> None:
+        with self._lock:
+            if guard._done:
+                return
+            guard._done = True
+            buf, guard._buf = guard._buf, _EMPTY
+            try:
+                buf.release()
+            except BufferError:
+                pass
+            if self._producer_guard is guard:
+                self._producer_guard = None
+            if self._closed:
+                return
+        self._empty.post()
+
+    def put(self, data: Any, timeout: Optional[float] = None) -> None:
+        """Copy ``data`` (bytes-like) into a slot and commit exactly its length."""
+        src = memoryview(data).cast("B")
+        n = src.nbytes
+        if n > self.slot_size:
+            raise ValueError(f"{n} bytes do not fit a slot of {self.slot_size} bytes")
+        g = self.acquire(timeout)
+        try:
+            g._buf[:n] = src
+        except BaseException:
+            g.abort()
+            raise
+        g.commit(n)
+
+    def mark_finished(self) -> None:
+        """End of stream: the consumer gets ``Finished`` after every committed slot."""
+        self._check_open()
+        with self._lock:
+            if self._producer_guard is not None:
+                raise RuntimeError(f"ring {self.name!r}: commit or abort "
+                                   f"{self._producer_guard!r} before mark_finished()")
+            fin = self._load(_FIN)
+            if fin:
+                raise RuntimeError(f"ring {self.name!r} is already "
+                                   f"{'finished' if fin == _FINISHED else 'crashed'}")
+            self._store(_FIN, _FINISHED)
+        self._filled.post()
+
+    def notify_crash(self, signal: int, addr: int = 0, operation: int = 0) -> None:
+        """Report a crash to the consumer.  Only stores, a fence and ``sem_post``: no lock, no
+        allocation beyond Python's own, so it may be called from a signal handler.  An
+        outstanding ``ProducerGuard`` is never published."""
+        if self._closed:
+            return
+        _CRASH.pack_into(self._hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
+        self._fence()  # details before the flag
+        self._store(_FIN, _CRASHED)
+        self._filled.post()
+
+    # -- consumer ------------------------------------------------------------------------------
+    def access(self, timeout: Optional[float] = None) -> AccessResult:
+        """Wait up to ``timeout`` seconds (``None``: without bound) for the next slot.
+
+        Returns ``Data(guard)``, ``Finished()``, ``Crashed(details, pid)`` or ``Timeout()``.
+        """
+        self._check_open()
+        if not self._consumer_registered:
+            self._register_consumer()
+        if timeout is not None and (timeout != timeout or timeout < 0):
+            raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
+        filled = self._filled
+        if filled.try_acquire():
+            r = self._claim()
+            if r is not None:
+                return r
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._spin > 0 and (timeout is None or timeout > 0):
+            hq, plain = self._hq, self._plain
+            end = time.perf_counter() + self._spin
+            while time.perf_counter() < end:
+                if plain:
+                    ready = hq[_W] != hq[_RES] or hq[_FIN]
+                else:
+                    ready = self._load(_W) != self._load(_RES) or self._load(_FIN)
+                if ready and filled.try_acquire():
+                    r = self._claim()
+                    if r is not None:
+                        return r
+        while True:
+            chunk = LIVENESS_SLICE
+            if deadline is not None:
+                chunk = min(chunk, deadline - time.monotonic())
+                if chunk <= 0:
+                    return self._on_timeout()
+            if filled.acquire(chunk):
+                r = self._claim()
+                if r is not None:
+                    return r
+                continue
+            self._check_producer_alive()
+            # Self-healing: a consumer that died between taking a token and reserving its
+            # slot lost that token.  Work that is visible in the header is claimed without a
+            # token; a token left over later finds nothing and is dropped by _claim().
+            if self._load(_RES) < self._load(_W) or self._load(_FIN):
+                r = self._claim()
+                if r is not None:
+                    return r
+
+    def _claim(self) -> Optional[AccessResult]:
+        """We hold one ``filled`` token: reserve a slot, or report the end."""
+        hq, plain, cas, a_res = self._hq, self._plain, self._cas, self._a_res
+        while True:
+            if plain:
+                res, w = hq[_RES], hq[_W]
+            else:
+                res, w = self._load(_RES), self._load(_W)
+            if res < w:
+                if w - res > self.capacity:
+                    raise CorruptRingError(
+                        f"ring {self.name!r} header is corrupt: write_idx={w} is more than "
+                        f"capacity={self.capacity} ahead of reserved_idx={res}")
+                if cas(a_res, res, res + 1) == res:
+                    return self._data(res)
+                continue
+            fin = self._load(_FIN)
+            if fin == _CRASHED:
+                self._filled.post()  # wake the other consumer threads
+                return self._crashed()
+            if fin == _FINISHED:
+                self._filled.post()
+                return Finished()
+            # A token with nothing behind it (only after a hostile or corrupt peer): drop it.
+            return None
+
+    def _data(self, idx: int) -> Data:
+        slot = idx % self.capacity
+        v = self._view(slot)
+        n = self.slot_size
+        if self._has_len:
+            k = _LEN + 2 * slot
+            hq = self._hq
+            if hq[k] == idx + 1:
+                n = int(hq[k + 1])
+                if n > self.slot_size:
+                    self._complete(idx)
+                    raise CorruptRingError(
+                        f"ring {self.name!r}: length record of message {idx} says {n} bytes, "
+                        f"more than the slot ({self.slot_size}); the message was skipped")
+        return Data(ConsumerGuard(self, idx, v[:n].toreadonly()))
+
+    def _crashed(self) -> Crashed:
+        signal, addr, operation = _CRASH.unpack_from(self._hv, _CRASH_OFF)
+        dead = self._load(_DEAD_PID)
+        return Crashed(CrashDetails(signal, addr, operation), dead or None)
+
+    def _on_timeout(self) -> AccessResult:
+        self._check_producer_alive()
+        fin = self._load(_FIN)
+        if fin and self._load(_RES) == self._load(_W):
+            return self._crashed() if fin == _CRASHED else Finished()
+        return Timeout()
+
+    def _check_producer_alive(self) -> None:
+        """If the registered producer died without notify_crash, record a crash (signal 0)."""
+        ppid = self._load(_PRODUCER_PID)
+        if not ppid or self._load(_FIN) or _proc.is_alive(ppid, self._load(_PRODUCER_START)):
+            return
+        self._store(_DEAD_PID, ppid)
+        _CRASH.pack_into(self._hv, _CRASH_OFF, 0, 0, 0)
+        if self._cas(self._a_fin, 0, _CRASHED) == 0:
+            self._filled.post()
+
+    def _register_consumer(self) -> None:
+        with self._lock:
+            if self._consumer_registered:
+                return
+            pid, start = _proc.me()
+            old = self._load(_CONSUMER_PID)
+            if old and old != pid:
+                if _proc.is_alive(old, self._load(_CONSUMER_START)):
+                    raise RuntimeError(f"ring {self.name!r} already has a live consumer (pid "
+                                       f"{old}); a ring has exactly one consumer process")
+                # The previous consumer died: slots it reserved but never released go back
+                # to the queue (at-least-once delivery across a consumer restart).
+                r, res = self._load(_R), self._load(_RES)
+                if res > r:
+                    self._store(_RES, r)
+                    for _ in range(res - r):
+                        self._filled.post()
+            self._store(_CONSUMER_START, start)
+            self._store(_CONSUMER_PID, pid)
+            self._consumer_registered = True
+
+    def _complete(self, idx: int) -> None:
+        """A guard was released: advance read_idx over every in-order completion."""
+        with self._lock:
+            if self._closed:
+                return
+            heapq.heappush(self._pending, idx)
+            pending = self._pending
+            cur = self._load(_R)
+            while pending and pending[0] == cur:
+                heapq.heappop(pending)
+                cur += 1
+                self._store(_R, cur)
+                self._empty.post()
+
+    # -- pythonic layer ----------------------------------------------------------------------
+    def get(self, timeout: Optional[float] = None) -> bytes:
+        """The next message as bytes.  ``RingFinished`` at the end, ``ProducerCrashed`` on a
+        crash, ``TimeoutError`` on timeout."""
+        r = self.access(timeout)
+        if isinstance(r, Data):
+            with r.guard as g:
+                return bytes(g.buf)
+        if isinstance(r, Finished):
+            raise RingFinished(f"ring {self.name!r} is finished")
+        if isinstance(r, Crashed):
+            raise ProducerCrashed(r)
+        raise TimeoutError(f"ring {self.name!r}: no message within {timeout} s")
+
+    def chunks(self, timeout: Optional[float] = None, copy: bool = True
+               ) -> Iterator[Union[bytes, memoryview]]:
+        """Iterate messages until Finished; raise ``ProducerCrashed`` on a crash and
+        ``TimeoutError`` if one wait exceeds ``timeout``.  With ``copy=False`` each item is a
+        read-only memoryview valid until the next item is requested."""
+        while True:
+            r = self.access(timeout)
+            if isinstance(r, Data):
+                g = r.guard
+                try:
+                    yield bytes(g.buf) if copy else g.buf
+                finally:
+                    g.release()
+            elif isinstance(r, Finished):
+                return
+            elif isinstance(r, Crashed):
+                raise ProducerCrashed(r)
+            else:
+                raise TimeoutError(f"ring {self.name!r}: no message within {timeout} s")
+
+    def __iter__(self) -> Iterator[Union[bytes, memoryview]]:
+        return self.chunks()
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def owner(self) -> bool:
+        return self._owner
+
+    def header(self) -> dict[str, Any]:
+        """A snapshot of the shared header (diagnostics)."""
+        self._check_open()
+        hq = self._hq
+        sig, addr, op = _CRASH.unpack_from(self._hv, _CRASH_OFF)
+        return {
+            "write_idx": int(hq[_W]), "read_idx": int(hq[_R]), "reserved_idx": int(hq[_RES]),
+            "capacity": int(hq[_CAP]), "slot_size": int(hq[_SLOT]), "finished": int(hq[_FIN]),
+            "crash_details": CrashDetails(sig, addr, op),
+            "ctshm": hq[_MAGIC] == MAGIC, "creator_pid": int(hq[_CREATOR_PID]),
+            "producer_pid": int(hq[_PRODUCER_PID]), "consumer_pid": int(hq[_CONSUMER_PID]),
+            "dead_pid": int(hq[_DEAD_PID]),
+        }
+
+    # -- teardown ------------------------------------------------------------------------------
+    def _unlink_names(self) -> None:
+        """Owner only: remove the shm object and semaphores, unless a successor re-created
+        them (identity check: the name must still refer to *our* object)."""
+        if _shm.name_identity(self.name) != getattr(self, "_identity", None):
+            return
+        for s, ident in zip((self.name + "_filled", self.name + "_empty"),
+                            getattr(self, "_sem_identity", (None, None))):
+            if ident is not None and sem_file_identity(s) not in (ident, None):
+                continue  # a successor's semaphore
+            NamedSemaphore.unlink_name(s)
+        _shm.unlink_if_same(self.name, self._identity)
+
+    def close(self) -> None:
+        """Close this handle (idempotent).  The owner also unlinks the ring's names.
+
+        Outstanding consumer views stay readable (the mapping lives until they are gone);
+        releasing their guards afterwards does nothing.  An outstanding ProducerGuard can no
+        longer be committed.
+        """
+        with self._lock:
+            if self._closed and self._finalizer is None:
+                return
+            self._closed = True
+            self._producer_guard = None
+            fin, self._finalizer = self._finalizer, None
+        for attr in ("_hq", "_hv"):
+            v = self.__dict__.pop(attr, None)
+            if v is not None:
+                try:
+                    v.release()
+                except BufferError:
+                    pass
+        self._slot_views = []
+        if fin is not None:
+            fin()  # closes semaphores, unlinks (owner, same objects), closes the fd
+        elif self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+        self._mapping = None
+
+    def __enter__(self) -> ShmTraceRing:
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __reduce__(self) -> Any:
+        # A spawned child re-opens by id (never the owner).
+        return (ShmTraceRing.open, (self.id,))
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<ShmTraceRing {self.name!r} closed>"
+        h = self._hq
+        role = "owner" if self._owner else "opener"
+        return (f"<ShmTraceRing {self.name!r} {role} capacity={self.capacity} "
+                f"slot_size={self.slot_size} write={h[_W]} read={h[_R]} reserved={h[_RES]} "
+                f"finished={h[_FIN]}>")
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _validate_geometry(name: str, cap: int, slot: int, size: int) -> Optional[str]:
+    if slot % HUGE_PAGE_SIZE:
+        return (f"ring {name!r} header is corrupt: slot_size={slot} is not a multiple of "
+                f"2 MiB")
+    expect = HEADER_SIZE + cap * slot
+    if expect != size:
+        return (f"ring {name!r} header is corrupt or not a ring: capacity={cap} × "
+                f"slot_size={slot} + 2 MiB header = {expect} bytes, but the object is "
+                f"{size} bytes")
+    return None
+
+
+def _sems_fresh(name: str, sem_names: tuple[str, str]) -> Optional[str]:
+    """None if both semaphores exist and (Linux) were born after the ring object.
+
+    The Rust creator runs shm_open, ftruncate, header init, sem_unlink (stale names), sem_open;
+    until it has re-created the semaphores, names left by an older ring may still exist and
+    an opener that used them would deadlock.  tmpfs records each file's birth time (statx), so
+    a semaphore born before the ring object is such a leftover: keep waiting.  (ctime does
+    not work: tmpfs updates the ring's ctime whenever a new page is first written.)
+    """
+    if not libc.IS_LINUX:
+        return None  # cannot tell: sem_open decides
+    ring_birth = libc.birth_time_ns("/dev/shm/" + name[1:])
+    for s in sem_names:
+        path = "/dev/shm/sem." + s[1:]
+        if not os.path.exists(path):
+            return f"semaphore {s!r} not created yet"
+        born = libc.birth_time_ns(path)
+        if ring_birth is not None and born is not None and born < ring_birth:
+            return f"semaphore {s!r} is older than the ring object (a leftover)"
+    return None
+
+
+def _peek(name: str) -> Optional[dict[str, Any]]:
+    """Read an existing ring's header without opening it as a ring (None if absent)."""
+    try:
+        fd = libc.shm_open(name, libc.O_RDONLY, 0)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        info: dict[str, Any] = {"size": size}
+        if size < HEADER_SIZE:
+            return info
+        m = _shm.Mapping(fd, 4096, writable=False, name=name)
+        hq = m.view().cast("Q")
+        try:
+            info["ctshm"] = hq[_MAGIC] == MAGIC
+            pid, start = int(hq[_CREATOR_PID]), int(hq[_CREATOR_START])
+            info["creator_pid"] = pid
+            info["creator_alive"] = _proc.is_alive(pid, start) if info["ctshm"] else True
+        finally:
+            hq.release()
+        return info
+    finally:
+        os.close(fd)
