@@ -158,7 +158,8 @@ def child_sem_acquire(name: str, count: int, timeout: float, wait_mode: str) -> 
 
 def child_sem_eintr(name: str, wait_mode: str, timeout: float, conn: Connection) -> None:
     """In a fresh (single-threaded) process, wait on ``name`` while an interval timer
-    delivers SIGALRM every 20 ms to a Python handler.  Sends (result, elapsed, signals)."""
+    delivers SIGALRM every 20 ms to a Python handler.  Sends "ready" just before the wait,
+    then (result, elapsed, signals)."""
     from ctshm.semaphore import NamedSemaphore
 
     s = NamedSemaphore(name, wait_mode=wait_mode)
@@ -170,6 +171,7 @@ def child_sem_eintr(name: str, wait_mode: str, timeout: float, conn: Connection)
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
     try:
+        conn.send("ready")
         t0 = time.monotonic()
         got = s.acquire(timeout)
         elapsed = time.monotonic() - t0
