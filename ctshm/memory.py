@@ -187,12 +187,8 @@ class ShmMemory:
         Outstanding views stay valid: the pages are unmapped when the last one is released.
         """
         mapping, self._mapping = self._mapping, None
-        buf, self._buf = self._buf, None
-        if buf is not None:
-            try:
-                buf.release()
-            except BufferError:
-                pass  # somebody exported it further; the mapping lives until they let go
+        # Not released: a caller may hold .buf itself, which stays valid like any other view.
+        self._buf = None
         fin, self._finalizer = self._finalizer, None
         if fin is not None:
             fin()  # unlinks (creator, same object) and closes the fd exactly once
@@ -211,7 +207,8 @@ class ShmMemory:
     def __reduce__(self) -> Any:
         # Spawned children re-open by name (read-write, never the owner).
         self._check_open()
-        return (ShmMemory.open_readwrite, (self.name,))
+        # The id, not the name: open_readwrite("/X_m") would open "/X_m_m".
+        return (ShmMemory.open_readwrite, (self.name[:-len(_SUFFIX)],))
 
     def __repr__(self) -> str:
         if self.closed:
