@@ -31,20 +31,29 @@ def _name(id: str) -> str:
 def _mapped(name: str) -> bool:
     """True if this process has a mapping of the shm object ``name`` (/proc/self/maps)."""
     with open("/proc/self/maps") as f:
-        return any(line.rstrip().split(" ", 5)[-1].strip().startswith("/dev/shm" + name)
-                   for line in f)
+        for line in f:
+            fields = line.split(None, 5)  # address perms offset dev inode [path]
+            path = fields[5].rstrip("\n") if len(fields) == 6 else ""
+            if path == "/dev/shm" + name or path.startswith("/dev/shm" + name + " "):
+                return True
+    return False
 
 
-def _fd_open_on(name: str) -> bool:
-    """True if this process has a descriptor open on the shm object ``name``."""
+def _count_fds(name: str) -> int:
+    """How many descriptors this process has open on the shm object ``name``."""
+    n = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
-        if target.startswith("/dev/shm" + name):
-            return True
-    return False
+        if target == "/dev/shm" + name or target.startswith("/dev/shm" + name + " "):
+            n += 1
+    return n
+
+
+def _fd_open_on(name: str) -> bool:
+    return _count_fds(name) > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +163,7 @@ def test_writing_to_the_readonly_buf_raises_type_error(shm_id: str) -> None:
 def test_creator_close_unlinks_and_is_idempotent(shm_id: str) -> None:
     m = ShmMemory.create_readonly(shm_id, 4096)
     assert shm_exists(m.name) and not m.closed
+    assert _count_fds(m.name) == 1 and _mapped(m.name)
     m.close()
     assert m.closed and not shm_exists(m.name)
     m.close()
@@ -366,21 +376,10 @@ def test_opening_an_unsized_object(shm_id: str) -> None:
     try:
         with pytest.raises(ValueError, match="size 0"):
             ShmMemory.open_readwrite(shm_id)
-        assert not _fd_open_on(name) or _count_fds(name) == 1  # only our own fd
+        assert _count_fds(name) == 1  # only our own: the failed open closed its descriptor
     finally:
         os.close(fd)
         libc.shm_unlink(name)
-
-
-def _count_fds(name: str) -> int:
-    n = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/shm" + name):
-                n += 1
-        except OSError:
-            pass
-    return n
 
 
 def test_longest_id_that_fits(shm_id: str) -> None:
