@@ -103,8 +103,14 @@ class ShmMemory:
         return self
 
     @classmethod
-    def open_readwrite(cls, id: str) -> ShmMemory:
-        """Open the existing ``/{id}_m`` and map all of it read-write.  Never unlinks."""
+    def open_readwrite(cls, id: str, *, reserve: bool = True) -> ShmMemory:
+        """Open the existing ``/{id}_m`` and map all of it read-write.  Never unlinks.
+
+        ``reserve`` (default): reserve backing store for the whole object first
+        (``posix_fallocate``), so a full /dev/shm raises ``OSError(ENOSPC)`` here rather than
+        SIGBUS on a later write.  This allocates the memory up front; pass ``reserve=False``
+        to keep the object sparse (and call :meth:`reserve` for the ranges you write).
+        """
         name = _shm.object_name("ShmMemory", id, _SUFFIX)
         self = cls()
         self.name = name
@@ -116,6 +122,8 @@ class ShmMemory:
                 raise ValueError(f"shared memory segment {name!r} has size 0: its creator has "
                                  "not sized it yet (or it is not a ShmMemory); retry later")
             self._size = size
+            if reserve:
+                self.reserve(0, size)
             self._mapping = _shm.Mapping(self._fd, size, writable=True, name=name)
         except BaseException:
             self.close()
@@ -165,6 +173,27 @@ class ShmMemory:
     def fileno(self) -> int:
         self._check_open()
         return self._fd
+
+    def reserve(self, offset: int = 0, length: Optional[int] = None) -> bool:
+        """Reserve backing store for ``[offset, offset+length)`` (``posix_fallocate``).
+
+        ``OSError(ENOSPC)`` if /dev/shm is full.  False where the platform cannot reserve
+        (macOS): writes there may still fail with SIGBUS when memory runs out.
+        """
+        if self._fd < 0:
+            raise ValueError(f"ShmMemory {self.name!r} is closed: open it again to use it")
+        if length is None:
+            length = self._size - offset
+        if offset < 0 or length < 0 or offset + length > self._size:
+            raise ValueError(f"range [{offset}, {offset + length}) is outside {self.name!r} "
+                             f"({self._size} bytes)")
+        if length == 0:
+            return True
+        try:
+            return libc.posix_fallocate(self._fd, offset, length, self.name)
+        except OSError as e:
+            raise OSError(e.errno, f"{os.strerror(e.errno or 0)}: cannot reserve {length} "
+                          "bytes of backing store (is /dev/shm full?)", self.name) from None
 
     def keep_on_drop(self) -> None:
         """Do not unlink the name on close / garbage collection."""

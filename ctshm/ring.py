@@ -31,6 +31,7 @@ Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
          320 │ consumer_pid u64  │ 328 consumer_start u64  (registered on first access)   │
          336 │ len_records  u64  number of length records (= capacity when it fits)       │
          344 │ dead_pid     u64  producer found dead by a consumer (0: none)              │
+        1024 │ crash_msg    u32 length + up to 1020 bytes UTF-8 (why the producer died)    │
              └──────────────────────────────────────────────────────────────────────────┘
         4096 ┌──────────────────────── length records, 16 bytes per slot ────────────────┐
              │ record k: tag u64 = seq + 1 of the message in slot k │ nbytes u64           │
@@ -128,6 +129,10 @@ _CONSUMER_START: Final = _E + 9
 _LEN_RECORDS: Final = _E + 10
 _DEAD_PID: Final = _E + 11
 
+# Crash message (ctshm only): u32 length + UTF-8 text, written before the crash flag.
+MSG_OFF: Final = 1024
+MSG_MAX: Final = 1020
+
 MAGIC: Final = int.from_bytes(b"CTSHMRG1", "little")
 VERSION: Final = 1
 STATE_READY: Final = 1
@@ -146,6 +151,7 @@ LIVENESS_SLICE: Final = 0.2
 DEFAULT_SPIN: Final = 50e-6
 
 _MAX_SIZE: Final = (1 << 63) - 1
+_PAGE: Final = libc.page_size()
 
 
 def aligned_slot_size(slot_size: int) -> int:
@@ -188,11 +194,14 @@ class Crashed:
 
     details: CrashDetails
     pid: Optional[int] = None
+    message: str = ""
 
     @property
     def reason(self) -> str:
         if self.pid is not None:
             return f"producer pid {self.pid} died without notify_crash"
+        if self.message:
+            return f"producer crashed: {self.message}"
         return "producer called notify_crash"
 
 
@@ -605,6 +614,7 @@ class ShmTraceRing:
         self._is_ctshm = hq[_MAGIC] == MAGIC
         self._has_len = self.capacity <= MAX_LEN_RECORDS
         self._slot_views = [None] * self.capacity
+        self._backed = [0] * self.capacity  # bytes of each slot this process reserved
         self._filled, self._empty = self._sems
         b = atomics.get_backend()
         self._atomics = b
@@ -654,14 +664,29 @@ class ShmTraceRing:
             raise ValueError(f"ring {self.name!r} is closed: open it again to use it")
 
     # -- producer ----------------------------------------------------------------------------
-    def acquire(self, timeout: Optional[float] = None) -> ProducerGuard:
+    def acquire(self, timeout: Optional[float] = None, *, size: Optional[int] = None
+                ) -> ProducerGuard:
         """Wait for a free slot (``None``: without bound) and return its guard.
+
+        ``size``: how many bytes you will write (default: the whole slot).  The guard's
+        ``buf`` is then that long, and only that prefix of the slot needs backing store.
+
+        Backing store is reserved (``posix_fallocate``) before the slot is handed out, so a
+        full /dev/shm raises ``OSError(ENOSPC)`` here instead of killing the process with
+        SIGBUS on the first write.  Each process reserves a slot prefix once (a high-water
+        mark per slot), so the steady state costs no system call.
 
         Raises ``TimeoutError`` on timeout, ``ConsumerGone`` if the registered consumer died
         while we waited, ``RuntimeError`` if this handle already has an outstanding guard or
         the ring was finished.
         """
         self._check_open()
+        if size is None:
+            size = self.slot_size
+        elif isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"size must be an int, not {type(size).__name__}")
+        elif not 0 <= size <= self.slot_size:
+            raise ValueError(f"size {size} does not fit a slot of {self.slot_size} bytes")
         with self._lock:
             if self._producer_guard is not None or self._acquiring:
                 what = (repr(self._producer_guard) if self._producer_guard is not None
@@ -692,9 +717,26 @@ class ShmTraceRing:
             if self._closed:
                 raise ValueError(f"ring {self.name!r} was closed while acquire() waited")
             w = self._load(_W)
-            g = ProducerGuard(self, w, self._view(w % self.capacity)[:])
+            slot = w % self.capacity
+            if size > self._backed[slot]:
+                try:
+                    self._reserve(slot, size)
+                except BaseException:
+                    self._empty.post()  # give the slot back: the ring stays usable
+                    raise
+            g = ProducerGuard(self, w, self._view(slot)[:size])
             self._producer_guard = g
             return g
+
+    def _reserve(self, slot: int, size: int) -> None:
+        """``posix_fallocate`` the first ``size`` bytes of ``slot`` (rounded up to pages)."""
+        size = min(self.slot_size, -(-size // _PAGE) * _PAGE)
+        try:
+            libc.posix_fallocate(self._fd, HEADER_SIZE + slot * self.slot_size, size, self.name)
+        except OSError as e:
+            raise OSError(e.errno, f"{os.strerror(e.errno or 0)}: cannot reserve {size} bytes "
+                          f"for slot {slot} (is /dev/shm full?)", self.name) from None
+        self._backed[slot] = size
 
     def _wait_space(self, timeout: Optional[float]) -> bool:
         hq, cap, plain = self._hq, self.capacity, self._plain
@@ -717,8 +759,8 @@ class ShmTraceRing:
                     return False
             if empty.acquire(chunk):
                 return True
-            cpid = self._load(_CONSUMER_PID)
-            if cpid and not _proc.is_alive(cpid, self._load(_CONSUMER_START)):
+            cpid = self._dead_peer(_CONSUMER_PID)
+            if cpid:
                 raise ConsumerGone(
                     32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
                     "producer waited for a free slot; a new consumer that opens the ring will "
@@ -730,12 +772,40 @@ class ShmTraceRing:
         if old and old != pid and _proc.is_alive(old, self._load(_PRODUCER_START)):
             raise RuntimeError(f"ring {self.name!r} already has a live producer (pid {old}); "
                                "a ring has exactly one producer process")
-        self._store(_PRODUCER_START, start)
-        self._store(_PRODUCER_PID, pid)
+        self._set_peer(_PRODUCER_PID, pid, start)
         self._producer_registered = True
 
+    def expect_producer(self, pid: int) -> None:
+        """Register ``pid`` as the ring's producer now (e.g. the child you just started), so
+        that its death is reported even if it dies before its first ``acquire()``."""
+        self._check_open()
+        self._set_peer(_PRODUCER_PID, pid, _proc.start_time(pid))
+
+    def expect_consumer(self, pid: int) -> None:
+        """Register ``pid`` as the ring's consumer now, so a producer waiting for space
+        learns of its death even if it dies before its first ``access()``."""
+        self._check_open()
+        self._set_peer(_CONSUMER_PID, pid, _proc.start_time(pid))
+
+    def _set_peer(self, word: int, pid: int, start: int) -> None:
+        # pid (0 while changing), start, pid: a reader that sees the same non-zero pid before
+        # and after reading start has a consistent pair (see _dead_peer).
+        self._store(word, 0)
+        self._store(word + 1, start)
+        self._store(word, pid)
+
+    def _dead_peer(self, word: int) -> int:
+        """The registered peer's pid if it is dead, else 0 (alive, none, or changing)."""
+        pid = self._load(word)
+        if not pid:
+            return 0
+        start = self._load(word + 1)
+        if self._load(word) != pid or _proc.is_alive(pid, start):
+            return 0
+        return pid
+
     def _commit(self, guard: ProducerGuard, nbytes: Optional[int]) -> None:
-        slot_size = self.slot_size
+        slot_size = len(guard._buf) if not guard._done else self.slot_size
         if nbytes is None:
             nbytes = slot_size
         elif isinstance(nbytes, bool) or not isinstance(nbytes, int):
@@ -786,7 +856,7 @@ class ShmTraceRing:
         n = src.nbytes
         if n > self.slot_size:
             raise ValueError(f"{n} bytes do not fit a slot of {self.slot_size} bytes")
-        g = self.acquire(timeout)
+        g = self.acquire(timeout, size=n)
         try:
             g._buf[:n] = src
         except BaseException:
@@ -808,12 +878,18 @@ class ShmTraceRing:
             self._store(_FIN, _FINISHED)
         self._filled.post()
 
-    def notify_crash(self, signal: int, addr: int = 0, operation: int = 0) -> None:
+    def notify_crash(self, signal: int, addr: int = 0, operation: int = 0,
+                     message: str = "") -> None:
         """Report a crash to the consumer.  Only stores, a fence and ``sem_post``: no lock, no
         allocation beyond Python's own, so it may be called from a signal handler.  An
-        outstanding ``ProducerGuard`` is never published."""
+        outstanding ``ProducerGuard`` is never published.  ``message`` (ctshm consumers only)
+        is truncated to 1020 UTF-8 bytes."""
         if self._closed:
             return
+        if message:
+            raw = message.encode("utf-8", "replace")[:MSG_MAX]
+            struct.pack_into("<I", self._hv, MSG_OFF, len(raw))
+            self._hv[MSG_OFF + 4:MSG_OFF + 4 + len(raw)] = raw
         _CRASH.pack_into(self._hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
         self._fence()  # details before the flag
         self._store(_FIN, _CRASHED)
@@ -913,7 +989,9 @@ class ShmTraceRing:
     def _crashed(self) -> Crashed:
         signal, addr, operation = _CRASH.unpack_from(self._hv, _CRASH_OFF)
         dead = self._load(_DEAD_PID)
-        return Crashed(CrashDetails(signal, addr, operation), dead or None)
+        n = min(struct.unpack_from("<I", self._hv, MSG_OFF)[0], MSG_MAX)
+        msg = bytes(self._hv[MSG_OFF + 4:MSG_OFF + 4 + n]).decode("utf-8", "replace")
+        return Crashed(CrashDetails(signal, addr, operation), dead or None, msg)
 
     def _on_timeout(self) -> AccessResult:
         self._check_producer_alive()
@@ -924,11 +1002,14 @@ class ShmTraceRing:
 
     def _check_producer_alive(self) -> None:
         """If the registered producer died without notify_crash, record a crash (signal 0)."""
-        ppid = self._load(_PRODUCER_PID)
-        if not ppid or self._load(_FIN) or _proc.is_alive(ppid, self._load(_PRODUCER_START)):
+        if self._load(_FIN):
+            return
+        ppid = self._dead_peer(_PRODUCER_PID)
+        if not ppid:
             return
         self._store(_DEAD_PID, ppid)
         _CRASH.pack_into(self._hv, _CRASH_OFF, 0, 0, 0)
+        struct.pack_into("<I", self._hv, MSG_OFF, 0)
         if self._cas(self._a_fin, 0, _CRASHED) == 0:
             self._filled.post()
 
@@ -945,12 +1026,15 @@ class ShmTraceRing:
                 # The previous consumer died: slots it reserved but never released go back
                 # to the queue (at-least-once delivery across a consumer restart).
                 r, res = self._load(_R), self._load(_RES)
+                if not r <= res <= r + self.capacity:
+                    raise CorruptRingError(
+                        f"ring {self.name!r} header is corrupt: reserved_idx={res} "
+                        f"read_idx={r} capacity={self.capacity}")
                 if res > r:
                     self._store(_RES, r)
                     for _ in range(res - r):
                         self._filled.post()
-            self._store(_CONSUMER_START, start)
-            self._store(_CONSUMER_PID, pid)
+            self._set_peer(_CONSUMER_PID, pid, start)
             self._consumer_registered = True
 
     def _complete(self, idx: int) -> None:
