@@ -26,7 +26,7 @@ def start_time(pid: int) -> int:
 def is_alive(pid: int, start: int = 0) -> bool:
     """True if ``pid`` exists, is not a zombie and (when ``start`` is known) is still the same
     process rather than a recycled pid."""
-    if pid <= 0:
+    if pid <= 0 or pid > 0x7FFFFFFF:  # not a pid (e.g. a corrupt header word)
         return False
     try:
         os.kill(pid, 0)

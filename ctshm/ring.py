@@ -518,8 +518,7 @@ class ShmTraceRing:
             capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
         if slot_size is not None:
             slot_size = _shm.check_size("ShmTraceRing", slot_size, "slot_size")
-        if timeout is not None and (timeout != timeout or timeout < 0):
-            raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
+        _check_timeout(timeout)
         end = None if timeout is None else time.monotonic() + timeout
         delay = 0.0005
         while True:
@@ -568,6 +567,9 @@ class ShmTraceRing:
                 return ("init", "the ctshm creator has not finished initializing")
             cap, slot = hq[_CAP], hq[_SLOT]
             if cap == 0 or slot == 0:
+                if is_ctshm:  # a ready ctshm ring never has these: corrupt
+                    raise CorruptRingError(f"ring {name!r} header is corrupt: capacity={cap} "
+                                           f"slot_size={slot}")
                 return ("init", f"header not initialized (capacity {cap}, slot_size {slot})")
         finally:
             hq.release()
@@ -681,6 +683,7 @@ class ShmTraceRing:
         the ring was finished.
         """
         self._check_open()
+        _check_timeout(timeout)
         if size is None:
             size = self.slot_size
         elif isinstance(size, bool) or not isinstance(size, int):
@@ -886,6 +889,11 @@ class ShmTraceRing:
         is truncated to 1020 UTF-8 bytes."""
         if self._closed:
             return
+        if not (_is_int(signal) and -(1 << 31) <= signal < (1 << 31) and _is_int(addr)
+                and 0 <= addr < (1 << 64) and _is_int(operation)
+                and -(1 << 31) <= operation < (1 << 31)):
+            raise ValueError(f"notify_crash({signal!r}, {addr!r}, {operation!r}): signal and "
+                             "operation must be 32-bit ints and addr an unsigned 64-bit int")
         if message:
             raw = message.encode("utf-8", "replace")[:MSG_MAX]
             struct.pack_into("<I", self._hv, MSG_OFF, len(raw))
@@ -904,8 +912,7 @@ class ShmTraceRing:
         self._check_open()
         if not self._consumer_registered:
             self._register_consumer()
-        if timeout is not None and (timeout != timeout or timeout < 0):
-            raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
+        _check_timeout(timeout)
         filled = self._filled
         if filled.try_acquire():
             r = self._claim()
@@ -1176,6 +1183,20 @@ class ShmTraceRing:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_timeout(timeout: Optional[float]) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not "
+                        f"{type(timeout).__name__}")
+    if timeout != timeout or timeout < 0:
+        raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
 
 
 def _validate_geometry(name: str, cap: int, slot: int, size: int) -> Optional[str]:
