@@ -36,7 +36,7 @@ Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
         4096 ┌──────────────────────── length records, 16 bytes per slot ────────────────┐
              │ record k: tag u64 = seq + 1 of the message in slot k │ nbytes u64           │
              └ (at most (2 MiB - 4096) / 16 = 130816 records) ────────────────────────────┘
-     2 MiB   slot 0 │ slot 1 │ ... │ slot capacity-1      (slot k at 2 MiB + k × slot_size)
+     2 MiB   slot 0 │ slot 1 │ ... │ slot capacity-1      (slot k at 2 MiB + k * slot_size)
 
 Message ``seq`` (0, 1, 2, ...) lives in slot ``seq % capacity``.  A ctshm producer writes the
 record ``(seq + 1, nbytes)`` for the slot before publishing it, so a ctshm consumer hands out
@@ -398,8 +398,12 @@ class ShmTraceRing:
     _fd: int = -1
     _mapping: Optional[_shm.Mapping] = None
     _closed: bool = True
-    _finalizer: Optional[weakref.finalize] = None
+    _finalizer: Optional[weakref.finalize[Any, Any]] = None
     _owner: bool = False
+    _wait_mode: Optional[str] = None
+    _spin: float = DEFAULT_SPIN
+    _identity: Optional[tuple[int, int]] = None
+    _sem_identity: tuple[Optional[tuple[int, int]], ...] = (None, None)
     name: str = ""
     id: str = ""
 
@@ -452,7 +456,6 @@ class ShmTraceRing:
         self._owner = True
         self._closed = False
         self._identity = _shm.fd_identity(self._fd)
-        self._sem_identity: list[Optional[tuple[int, int]]] = [None, None]
         self._finalizer = weakref.finalize(self, _finalize_ring, os.getpid(), self._fd,
                                            self._unlink_names, self._sems)
         try:
@@ -476,7 +479,7 @@ class ShmTraceRing:
                                              wait_mode=wait_mode))
             self._sems.append(NamedSemaphore(sem_names[1], create=True, value=capacity,
                                              mode=0o644, wait_mode=wait_mode))
-            self._sem_identity = [s.identity() for s in self._sems]
+            self._sem_identity = tuple(s.identity() for s in self._sems)
             self._setup()
             self._fence()
             self._store(_STATE, STATE_READY)
@@ -747,10 +750,8 @@ class ShmTraceRing:
         if self._spin > 0:
             end = time.perf_counter() + self._spin
             while time.perf_counter() < end:
-                if plain:
-                    free = hq[_W] - hq[_R] < cap
-                else:
-                    free = self._load(_W) - self._load(_R) < cap
+                free = (hq[_W] - hq[_R] < cap if plain
+                        else self._load(_W) - self._load(_R) < cap)
                 if free and empty.try_acquire():
                     return True
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -1122,10 +1123,9 @@ class ShmTraceRing:
     def _unlink_names(self) -> None:
         """Owner only: remove the shm object and semaphores, unless a successor re-created
         them (identity check: the name must still refer to *our* object)."""
-        if _shm.name_identity(self.name) != getattr(self, "_identity", None):
+        if _shm.name_identity(self.name) != self._identity:
             return
-        for s, ident in zip((self.name + "_filled", self.name + "_empty"),
-                            getattr(self, "_sem_identity", (None, None))):
+        for s, ident in zip((self.name + "_filled", self.name + "_empty"), self._sem_identity):
             if ident is not None and sem_file_identity(s) not in (ident, None):
                 continue  # a successor's semaphore
             NamedSemaphore.unlink_name(s)
@@ -1205,7 +1205,7 @@ def _validate_geometry(name: str, cap: int, slot: int, size: int) -> Optional[st
                 f"2 MiB")
     expect = HEADER_SIZE + cap * slot
     if expect != size:
-        return (f"ring {name!r} header is corrupt or not a ring: capacity={cap} × "
+        return (f"ring {name!r} header is corrupt or not a ring: capacity={cap} x "
                 f"slot_size={slot} + 2 MiB header = {expect} bytes, but the object is "
                 f"{size} bytes")
     return None

@@ -209,9 +209,9 @@ def test_write_to_consumer_view(ring: ShmTraceRing) -> None:
 
 
 def test_write_to_read_only_memory(shm_id: str) -> None:
-    with ShmMemory.create_readonly(shm_id, 100) as m:
-        with pytest.raises(TypeError, match="read-only"):
-            m.buf[:3] = b"abc"
+    with ShmMemory.create_readonly(shm_id, 100) as m, \
+            pytest.raises(TypeError, match="read-only"):
+        m.buf[:3] = b"abc"
 
 
 def test_use_after_close_memory(shm_id: str) -> None:

@@ -78,7 +78,8 @@ def test_sigkill_producer_at_random_points(shm_id: str) -> None:
             kill_at = time.monotonic() + rnd.uniform(0.0, 0.05)
             killed: list[float] = []
 
-            def killer(pid: int = pid, kill_at: float = kill_at) -> None:
+            def killer(pid: int = pid, kill_at: float = kill_at,
+                       killed: list[float] = killed) -> None:
                 time.sleep(max(0.0, kill_at - time.monotonic()))
                 killed.append(time.monotonic())
                 os.kill(pid, signal.SIGKILL)
@@ -138,7 +139,8 @@ def test_sigkill_consumer_at_random_points(shm_id: str) -> None:
             sent = 0
             killed: list[float] = []
 
-            def killer(pid: int = pid, delay: float = rnd.uniform(0.0, 0.03)) -> None:
+            def killer(pid: int = pid, delay: float = rnd.uniform(0.0, 0.03),
+                       killed: list[float] = killed) -> None:
                 time.sleep(delay)
                 killed.append(time.monotonic())
                 os.kill(pid, signal.SIGKILL)
