@@ -63,10 +63,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     sub = p.add_subparsers(dest="cmd")
     info = sub.add_parser("info", help="environment report (default)")
     info.add_argument("--json", action="store_true")
+    from . import ops  # ls / stat / rm / gc
+    ops.add_subcommands(sub)
     args = p.parse_args(argv)
     if args.cmd in (None, "info"):
         if args.cmd is None:
             args.json = False
         return cmd_info(args)
+    if args.cmd in ops.COMMANDS:
+        return ops.run(args)
     p.error(f"unknown command {args.cmd}")
     return 2
