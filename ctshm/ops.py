@@ -18,14 +18,15 @@ opened existing-only (``sem_open`` without ``O_CREAT``) for ``sem_getvalue``.
 Liveness: a ctshm ring records its creator's (and registered producer's / consumer's) pid and
 start time, so a recycled pid is not taken for the creator.  A Rust-created ring (extension
 magic 0) and a segment carry no owner: ``ls`` says "unknown (Rust peer)".  For every object,
-``users`` lists the processes that have it mapped (``/proc/PID/maps``, matched by device and
-inode; best effort: without root, other users' processes are not visible).
+``users`` lists the processes that have it mapped or open (``/proc/PID/maps`` and
+``/proc/PID/fd``, matched by device and inode; best effort: without root, other users'
+processes are not visible).
 
 ``gc`` removes ctshm rings whose creator is dead (ring + both semaphores) and orphan ring
-semaphores nobody has mapped.  Rings without owner information and segments are removed only
-with ``--include-unknown``, and even then only when no process has them mapped.  Every removal
-re-checks that the name still refers to the object that was inspected (a successor that
-re-created the name is left alone).
+semaphores nobody has mapped or open.  Rings without owner information and segments are
+removed only with ``--include-unknown``, and even then only when no process uses them.
+Every removal re-checks that the name still refers to the object that was inspected (a
+successor that re-created the name is left alone).
 
 Exit codes: 0 ok, 1 not found or error, 2 usage (argparse).
 """
@@ -86,11 +87,12 @@ class OpsError(Exception):
 
 @dataclass
 class _Mappers:
-    """(st_dev, st_ino) -> pids that map it, from one scan of /proc/*/maps."""
+    """(st_dev, st_ino) -> pids that have the object mapped or open, from one scan of
+    /proc/*/maps and /proc/*/fd (an fd alone: e.g. a creator between shm_open and mmap)."""
 
     by_inode: dict[tuple[int, int], set[int]] = field(default_factory=dict)
     available: bool = False  # /proc readable at all
-    unreadable: list[int] = field(default_factory=list)  # pids whose maps we may not read
+    unreadable: list[int] = field(default_factory=list)  # pids we may not inspect
 
     def pids(self, st: os.stat_result) -> Optional[list[int]]:
         if not self.available:
@@ -120,6 +122,16 @@ def _scan_mappers() -> _Mappers:
                     if len(parts) < 5 or parts[3] != dev_text:
                         continue
                     res.by_inode.setdefault((dev, int(parts[4])), set()).add(pid)
+            fd_dir = f"/proc/{pid}/fd"
+            for fd in os.listdir(fd_dir):
+                try:
+                    if not os.readlink(f"{fd_dir}/{fd}").startswith(SHM_DIR + "/"):
+                        continue
+                    st = os.stat(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue  # closed meanwhile
+                if st.st_dev == dev:
+                    res.by_inode.setdefault((dev, st.st_ino), set()).add(pid)
         except PermissionError:
             res.unreadable.append(pid)
         except (OSError, ValueError):
@@ -601,13 +613,13 @@ def remove(kind: str, name: str, info: Optional[dict[str, Any]] = None) -> list[
 
 def _gc_decision(o: dict[str, Any], include_unknown: bool) -> tuple[bool, str]:
     users = o.get("users")
-    in_use = f"mapped by pid {', '.join(map(str, users))}" if users else ""
+    in_use = f"in use by pid {', '.join(map(str, users))}" if users else ""
     if o["kind"] == "semaphore":
         if users is None:
             return False, "orphan semaphore; cannot tell who has it open (no /proc)"
         if users:
             return False, f"orphan semaphore, but {in_use}"
-        return True, f"orphan semaphore: ring {o['ring']} is gone"
+        return True, f"orphan semaphore: ring {o['ring']} is gone, unused"
     creator = o.get("creator") or {}
     if o["kind"] == "ring" and o.get("ctshm"):
         if creator.get("alive"):
@@ -621,7 +633,7 @@ def _gc_decision(o: dict[str, Any], include_unknown: bool) -> tuple[bool, str]:
         return False, f"{what}: owner unknown and users unknown (no /proc)"
     if users:
         return False, f"{what}: owner unknown, {in_use}"
-    return True, f"{what}: owner unknown, mapped by no process"
+    return True, f"{what}: owner unknown, used by no process"
 
 
 def gc(prefix: str = "", include_unknown: bool = False, dry_run: bool = False
@@ -695,7 +707,7 @@ def _users_text(users: Optional[list[int]]) -> str:
 
 def format_ls(objs: list[dict[str, Any]]) -> str:
     header = ["KIND", "NAME", "SIZE", "ALLOC", "STATE", "W/R/RES", "CAP", "SLOT", "SEMS",
-              "CREATOR", "PRODUCER", "CONSUMER", "MAPPED BY"]
+              "CREATOR", "PRODUCER", "CONSUMER", "USED BY"]
     rows = []
     for o in objs:
         if o["kind"] == "ring":
@@ -753,7 +765,7 @@ def format_stat(o: dict[str, Any]) -> str:
     kv("path", o["path"])
     kv("size", f"{o['size']} bytes ({_human(o['size'])}), allocated {o['allocated']} bytes")
     kv("mode / uid", f"{o['mode']} / {o['uid']}")
-    kv("mapped by", _users_text(o["users"]))
+    kv("used by", _users_text(o["users"]))
     if o["kind"] == "segment":
         kv("owner", o["creator"]["text"])
         return "\n".join(lines)
@@ -797,7 +809,7 @@ def format_stat(o: dict[str, Any]) -> str:
         else:
             v = s.get("error", "exists")
         users = s.get("users")
-        kv("semaphore", f"{s['name']}: {v}" + (f", mapped by {_users_text(users)}"
+        kv("semaphore", f"{s['name']}: {v}" + (f", used by {_users_text(users)}"
                                                if s["exists"] else ""))
     if o.get("slots"):
         lines.append("  slots:")
@@ -857,7 +869,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     mappers = _scan_mappers()
     objs = collect(args.prefix, mappers)
     data = {"shm_dir": SHM_DIR, "users_scan": _scan_quality(mappers), "objects": objs}
-    _emit(args, data, lambda: format_ls(objs))
+    empty = f"no ctshm objects in {SHM_DIR}" + (
+        f" whose name starts with {args.prefix!r}" if args.prefix else "")
+    _emit(args, data, lambda: format_ls(objs) if objs else empty)
     return 0
 
 

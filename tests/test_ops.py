@@ -257,7 +257,7 @@ def test_rust_ring_owner_unknown(seedref: str, shm_id: str) -> None:  # noqa: F8
         res = cli_json("gc", "--prefix", shm_id)
         assert res["removed"] == [] and "--include-unknown" in res["kept"][0]["reason"]
         res = cli_json("gc", "--prefix", shm_id, "--include-unknown")
-        assert res["removed"] == [] and f"mapped by pid {p.pid}" in res["kept"][0]["reason"]
+        assert res["removed"] == [] and f"in use by pid {p.pid}" in res["kept"][0]["reason"]
         assert ring_files(shm_id) == [True, True, True]
 
         p.send_signal(signal.SIGKILL)  # dies without unlinking anything
@@ -289,7 +289,7 @@ def test_segment_ls_stat_rm(shm_id: str) -> None:
         st = cli_json("stat", shm_id)["objects"]
         assert [(x["kind"], x["name"]) for x in st] == [("segment", m.name)]
         res = cli_json("gc", "--prefix", shm_id, "--include-unknown")
-        assert res["removed"] == [] and "mapped by" in res["kept"][0]["reason"]
+        assert res["removed"] == [] and "in use by" in res["kept"][0]["reason"]
 
         r = run_cli("rm", f"{shm_id}_m", "--json")
         assert r.returncode == 0, r.stderr
@@ -305,6 +305,13 @@ def test_unused_segment_gc_include_unknown(shm_id: str) -> None:
     res = cli_json("gc", "--prefix", shm_id)
     assert res["removed"] == [] and "--include-unknown" in res["kept"][0]["reason"]
     assert shm_exists(m.name)
+    fd = os.open(SHM_DIR + m.name, os.O_RDONLY)  # open, not mapped: still in use
+    try:
+        res = cli_json("gc", "--prefix", shm_id, "--include-unknown")
+        assert res["removed"] == []
+        assert f"in use by pid {os.getpid()}" in res["kept"][0]["reason"]
+    finally:
+        os.close(fd)
     res = cli_json("gc", "--prefix", shm_id, "--include-unknown")
     assert [(e["kind"], e["name"]) for e in res["removed"]] == [("segment", m.name)]
     assert not shm_exists(m.name)
