@@ -79,7 +79,6 @@ import struct
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Any, Callable, Final, Iterator, NamedTuple, Optional, Union
 
 from . import _proc, _shm, atomics, libc
@@ -154,6 +153,18 @@ _MAX_SIZE: Final = (1 << 63) - 1
 _PAGE: Final = libc.page_size()
 
 
+_PID = os.getpid()
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def aligned_slot_size(slot_size: int) -> int:
     """Slot size rounded up to 2 MiB, as the Rust original does."""
     return (slot_size + HUGE_PAGE_SIZE - 1) & ~(HUGE_PAGE_SIZE - 1)
@@ -172,29 +183,64 @@ class CrashDetails(NamedTuple):
     operation: int = 0  # 0 unknown, 1 read, 2 write, 3 exec
 
 
-@dataclass(frozen=True)
-class Data:
+class _Result:
+    """Base of the access() results: small immutable value objects (cheap to build: one is
+    made per message), comparable, printable, and usable with ``match``."""
+
+    __slots__ = ()
+    __match_args__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__match_args__)
+
+    def __hash__(self) -> int:
+        return hash((type(self), *(getattr(self, k) for k in self.__match_args__)))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__match_args__)
+        return f"{type(self).__name__}({args})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+
+class Data(_Result):
     """A slot for the consumer: use ``.guard.buf`` and release the guard."""
 
+    __slots__ = ("guard",)
+    __match_args__ = ("guard",)
     guard: ConsumerGuard
 
+    def __init__(self, guard: ConsumerGuard) -> None:
+        object.__setattr__(self, "guard", guard)
 
-@dataclass(frozen=True)
-class Finished:
+
+class Finished(_Result):
     """The producer called ``mark_finished()`` and every committed slot was handed out."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True)
-class Crashed:
+
+class Crashed(_Result):
     """The producer crashed (``notify_crash``) or died; every committed slot was handed out.
 
     ``pid`` is the dead producer's pid when ctshm detected the death itself (``details`` is
-    then all zero), else None.
+    then all zero), else None.  ``message`` is the producer's own account (ctshm producers:
+    ``notify_crash(..., message=)`` or the crash hook).
     """
 
+    __slots__ = ("details", "message", "pid")
+    __match_args__ = ("details", "pid", "message")
     details: CrashDetails
-    pid: Optional[int] = None
-    message: str = ""
+    pid: Optional[int]
+    message: str
+
+    def __init__(self, details: CrashDetails, pid: Optional[int] = None,
+                 message: str = "") -> None:
+        object.__setattr__(self, "details", details)
+        object.__setattr__(self, "pid", pid)
+        object.__setattr__(self, "message", message)
 
     @property
     def reason(self) -> str:
@@ -205,9 +251,13 @@ class Crashed:
         return "producer called notify_crash"
 
 
-@dataclass(frozen=True)
-class Timeout:
+class Timeout(_Result):
     """Nothing arrived within the timeout."""
+
+    __slots__ = ()
+
+
+_FINISHED_RESULT: Final = Finished()
 
 
 AccessResult = Union[Data, Finished, Crashed, Timeout]
@@ -253,7 +303,7 @@ class ProducerGuard:
         self.index = index
         self._buf = buf
         self._done = False
-        self._pid = os.getpid()
+        self._pid = _PID
 
     @property
     def buf(self) -> memoryview:
@@ -291,7 +341,7 @@ class ProducerGuard:
 
     def __del__(self) -> None:
         try:
-            if not self._done and self._pid == os.getpid():
+            if not self._done and self._pid == _PID:
                 self._ring._abort(self)
         except Exception:
             pass
@@ -315,7 +365,7 @@ class ConsumerGuard:
         self.index = index
         self._buf = buf
         self._done = False
-        self._pid = os.getpid()
+        self._pid = _PID
 
     @property
     def buf(self) -> memoryview:
@@ -347,7 +397,7 @@ class ConsumerGuard:
 
     def __del__(self) -> None:
         try:
-            if not self._done and self._pid == os.getpid():
+            if not self._done and self._pid == _PID:
                 self.release()
         except Exception:
             pass
@@ -619,8 +669,14 @@ class ShmTraceRing:
         self._is_ctshm = hq[_MAGIC] == MAGIC
         self._has_len = self.capacity <= MAX_LEN_RECORDS
         self._slot_views = [None] * self.capacity
+        self._ro_views: list[Optional[memoryview]] = [None] * self.capacity
         self._backed = [0] * self.capacity  # bytes of each slot this process reserved
         self._filled, self._empty = self._sems
+        # Hot path: the raw foreign functions and semaphore handles, one ctypes call each.
+        self._trywait = libc.fn.sem_trywait
+        self._post = libc.fn.sem_post
+        self._h_filled = self._filled._handle
+        self._h_empty = self._empty._handle
         b = atomics.get_backend()
         self._atomics = b
         self._plain = atomics.PLAIN_ORDERED_ACCESS
@@ -685,8 +741,10 @@ class ShmTraceRing:
         while we waited, ``RuntimeError`` if this handle already has an outstanding guard or
         the ring was finished.
         """
-        self._check_open()
-        _check_timeout(timeout)
+        if self._closed:
+            self._check_open()
+        if timeout is not None:
+            _check_timeout(timeout)
         if size is None:
             size = self.slot_size
         elif isinstance(size, bool) or not isinstance(size, int):
@@ -701,18 +759,20 @@ class ShmTraceRing:
                     f"ring {self.name!r}: {what} is still outstanding; commit or abort it "
                     "before acquiring another slot (one producer slot at a time keeps "
                     "messages in order)")
-            fin = self._load(_FIN)
+            fin = self._hq[_FIN] if self._plain else self._load(_FIN)
             if fin:
                 raise RuntimeError(f"ring {self.name!r} is already "
                                    f"{'finished' if fin == _FINISHED else 'crashed'}: no "
                                    "more messages can be produced")
             if not self._producer_registered:
                 self._register_producer()
+            if self._trywait(self._h_empty) == 0:  # fast path: never blocks
+                return self._new_producer_guard(size)
             self._acquiring = True
         # The wait happens outside the lock: a consumer thread of this same handle must be
         # able to release slots meanwhile.
         try:
-            if not self._empty.try_acquire() and not self._wait_space(timeout):
+            if not self._wait_space(timeout):
                 raise TimeoutError(f"ring {self.name!r}: no free slot within {timeout} s "
                                    "(the consumer is not releasing slots)")
         except BaseException:
@@ -722,17 +782,24 @@ class ShmTraceRing:
             self._acquiring = False
             if self._closed:
                 raise ValueError(f"ring {self.name!r} was closed while acquire() waited")
-            w = self._load(_W)
-            slot = w % self.capacity
-            if size > self._backed[slot]:
-                try:
-                    self._reserve(slot, size)
-                except BaseException:
-                    self._empty.post()  # give the slot back: the ring stays usable
-                    raise
-            g = ProducerGuard(self, w, self._view(slot)[:size])
-            self._producer_guard = g
-            return g
+            return self._new_producer_guard(size)
+
+    def _new_producer_guard(self, size: int) -> ProducerGuard:
+        # Under self._lock, holding an ``empty`` token.
+        w = self._hq[_W] if self._plain else self._load(_W)
+        slot = w % self.capacity
+        if size > self._backed[slot]:
+            try:
+                self._reserve(slot, size)
+            except BaseException:
+                self._empty.post()  # give the slot back: the ring stays usable
+                raise
+        v = self._slot_views[slot]
+        if v is None:
+            v = self._view(slot)
+        g = ProducerGuard(self, w, v[:size])
+        self._producer_guard = g
+        return g
 
     def _reserve(self, slot: int, size: int) -> None:
         """``posix_fallocate`` the first ``size`` bytes of ``slot`` (rounded up to pages)."""
@@ -745,6 +812,8 @@ class ShmTraceRing:
         self._backed[slot] = size
 
     def _wait_space(self, timeout: Optional[float]) -> bool:
+        """Take an ``empty`` token: spin briefly watching read_idx, then sleep in slices,
+        checking between slices that the registered consumer is alive."""
         hq, cap, plain = self._hq, self.capacity, self._plain
         empty = self._empty
         if self._spin > 0:
@@ -809,34 +878,39 @@ class ShmTraceRing:
         return pid
 
     def _commit(self, guard: ProducerGuard, nbytes: Optional[int]) -> None:
-        slot_size = len(guard._buf) if not guard._done else self.slot_size
+        buf = guard._buf
         if nbytes is None:
-            nbytes = slot_size
+            nbytes = len(buf)
         elif isinstance(nbytes, bool) or not isinstance(nbytes, int):
             raise TypeError(f"nbytes must be an int, not {type(nbytes).__name__}")
-        elif not 0 <= nbytes <= slot_size:
-            raise ValueError(f"cannot commit {nbytes} bytes: the slot holds 0..{slot_size}")
+        elif not 0 <= nbytes <= len(buf):
+            raise ValueError(f"cannot commit {nbytes} bytes: the slot holds 0..{len(buf)}")
         with self._lock:
             if guard._done:
                 raise ValueError(f"{guard!r} was already committed or aborted")
             self._check_open()
             idx = guard.index
-            if self._load(_FIN) == _CRASHED:
+            hq = self._hq
+            if (hq[_FIN] if self._plain else self._load(_FIN)) == _CRASHED:
                 guard._done = True
                 self._producer_guard = None
                 raise RuntimeError(f"ring {self.name!r} crashed (notify_crash) while "
                                    f"{guard!r} was being written: it is not published")
             guard._done = True
-            buf, guard._buf = guard._buf, _EMPTY
-            buf.release()
+            guard._buf = _EMPTY
+            buf.release()  # no writes through this guard after publication
             if self._has_len:
                 k = _LEN + 2 * (idx % self.capacity)
-                hq = self._hq
                 hq[k + 1] = nbytes
                 hq[k] = idx + 1
-            self._store(_W, idx + 1)  # release: the slot and its record are visible first
+            # Publish: the slot bytes and the length record become visible first (release).
+            if self._plain:
+                hq[_W] = idx + 1
+            else:
+                self._store(_W, idx + 1)
             self._producer_guard = None
-        self._filled.post()
+        if self._post(self._h_filled) == -1:
+            self._filled.post()  # raises the OSError with the name
 
     def _abort(self, guard: ProducerGuard) -> None:
         with self._lock:
@@ -910,12 +984,14 @@ class ShmTraceRing:
 
         Returns ``Data(guard)``, ``Finished()``, ``Crashed(details, pid)`` or ``Timeout()``.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if not self._consumer_registered:
             self._register_consumer()
-        _check_timeout(timeout)
+        if timeout is not None:
+            _check_timeout(timeout)
         filled = self._filled
-        if filled.try_acquire():
+        if self._trywait(self._h_filled) == 0:
             r = self._claim()
             if r is not None:
                 return r
@@ -974,25 +1050,27 @@ class ShmTraceRing:
                 return self._crashed()
             if fin == _FINISHED:
                 self._filled.post()
-                return Finished()
+                return _FINISHED_RESULT
             # A token with nothing behind it (only after a hostile or corrupt peer): drop it.
             return None
 
     def _data(self, idx: int) -> Data:
         slot = idx % self.capacity
-        v = self._view(slot)
-        n = self.slot_size
+        v = self._ro_views[slot]
+        if v is None:
+            v = self._ro_views[slot] = self._view(slot).toreadonly()
         if self._has_len:
             k = _LEN + 2 * slot
             hq = self._hq
             if hq[k] == idx + 1:
-                n = int(hq[k + 1])
+                n = hq[k + 1]
                 if n > self.slot_size:
                     self._complete(idx)
                     raise CorruptRingError(
                         f"ring {self.name!r}: length record of message {idx} says {n} bytes, "
                         f"more than the slot ({self.slot_size}); the message was skipped")
-        return Data(ConsumerGuard(self, idx, v[:n].toreadonly()))
+                return Data(ConsumerGuard(self, idx, v[:n]))
+        return Data(ConsumerGuard(self, idx, v[:]))
 
     def _crashed(self) -> Crashed:
         signal, addr, operation = _CRASH.unpack_from(self._hv, _CRASH_OFF)
@@ -1005,7 +1083,7 @@ class ShmTraceRing:
         self._check_producer_alive()
         fin = self._load(_FIN)
         if fin and self._load(_RES) == self._load(_W):
-            return self._crashed() if fin == _CRASHED else Finished()
+            return self._crashed() if fin == _CRASHED else _FINISHED_RESULT
         return Timeout()
 
     def _check_producer_alive(self) -> None:
@@ -1046,13 +1124,23 @@ class ShmTraceRing:
             self._consumer_registered = True
 
     def _complete(self, idx: int) -> None:
-        """A guard was released: advance read_idx over every in-order completion."""
+        """A guard was released: advance read_idx over every in-order completion (the reorder
+        buffer: a min-heap of released indices, under the lock, so any thread may release)."""
         with self._lock:
             if self._closed:
                 return
-            heapq.heappush(self._pending, idx)
             pending = self._pending
-            cur = self._load(_R)
+            plain, hq = self._plain, self._hq
+            cur = hq[_R] if plain else self._load(_R)
+            if idx == cur and not pending:  # the common in-order case
+                if plain:
+                    hq[_R] = cur + 1
+                else:
+                    self._store(_R, cur + 1)
+                if self._post(self._h_empty) == -1:
+                    self._empty.post()
+                return
+            heapq.heappush(pending, idx)
             while pending and pending[0] == cur:
                 heapq.heappop(pending)
                 cur += 1
@@ -1152,6 +1240,7 @@ class ShmTraceRing:
                 except BufferError:
                     pass
         self._slot_views = []
+        self._ro_views = []
         if fin is not None:
             fin()  # closes semaphores, unlinks (owner, same objects), closes the fd
         elif self._fd >= 0:
