@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ctshm import Data, Finished, ShmTraceRing, libc  # noqa: E402
+from ctshm import Data, Finished, ShmTraceRing, libc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEEDREF_BUILD = os.path.join(HERE, "..", "..", "shared", "seedref", "build.sh")
