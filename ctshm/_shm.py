@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import weakref
 from typing import Any, ClassVar, Final, Optional
 
@@ -130,10 +131,16 @@ class Mapping:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise ValueError(f"range [{offset}, {offset + length}) outside {self.name!r} "
                              f"({self.size} bytes)")
-        arr = _Exporter.make(length, self.addr + offset, self)
+        ro = readonly or not self.writable
+        arr = _Exporter.make(length, self.addr + offset, self, ro)
         mv = memoryview(arr).cast("B")
-        if readonly or not self.writable:
-            mv = mv.toreadonly()
+        if not ro:
+            return mv
+        mv = mv.toreadonly()
+        if _ReadOnlyExporter is not None:
+            # Python >= 3.12: the view's ``.obj`` is a read-only exporter, so not even
+            # ``memoryview(view.obj)`` can reach the writable ctypes array underneath.
+            return memoryview(_ReadOnlyExporter(mv))
         return mv
 
     def unmap_now(self) -> None:
@@ -141,18 +148,51 @@ class Mapping:
         self._finalizer()
 
 
-class _Exporter:
-    """Builds ctypes arrays (one class per length, cached) that keep their Mapping alive."""
+def _refuse_write(self: Any, key: Any, value: Any) -> None:
+    raise TypeError("cannot modify read-only memory (a read-only shared memory mapping)")
 
-    _types: ClassVar[dict[int, Any]] = {}
+
+class _Exporter:
+    """Builds ctypes arrays (one class per length and mode, cached) that keep their Mapping
+    alive.  Arrays over read-only memory refuse item assignment, so ``view.obj[i] = x``
+    raises TypeError instead of faulting on the PROT_READ page."""
+
+    _types: ClassVar[dict[tuple[int, bool], Any]] = {}
 
     @classmethod
-    def make(cls, length: int, addr: int, owner: Mapping) -> Any:
-        t: Any = cls._types.get(length)
+    def make(cls, length: int, addr: int, owner: Mapping, readonly: bool = False) -> Any:
+        key = (length, readonly)
+        t: Any = cls._types.get(key)
         if t is None:
-            t = type("ShmBytes", (ctypes.c_ubyte * length,), {"__slots__": ("_owner",)})
+            ns: dict[str, Any] = {"__slots__": ("_owner",)}
+            if readonly:
+                ns["__setitem__"] = _refuse_write
+            t = type("ShmBytes", (ctypes.c_ubyte * length,), ns)
             if len(cls._types) < 256:
-                cls._types[length] = t
+                cls._types[key] = t
         arr = t.from_address(addr)
         arr._owner = owner
         return arr
+
+
+_ReadOnlyExporter: Any = None
+if sys.version_info >= (3, 12):
+    import inspect
+
+    class _ReadOnlyExporterImpl:
+        """A buffer exporter (PEP 688) that only ever exports a read-only view."""
+
+        __slots__ = ("_view",)
+
+        def __init__(self, view: memoryview) -> None:
+            self._view = view
+
+        def __buffer__(self, flags: int) -> memoryview:
+            if flags & inspect.BufferFlags.WRITABLE:
+                raise BufferError("read-only shared memory mapping: writable buffer refused")
+            return self._view
+
+        def __release_buffer__(self, view: memoryview) -> None:
+            pass
+
+    _ReadOnlyExporter = _ReadOnlyExporterImpl

@@ -650,8 +650,8 @@ class ShmTraceRing:
         except FileNotFoundError:
             return ("init", "semaphores not created yet")
         self._map(st.st_size)
-        self._check_indices()
         self._setup()
+        self._check_indices()
         return None
 
     def _map(self, total: int) -> None:
@@ -700,8 +700,15 @@ class ShmTraceRing:
 
     def _check_indices(self) -> None:
         hq, cap = self._hq, int(self._hq[_CAP])
-        w, r, res, fin = int(hq[_W]), int(hq[_R]), int(hq[_RES]), int(hq[_FIN])
-        if not r <= res <= w <= r + cap:
+        # Live peers move the indices while we read them.  Each only grows and
+        # read <= reserved <= write <= read + capacity holds at every instant, so reading
+        # read, reserved, write, read again gives r1 <= res <= w <= r2 + capacity.
+        r = int(self._load(_R))
+        res = int(self._load(_RES))
+        w = int(self._load(_W))
+        r2 = int(self._load(_R))
+        fin = int(self._load(_FIN))
+        if not r <= res <= w <= r2 + cap:
             raise CorruptRingError(
                 f"ring {self.name!r} header is corrupt: write_idx={w} read_idx={r} "
                 f"reserved_idx={res} capacity={cap} (need read <= reserved <= write <= "
@@ -1037,7 +1044,7 @@ class ShmTraceRing:
             else:
                 res, w = self._load(_RES), self._load(_W)
             if res < w:
-                if w - res > self.capacity:
+                if w - res > self.capacity and self._indices_corrupt():
                     raise CorruptRingError(
                         f"ring {self.name!r} header is corrupt: write_idx={w} is more than "
                         f"capacity={self.capacity} ahead of reserved_idx={res}")
@@ -1053,6 +1060,14 @@ class ShmTraceRing:
                 return _FINISHED_RESULT
             # A token with nothing behind it (only after a hostile or corrupt peer): drop it.
             return None
+
+    def _indices_corrupt(self) -> bool:
+        # reserved was read before write; another consumer thread may have advanced reserved
+        # in between.  Read write first, then reserved: write <= read + capacity <=
+        # reserved + capacity must then hold unless the header is really corrupt.
+        w = self._load(_W)
+        res = self._load(_RES)
+        return bool(w - res > self.capacity)
 
     def _data(self, idx: int) -> Data:
         slot = idx % self.capacity

@@ -87,6 +87,7 @@ class NamedSemaphore:
             h = libc.retry_eintr("sem_open", fn.sem_open, bname, libc.O_CREAT | libc.O_EXCL,
                                  c_uint(mode), c_uint(value), name=name)
         else:
+            _check_sem_file(name)
             h = libc.retry_eintr("sem_open", fn.sem_open, bname, 0, name=name)
         self._handle = int(h)
         self._finalizer = weakref.finalize(self, _close_handle, self._handle)
@@ -229,6 +230,24 @@ def _fill(ts: libc.timespec, t: float) -> None:
         nsec = 0
     ts.tv_sec = sec
     ts.tv_nsec = nsec
+
+
+_SEM_T_SIZE: Final = 32  # sizeof(sem_t) on 64-bit glibc and musl
+
+
+def _check_sem_file(name: str) -> None:
+    """Refuse a Linux semaphore file too short to hold a ``sem_t``: glibc would map it and the
+    first access would kill the process with SIGBUS (a truncated or foreign file)."""
+    if not libc.IS_LINUX:
+        return
+    try:
+        size = os.stat("/dev/shm/sem." + name.lstrip("/")).st_size
+    except OSError:
+        return  # sem_open reports it
+    if size < _SEM_T_SIZE:
+        raise ValueError(f"semaphore {name!r} is corrupt: its file /dev/shm/sem."
+                         f"{name.lstrip('/')} has {size} bytes, a sem_t needs {_SEM_T_SIZE}; "
+                         "remove it (python -m ctshm rm) and re-create the ring")
 
 
 def sem_file_identity(name: str) -> Optional[tuple[int, int]]:
