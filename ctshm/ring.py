@@ -699,7 +699,7 @@ class ShmTraceRing:
             self._atomics.store(self._base + 8 * word, value)
 
     def _check_indices(self) -> None:
-        hq, cap = self._hq, int(self._hq[_CAP])
+        cap = self.capacity
         # Live peers move the indices while we read them.  Each only grows and
         # read <= reserved <= write <= read + capacity holds at every instant, so reading
         # read, reserved, write, read again gives r1 <= res <= w <= r2 + capacity.
