@@ -379,15 +379,9 @@ class ConsumerGuard:
         return len(self._buf)
 
     def release(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        buf, self._buf = self._buf, _EMPTY
-        try:
-            buf.release()
-        except BufferError:
-            pass
-        self._ring._complete(self.index)
+        """Hand the slot back.  Idempotent, also when two threads race to release."""
+        if not self._done:
+            self._ring._complete(self.index, self)
 
     def __enter__(self) -> ConsumerGuard:
         return self
@@ -1080,7 +1074,7 @@ class ShmTraceRing:
             if hq[k] == idx + 1:
                 n = hq[k + 1]
                 if n > self.slot_size:
-                    self._complete(idx)
+                    self._complete(idx, None)
                     raise CorruptRingError(
                         f"ring {self.name!r}: length record of message {idx} says {n} bytes, "
                         f"more than the slot ({self.slot_size}); the message was skipped")
@@ -1138,10 +1132,19 @@ class ShmTraceRing:
             self._set_peer(_CONSUMER_PID, pid, start)
             self._consumer_registered = True
 
-    def _complete(self, idx: int) -> None:
+    def _complete(self, idx: int, guard: Optional[ConsumerGuard]) -> None:
         """A guard was released: advance read_idx over every in-order completion (the reorder
         buffer: a min-heap of released indices, under the lock, so any thread may release)."""
         with self._lock:
+            if guard is not None:
+                if guard._done:  # another thread released it first
+                    return
+                guard._done = True
+                buf, guard._buf = guard._buf, _EMPTY
+                try:
+                    buf.release()
+                except BufferError:
+                    pass  # exported further (e.g. numpy): the mapping outlives it anyway
             if self._closed:
                 return
             pending = self._pending

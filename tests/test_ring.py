@@ -534,3 +534,33 @@ def test_dead_consumer_detected_and_new_consumer_resumes(shm_id: str, tmp_path: 
 def test_version_exports() -> None:
     assert ctshm.ShmTraceRing is ShmTraceRing
     assert isinstance(ctshm.__version__, str)
+
+
+def test_concurrent_double_release_counts_once(shm_id: str) -> None:
+    # Two threads releasing the same guard must advance read_idx once, not corrupt the
+    # reorder buffer (a duplicate index would stall read_idx forever).
+    import sys
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen any race
+    with ShmTraceRing.create(shm_id, 2, 4096) as ring:
+        for round_ in range(200):
+            ring.put(b"a")
+            ring.put(b"b")
+            r1, r2 = ring.access(1), ring.access(1)
+            assert isinstance(r1, Data) and isinstance(r2, Data)
+            barrier = threading.Barrier(4)
+
+            def rel(g: ctshm.ConsumerGuard, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                g.release()
+
+            ts = [threading.Thread(target=rel, args=(g,)) for g in
+                  (r2.guard, r2.guard, r1.guard, r1.guard)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(10)
+            h = ring.header()
+            assert h["read_idx"] == 2 * (round_ + 1) == h["write_idx"], (round_, h)
+            assert ring._pending == []
+    sys.setswitchinterval(old_interval)
