@@ -6,6 +6,7 @@
 #   CTSHM_ARM64_SUITE   Debian suite                   (default bookworm)
 #   CTSHM_ARM64_MIRROR  Debian mirror                  (default: the host's apt mirror)
 #   CTSHM_ARM64_EXTRA_PACKAGES  more packages for the userland, comma separated
+#   CTSHM_ARM64_SHM     host (default: bind the host's /dev/shm) or private (a fresh tmpfs)
 
 set -euo pipefail
 
@@ -121,12 +122,20 @@ unmount_all_below_root() {
 
 # /proc, /dev and the host's /dev/shm inside the userland (POSIX shm and named semaphores
 # live in /dev/shm; binding the host's lets host tools see and clean up what tests leave).
+# CTSHM_ARM64_SHM=private mounts a fresh tmpfs there instead.
 mount_runtime() {
     mkdir -p "$ARM64_ROOT/proc" "$ARM64_ROOT/dev" "$ARM64_ROOT/sys"
     mountpoint -q "$ARM64_ROOT/proc" || mount -t proc proc "$ARM64_ROOT/proc"
     mountpoint -q "$ARM64_ROOT/dev" || mount --bind /dev "$ARM64_ROOT/dev"
     mkdir -p "$ARM64_ROOT/dev/shm" 2>/dev/null || true
-    mountpoint -q "$ARM64_ROOT/dev/shm" || mount --bind /dev/shm "$ARM64_ROOT/dev/shm"
+    if ! mountpoint -q "$ARM64_ROOT/dev/shm"; then
+        if [ "${CTSHM_ARM64_SHM:-host}" = private ]; then
+            # Isolated from whatever else runs on the host (other test runs, `ctshm gc`).
+            mount -t tmpfs -o mode=1777,size=2g ctshm-arm64-shm "$ARM64_ROOT/dev/shm"
+        else
+            mount --bind /dev/shm "$ARM64_ROOT/dev/shm"
+        fi
+    fi
     if [ -d /dev/pts ] && mountpoint -q /dev/pts; then
         mountpoint -q "$ARM64_ROOT/dev/pts" || mount --bind /dev/pts "$ARM64_ROOT/dev/pts" || true
     fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run ctshm's atomics (and ring) tests on 64-bit Arm under qemu-user emulation.
 #
-#   tools/aarch64/run-tests.sh [--quick|--full] [--build] [--] [PYTEST_TARGET...]
+#   tools/aarch64/run-tests.sh [--quick|--full] [--build] [--ref REF] [--] [PYTEST_TARGET...]
 #
 # Needs the userland from tools/aarch64/build-userland.sh (--build builds it first when it is
 # missing).  Copies the work tree's ctshm/, tests/, pyproject.toml and tools/aarch64/smoke.py
@@ -20,8 +20,11 @@
 # Targets default to tests/test_atomics.py plus every tests/test_ring*.py that exists.
 # --quick (default) keeps the whole run under 5 minutes (each step has a time limit, and
 # pytest stops at the first failure); --full uses more contention iterations and no -x.
-# Everything is unmounted on exit (trap).  Exit status: 0 all passed, 1 a step failed,
-# 3 no userland.  Settings: see common.sh (CTSHM_ARM64_ROOT...).
+# --ref REF stages ctshm/, tests/ and pyproject.toml from a git commit (git archive) instead of
+# the work tree (which other people may be editing).  CTSHM_ARM64_SHM=private gives the
+# userland its own /dev/shm.  Everything is unmounted on exit (trap).
+# Exit status: 0 all passed, 1 a step failed, 3 no userland.
+# Settings: see common.sh (CTSHM_ARM64_ROOT...).
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="${CTSHM_REPO:-$(cd "$here/../.." && pwd)}"
@@ -30,13 +33,16 @@ repo="${CTSHM_REPO:-$(cd "$here/../.." && pwd)}"
 
 mode=quick
 build=0
+ref=""
 targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) mode=quick ;;
         --full) mode=full ;;
         --build) build=1 ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --ref) [ $# -ge 2 ] || die "--ref needs a git revision" 2; ref=$2; shift ;;
+        --ref=*) ref=${1#--ref=} ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         --) shift; targets+=("$@"); break ;;
         -*) die "unknown option $1 (see --help)" 2 ;;
         *) targets+=("$1") ;;
@@ -52,13 +58,6 @@ if [ ! -f "$ARM64_MARKER" ]; then
         log "no arm64 userland in $ARM64_ROOT: run tools/aarch64/build-userland.sh first (or pass --build)"
         exit 3
     fi
-fi
-
-if [ ${#targets[@]} -eq 0 ]; then
-    [ -f "$repo/tests/test_atomics.py" ] && targets+=(tests/test_atomics.py)
-    for f in "$repo"/tests/test_ring*.py; do
-        [ -f "$f" ] && targets+=("tests/$(basename "$f")")
-    done
 fi
 
 if [ $mode = quick ]; then
@@ -93,9 +92,22 @@ dest="$ARM64_ROOT/opt/ctshm-src"
 rm -rf --one-file-system "$dest"
 mkdir -p "$dest/tools/aarch64"
 items=(ctshm pyproject.toml)
-[ -d "$repo/tests" ] && items+=(tests)
-tar -C "$repo" --exclude=__pycache__ --exclude=.pytest_cache -cf - "${items[@]}" | tar -C "$dest" -xf -
+if [ -n "$ref" ]; then
+    git -C "$repo" rev-parse --verify -q "$ref^{commit}" >/dev/null || die "no such commit: $ref" 2
+    git -C "$repo" cat-file -e "$ref:tests" 2>/dev/null && items+=(tests)
+    git -C "$repo" archive --format=tar "$ref" "${items[@]}" | tar -C "$dest" -xf -
+    log "staged ${items[*]} from $ref ($(git -C "$repo" rev-parse --short "$ref"))"
+else
+    [ -d "$repo/tests" ] && items+=(tests)
+    tar -C "$repo" --exclude=__pycache__ --exclude=.pytest_cache -cf - "${items[@]}" | tar -C "$dest" -xf -
+fi
 cp "$here/smoke.py" "$dest/tools/aarch64/smoke.py"
+if [ ${#targets[@]} -eq 0 ]; then
+    [ -f "$dest/tests/test_atomics.py" ] && targets+=(tests/test_atomics.py)
+    for f in "$dest"/tests/test_ring*.py; do
+        [ -f "$f" ] && targets+=("tests/$(basename "$f")")
+    done
+fi
 install_qemu_into_root
 mount_runtime
 
