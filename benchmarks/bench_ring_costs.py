@@ -83,8 +83,9 @@ def seed_spin_cpu() -> float:
 
 
 def main() -> None:
-    print(f"first acquire of a slot, 2 MiB reserved : {best(lambda: first_acquire(2 << 20)) * 1e6:9.1f} µs")
-    print(f"first acquire of a slot, 4 KiB reserved : {best(lambda: first_acquire(4096)) * 1e6:9.1f} µs")
+    for size, label in ((2 << 20, "2 MiB"), (4096, "4 KiB")):
+        t = best(lambda size=size: first_acquire(size))
+        print(f"first acquire of a slot, {label} reserved : {t * 1e6:9.1f} µs")
     print(f"steady acquire+commit+access+release    : {best(steady) * 1e6:9.2f} µs per message "
           "(0 fallocate calls)")
     for spin in (0.0, 50e-6, 1e-3):
