@@ -1,0 +1,310 @@
+"""Count ctypes foreign calls per message on each side of a ShmTraceRing.
+
+Every foreign function ctshm calls goes through ``ctshm.libc.fn`` (libc) or the atomics
+backend (``ctshm.atomics.get_backend()``).  In each process, before any ring is opened, both
+are replaced by counting wrappers, so every call is counted where it happens (the ring binds
+``backend.compare_exchange`` when it opens).  ``ctypes.get_errno`` (not a foreign call: it
+reads ctypes' private copy) is counted separately.
+
+Scenarios:
+
+``slot-sequential``  one process: put 16 messages, then access + release 16, repeated.  No
+                     waiting at all: the minimum the protocol costs per message.
+``slot-stream``      W1 one message per slot (``put`` / ``access`` + ``release``), producer and
+                     consumer in two forked processes.  Includes what waiting costs (failed
+                     ``sem_trywait`` while spinning, ``sem_clockwait`` sleeps).
+``records-stream``   W1 through RecordWriter / RecordReader (64 KiB batches).
+``pingpong``         W4: per round trip on each side (two rings, one per direction).
+
+Run: ``python benchmarks/count_calls.py [--count N] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes
+import json
+import os
+import struct
+import sys
+import time
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ctshm import Data, ShmTraceRing, atomics, libc, semaphore
+from ctshm.records import RecordReader, RecordWriter
+
+COUNTS: collections.Counter[str] = collections.Counter()
+SLOT = 2 << 20
+_SEQ = struct.Struct("<Q")
+
+
+def _wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def counted(*args: Any) -> Any:
+        COUNTS[name] += 1
+        return fn(*args)
+    counted.__name__ = name
+    return counted
+
+
+def instrument() -> None:
+    """Replace libc.fn.* and the atomics backend's operations by counting wrappers."""
+    for name in libc.PROTOTYPES:
+        f = getattr(libc.fn, name, None)
+        if f is not None and not hasattr(f, "__wrapped_count__"):
+            w = _wrap("libc." + name, f)
+            w.__wrapped_count__ = True  # type: ignore[attr-defined]
+            setattr(libc.fn, name, w)
+    b = atomics.get_backend()
+    for op in ("load", "store", "fetch_add", "compare_exchange", "fence"):
+        f = getattr(b, op)
+        if not hasattr(f, "__wrapped_count__"):
+            w = _wrap(f"atomics.{op}", f)
+            w.__wrapped_count__ = True  # type: ignore[attr-defined]
+            setattr(b, op, w)
+    ge = ctypes.get_errno
+    semaphore.get_errno = _wrap("(ctypes.get_errno)", ge)  # type: ignore[attr-defined]
+
+
+def snapshot() -> dict[str, int]:
+    return dict(COUNTS)
+
+
+def per(counts: dict[str, int], n: int) -> dict[str, float]:
+    out = {k: round(v / n, 3) for k, v in sorted(counts.items())}
+    out["TOTAL foreign calls"] = round(
+        sum(v for k, v in counts.items() if not k.startswith("(")) / n, 3)
+    return out
+
+
+def diff(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: b.get(k, 0) - a.get(k, 0) for k in set(a) | set(b) if b.get(k, 0) - a.get(k, 0)}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def slot_sequential(count: int) -> dict[str, Any]:
+    rid = f"cc{os.getpid():x}_seq"
+    ring = ShmTraceRing.create(rid, 16, SLOT)
+    msg = bytearray(64)
+    try:
+        for _ in range(16):  # warm: per-slot one-time work (backing store) is not counted
+            ring.put(msg)
+            ring.access().guard.release()  # type: ignore[union-attr]
+        rounds = max(1, count // 16)
+        prod: collections.Counter[str] = collections.Counter()
+        cons: collections.Counter[str] = collections.Counter()
+        for _ in range(rounds):
+            a = snapshot()
+            for _ in range(16):
+                ring.put(msg)
+            b = snapshot()
+            for _ in range(16):
+                d = ring.access()
+                d.guard.release()  # type: ignore[union-attr]
+            c = snapshot()
+            prod.update(diff(a, b))
+            cons.update(diff(b, c))
+    finally:
+        ring.close()
+    n = rounds * 16
+    return {"messages": n, "producer": per(dict(prod), n), "consumer": per(dict(cons), n)}
+
+
+def _fork(fn: Callable[[], dict[str, Any]]) -> tuple[int, int]:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            res = fn()
+            os.write(w, json.dumps(res).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    return pid, r
+
+
+def _collect(pid: int, r: int) -> dict[str, Any]:
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks))  # type: ignore[no-any-return]
+
+
+def slot_stream(count: int) -> dict[str, Any]:
+    rid = f"cc{os.getpid():x}_st"
+    ring = ShmTraceRing.create(rid, 32, SLOT)
+
+    def producer() -> dict[str, Any]:
+        COUNTS.clear()
+        rg = ShmTraceRing.open(rid)
+        msg = bytearray(64)
+        a = snapshot()
+        t0 = time.perf_counter()
+        for i in range(count):
+            _SEQ.pack_into(msg, 0, i)
+            rg.put(msg)
+        rg.mark_finished()
+        dt = time.perf_counter() - t0
+        out = per(diff(a, snapshot()), count)
+        rg.close()
+        return {"calls": out, "seconds": dt}
+
+    def consumer() -> dict[str, Any]:
+        COUNTS.clear()
+        rg = ShmTraceRing.open(rid)
+        a = snapshot()
+        n = 0
+        while True:
+            d = rg.access()
+            if type(d) is not Data:
+                break
+            g = d.guard
+            _SEQ.unpack_from(g.buf, 0)
+            g.release()
+            n += 1
+        out = per(diff(a, snapshot()), n)
+        rg.close()
+        return {"calls": out, "messages": n}
+
+    try:
+        pc, rc = _fork(consumer)
+        pp, rp = _fork(producer)
+        prod, cons = _collect(pp, rp), _collect(pc, rc)
+    finally:
+        ring.close()
+    return {"messages": cons["messages"], "msgs_per_s": count / prod["seconds"],
+            "producer": prod["calls"], "consumer": cons["calls"]}
+
+
+def records_stream(count: int) -> dict[str, Any]:
+    rid = f"cc{os.getpid():x}_rs"
+    ring = ShmTraceRing.create(rid, 32, SLOT)
+
+    def producer() -> dict[str, Any]:
+        COUNTS.clear()
+        rg = ShmTraceRing.open(rid)
+        msg = bytearray(64)
+        a = snapshot()
+        w = RecordWriter(rg, max_bytes=64 * 1024)
+        for i in range(count):
+            _SEQ.pack_into(msg, 0, i)
+            w.append(msg)
+        w.close()
+        out = per(diff(a, snapshot()), count)
+        rg.close()
+        return {"calls": out, "slots": w.slots_written}
+
+    def consumer() -> dict[str, Any]:
+        COUNTS.clear()
+        rg = ShmTraceRing.open(rid)
+        a = snapshot()
+        n = 0
+        for rec in RecordReader(rg):
+            _SEQ.unpack_from(rec, 0)
+            n += 1
+        out = per(diff(a, snapshot()), n)
+        rg.close()
+        return {"calls": out, "messages": n}
+
+    try:
+        pc, rc = _fork(consumer)
+        pp, rp = _fork(producer)
+        prod, cons = _collect(pp, rp), _collect(pc, rc)
+    finally:
+        ring.close()
+    return {"messages": cons["messages"], "slots": prod["slots"], "producer": prod["calls"],
+            "consumer": cons["calls"]}
+
+
+def pingpong(count: int) -> dict[str, Any]:
+    ida, idb = f"cc{os.getpid():x}_pa", f"cc{os.getpid():x}_pb"
+    A, B = ShmTraceRing.create(ida, 4, SLOT), ShmTraceRing.create(idb, 4, SLOT)
+
+    def server() -> dict[str, Any]:
+        COUNTS.clear()
+        a, b = ShmTraceRing.open(ida), ShmTraceRing.open(idb)
+        reply = bytearray(64)
+        s = snapshot()
+        for _ in range(count):
+            g = a.access().guard  # type: ignore[union-attr]
+            _SEQ.pack_into(reply, 0, _SEQ.unpack_from(g.buf, 0)[0])
+            b.put(reply)
+            g.release()
+        out = per(diff(s, snapshot()), count)
+        a.close()
+        b.close()
+        return {"calls": out}
+
+    def client() -> dict[str, Any]:
+        COUNTS.clear()
+        a, b = ShmTraceRing.open(ida), ShmTraceRing.open(idb)
+        msg = bytearray(64)
+        s = snapshot()
+        t0 = time.perf_counter()
+        for i in range(count):
+            _SEQ.pack_into(msg, 0, i)
+            a.put(msg)
+            g = b.access().guard  # type: ignore[union-attr]
+            _SEQ.unpack_from(g.buf, 0)
+            g.release()
+        dt = time.perf_counter() - t0
+        out = per(diff(s, snapshot()), count)
+        a.close()
+        b.close()
+        return {"calls": out, "mean_rtt_us": dt / count * 1e6}
+
+    try:
+        ps, rs = _fork(server)
+        pcl, rcl = _fork(client)
+        cl, sv = _collect(pcl, rcl), _collect(ps, rs)
+    finally:
+        A.close()
+        B.close()
+    return {"round_trips": count, "mean_rtt_us": cl["mean_rtt_us"],
+            "client (per round trip)": cl["calls"], "server (per round trip)": sv["calls"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--count", type=int, default=50_000)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    instrument()
+    report = {
+        "atomics_backend": atomics.get_backend().name,
+        "plain_ordered_access": atomics.PLAIN_ORDERED_ACCESS,
+        "wait_mode": semaphore.default_wait_mode(),
+        "slot-sequential": slot_sequential(args.count),
+        "slot-stream": slot_stream(args.count),
+        "records-stream": records_stream(args.count * 4),
+        "pingpong": pingpong(max(1000, args.count // 10)),
+    }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    print(f"atomics backend {report['atomics_backend']}, plain ordered access "
+          f"{report['plain_ordered_access']}, wait mode {report['wait_mode']}")
+    for name in ("slot-sequential", "slot-stream", "records-stream", "pingpong"):
+        r = report[name]
+        head = {k: v for k, v in r.items() if not isinstance(v, dict)}
+        print(f"\n{name}: {head}")
+        for side, calls in r.items():
+            if isinstance(calls, dict):
+                print(f"  {side}:")
+                for k, v in calls.items():
+                    print(f"    {k:28s} {v:8.3f} per message")
+
+
+if __name__ == "__main__":
+    main()
