@@ -49,7 +49,8 @@ Example::
 from __future__ import annotations
 
 import struct
-from typing import Any, Final, Iterator, Optional
+from itertools import chain
+from typing import Any, Final, Generator, Iterator, Optional, cast
 
 from .ring import (
     ConsumerGuard,
@@ -73,6 +74,20 @@ _PAIR: Final = struct.Struct("<II")
 _pack_pair = _PAIR.pack_into
 _U32: Final = struct.Struct("<I")
 _unpack_u32 = _U32.unpack_from
+
+#: Small records are written with one ``Struct("<II{n}s").pack_into`` (header and payload in
+#: one C call: half the cost of a header pack plus a slice assignment); one Struct per size,
+#: for sizes up to _STRUCT_MAX, at most _STRUCT_CACHE of them.
+_STRUCT_MAX: Final = 1024
+_STRUCT_CACHE: Final = 512
+_record_structs: dict[int, Any] = {}
+
+
+def _record_struct(n: int) -> Any:
+    st = struct.Struct(f"<II{n}s") if n <= _STRUCT_MAX else None
+    if len(_record_structs) < _STRUCT_CACHE:
+        _record_structs[n] = st
+    return st
 
 
 def max_record_size(slot_size: int) -> int:
@@ -130,22 +145,28 @@ class RecordWriter:
     # -- writing -------------------------------------------------------------------------------
     def append(self, data: Any) -> None:
         """Copy one record (any bytes-like object) into the current slot."""
-        if type(data) is bytes or type(data) is bytearray:
+        t = type(data)
+        if t is bytes or t is bytearray:
             n = len(data)
+            st = _record_structs.get(n, 0)
+            if st == 0:
+                st = _record_struct(n)
         else:
             data = memoryview(data).cast("B")
             n = data.nbytes
+            st = None
         pos = self._pos
-        start = pos + RECORD_HEADER
-        end = start + n
+        end = pos + RECORD_HEADER + n
         if end > self._limit:
             self._make_room(n)
             pos = self._pos
-            start = pos + RECORD_HEADER
-            end = start + n
-        buf = self._buf
-        _pack_pair(buf, pos, n, 0)
-        buf[start:end] = data
+            end = pos + RECORD_HEADER + n
+        if st is not None:
+            st.pack_into(self._buf, pos, n, 0, data)
+        else:
+            buf = self._buf
+            _pack_pair(buf, pos, n, 0)
+            buf[pos + RECORD_HEADER:end] = data
         self._pos = (end + 7) & ~7
         self._count += 1
 
@@ -272,7 +293,8 @@ class RecordReader:
     long it stays valid); :meth:`batches` yields one list of record views per slot.  Both
     end at ``Finished``, raise :class:`~ctshm.ring.ProducerCrashed` when the producer crashed
     (after every committed slot) and ``TimeoutError`` if one wait exceeds ``timeout``
-    (default: wait without bound).  Leaving a loop early (``break``) releases the slot.
+    (default: wait without bound).  Leaving a loop early (``break``) releases the slot, and
+    so does ``close()`` on the iterator.
     """
 
     __slots__ = ("_ring", "records_read", "slots_read", "timeout")
@@ -284,10 +306,15 @@ class RecordReader:
         self.slots_read = 0
 
     def __iter__(self) -> Iterator[memoryview]:
-        for batch in self.batches():
-            yield from batch
+        # chain walks each slot's list in C: no generator frame is resumed per record.  The
+        # slot is released when the next one is requested, or when the iterator is closed or
+        # dropped (break), since batches() releases it in a finally.
+        gen = self.batches()
+        it = cast(_Records, _Records.from_iterable(gen))
+        it._batches = gen
+        return it
 
-    def batches(self) -> Iterator[list[memoryview]]:
+    def batches(self) -> Generator[list[memoryview], None, None]:
         """One list of record views per slot, in order; a list's views are valid until the
         next list is requested (they are released then)."""
         access = self._ring.access
@@ -322,6 +349,16 @@ class RecordReader:
                 f"slots={self.slots_read}>")
 
 
+class _Records(chain):  # type: ignore[type-arg]
+    """The records of successive slots (``next`` runs in C) with ``close()``, which releases
+    the current slot at once."""
+
+    _batches: Generator[list[memoryview], None, None]
+
+    def close(self) -> None:
+        self._batches.close()
+
+
 def _split(guard: ConsumerGuard, name: str) -> list[memoryview]:
     """The record views of one slot, after checking every record lies inside the slot."""
     buf = guard.buf
@@ -333,16 +370,20 @@ def _split(guard: ConsumerGuard, name: str) -> list[memoryview]:
     out: list[memoryview] = []
     append = out.append
     off = SLOT_HEADER
-    for _ in range(count):
-        start = off + RECORD_HEADER
-        if start > size:
-            raise _truncated(name, guard.index, len(out), count, size)
-        end = start + _unpack_u32(buf, off)[0]
-        if end > size:
-            raise _truncated(name, guard.index, len(out), count, size)
-        append(buf[start:end])
-        off = (end + 7) & ~7
-    return out
+    try:
+        for _ in range(count):
+            end = off + RECORD_HEADER + _unpack_u32(buf, off)[0]  # struct.error past the end
+            if end > size:
+                break
+            append(buf[off + RECORD_HEADER:end])
+            off = (end + 7) & ~7
+        else:
+            return out
+    except struct.error:
+        pass
+    for v in out:
+        v.release()
+    raise _truncated(name, guard.index, len(out), count, size)
 
 
 def _truncated(name: str, index: int, k: int, count: int, size: int) -> CorruptRingError:

@@ -308,6 +308,20 @@ def test_views_are_released_when_the_reader_moves_on(ring: ShmTraceRing) -> None
     assert list(it) == []
 
 
+def test_closing_the_iterator_releases_the_slot(ring: ShmTraceRing) -> None:
+    w = RecordWriter(ring, timeout=5)
+    for i in range(3):
+        w.append(bytes([i]))
+    w.close()
+    it = iter(RecordReader(ring, timeout=5))
+    keep = it  # still referenced: only close() can release the slot
+    assert bytes(next(it)) == b"\x00"
+    assert ring.header()["read_idx"] == 0
+    it.close()  # type: ignore[attr-defined]
+    assert ring.header()["read_idx"] == 1
+    assert keep is it
+
+
 def test_break_releases_the_slot(ring: ShmTraceRing) -> None:
     w = RecordWriter(ring, timeout=5)
     for i in range(10):
