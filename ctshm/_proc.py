@@ -10,10 +10,8 @@ from typing import Optional
 def start_time(pid: int) -> int:
     """The process's start time in clock ticks since boot (Linux ``/proc/PID/stat`` field 22),
     or 0 where unknown (other platforms, or the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+    data = _read_stat(pid)
+    if data is None:
         return 0
     # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
     tail = data[data.rfind(b")") + 2:].split()
@@ -21,6 +19,27 @@ def start_time(pid: int) -> int:
         return int(tail[19])  # field 22 overall; fields 3.. start at index 0 here
     except (IndexError, ValueError):
         return 0
+
+
+def _read_stat(pid: int) -> Optional[bytes]:
+    # Opened relative to a /proc directory descriptor rather than by the path
+    # "/proc/PID/stat": qemu-user intercepts that path for the emulated process itself and
+    # returns a synthetic file whose start time differs from what every other process sees,
+    # which would make a live peer look dead (seen under qemu-aarch64 7.2).
+    try:
+        dfd = os.open("/proc", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    try:
+        fd = os.open(f"{pid}/stat", os.O_RDONLY, dir_fd=dfd)
+        try:
+            return os.read(fd, 4096)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(dfd)
 
 
 def is_alive(pid: int, start: int = 0) -> bool:
@@ -41,10 +60,8 @@ def is_alive(pid: int, start: int = 0) -> bool:
 
 def _not_zombie(pid: int) -> bool:
     # A killed child that its parent has not reaped yet is a zombie: dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+    data = _read_stat(pid)
+    if data is None:
         return not os.path.isdir("/proc/self")  # no /proc (macOS): trust kill(0)
     state = data[data.rfind(b")") + 2:data.rfind(b")") + 3]
     return state not in (b"Z", b"X")
