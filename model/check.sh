@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# model/check.sh -- model-check ctshm's ring protocol (model/ring.pml) with spin.
+#
+# Runs every configuration exhaustively (each bounded by `timeout` and pan's -DMEMLIM), prints
+# state counts, memory and times, and checks the expected verdict of each run:
+#   pass      the model (ring.py + the proposed fixes) satisfies every property checked
+#   fail:Pn   spin must find a counterexample, and it must violate property Pn
+#             (a known ring.py bug reproduced, or a seeded mutant caught)
+# Exit status: 0 all verdicts as expected; 1 otherwise; 77 spin or a C compiler is missing and
+# cannot be installed (the caller may skip).
+#
+# Usage: model/check.sh [REGEX]       run only the runs whose name matches REGEX
+# Environment: JOBS (parallel runs, default 2), RUN_TIMEOUT (s per run, default 300),
+#   MEMLIM (MB per run, default 2000), CHECK_OUT (trail directory, default model/out),
+#   CC (default gcc).
+set -u
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MODEL="$HERE/ring.pml"
+JOBS=${JOBS:-2}
+RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+MEMLIM=${MEMLIM:-2000}
+OUT=${CHECK_OUT:-$HERE/out}
+CC=${CC:-gcc}
+FILTER=${1:-}
+
+# --------------------------------------------------------------------------------------------
+# Tools
+# --------------------------------------------------------------------------------------------
+apt_install() {  # apt_install PACKAGE: non-interactive, with `apt-get update` if needed
+    command -v apt-get >/dev/null 2>&1 || return 1
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null || return 1
+        sudo="sudo -n"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    echo "check.sh: installing $1 with apt-get ..." >&2
+    $sudo apt-get install -y -q "$1" >/dev/null 2>&1 && return 0
+    $sudo apt-get update -q >/dev/null 2>&1
+    $sudo apt-get install -y -q "$1" >/dev/null 2>&1
+}
+
+if ! command -v spin >/dev/null 2>&1; then
+    apt_install spin
+fi
+if ! command -v spin >/dev/null 2>&1; then
+    echo "check.sh: SKIP: spin is not installed and could not be installed (apt-get install spin)"
+    exit 77
+fi
+if ! command -v "$CC" >/dev/null 2>&1; then
+    apt_install gcc
+fi
+if ! command -v "$CC" >/dev/null 2>&1; then
+    echo "check.sh: SKIP: no C compiler ($CC) to build spin's verifier"
+    exit 77
+fi
+command -v timeout >/dev/null 2>&1 || { echo "check.sh: needs timeout (coreutils)"; exit 1; }
+
+# --------------------------------------------------------------------------------------------
+# The runs: NAME | EXPECT | MODE | CC EXTRA | SPIN FLAGS | WHAT
+#   MODE safety: DFS, assertions + invalid end states;  bfs: the same breadth-first (shortest
+#   counterexample);  live: the LTL claim `term` (L1) with weak fairness (pan -a -f).
+# --------------------------------------------------------------------------------------------
+ALLFIX="-DFIX_CORRUPT_CHECK -DFIX_FIN_ORDER -DFIX_EMPTY_LEAK -DFIX_CHECK_ORDER -DFIX_FINISH_CAS -DFIX_NOTIFY_CAS"
+but() {  # but FIX_X ...: ALLFIX without those fixes
+    local f=" $ALLFIX " x
+    for x in "$@"; do f=${f/ -D$x / }; done
+    echo $f
+}
+SMALL="-DABORTS=0 -DEINTRS=0"
+
+RUNS=$(cat <<EOF
+fixed-base|pass|safety||$ALLFIX|cap 2, 3 messages, 2 threads, an abort, an EINTR
+fixed-base-L1|pass|live||$ALLFIX|the same, liveness under weak fairness
+fixed-3threads|pass|safety|-DCOLLAPSE|$ALLFIX -DNTHR=3 $SMALL|3 consumer threads
+fixed-cap3-hold2|pass|safety||$ALLFIX -DCAP=3 -DNMSG=4 -DHOLD=2 $SMALL|cap 3, 4 messages, 2 guards per thread
+fixed-hold2-timeout|pass|safety|-DCOLLAPSE|$ALLFIX -DHOLD=2 -DTMO=1 $SMALL|2 guards per thread, finite access() timeouts
+fixed-pkill|pass|safety||$ALLFIX -DPKILL=1 -DNOFINISH=1 -DTMO=1 -DNMSG=2 $SMALL|producer killed at any step / exits unfinished
+fixed-pkill-L1|pass|live||$ALLFIX -DPKILL=1 -DNOFINISH=1 -DNMSG=2 $SMALL|... a dead producer is always reported
+fixed-sigcrash|pass|safety||$ALLFIX -DSIGCRASH=1 -DNMSG=2 $SMALL|notify_crash at any step, then death
+fixed-sigcrash-L1|pass|live||$ALLFIX -DSIGCRASH=1 -DNMSG=2 $SMALL|... the crash is always reported
+fixed-sigreturn|pass|safety||$ALLFIX -DSIGCRASH=2 -DSKIP_P5 -DSKIP_P9 -DNMSG=2 $SMALL|notify_crash may return (P5, P9: BUG-7)
+fixed-ckill|pass|safety|-DCOLLAPSE|$ALLFIX -DCKILL=1 -DNTHR2=1 -DNMSG=2 $SMALL|consumer killed at any step + restart
+fixed-ckill-hold2|pass|safety||$ALLFIX -DCKILL=1 -DNTHR=1 -DHOLD=2 -DNTHR2=1 $SMALL|... 1 thread holding 2 guards, 3 messages
+fixed-ckill-L1|pass|live||$ALLFIX -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|consumer death + restart, liveness
+fixed-ckill-cap1-L1|pass|live||$ALLFIX -DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|... capacity 1
+asis-core|pass|safety||-DSKIP_P0 -DSKIP_P5 -DSKIP_P6|ring.py as is: P1-P4 and end states hold
+asis-base|fail:P[056]|safety|||ring.py as is: a counterexample
+bug1-corrupt|fail:P0|bfs||$(but FIX_CORRUPT_CHECK)|BUG-1 spurious CorruptRingError
+bug2-early-finished|fail:P5|bfs||$(but FIX_FIN_ORDER)|BUG-2 Finished before every message was handed out
+bug2-message-lost|fail:P6|safety||$(but FIX_FIN_ORDER) -DSKIP_P5|BUG-2 ... so a message is lost
+bug3-empty-leak|fail:P8|bfs||$(but FIX_EMPTY_LEAK) -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|BUG-3 a killed consumer loses an empty token
+bug3-hang|fail:L1|live||$(but FIX_EMPTY_LEAK) -DSKIP_P8 -DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|BUG-3 ... capacity 1: the producer hangs
+bug4-details|fail:P7|bfs||$(but FIX_CHECK_ORDER) -DSIGCRASH=1 -DNMSG=2 $SMALL|BUG-4 notify_crash details overwritten
+bug5-finish-store|fail:P10|bfs||$(but FIX_FINISH_CAS) -DSIGCRASH=2 -DSKIP_P5 -DSKIP_P9 -DNMSG=2 $SMALL|BUG-5 mark_finished erases a crash
+bug6-mixed-end|fail:P11|bfs||$(but FIX_NOTIFY_CAS) -DSIGCRASH=1 -DNMSG=2 $SMALL|BUG-6 notify_crash after finish
+bug7-publish-after-crash|fail:P9|bfs||$ALLFIX -DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-7 commit racing notify_crash
+limit-early-death|fail:L1|live||$ALLFIX -DPKILL_EARLY -DNMSG=2 $SMALL|limitation: death before the first acquire
+mutant-nonatomic-reserve|fail:P[124]|bfs||$ALLFIX -DMUTANT_NONATOMIC_RESERVE|seed: check-then-fetch_add reservation
+mutant-commit-on-error|fail:P1|bfs||$ALLFIX -DMUTANT_COMMIT_ON_ERROR|seed: Drop publishes a half-written slot
+mutant-opener-recovery|fail:P[24]|bfs||$ALLFIX -DMUTANT_OPENER_RECOVERY -DREOPEN=1 $SMALL|seed: every opener rewinds reserved_idx
+mutant-crash-first|fail:P5|bfs||$ALLFIX -DMUTANT_CRASH_FIRST -DSIGCRASH=1 -DNMSG=2 $SMALL|seed: Crashed before committed data
+mutant-eintr-as-token|fail:P3|bfs||$ALLFIX -DMUTANT_EINTR_AS_TOKEN|seed: sem_wait EINTR taken as a token
+mutant-len-after-publish|fail:P1|bfs||$ALLFIX -DMUTANT_LEN_AFTER_PUBLISH|length record written after write_idx
+mutant-release-unordered|fail:P[34]|bfs||$ALLFIX -DMUTANT_RELEASE_UNORDERED|read_idx advanced per release, unordered
+mutant-no-liveness-check|fail:L1|live||$ALLFIX -DMUTANT_NO_LIVENESS_CHECK -DPKILL=1 -DNMSG=2 $SMALL|no _check_producer_alive
+mutant-no-selfheal|fail:L1|live||$ALLFIX -DMUTANT_NO_SELFHEAL -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|no self-healing claim
+EOF
+)
+
+# --------------------------------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ctshm-model.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$OUT"
+
+run_one() {  # run_one NAME EXPECT MODE CCEXTRA SPINFLAGS  -> writes $WORK/NAME/result
+    local name=$1 expect=$2 mode=$3 ccx=$4 flags=$5
+    local d="$WORK/$name" ccf panf
+    mkdir -p "$d" && cp "$MODEL" "$d/ring.pml" && cd "$d" || return
+    case $mode in
+        safety) ccf="-DSAFETY"; panf="-m2000000" ;;
+        bfs)    ccf="-DSAFETY -DBFS"; panf="" ;;
+        live)   ccf="-DNFAIR=3"; panf="-m2000000 -a -f -N term"; flags="$flags -DLTL_TERM" ;;
+    esac
+    local verdict="" note="" states="-" secs="-" mem="-"
+    if ! spin $flags -a ring.pml >spin.log 2>&1; then
+        verdict="ERROR"; note="spin -a failed: $(tail -n 3 spin.log | tr '\n' ' ')"
+    elif ! $CC -O2 -w -DMEMLIM="$MEMLIM" $ccf $ccx -o pan pan.c >cc.log 2>&1; then
+        verdict="ERROR"; note="$CC failed: $(tail -n 3 cc.log | tr '\n' ' ')"
+    else
+        local t0 t1 rc
+        t0=$(date +%s.%N)
+        timeout "$RUN_TIMEOUT" ./pan $panf >pan.out 2>&1
+        rc=$?
+        t1=$(date +%s.%N)
+        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+        states=$(awk '/states, stored/ { print $1; exit }' pan.out)
+        mem=$(awk '/total actual memory usage/ { printf "%.0f", $1; exit }' pan.out)
+        local errors
+        errors=$(sed -n 's/.*errors: \([0-9]*\).*/\1/p' pan.out | head -n 1)
+        local incomplete=""
+        [ "$rc" = 124 ] && incomplete="timed out after ${RUN_TIMEOUT}s"
+        grep -q "reached -DMEMLIM bound" pan.out && incomplete="memory bound (${MEMLIM} MB) reached"
+        grep -q "max search depth too small" pan.out && incomplete="search depth too small"
+        [ -z "$errors" ] && [ -z "$incomplete" ] && incomplete="no verdict from pan (rc $rc)"
+        local found=""
+        if [ -n "$errors" ] && [ "$errors" -gt 0 ] && [ -f ring.pml.trail ]; then
+            # Replay the counterexample; name the violated property from the model's tags.
+            spin $flags -t -p -g -l ring.pml >trail.txt 2>&1
+            if grep -q "^pan:[0-9]*: acceptance cycle" pan.out; then
+                found="L1"; note="acceptance cycle (a fair run where not every process ends)"
+            elif grep -q "^pan:[0-9]*: invalid end state" pan.out; then
+                found="END"; note="invalid end state (deadlock)"
+            else
+                local line
+                line=$(sed -n 's/^spin: ring.pml:\([0-9]*\), Error: assertion violated.*/\1/p' trail.txt | head -n 1)
+                if [ -n "$line" ]; then
+                    found=$(sed -n "${line}p" ring.pml | grep -o 'P[0-9][0-9]*' | head -n 1)
+                    note="$(sed -n 's/^spin: text of failed assertion: //p' trail.txt | head -n 1) (ring.pml:$line)"
+                else
+                    note=$(grep -m1 "violated" pan.out)
+                fi
+            fi
+            note="$note; trail: $(grep -c '^ *[0-9]*:.*proc' trail.txt) steps"
+            cp trail.txt "$OUT/$name.trail.txt"
+            cp ring.pml.trail "$OUT/$name.pml.trail"
+        fi
+        if [ -n "$incomplete" ]; then
+            verdict="INCOMPLETE"; note="$incomplete"
+        elif [ "$expect" = pass ]; then
+            if [ "$errors" = 0 ]; then verdict="ok"; else verdict="UNEXPECTED"; fi
+        else
+            local want=${expect#fail:}
+            if [ "$errors" = 0 ]; then
+                verdict="MISSED"; note="no counterexample found"
+            elif [[ "$found" =~ ^($want)$ ]]; then
+                verdict="ok"
+            else
+                verdict="UNEXPECTED"; note="violated ${found:-?} instead of $want: $note"
+            fi
+        fi
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$expect" "$mode" "$verdict" \
+        "${states:--}" "${secs:--}" "${mem:--}" "$note" >"$d/result"
+}
+
+names=()
+running=0
+start_all=$(date +%s)
+while IFS='|' read -r name expect mode ccx flags what; do
+    [ -z "$name" ] && continue
+    if [ -n "$FILTER" ] && ! [[ "$name" =~ $FILTER ]]; then continue; fi
+    names+=("$name")
+    echo "$what" >"$WORK/$name.what"
+    ( run_one "$name" "$expect" "$mode" "$ccx" "$flags" ) &
+    running=$((running + 1))
+    if [ "$running" -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
+done <<<"$RUNS"
+wait
+
+status=0
+printf '%-26s %-12s %-6s %-10s %12s %8s %7s  %s\n' RUN EXPECT MODE VERDICT STATES "TIME(s)" "MEM(MB)" NOTE
+for name in "${names[@]}"; do
+    if [ -f "$WORK/$name/result" ]; then
+        IFS=$'\t' read -r n e m v s t mm note <"$WORK/$name/result"
+    else
+        e="?"; m="?"; v="ERROR"; s="-"; t="-"; mm="-"; note="no result"
+    fi
+    [ "$v" = ok ] || status=1
+    printf '%-26s %-12s %-6s %-10s %12s %8s %7s  %s\n' "$name" "$e" "$m" "$v" "$s" "$t" "$mm" \
+        "${note:-$(cat "$WORK/$name.what")}"
+done
+echo "check.sh: ${#names[@]} runs in $(( $(date +%s) - start_all )) s (JOBS=$JOBS); counterexample trails in $OUT"
+if [ "$status" = 0 ]; then
+    echo "check.sh: PASS -- the fixed model satisfies every property; every known bug and every mutant yields its counterexample"
+else
+    echo "check.sh: FAIL -- some verdicts were not as expected (see above)"
+fi
+exit $status

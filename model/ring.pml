@@ -1,0 +1,770 @@
+/*
+ * model/ring.pml -- Promela model of ctshm's ShmTraceRing protocol AS IMPLEMENTED in
+ * ctshm/ring.py (issue 7).  Checked with spin by model/check.sh; see model/README.md.
+ *
+ * One producer process; one consumer process (an "incarnation") whose NTHR threads hold
+ * guards and release them out of order; restarts of the consumer process (CKILL); a killable
+ * producer (PKILL); notify_crash from a signal handler / another thread (SIGCRASH); the
+ * producer's abort path; finite access() timeouts (TMO); EINTR on the producer's wait.
+ *
+ * Granularity: every model step is ONE shared action of ring.py -- a load or store of one
+ * header word, a compare-exchange, a sem_post, a successful sem_trywait/sem_timedwait, a
+ * sem_timedwait that returns ETIMEDOUT -- bundled (atomic/d_step) with the thread-local
+ * computation and ghost bookkeeping around it.  So any two shared actions of different
+ * threads/processes interleave in every possible order, and a kill can fall between any two.
+ * Comments cite the ring.py function and code each step stands for.  "ghost" variables only
+ * record what happened, for the assertions; they are not part of ring.py.
+ *
+ * Semaphores: counting; post = +1; a wait takes a token when the count is > 0; a timed wait
+ * (LIVENESS_SLICE slices, or the caller's deadline) may return ETIMEDOUT when the count is 0
+ * (a timeout that races with a post is the same as timing out just before it).  EINTR is
+ * retried by NamedSemaphore.acquire with the time left: a wait that returns early and starts
+ * again (modelled on the producer, where the seed got it wrong).
+ *
+ * Configuration (-D flags; all optional):
+ *   CAP NMSG NTHR NTHR2 HOLD ABORTS EINTRS TMO   sizes and budgets (defaults below)
+ *   PKILL=1      the producer may be killed at any step once registered (first acquire)
+ *   PKILL_EARLY  ... also before its first acquire() (a known limitation, see README)
+ *   NOFINISH=1   the producer may return without mark_finished() (the consumer sees a death)
+ *   CKILL=n      the consumer process may die n times, at any step; a new one then starts
+ *   SIGCRASH=1   a crash handler runs notify_crash() at any step of the producer, then the
+ *                process dies
+ *   SIGCRASH=2   ... or the handler returns into the interrupted code (or another producer
+ *                thread calls notify_crash(): it takes no lock)
+ *   REOPEN=1     the producer process may open() the ring again between messages
+ *   LTL_TERM     include the liveness claim `term` (compile without -DSAFETY, pan -a -f)
+ * Proposed fixes for the bugs the model found in ring.py (README, "Findings"):
+ *   FIX_CORRUPT_CHECK  _claim raises CorruptRingError only if reserved_idx did not move  BUG-1
+ *   FIX_FIN_ORDER      _claim loads `finished` before reserved_idx / write_idx           BUG-2
+ *   FIX_EMPTY_LEAK     the producer self-heals a lost `empty` token, drops surplus ones  BUG-3
+ *   FIX_CHECK_ORDER    _check_producer_alive reads `finished` after is_alive()           BUG-4
+ *   FIX_FINISH_CAS     mark_finished sets `finished` with compare-exchange 0 -> 1        BUG-5
+ *   FIX_NOTIFY_CAS     notify_crash sets `finished` with compare-exchange 0 -> 2         BUG-6
+ * Property switches (to prove the others while a known failure is reachable):
+ *   SKIP_P0 SKIP_P5 SKIP_P6 SKIP_P7 SKIP_P8 SKIP_P9 SKIP_P10 SKIP_P11
+ * Mutants (seed bugs re-introduced; spin must find a counterexample for each):
+ *   MUTANT_NONATOMIC_RESERVE MUTANT_COMMIT_ON_ERROR MUTANT_OPENER_RECOVERY
+ *   MUTANT_CRASH_FIRST MUTANT_EINTR_AS_TOKEN MUTANT_LEN_AFTER_PUBLISH
+ *   MUTANT_RELEASE_UNORDERED MUTANT_NO_LIVENESS_CHECK MUTANT_NO_SELFHEAL
+ *
+ * Properties (assertion ids; README has the full statements):
+ *   P0 _claim never raises CorruptRingError on a healthy ring
+ *   P1 a consumer only sees a slot completely written with its message, not being written,
+ *      with the message's length record (written before write_idx was published)
+ *   P2 a live consumer receives 0,1,2,...: no loss, duplicate or reordering (a restarted
+ *      consumer starts again at read_idx: at-least-once across a restart)
+ *   P3 the producer only writes a slot that no guard holds and whose message was released
+ *   P4 read_idx advances one by one over released slots; R <= RES <= W <= R + CAP always
+ *   P5 Finished / Crashed only once every committed message was handed out (RES == W)
+ *   P6 at the end of a clean run every committed message was released (R == W)
+ *   P7 Crashed carries notify_crash's details, or the dead producer's pid if it never called it
+ *   P8 no `empty` token is lost: after a clean run empty >= CAP - (W - R)
+ *   P9 nothing is published after notify_crash (its docstring's promise)
+ *   P10 a notify_crash is never reported as Finished
+ *   P11 all threads of one consumer process get the same end (Finished or Crashed)
+ *   L1 (ltl term) under weak fairness every process ends: no deadlock, no livelock, every
+ *      consumer thread gets Finished/Crashed -- in particular a dead producer is reported
+ *   Valid end states (pan's deadlock check): no process is stuck at a blocking step.
+ */
+
+#ifndef CAP
+#define CAP 2
+#endif
+#ifndef NMSG
+#define NMSG 3          /* messages the producer commits (<= 7: bit sets are bytes) */
+#endif
+#ifndef NTHR
+#define NTHR 2          /* threads of the first consumer process (1..3) */
+#endif
+#ifndef NTHR2
+#define NTHR2 NTHR      /* threads of a restarted consumer process (1..3) */
+#endif
+#ifndef HOLD
+#define HOLD 1          /* guards one consumer thread may hold at once (1 or 2) */
+#endif
+#ifndef ABORTS
+#define ABORTS 1        /* ProducerGuard.abort() calls (an exception while writing) */
+#endif
+#ifndef EINTRS
+#define EINTRS 1        /* EINTRs delivered to the producer's wait */
+#endif
+#ifndef TMO
+#define TMO 0           /* access(timeout) calls per consumer thread whose deadline passes */
+#endif
+#ifndef PKILL
+#define PKILL 0
+#endif
+#ifndef NOFINISH
+#define NOFINISH 0
+#endif
+#ifndef CKILL
+#define CKILL 0
+#endif
+#ifndef SIGCRASH
+#define SIGCRASH 0
+#endif
+#ifndef REOPEN
+#define REOPEN 0
+#endif
+
+#define NONE 255
+#define SIG 11          /* the signal number notify_crash reports */
+
+/* P4's invariant, asserted at every write of an index */
+#define INV assert(R <= RES && RES <= W && W <= R + CAP)
+#define HELD(i, s) held[(i) * CAP + (s)]
+
+/* ---- shared header words (RingHeader + ctshm extension) ---- */
+byte W;                 /* write_idx    (_W)   */
+byte R;                 /* read_idx     (_R)   */
+byte RES;               /* reserved_idx (_RES) */
+byte FIN;               /* finished     (_FIN): 0 running, 1 finished, 2 crashed */
+byte crash_sig;         /* crash.signal at _CRASH_OFF (addr, operation go with it) */
+bool dead_pid;          /* _DEAD_PID != 0 */
+bool p_reg;             /* _PRODUCER_PID != 0 (with _PRODUCER_START) */
+byte c_pid;             /* _CONSUMER_PID: the registered consumer incarnation, 0 none */
+byte tag[CAP];          /* length record k: tag = seq + 1 (nbytes is stored just before) */
+
+/* ---- the named semaphores: counts ---- */
+byte sem_filled;        /* /X_t_filled, initial 0 */
+byte sem_empty = CAP;   /* /X_t_empty,  initial capacity */
+
+/* ---- processes ---- */
+bool p_alive = true;    /* the producer process exists: _proc.is_alive(ppid, start) */
+bool c_alive[4];        /* consumer incarnation i exists */
+byte cur_inc = 1;       /* the newest consumer incarnation */
+
+/* ---- consumer-process-local state (its ShmTraceRing handle) ---- */
+bool c_reg[4];          /* self._consumer_registered */
+byte lk[4];             /* self._lock: owner thread, 0 free */
+byte pend[4];           /* self._pending (the min-heap), as a bit set of message indices */
+
+/* ---- ghosts ---- */
+byte content[CAP];      /* seq + 1 of the message the slot's bytes hold, 0 = garbage */
+bool writing[CAP];      /* the producer holds a ProducerGuard on this slot */
+byte held[4 * CAP];     /* HELD(i, s): ConsumerGuards incarnation i's threads hold on slot s */
+byte nexp[4];           /* the next message index incarnation i must receive */
+bool notified;          /* notify_crash stored FIN = 2 */
+bool in_handler;        /* SIGCRASH=1: the crash handler interrupted the producer for good */
+byte endres[4];         /* the end incarnation i's threads got: 0, 1 Finished, 2 Crashed */
+byte nproc = 1;         /* processes that have not ended (for L1; 1: init starting them) */
+
+#ifdef LTL_TERM
+ltl term { <> (nproc == 0) }
+#endif
+
+/* ============================================================================================
+ * The producer: acquire() + _wait_space(), the application writing g.buf, _commit() or
+ * _abort(), mark_finished().
+ * ========================================================================================== */
+proctype Producer() {
+    byte w, s, k;
+    byte ab = ABORTS, eintr = EINTRS;
+{
+    do
+    :: k < NMSG ->
+#if REOPEN
+        /* ShmTraceRing.open() by the producer process (a second handle): ring.py's open()
+           and _try_open() run no recovery; the seed's init() rewinds reserved_idx for every
+           opener that is not the owner. */
+        if
+        :: skip
+        :: skip ->
+#ifdef MUTANT_OPENER_RECOVERY
+            s = R;                              /* committed = read_idx.load(Acquire)      */
+            w = RES;                            /* reserved = reserved_idx.load(Acquire)   */
+            atomic {
+                if
+                :: w > s -> RES = s             /* reserved_idx.store(committed, Release)  */
+                :: else
+                fi;
+                s = 0; w = 0
+            }
+#else
+            skip
+#endif
+        fi;
+#endif
+        /* acquire(): with self._lock: fin = self._load(_FIN); if fin: raise RuntimeError */
+        atomic { if :: FIN != 0 -> goto exit :: else fi };  /* (written as a test) */
+        /* if not self._producer_registered: self._register_producer()
+               self._store(_PRODUCER_START, start); self._store(_PRODUCER_PID, pid) */
+        atomic { if :: !p_reg -> p_reg = true :: else fi };
+pwait:
+        /* if not self._empty.try_acquire() and not self._wait_space(timeout): raise
+           _wait_space: a spin on `hq[_W] - hq[_R] < cap` then empty.try_acquire() (the same
+           effect as a try_acquire), then `if empty.acquire(chunk): return True` in slices */
+        if
+        :: atomic { sem_empty > 0 -> sem_empty--;
+#ifdef FIX_EMPTY_LEAK
+               goto pcheck
+#else
+               goto pslot
+#endif
+           }
+        :: atomic { sem_empty == 0 -> skip }    /* empty.acquire(chunk) returned False */
+            /* cpid = self._load(_CONSUMER_PID)
+               if cpid and not _proc.is_alive(cpid, ...): raise ConsumerGone(...) */
+            if
+            :: atomic { c_pid != 0 && !c_alive[c_pid] -> skip };
+                if
+                :: goto pwait                   /* the application retries acquire() */
+                :: goto exit                    /* ... or ConsumerGone ends the process */
+                fi
+            :: atomic { c_pid == 0 || c_alive[c_pid] -> skip }
+            fi;
+#ifdef FIX_EMPTY_LEAK
+            /* FIX: self-heal, like the consumer's access(): a consumer killed between
+               `self._store(_R, cur)` and `self._empty.post()` lost a token for good; a slot
+               that is visibly free (write_idx - read_idx < capacity) is taken without one. */
+pcheck:
+            atomic {
+                if
+                :: W - R < CAP -> goto pslot
+                :: else -> goto pwait           /* after a token: a surplus one, dropped */
+                fi
+            }
+#else
+            goto pwait
+#endif
+        :: atomic { eintr > 0 -> eintr--;
+#ifdef MUTANT_EINTR_AS_TOKEN
+               goto pslot   /* seed: acquire() ignores sem_wait()'s -1/EINTR: no token */
+#else
+               goto pwait   /* NamedSemaphore.acquire: EINTR is retried with the time left */
+#endif
+           }
+        fi;
+pslot:
+        /* acquire(): with self._lock: w = self._load(_W)
+           g = ProducerGuard(self, w, self._view(w % self.capacity)[:]) */
+        atomic {
+            w = W;
+            s = w % CAP;
+            assert(HELD(cur_inc, s) == 0);      /* P3: no (live) ConsumerGuard holds the slot */
+            assert(w < R + CAP);                /* P3: the slot's last message was released */
+            writing[s] = true;
+            content[s] = 0                      /* the application writes g.buf ... */
+        };
+        if
+        :: /* ... completely; then guard.commit(nbytes) -> _commit():
+              with self._lock: if self._load(_FIN) == _CRASHED:
+                  guard._done = True; raise RuntimeError(... it is not published) */
+            atomic {
+                content[s] = w + 1;
+                if
+                :: FIN == 2 -> writing[s] = false; goto exit
+                :: else
+                fi
+            };
+#ifndef MUTANT_LEN_AFTER_PUBLISH
+            /* guard._done = True; buf.release()
+               hq[k + 1] = nbytes; hq[k] = idx + 1   (the length record)
+               self._store(_W, idx + 1)   (release: the slot and its record first)
+               (one step: the record is read only after write_idx covers it, and a kill
+               between the two stores is the same as a kill before both) */
+            atomic {
+                writing[s] = false;
+                tag[s] = w + 1;
+#ifndef SKIP_P9
+                assert(FIN != 2);               /* P9: nothing published after notify_crash */
+#endif
+                W = w + 1;
+                INV  /* P4 */
+            };
+#else
+            atomic { writing[s] = false; W = w + 1; INV };  /* P4: mutant: write_idx first ... */
+            tag[s] = w + 1;                     /* ... the length record after it */
+#endif
+            atomic { sem_filled++; k++; w = 0; s = 0 }  /* self._filled.post() (after the lock) */
+        :: atomic { ab > 0 -> ab-- };           /* an exception in the with-block: */
+#ifndef MUTANT_COMMIT_ON_ERROR
+            /* __exit__ -> abort() -> _abort(): guard._done = True; buf.release();
+               self._empty.post(): the half-written slot is never published */
+            atomic { writing[s] = false; sem_empty++; w = 0; s = 0 }
+#else
+            /* seed: ProducerGuard::drop always publishes, a half-written slot too:
+               write_idx.fetch_add(1, Release); sem_filled.post() */
+            atomic { writing[s] = false; W = w + 1; INV };  /* P4 */
+            atomic { sem_filled++; k++; w = 0; s = 0 }
+#endif
+        fi
+    :: k == NMSG -> break
+    od;
+    if
+    :: /* mark_finished(): with self._lock: (no guard outstanding)
+              fin = self._load(_FIN); if fin: raise RuntimeError
+              self._store(_FIN, _FINISHED)
+          self._filled.post() */
+#ifndef FIX_FINISH_CAS
+        atomic { if :: FIN != 0 -> goto exit :: else fi };
+        atomic {
+#ifndef SKIP_P10
+            assert(FIN != 2 || !notified);      /* P10: this store would erase a crash */
+#endif
+            FIN = 1
+        };
+#else
+        /* FIX: if self._cas(self._a_fin, 0, _FINISHED) != 0: raise RuntimeError */
+        if
+        :: atomic { FIN == 0 -> FIN = 1 }
+        :: atomic { FIN != 0 -> goto exit }
+        fi;
+#endif
+        sem_filled++
+    :: NOFINISH -> skip                         /* the producer returns without finishing */
+    fi;
+exit:
+    p_alive = false                             /* the process exits */
+} unless { !p_alive || in_handler };
+    nproc--
+}
+
+/* A kill of the producer process (SIGKILL, OOM) at any step. */
+proctype PKiller() {
+    if
+#ifdef PKILL_EARLY
+    :: atomic { p_alive -> p_alive = false }
+#else
+    :: atomic { p_alive && p_reg -> p_alive = false }
+#endif
+    :: skip
+    fi;
+    nproc--
+}
+
+/* notify_crash(signal, addr, operation), run by a signal handler of the producer or by another
+   producer thread: it takes no lock (async-signal-safe), so it interleaves with any step. */
+proctype Signal() {
+    if
+    :: p_alive ->
+        {
+            /* (SIGCRASH=1: the handler runs in the interrupted thread, which never resumes) */
+            atomic { crash_sig = SIG; in_handler = (SIGCRASH == 1) };
+                                                /* _CRASH.pack_into(self._hv, _CRASH_OFF, ...) */
+                                                /* self._fence(): details before the flag */
+#ifndef FIX_NOTIFY_CAS
+            atomic { FIN = 2; notified = true };  /* self._store(_FIN, _CRASHED) */
+#else
+            /* FIX: self._cas(self._a_fin, 0, _CRASHED): a finished stream stays finished */
+            atomic {
+                if
+                :: FIN == 0 -> FIN = 2; notified = true
+                :: else -> goto sigdone
+                fi
+            };
+#endif
+            sem_filled++;                       /* self._filled.post() */
+sigdone:
+#if SIGCRASH >= 2
+            if
+            :: p_alive = false                  /* the handler then ends the process */
+            :: skip                             /* ... or returns into the interrupted code */
+            fi
+#else
+            p_alive = false                     /* the handler then ends the process */
+#endif
+        } unless { !p_alive }
+    :: skip
+    fi;
+    nproc--
+}
+
+/* ============================================================================================
+ * A consumer thread: access(None or timeout) in a loop, holding up to HOLD guards and releasing
+ * them in any order.  access() / _register_consumer() / _claim() / _data() /
+ * _check_producer_alive() / _on_timeout() / _crashed(); ConsumerGuard.release() -> _complete().
+ * ========================================================================================== */
+proctype CThread(byte inc; byte t) {
+    byte res, w, fin, idx, k, ret;
+    byte g0 = NONE, g1 = NONE;                  /* the guards this thread holds */
+    byte tmo = TMO;
+    bool ending;
+{
+    /* access(): if not self._consumer_registered: self._register_consumer()
+       _register_consumer(): with self._lock: if self._consumer_registered: return */
+    if
+    :: atomic { c_reg[inc] -> goto wait }
+    :: atomic { lk[inc] == 0 && !c_reg[inc] -> lk[inc] = t }
+    fi;
+#ifndef MUTANT_OPENER_RECOVERY
+    /* old = self._load(_CONSUMER_PID); if old and old != pid:
+           if _proc.is_alive(old, ...): raise RuntimeError(... already has a live consumer) */
+    atomic {
+        if
+        :: c_pid != 0 && c_pid != inc -> assert(!c_alive[c_pid])  /* MODEL: (restarts follow deaths) */
+        :: else -> goto registered
+        fi
+    };
+    k = R;                                      /* r, res = self._load(_R), ... */
+    res = RES;                                  /* ...      self._load(_RES) */
+    if
+    :: res > k ->
+        atomic { RES = k; INV };                /* P4: self._store(_RES, r) */
+        do                                      /* for _ in range(res - r): */
+        :: atomic { res > k -> sem_filled++; res-- }   /* self._filled.post() */
+        :: else -> break
+        od
+    :: else
+    fi;
+#else
+    /* seed init(): every opener (not the owner) rewinds, without a liveness check and
+       without re-posting the tokens */
+    k = R;
+    res = RES;
+    atomic {
+        if
+        :: res > k -> RES = k
+        :: else
+        fi
+    };
+#endif
+registered:
+    /* self._store(_CONSUMER_START, start); self._store(_CONSUMER_PID, pid)
+       self._consumer_registered = True (and the lock is released) */
+    atomic { c_pid = inc; nexp[inc] = RES; c_reg[inc] = true; lk[inc] = 0; k = 0; res = 0 };
+
+wait:
+    /* access(): `filled.try_acquire()`, the spin (`if ready and filled.try_acquire()`) and
+       `filled.acquire(chunk)` each take a token when there is one -> r = self._claim() */
+    if
+    :: atomic { sem_filled > 0 -> sem_filled--; goto claim }
+    :: atomic { sem_filled == 0 -> ret = 1; goto check }   /* the slice timed out */
+    :: atomic { tmo > 0 -> tmo--; ret = 2; goto check }    /* chunk <= 0: _on_timeout() */
+    fi;
+
+check:
+    /* _check_producer_alive():
+           ppid = self._load(_PRODUCER_PID)
+           if not ppid or self._load(_FIN) or _proc.is_alive(ppid, ...): return */
+    /* (PRODUCER_PID is written once, before anything else the producer does, so reading it
+       together with the next word loses no behaviour) */
+#ifdef MUTANT_NO_LIVENESS_CHECK
+    goto checked;
+#endif
+#ifndef FIX_CHECK_ORDER
+    atomic { if :: !p_reg || FIN != 0 -> goto checked :: else fi };
+    atomic { if :: p_alive -> goto checked :: else fi };
+#else
+    /* FIX: `if not ppid or _proc.is_alive(ppid, ...) or self._load(_FIN): return`: once the
+       producer is dead, a notify_crash it made is visible in `finished` */
+    atomic { if :: !p_reg || p_alive -> goto checked :: else fi };
+    atomic { if :: FIN != 0 -> goto checked :: else fi };
+#endif
+    dead_pid = true;                            /* self._store(_DEAD_PID, ppid) */
+    crash_sig = 0;                              /* _CRASH.pack_into(self._hv, _CRASH_OFF, 0, 0, 0) */
+    atomic {                                    /* if self._cas(self._a_fin, 0, _CRASHED) == 0: */
+        if
+        :: FIN == 0 -> FIN = 2
+        :: else -> goto checked
+        fi
+    };
+    sem_filled++;                               /*     self._filled.post() */
+checked:
+    /* back in access(): (or in _on_timeout(), below)
+       Self-healing: if self._load(_RES) < self._load(_W) or self._load(_FIN): self._claim() */
+    atomic {
+        if
+        :: ret == 2 -> ret = 0; goto ontimeout
+        :: else -> ret = 0
+        fi;
+#ifdef MUTANT_NO_SELFHEAL
+        goto wait
+#endif
+    };
+    /* (one step: the guard's only effect is whether _claim() runs; _claim() loads every word
+       again and, when it finds nothing to do, has no effect -- so reading the three words at
+       once loses no behaviour) */
+    atomic {
+        if
+        :: RES < W || FIN != 0 -> goto claim
+        :: else -> goto wait
+        fi
+    };
+
+ontimeout:
+    /* _on_timeout(): fin = self._load(_FIN)
+           if fin and self._load(_RES) == self._load(_W): return crashed / Finished()
+           return Timeout()  -- and the application calls access() again */
+    fin = FIN;
+    res = RES;
+    atomic {
+        w = W;
+        if
+        :: fin != 0 && res == w ->
+#ifndef SKIP_P5
+            assert(RES == W);                   /* P5 */
+#endif
+            res = 0; w = 0;
+            if
+            :: fin == 2 -> fin = 0; goto crashed
+            :: else -> fin = 0; goto finished
+            fi
+        :: else -> res = 0; w = 0; fin = 0; goto use
+        fi
+    };
+
+claim:
+    /* _claim(): while True: */
+#ifdef MUTANT_CRASH_FIRST
+    /* seed claim_read_slot(): `if finished == 2 { post; return Crashed }` before any data */
+    atomic { if :: FIN == 2 -> fin = 2; goto endcheck :: else fi };
+#endif
+#ifdef FIX_FIN_ORDER
+    fin = FIN;                                  /* FIX: `finished` first, then the indices */
+#endif
+#ifndef MUTANT_NONATOMIC_RESERVE
+    res = RES;                                  /* res, w = self._load(_RES), self._load(_W) */
+    atomic {
+        w = W;
+        if
+        :: res >= w -> goto nodata              /* if res < w: ... */
+        :: w - res > CAP -> goto corrupt        /* if w - res > self.capacity: */
+        :: else
+        fi
+    };
+cas:
+    atomic {                                    /* if cas(a_res, res, res + 1) == res: */
+        if
+        :: RES == res ->
+            RES = res + 1;
+            INV;  /* P4 */
+            /* return self._data(res): the view of slot res % cap; `if hq[k] == idx + 1:
+               n = int(hq[k + 1])` (the length record) */
+            k = res % CAP;
+            assert(!writing[k] && content[k] == res + 1);   /* P1 */
+            assert(tag[k] == res + 1);                      /* P1 */
+            assert(res == nexp[inc]);                       /* P2 */
+            nexp[inc]++;
+            HELD(inc, k)++;
+            if
+            :: g0 == NONE -> g0 = res
+            :: else -> g1 = res
+            fi;
+            k = 0; res = 0; w = 0; fin = 0;
+            goto use                                        /* Data(guard) */
+        :: else -> res = 0; w = 0; goto claim               /* continue */
+        fi
+    };
+corrupt:
+    /*     raise CorruptRingError(f"... write_idx={w} is more than capacity ... ahead ...") */
+#ifndef FIX_CORRUPT_CHECK
+#ifndef SKIP_P0
+    assert(false);                              /* P0: never on a good ring */
+#else
+    goto cas;   /* (P0 skipped: carry on as if the check were not there) */
+#endif
+#else
+    /* FIX: the two loads are no snapshot: re-read reserved_idx and raise only if it did not
+       move (then w <= res + capacity does hold on a good ring); else retry */
+    atomic {
+        if
+        :: RES != res -> res = 0; w = 0; goto claim
+        :: else -> assert(false)                /* P0 */
+        fi
+    };
+#endif
+#else
+    /* seed claim_read_slot(): w = write_idx.load(); current_reserved = reserved_idx.load()
+       if w == current_reserved { ...finished checks... }
+       my_idx = reserved_idx.fetch_add(1) */
+    w = W;
+    atomic {
+        res = RES;
+        if
+        :: w != res
+        :: else -> goto nodata
+        fi
+    };
+    atomic {
+        res = RES;                              /* fetch_add: the old value */
+        RES = res + 1;
+        k = res % CAP;
+        assert(res < W);                        /* P1: a committed slot */
+        assert(!writing[k] && content[k] == res + 1);       /* P1 */
+        assert(tag[k] == res + 1);                          /* P1 */
+        assert(res == nexp[inc]);                           /* P2 */
+        nexp[inc]++;
+        HELD(inc, k)++;
+        if
+        :: g0 == NONE -> g0 = res
+        :: else -> g1 = res
+        fi;
+        k = 0; res = 0; w = 0;
+        goto use
+    };
+#endif
+nodata:
+    /* fin = self._load(_FIN)   (FIX_FIN_ORDER: loaded above) */
+#ifndef FIX_FIN_ORDER
+    fin = FIN;
+#endif
+endcheck:
+    atomic {
+        if
+        :: fin != 0 ->
+#ifndef SKIP_P5
+            assert(RES == W)                    /* P5: every committed slot was handed out */
+#else
+            skip
+#endif
+        :: else -> res = 0; w = 0; goto wait    /* return None: the token is dropped */
+        fi;
+        res = 0; w = 0
+    };
+    /* if fin == _CRASHED: self._filled.post(); return self._crashed()
+       if fin == _FINISHED: self._filled.post(); return Finished()   (wakes the other threads) */
+    atomic {
+        sem_filled++;
+        if
+        :: fin == 2 -> fin = 0; goto crashed
+        :: else -> fin = 0; goto finished
+        fi
+    };
+
+crashed:
+    /* _crashed(): signal, addr, operation = _CRASH.unpack_from(self._hv, _CRASH_OFF)
+                   dead = self._load(_DEAD_PID); return Crashed(CrashDetails(...), dead or None) */
+    k = crash_sig;
+    atomic {
+#ifndef SKIP_P7
+        if                                      /* P7 */
+        :: notified -> assert(k == SIG && !dead_pid)  /* P7: Crashed(details, None) */
+        :: else -> assert(k == 0 && dead_pid)         /* P7: Crashed(zeros, pid) */
+        fi;
+#endif
+#ifndef SKIP_P11
+        assert(endres[inc] != 1);               /* P11 */
+#endif
+        endres[inc] = 2;
+        k = 0;
+        ending = true;
+        goto use
+    };
+
+finished:
+    atomic {
+#ifndef SKIP_P11
+        assert(endres[inc] != 2);               /* P11 */
+#endif
+        endres[inc] = 1;
+        ending = true
+    };
+
+use:
+    /* The application: releases a guard (any of those it holds), or calls access() again
+       while it holds fewer than HOLD; after Finished / Crashed it releases all and stops.
+       ConsumerGuard.release(): self._done = True; buf.release() ... */
+    if
+    :: d_step { g0 != NONE -> idx = g0; g0 = NONE;
+                k = idx % CAP; assert(!writing[k] && content[k] == idx + 1);  /* P1 */
+                HELD(inc, k)--; k = 0 }
+    :: d_step { g1 != NONE -> idx = g1; g1 = NONE;
+                k = idx % CAP; assert(!writing[k] && content[k] == idx + 1);  /* P1 */
+                HELD(inc, k)--; k = 0 }
+    :: atomic { !ending && (g0 == NONE) + (g1 == NONE) > 2 - HOLD -> goto wait }
+    :: atomic { ending && g0 == NONE && g1 == NONE -> goto out }
+    fi;
+    /* ... self._ring._complete(self.index) */
+#ifndef MUTANT_RELEASE_UNORDERED
+    /* _complete(idx): with self._lock: heapq.heappush(self._pending, idx) */
+    /* (read_idx is only ever written under this lock -- the previous consumer process is
+       dead -- so reading it as the lock is taken loses no behaviour) */
+    atomic {
+        lk[inc] == 0 -> lk[inc] = t;
+        pend[inc] = pend[inc] | (1 << idx);
+        k = R                                   /* cur = self._load(_R) */
+    };
+    do
+    :: atomic {                                 /* while pending and pending[0] == cur: */
+           (pend[inc] & (1 << k)) != 0 && (pend[inc] & ((1 << k) - 1)) == 0 ->
+           pend[inc] = pend[inc] & ~(1 << k);   /*     heapq.heappop(pending) */
+           k++;                                 /*     cur += 1 */
+           assert(R + 1 == k && k <= RES);      /* P4: one by one, over reserved slots */
+           R = k;                               /*     self._store(_R, cur) */
+           INV  /* P4 */
+       };
+       sem_empty++                              /*     self._empty.post() */
+    :: atomic {
+           !((pend[inc] & (1 << k)) != 0 && (pend[inc] & ((1 << k) - 1)) == 0) ->
+           lk[inc] = 0; k = 0; idx = NONE;      /* (end of the with-block) */
+           goto use
+       }
+    od;
+#else
+    /* mutant: each release advances read_idx at once (no reorder buffer) */
+    atomic { R = R + 1; INV };  /* P4 */
+    atomic { sem_empty++; idx = NONE; goto use };
+#endif
+
+out:
+    skip
+} unless { !c_alive[inc] };                    /* the consumer process was killed */
+    nproc--
+}
+
+/* Kills the consumer process (any step of any of its threads) up to CKILL times; each time a
+   new consumer process starts (it registers on its first access(): _register_consumer). */
+proctype CKiller() {
+    byte i = 1;
+    do
+    :: i <= CKILL ->
+        atomic {
+            c_alive[i] = false;
+            i++;
+            c_alive[i] = true;
+            cur_inc = i;
+            nproc = nproc + NTHR2;
+            run CThread(i, 1);
+#if NTHR2 >= 2
+            run CThread(i, 2);
+#endif
+#if NTHR2 >= 3
+            run CThread(i, 3);
+#endif
+        }
+    :: break
+    od;
+    nproc--
+}
+
+init {
+    atomic {
+        c_alive[1] = true;
+        nproc = 1 + NTHR;
+        run Producer();
+        run CThread(1, 1);
+#if NTHR >= 2
+        run CThread(1, 2);
+#endif
+#if NTHR >= 3
+        run CThread(1, 3);
+#endif
+#if PKILL || defined(PKILL_EARLY)
+        nproc++; run PKiller();
+#endif
+#if SIGCRASH
+        nproc++; run Signal();
+#endif
+#if CKILL
+        nproc++; run CKiller();
+#endif
+    }
+    /* The end of a run: every process ended. */
+    nproc == 0;
+    if
+    :: FIN == 1 ->                              /* a clean run */
+#ifndef SKIP_P6
+        assert(R == W && RES == W);             /* P6: everything handed out and released */
+        assert(nexp[cur_inc] == W);             /* P6: ... to the live consumer */
+#endif
+#if !defined(SKIP_P8) && !(defined(FIX_EMPTY_LEAK) && CKILL > 0)
+        /* P8: no `empty` token was lost: one per slot not holding an unreleased message.
+           (FIX_EMPTY_LEAK does not restore a token a dead consumer lost -- nobody can know
+           it is missing -- it makes the producer go on without it: with consumer deaths the
+           fixed model is judged by L1 instead.) */
+        assert(sem_empty + (W - R) >= CAP);     /* P8 */
+#endif
+    :: else
+    fi
+}
