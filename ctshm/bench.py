@@ -228,6 +228,17 @@ class Peer:
 # -- ctshm -------------------------------------------------------------------------------------
 
 
+#: Busy-wait of the ctshm rings the children open (None: the ring's default); a hidden
+#: ``--spin`` option sets it to measure the effect of the ring's spin policy.
+RING_SPIN: Optional[float] = None
+
+
+def _open_ring(rid: str) -> ShmTraceRing:
+    if RING_SPIN is None:
+        return ShmTraceRing.open(rid)
+    return ShmTraceRing.open(rid, spin=RING_SPIN)
+
+
 def _ring(ctx: RunContext, capacity: int = RING_CAPACITY) -> str:
     ring = ShmTraceRing.create(ctx.new_id(), capacity, RING_SLOT)
     ctx.on_cleanup(ring.close)  # owner: unlinks the object and both semaphores
@@ -244,7 +255,7 @@ class CtshmSlot(Peer):
 
     @staticmethod
     def producer(spec: Any, wl: Workload, count: int, sync: _Sync) -> dict[str, Any]:
-        ring = ShmTraceRing.open(spec)
+        ring = _open_ring(spec)
         msg = _message(wl.size)
         pack, put = _SEQ.pack_into, ring.put
         sync.go()
@@ -259,7 +270,7 @@ class CtshmSlot(Peer):
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: _Sync) -> dict[str, Any]:
-        ring = ShmTraceRing.open(spec)
+        ring = _open_ring(spec)
         chk = _Check(wl.size)
         unpack, access, size = _SEQ.unpack_from, ring.access, wl.size
         sync.go()
@@ -282,7 +293,7 @@ class CtshmSlot(Peer):
 
     @staticmethod
     def server(spec: Any, wl: Workload, count: int, sync: _Sync) -> dict[str, Any]:
-        a, b = (ShmTraceRing.open(x) for x in spec)
+        a, b = (_open_ring(x) for x in spec)
         reply = _message(wl.size)
         pack, unpack, access, put = _SEQ.pack_into, _SEQ.unpack_from, a.access, b.put
         total = count + _warmup(count)
@@ -301,7 +312,7 @@ class CtshmSlot(Peer):
 
     @staticmethod
     def client(spec: Any, wl: Workload, count: int, sync: _Sync) -> dict[str, Any]:
-        a, b = (ShmTraceRing.open(x) for x in spec)
+        a, b = (_open_ring(x) for x in spec)
         msg = _message(wl.size)
         pack, unpack, access, put = _SEQ.pack_into, _SEQ.unpack_from, b.access, a.put
         clock = time.perf_counter_ns
@@ -341,7 +352,7 @@ class CtshmRecords(Peer):
 
     @staticmethod
     def producer(spec: Any, wl: Workload, count: int, sync: _Sync) -> dict[str, Any]:
-        ring = ShmTraceRing.open(spec)
+        ring = _open_ring(spec)
         msg = _message(wl.size)
         w = RecordWriter(ring, max_bytes=max(RECORD_BATCH, 2 * wl.size))
         pack, append = _SEQ.pack_into, w.append
@@ -357,7 +368,7 @@ class CtshmRecords(Peer):
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: _Sync) -> dict[str, Any]:
-        ring = ShmTraceRing.open(spec)
+        ring = _open_ring(spec)
         chk = _Check(wl.size)
         unpack, size = _SEQ.unpack_from, wl.size
         reader = RecordReader(ring)
@@ -1419,7 +1430,7 @@ def _environment() -> dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": f"{platform.system()} "
             f"{platform.machine()}", "cpus": os.cpu_count(), "loadavg_start": _loadavg(),
             "atomics_backend": backend, "plain_ordered_access": atomics.PLAIN_ORDERED_ACCESS,
-            "records_batch_bytes": RECORD_BATCH}
+            "records_batch_bytes": RECORD_BATCH, "ring_spin_s": RING_SPIN}
 
 
 def _rate(report: dict[str, Any], w: str, peer: str, key: str = "msgs_per_s"
@@ -1600,6 +1611,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--id-prefix", default=None, help=argparse.SUPPRESS)
     p.add_argument("--import-n", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--spin", type=float, default=None, help=argparse.SUPPRESS)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -1620,6 +1632,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         print("python -m ctshm bench runs on Linux only", file=sys.stderr)
         return 2
     prefix = args.id_prefix or f"cb{os.getpid():x}"
+    global RING_SPIN
+    RING_SPIN = args.spin
     out = sys.stderr if args.json else sys.stdout
 
     def log(line: str) -> None:
