@@ -26,6 +26,7 @@ import collections
 import ctypes
 import json
 import os
+import signal
 import struct
 import sys
 import time
@@ -274,7 +275,12 @@ def pingpong(count: int) -> dict[str, Any]:
             "client (per round trip)": cl["calls"], "server (per round trip)": sv["calls"]}
 
 
+def _sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # run the finally blocks: they unlink the rings
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _sigterm)
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=50_000)

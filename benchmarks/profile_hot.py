@@ -21,6 +21,7 @@ import cProfile
 import io
 import os
 import pstats
+import signal
 import struct
 import sys
 import time
@@ -254,7 +255,12 @@ def profile_pingpong(count: int, instrument: bool) -> None:
         B.close()
 
 
+def _sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # run the finally blocks: they unlink the rings
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _sigterm)
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=50_000)
