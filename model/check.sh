@@ -61,7 +61,7 @@ command -v timeout >/dev/null 2>&1 || { echo "check.sh: needs timeout (coreutils
 #   MODE safety: DFS, assertions + invalid end states;  bfs: the same breadth-first (shortest
 #   counterexample);  live: the LTL claim `term` (L1) with weak fairness (pan -a -f).
 # --------------------------------------------------------------------------------------------
-ALLFIX="-DFIX_CORRUPT_CHECK -DFIX_FIN_ORDER -DFIX_EMPTY_LEAK -DFIX_CHECK_ORDER -DFIX_FINISH_CAS -DFIX_NOTIFY_CAS"
+ALLFIX="-DFIX_FIN_ORDER -DFIX_EMPTY_LEAK -DFIX_CHECK_ORDER -DFIX_FINISH_CAS -DFIX_NOTIFY_CAS"
 but() {  # but FIX_X ...: ALLFIX without those fixes
     local f=" $ALLFIX " x
     for x in "$@"; do f=${f/ -D$x / }; done
@@ -84,9 +84,8 @@ fixed-ckill|pass|safety|-DCOLLAPSE|$ALLFIX -DCKILL=1 -DNTHR2=1 -DNMSG=2 $SMALL|c
 fixed-ckill-hold2|pass|safety||$ALLFIX -DCKILL=1 -DNTHR=1 -DHOLD=2 -DNTHR2=1 $SMALL|... 1 thread holding 2 guards, 3 messages
 fixed-ckill-L1|pass|live||$ALLFIX -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|consumer death + restart, liveness
 fixed-ckill-cap1-L1|pass|live||$ALLFIX -DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|... capacity 1
-asis-core|pass|safety||-DSKIP_P0 -DSKIP_P5 -DSKIP_P6|ring.py as is: P1-P4 and end states hold
-asis-base|fail:P[056]|safety|||ring.py as is: a counterexample
-bug1-corrupt|fail:P0|bfs||$(but FIX_CORRUPT_CHECK)|BUG-1 spurious CorruptRingError
+asis-core|pass|safety||-DSKIP_P5 -DSKIP_P6|ring.py as is: all but P5, P6 hold (cap 2, 3 msgs, 2 threads)
+asis-base|fail:P[56]|safety|||ring.py as is: a counterexample (BUG-2)
 bug2-early-finished|fail:P5|bfs||$(but FIX_FIN_ORDER)|BUG-2 Finished before every message was handed out
 bug2-message-lost|fail:P6|safety||$(but FIX_FIN_ORDER) -DSKIP_P5|BUG-2 ... so a message is lost
 bug3-empty-leak|fail:P8|bfs||$(but FIX_EMPTY_LEAK) -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|BUG-3 a killed consumer loses an empty token
@@ -96,6 +95,7 @@ bug5-finish-store|fail:P10|bfs||$(but FIX_FINISH_CAS) -DSIGCRASH=2 -DSKIP_P5 -DS
 bug6-mixed-end|fail:P11|bfs||$(but FIX_NOTIFY_CAS) -DSIGCRASH=1 -DNMSG=2 $SMALL|BUG-6 notify_crash after finish
 bug7-publish-after-crash|fail:P9|bfs||$ALLFIX -DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-7 commit racing notify_crash
 limit-early-death|fail:L1|live||$ALLFIX -DPKILL_EARLY -DNMSG=2 $SMALL|limitation: death before the first acquire
+fixed-expect-producer-L1|pass|live||$ALLFIX -DPKILL_EARLY -DEXPECT_PRODUCER=1 -DNMSG=2 $SMALL|... reported with expect_producer()
 mutant-nonatomic-reserve|fail:P[124]|bfs||$ALLFIX -DMUTANT_NONATOMIC_RESERVE|seed: check-then-fetch_add reservation
 mutant-commit-on-error|fail:P1|bfs||$ALLFIX -DMUTANT_COMMIT_ON_ERROR|seed: Drop publishes a half-written slot
 mutant-opener-recovery|fail:P[24]|bfs||$ALLFIX -DMUTANT_OPENER_RECOVERY -DREOPEN=1 $SMALL|seed: every opener rewinds reserved_idx
@@ -105,6 +105,7 @@ mutant-len-after-publish|fail:P1|bfs||$ALLFIX -DMUTANT_LEN_AFTER_PUBLISH|length 
 mutant-release-unordered|fail:P[34]|bfs||$ALLFIX -DMUTANT_RELEASE_UNORDERED|read_idx advanced per release, unordered
 mutant-no-liveness-check|fail:L1|live||$ALLFIX -DMUTANT_NO_LIVENESS_CHECK -DPKILL=1 -DNMSG=2 $SMALL|no _check_producer_alive
 mutant-no-selfheal|fail:L1|live||$ALLFIX -DMUTANT_NO_SELFHEAL -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|no self-healing claim
+mutant-naive-corrupt-check|fail:P0|bfs||$ALLFIX -DMUTANT_NAIVE_CORRUPT_CHECK|BUG-1 (fixed in b213613): spurious CorruptRingError
 EOF
 )
 

@@ -24,7 +24,8 @@
  * Configuration (-D flags; all optional):
  *   CAP NMSG NTHR NTHR2 HOLD ABORTS EINTRS TMO   sizes and budgets (defaults below)
  *   PKILL=1      the producer may be killed at any step once registered (first acquire)
- *   PKILL_EARLY  ... also before its first acquire() (a known limitation, see README)
+ *   PKILL_EARLY  ... also before its first acquire() (see README: expect_producer())
+ *   EXPECT_PRODUCER=1  the consumer side called expect_producer(pid) before the producer ran
  *   NOFINISH=1   the producer may return without mark_finished() (the consumer sees a death)
  *   CKILL=n      the consumer process may die n times, at any step; a new one then starts
  *   SIGCRASH=1   a crash handler runs notify_crash() at any step of the producer, then the
@@ -34,21 +35,23 @@
  *   REOPEN=1     the producer process may open() the ring again between messages
  *   LTL_TERM     include the liveness claim `term` (compile without -DSAFETY, pan -a -f)
  * Proposed fixes for the bugs the model found in ring.py (README, "Findings"):
- *   FIX_CORRUPT_CHECK  _claim raises CorruptRingError only if reserved_idx did not move  BUG-1
  *   FIX_FIN_ORDER      _claim loads `finished` before reserved_idx / write_idx           BUG-2
  *   FIX_EMPTY_LEAK     the producer self-heals a lost `empty` token, drops surplus ones  BUG-3
- *   FIX_CHECK_ORDER    _check_producer_alive reads `finished` after is_alive()           BUG-4
+ *   FIX_CHECK_ORDER    _check_producer_alive reads `finished` again after is_alive()     BUG-4
  *   FIX_FINISH_CAS     mark_finished sets `finished` with compare-exchange 0 -> 1        BUG-5
  *   FIX_NOTIFY_CAS     notify_crash sets `finished` with compare-exchange 0 -> 2         BUG-6
+ *   (BUG-1, a spurious CorruptRingError in _claim, was fixed in ring.py by b213613: the
+ *   model follows the fixed code; MUTANT_NAIVE_CORRUPT_CHECK puts the old check back.)
  * Property switches (to prove the others while a known failure is reachable):
- *   SKIP_P0 SKIP_P5 SKIP_P6 SKIP_P7 SKIP_P8 SKIP_P9 SKIP_P10 SKIP_P11
+ *   SKIP_P5 SKIP_P6 SKIP_P7 SKIP_P8 SKIP_P9 SKIP_P10 SKIP_P11
  * Mutants (seed bugs re-introduced; spin must find a counterexample for each):
  *   MUTANT_NONATOMIC_RESERVE MUTANT_COMMIT_ON_ERROR MUTANT_OPENER_RECOVERY
  *   MUTANT_CRASH_FIRST MUTANT_EINTR_AS_TOKEN MUTANT_LEN_AFTER_PUBLISH
  *   MUTANT_RELEASE_UNORDERED MUTANT_NO_LIVENESS_CHECK MUTANT_NO_SELFHEAL
+ *   MUTANT_NAIVE_CORRUPT_CHECK
  *
  * Properties (assertion ids; README has the full statements):
- *   P0 _claim never raises CorruptRingError on a healthy ring
+ *   P0 _claim / _register_consumer never raise CorruptRingError on a healthy ring
  *   P1 a consumer only sees a slot completely written with its message, not being written,
  *      with the message's length record (written before write_idx was published)
  *   P2 a live consumer receives 0,1,2,...: no loss, duplicate or reordering (a restarted
@@ -106,6 +109,9 @@
 #ifndef REOPEN
 #define REOPEN 0
 #endif
+#ifndef EXPECT_PRODUCER
+#define EXPECT_PRODUCER 0
+#endif
 
 #define NONE 255
 #define SIG 11          /* the signal number notify_crash reports */
@@ -121,7 +127,7 @@ byte RES;               /* reserved_idx (_RES) */
 byte FIN;               /* finished     (_FIN): 0 running, 1 finished, 2 crashed */
 byte crash_sig;         /* crash.signal at _CRASH_OFF (addr, operation go with it) */
 bool dead_pid;          /* _DEAD_PID != 0 */
-bool p_reg;             /* _PRODUCER_PID != 0 (with _PRODUCER_START) */
+bool p_reg = EXPECT_PRODUCER;  /* _PRODUCER_PID != 0 (with _PRODUCER_START) */
 byte c_pid;             /* _CONSUMER_PID: the registered consumer incarnation, 0 none */
 byte tag[CAP];          /* length record k: tag = seq + 1 (nbytes is stored just before) */
 
@@ -188,10 +194,11 @@ proctype Producer() {
         /* acquire(): with self._lock: fin = self._load(_FIN); if fin: raise RuntimeError */
         atomic { if :: FIN != 0 -> goto exit :: else fi };  /* (written as a test) */
         /* if not self._producer_registered: self._register_producer()
-               self._store(_PRODUCER_START, start); self._store(_PRODUCER_PID, pid) */
+               -> self._set_peer(_PRODUCER_PID, pid, start): pid 0, start, pid */
         atomic { if :: !p_reg -> p_reg = true :: else fi };
 pwait:
-        /* if not self._empty.try_acquire() and not self._wait_space(timeout): raise
+        /* if self._trywait(self._h_empty) == 0: return self._new_producer_guard(size)
+           ... if not self._wait_space(timeout): raise TimeoutError
            _wait_space: a spin on `hq[_W] - hq[_R] < cap` then empty.try_acquire() (the same
            effect as a try_acquire), then `if empty.acquire(chunk): return True` in slices */
         if
@@ -203,8 +210,9 @@ pwait:
 #endif
            }
         :: atomic { sem_empty == 0 -> skip }    /* empty.acquire(chunk) returned False */
-            /* cpid = self._load(_CONSUMER_PID)
-               if cpid and not _proc.is_alive(cpid, ...): raise ConsumerGone(...) */
+            /* cpid = self._dead_peer(_CONSUMER_PID); if cpid: raise ConsumerGone(...)
+               (_set_peer's transient pid 0 reads as "no consumer": keep waiting, the same as
+               for a live one) */
             if
             :: atomic { c_pid != 0 && !c_alive[c_pid] -> skip };
                 if
@@ -236,8 +244,9 @@ pcheck:
            }
         fi;
 pslot:
-        /* acquire(): with self._lock: w = self._load(_W)
-           g = ProducerGuard(self, w, self._view(w % self.capacity)[:]) */
+        /* _new_producer_guard(size), under self._lock: w = hq[_W]; slot = w % capacity
+           (_reserve: posix_fallocate; on ENOSPC `self._empty.post()` and raise -- the same
+           as the abort below); g = ProducerGuard(self, w, v[:size]) */
         atomic {
             w = W;
             s = w % CAP;
@@ -260,7 +269,7 @@ pslot:
 #ifndef MUTANT_LEN_AFTER_PUBLISH
             /* guard._done = True; buf.release()
                hq[k + 1] = nbytes; hq[k] = idx + 1   (the length record)
-               self._store(_W, idx + 1)   (release: the slot and its record first)
+               hq[_W] = idx + 1   (release: the slot and its record first)
                (one step: the record is read only after write_idx covers it, and a kill
                between the two stores is the same as a kill before both) */
             atomic {
@@ -376,7 +385,7 @@ sigdone:
  * _check_producer_alive() / _on_timeout() / _crashed(); ConsumerGuard.release() -> _complete().
  * ========================================================================================== */
 proctype CThread(byte inc; byte t) {
-    byte res, w, fin, idx, k, ret;
+    byte res, w, fin, idx, k, ret, t2;
     byte g0 = NONE, g1 = NONE;                  /* the guards this thread holds */
     byte tmo = TMO;
     bool ending;
@@ -388,7 +397,7 @@ proctype CThread(byte inc; byte t) {
     :: atomic { lk[inc] == 0 && !c_reg[inc] -> lk[inc] = t }
     fi;
 #ifndef MUTANT_OPENER_RECOVERY
-    /* old = self._load(_CONSUMER_PID); if old and old != pid:
+    /* pid, start = _proc.me(); old = self._load(_CONSUMER_PID); if old and old != pid:
            if _proc.is_alive(old, ...): raise RuntimeError(... already has a live consumer) */
     atomic {
         if
@@ -398,6 +407,8 @@ proctype CThread(byte inc; byte t) {
     };
     k = R;                                      /* r, res = self._load(_R), ... */
     res = RES;                                  /* ...      self._load(_RES) */
+    /* if not r <= res <= r + self.capacity: raise CorruptRingError */
+    assert(k <= res && res <= k + CAP);         /* P0 */
     if
     :: res > k ->
         atomic { RES = k; INV };                /* P4: self._store(_RES, r) */
@@ -420,13 +431,15 @@ proctype CThread(byte inc; byte t) {
     };
 #endif
 registered:
-    /* self._store(_CONSUMER_START, start); self._store(_CONSUMER_PID, pid)
+    /* self._set_peer(_CONSUMER_PID, pid, start): pid 0, start, pid (the transient 0 reads as
+       "no consumer" to the producer: it keeps waiting, as for a live consumer -- one step)
        self._consumer_registered = True (and the lock is released) */
     atomic { c_pid = inc; nexp[inc] = RES; c_reg[inc] = true; lk[inc] = 0; k = 0; res = 0 };
 
 wait:
-    /* access(): `filled.try_acquire()`, the spin (`if ready and filled.try_acquire()`) and
-       `filled.acquire(chunk)` each take a token when there is one -> r = self._claim() */
+    /* access(): `self._trywait(self._h_filled)`, the spin (`if ready and
+       filled.try_acquire()`) and `filled.acquire(chunk)` each take a token when there is
+       one -> r = self._claim() */
     if
     :: atomic { sem_filled > 0 -> sem_filled--; goto claim }
     :: atomic { sem_filled == 0 -> ret = 1; goto check }   /* the slice timed out */
@@ -435,24 +448,26 @@ wait:
 
 check:
     /* _check_producer_alive():
-           ppid = self._load(_PRODUCER_PID)
-           if not ppid or self._load(_FIN) or _proc.is_alive(ppid, ...): return */
-    /* (PRODUCER_PID is written once, before anything else the producer does, so reading it
-       together with the next word loses no behaviour) */
+           if self._load(_FIN): return
+           ppid = self._dead_peer(_PRODUCER_PID): pid = self._load(word); if not pid: 0
+               start = self._load(word + 1); if self._load(word) != pid or
+               _proc.is_alive(pid, start): 0;  else pid
+           if not ppid: return
+       (PRODUCER_PID is written once, before anything else the producer does, so reading it
+       with the neighbouring word loses no behaviour) */
 #ifdef MUTANT_NO_LIVENESS_CHECK
     goto checked;
 #endif
-#ifndef FIX_CHECK_ORDER
-    atomic { if :: !p_reg || FIN != 0 -> goto checked :: else fi };
+    atomic { if :: FIN != 0 || !p_reg -> goto checked :: else fi };
     atomic { if :: p_alive -> goto checked :: else fi };
-#else
-    /* FIX: `if not ppid or _proc.is_alive(ppid, ...) or self._load(_FIN): return`: once the
-       producer is dead, a notify_crash it made is visible in `finished` */
-    atomic { if :: !p_reg || p_alive -> goto checked :: else fi };
+#ifdef FIX_CHECK_ORDER
+    /* FIX: `if self._load(_FIN): return` once more, after is_alive(): the producer is dead
+       now, so a notify_crash it made before dying is visible */
     atomic { if :: FIN != 0 -> goto checked :: else fi };
 #endif
     dead_pid = true;                            /* self._store(_DEAD_PID, ppid) */
-    crash_sig = 0;                              /* _CRASH.pack_into(self._hv, _CRASH_OFF, 0, 0, 0) */
+    crash_sig = 0;                              /* _CRASH.pack_into(self._hv, _CRASH_OFF, 0, 0, 0)
+                                                   struct.pack_into("<I", self._hv, MSG_OFF, 0) */
     atomic {                                    /* if self._cas(self._a_fin, 0, _CRASHED) == 0: */
         if
         :: FIN == 0 -> FIN = 2
@@ -519,7 +534,7 @@ claim:
         w = W;
         if
         :: res >= w -> goto nodata              /* if res < w: ... */
-        :: w - res > CAP -> goto corrupt        /* if w - res > self.capacity: */
+        :: w - res > CAP -> goto corrupt        /* if w - res > self.capacity and ... */
         :: else
         fi
     };
@@ -547,22 +562,19 @@ cas:
         fi
     };
 corrupt:
-    /*     raise CorruptRingError(f"... write_idx={w} is more than capacity ... ahead ...") */
-#ifndef FIX_CORRUPT_CHECK
-#ifndef SKIP_P0
-    assert(false);                              /* P0: never on a good ring */
-#else
-    goto cas;   /* (P0 skipped: carry on as if the check were not there) */
-#endif
-#else
-    /* FIX: the two loads are no snapshot: re-read reserved_idx and raise only if it did not
-       move (then w <= res + capacity does hold on a good ring); else retry */
+#ifndef MUTANT_NAIVE_CORRUPT_CHECK
+    /* ... self._indices_corrupt(): w = self._load(_W); res = self._load(_RES)
+           return w - res > self.capacity          (write first, then reserved) */
+    t2 = W;
     atomic {
         if
-        :: RES != res -> res = 0; w = 0; goto claim
-        :: else -> assert(false)                /* P0 */
+        :: t2 - RES > CAP -> assert(false)      /* P0: raise CorruptRingError on a good ring */
+        :: else -> t2 = 0; goto cas             /* not corrupt: the CAS fails and we loop */
         fi
     };
+#else
+    /* mutant: the check as first written in ring.py (fixed in b213613): raise at once */
+    assert(false);                              /* P0 */
 #endif
 #else
     /* seed claim_read_slot(): w = write_idx.load(); current_reserved = reserved_idx.load()
@@ -613,7 +625,7 @@ endcheck:
         res = 0; w = 0
     };
     /* if fin == _CRASHED: self._filled.post(); return self._crashed()
-       if fin == _FINISHED: self._filled.post(); return Finished()   (wakes the other threads) */
+       if fin == _FINISHED: self._filled.post(); return _FINISHED_RESULT  (wakes the others) */
     atomic {
         sem_filled++;
         if
@@ -624,7 +636,8 @@ endcheck:
 
 crashed:
     /* _crashed(): signal, addr, operation = _CRASH.unpack_from(self._hv, _CRASH_OFF)
-                   dead = self._load(_DEAD_PID); return Crashed(CrashDetails(...), dead or None) */
+                   dead = self._load(_DEAD_PID); msg = (the crash message at MSG_OFF)
+                   return Crashed(CrashDetails(...), dead or None, msg) */
     k = crash_sig;
     atomic {
 #ifndef SKIP_P7
@@ -654,7 +667,8 @@ finished:
 use:
     /* The application: releases a guard (any of those it holds), or calls access() again
        while it holds fewer than HOLD; after Finished / Crashed it releases all and stops.
-       ConsumerGuard.release(): self._done = True; buf.release() ... */
+       ConsumerGuard.release() -> _complete(idx, guard): with self._lock: guard._done = True;
+       buf.release() ... (the buffer half, a ghost step here) */
     if
     :: d_step { g0 != NONE -> idx = g0; g0 = NONE;
                 k = idx % CAP; assert(!writing[k] && content[k] == idx + 1);  /* P1 */
@@ -665,15 +679,16 @@ use:
     :: atomic { !ending && (g0 == NONE) + (g1 == NONE) > 2 - HOLD -> goto wait }
     :: atomic { ending && g0 == NONE && g1 == NONE -> goto out }
     fi;
-    /* ... self._ring._complete(self.index) */
+    /* _complete(idx, guard), continued: */
 #ifndef MUTANT_RELEASE_UNORDERED
-    /* _complete(idx): with self._lock: heapq.heappush(self._pending, idx) */
+    /* ... cur = hq[_R]; `if idx == cur and not pending:` (the fast path: store R, post
+       empty) is the same as the heap loop below doing one round; heappush(pending, idx) */
     /* (read_idx is only ever written under this lock -- the previous consumer process is
        dead -- so reading it as the lock is taken loses no behaviour) */
     atomic {
         lk[inc] == 0 -> lk[inc] = t;
         pend[inc] = pend[inc] | (1 << idx);
-        k = R                                   /* cur = self._load(_R) */
+        k = R                                   /* cur = hq[_R] (or self._load(_R)) */
     };
     do
     :: atomic {                                 /* while pending and pending[0] == cur: */
