@@ -1,0 +1,382 @@
+"""The Promela model of the ring protocol (model/) and regression tests for what it found.
+
+``test_model_check`` runs ``model/check.sh``: spin checks every configuration of
+``model/ring.pml`` exhaustively (the model of ctshm/ring.py with the proposed fixes passes
+every property; each known bug and each seeded mutant yields its counterexample).
+
+The other tests replay, in Python and deterministically, the interleavings spin found in
+ctshm/ring.py (model/README.md, "Findings").  Each forces its interleaving by shadowing one
+step of a ring handle -- an instance attribute over ``_load`` or ``_post``, so that "another
+thread / process / signal handler" acts exactly between two of ring.py's shared-memory
+accesses -- and otherwise runs the real code.  Bugs still open are
+``xfail(strict=True, raises=AssertionError)``: they fail until ring.py is fixed, then XPASS
+fails the run so the marker gets removed.  Preconditions use ``pytest.fail`` (not assert), so a
+broken setup never passes for the expected failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+
+from ctshm import CrashDetails, Crashed, Data, Finished, ShmTraceRing
+from ctshm.ring import _FIN, _RES
+
+from .helpers import REPO_ROOT, run_python
+
+MODEL_DIR = os.path.join(REPO_ROOT, "model")
+CHECK_SH = os.path.join(MODEL_DIR, "check.sh")
+CHECK_TIMEOUT = 1100.0  # check.sh takes ~2 min on 2 cores; generous for a loaded machine
+
+
+def _require(cond: bool, msg: str) -> None:
+    """A precondition of the replayed interleaving (a failure here is not the bug)."""
+    if not cond:
+        pytest.fail(f"precondition: {msg}", pytrace=False)
+
+
+def _hook(ring: ShmTraceRing, word: int, action: Callable[[], None], *, before: bool = False
+          ) -> None:
+    """Shadow ``ring._load``: the first load of ``word`` runs ``action`` -- what another thread,
+    process or signal handler does at that moment -- right after the load (``before``: right
+    before it, i.e. after the previous shared access)."""
+    real = ring._load
+    armed = [True]
+
+    def hooked(w: int) -> int:
+        if w != word or not armed[0]:
+            return real(w)
+        armed[0] = False
+        if before:
+            action()
+            return real(w)
+        v = real(w)
+        action()
+        return v
+
+    setattr(ring, "_load", hooked)  # noqa: B010 (shadow the bound method)
+
+
+def _release(r: Any) -> None:
+    if isinstance(r, Data):
+        r.guard.release()
+
+
+@pytest.fixture
+def pair(shm_id: str) -> Iterator[tuple[ShmTraceRing, ShmTraceRing]]:
+    """A producer handle (the owner) and a consumer handle on a 2-slot ring, one process."""
+    prod = ShmTraceRing.create(shm_id, 2, 4096)
+    try:
+        cons = ShmTraceRing.open(shm_id)
+        try:
+            yield prod, cons
+        finally:
+            cons.close()
+    finally:
+        prod.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The model check
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout_s(1200)
+def test_model_check(tmp_path: Any) -> None:
+    """spin: the fixed model passes, every known bug and mutant gives its counterexample."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("model/check.sh needs bash, which is not installed")
+    env = dict(os.environ, CHECK_OUT=str(tmp_path / "trails"))
+    try:
+        proc = subprocess.run([bash, CHECK_SH], env=env, cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=CHECK_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as e:
+        partial = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+                          for x in (e.stdout, e.stderr))
+        pytest.fail(f"model/check.sh did not finish within {CHECK_TIMEOUT:g} s:\n{partial}")
+    out = proc.stdout + proc.stderr
+    print(out)
+    if proc.returncode == 77:  # check.sh: spin or a C compiler missing and not installable
+        reason = next((ln for ln in out.splitlines() if "SKIP" in ln), out.strip()[-300:])
+        pytest.skip(f"model check not run: {reason}")
+    assert proc.returncode == 0, f"model/check.sh exit {proc.returncode}:\n{out[-6000:]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# BUG-1 (fixed in b213613): spurious CorruptRingError in _claim
+# ---------------------------------------------------------------------------------------------
+
+
+def test_claim_corrupt_check_is_not_fooled_by_a_moving_ring(
+        pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    """_claim reads reserved_idx, then write_idx: not a snapshot.  Between the two loads another
+    consumer thread reserves and releases a slot and the producer refills it, so write_idx is
+    capacity + 1 ahead of the reserved_idx read: a healthy ring, not a corrupt one.
+    (model: mutant-naive-corrupt-check; the check now re-reads both words in the safe order)"""
+    prod, cons = pair
+    prod.put(b"m0")
+    prod.put(b"m1")
+    cons._plain = False  # the path off x86_64 (and CTSHM_PLAIN_ACCESS=0): loads via _load
+
+    def other_thread_and_producer() -> None:
+        r = cons.access(timeout=2)  # "thread A" takes message 0 ...
+        _require(isinstance(r, Data) and bytes(r.guard.buf) == b"m0", f"got {r!r}")
+        assert isinstance(r, Data)
+        r.guard.release()  # ... releases it: read_idx 1, slot 0 free
+        prod.put(b"m2", timeout=2)  # the producer refills slot 0: write_idx 3
+
+    _hook(cons, _RES, other_thread_and_producer)
+    r = cons.access(timeout=2)  # "thread B": read reserved_idx 0 before all that
+    try:
+        assert isinstance(r, Data) and bytes(r.guard.buf) == b"m1", f"got {r!r}"
+    finally:
+        _release(r)
+
+
+# ---------------------------------------------------------------------------------------------
+# BUG-2: Finished while a committed message was never handed out
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG-2 (model: bug2-early-finished, bug2-message-lost): _claim loads reserved_idx and "
+    "write_idx, then `finished`; a consumer holding a surplus filled token (left by the "
+    "self-healing claim) sees res == w, the producer then commits and finishes, and _claim "
+    "returns Finished with the message never handed out.  Fix: load `finished` first."))
+def test_finished_only_after_every_committed_message(
+        pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    prod, cons = pair
+    # 1. The producer stalls between `hq[_W] = idx + 1` and its filled post; a wait slice of
+    #    the consumer times out meanwhile, and access()'s self-healing claim takes message 0
+    #    without a token.  The producer's post then leaves a token with nothing behind it.
+    real_post = prod._post
+    early: list[Any] = []
+
+    def stalled_post(h: Any) -> Any:
+        if h == prod._h_filled and not early:
+            early.append(cons.access(timeout=2))
+        return real_post(h)
+
+    prod._post = stalled_post
+    prod.put(b"m0")
+    prod._post = real_post
+    _require(len(early) == 1 and isinstance(early[0], Data)
+             and bytes(early[0].guard.buf) == b"m0",
+             f"the self-healing claim did not take message 0: {early!r}")
+    early[0].guard.release()
+    # 2. The consumer takes that surplus token: _claim reads reserved_idx == write_idx == 1;
+    #    before it loads `finished`, the producer commits message 1 and finishes.
+    def produce_and_finish() -> None:
+        prod.put(b"m1")
+        prod.mark_finished()
+
+    _hook(cons, _FIN, produce_and_finish, before=True)
+    r = cons.access(timeout=2)
+    try:
+        assert isinstance(r, Data), (
+            f"access() returned {r!r} although message 1 was committed and never handed out")
+    finally:
+        _release(r)
+
+
+# ---------------------------------------------------------------------------------------------
+# BUG-3: a consumer killed between `read_idx = cur + 1` and `empty.post()` loses a slot
+# ---------------------------------------------------------------------------------------------
+
+
+_KILLED_IN_COMPLETE = """
+import os, signal
+from ctshm import Data, ShmTraceRing
+c = ShmTraceRing.open({id!r})
+r = c.access(timeout=10)
+assert isinstance(r, Data) and bytes(r.guard.buf) == b"m0", r
+real = c._post
+def post(h):
+    if h == c._h_empty:  # _complete stored read_idx + 1 and is about to post `empty`
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(h)
+c._post = post
+r.guard.release()
+raise SystemExit("not killed")
+"""
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG-3 (model: bug3-empty-leak, bug3-hang): _complete stores read_idx + 1, then posts "
+    "`empty`; a consumer killed in between loses that token for good (a restarted consumer "
+    "does not restore it), so the ring has one slot less -- a capacity-1 ring hangs.  Fix: the "
+    "producer's wait self-heals like the consumer's (after a slice, take a slot that is "
+    "visibly free: write_idx - read_idx < capacity) and drops surplus tokens."))
+def test_killed_consumer_loses_no_slot(shm_id: str) -> None:
+    prod = ShmTraceRing.create(shm_id, 2, 4096)
+    try:
+        prod.put(b"m0")
+        prod.put(b"m1")
+        child = run_python(_KILLED_IN_COMPLETE.format(id=shm_id), timeout=60)
+        _require(child.returncode == -signal.SIGKILL,
+                 f"consumer child: exit {child.returncode}\n{child.stdout}{child.stderr}")
+        h = prod.header()
+        _require(h["read_idx"] == 1 and h["write_idx"] == 2, f"header {h}")
+        cons = ShmTraceRing.open(shm_id)  # the restarted consumer (this process)
+        try:
+            _require(cons.get(timeout=5) == b"m1", "message 1 not delivered")
+            # The ring is empty now: both slots are free, nothing is held.
+            prod.put(b"m2", timeout=2)
+            try:
+                prod.put(b"m3", timeout=2)
+            except TimeoutError:
+                raise AssertionError(
+                    "the producer waited for a free slot of an empty ring: the killed "
+                    "consumer's `empty` token is lost") from None
+        finally:
+            cons.close()
+    finally:
+        prod.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# BUG-4: the liveness check overwrites a dead producer's notify_crash details
+# ---------------------------------------------------------------------------------------------
+
+
+_CRASHING_PRODUCER = """
+import os, sys
+from ctshm import ShmTraceRing
+r = ShmTraceRing.open({id!r})
+r.put(b"x")  # registers the producer
+print("ready", flush=True)
+sys.stdin.readline()
+r.notify_crash(11, 0xDEAD, 2, message="boom")  # a crash handler: report, then die
+os._exit(3)
+"""
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG-4 (model: bug4-details): _check_producer_alive loads `finished` (0) before "
+    "is_alive(); a producer that calls notify_crash and dies in between is then found dead and "
+    "its details, message and pid are overwritten (signal 0, 'died without notify_crash').  "
+    "Fix: load `finished` again after _dead_peer() found the producer dead."))
+def test_crash_details_survive_the_liveness_check(shm_id: str) -> None:
+    cons = ShmTraceRing.create(shm_id, 2, 4096)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    child = subprocess.Popen([sys.executable, "-c", _CRASHING_PRODUCER.format(id=shm_id)],
+                             env=env, cwd=REPO_ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        _require(child.stdout.readline().strip() == "ready", "producer child did not start")
+        _require(cons.get(timeout=5) == b"x", "message not delivered")
+
+        def crash_and_die() -> None:  # right after _check_producer_alive loaded `finished`
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            child.wait(30)
+
+        _hook(cons, _FIN, crash_and_die)
+        r = cons.access(timeout=5)  # a slice times out -> _check_producer_alive()
+        _require(isinstance(r, Crashed), f"got {r!r}")
+        assert isinstance(r, Crashed)
+        assert (r.details, r.pid, r.message) == (CrashDetails(11, 0xDEAD, 2), None, "boom"), (
+            f"notify_crash's report was overwritten: {r!r}")
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(30)
+        cons.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# BUG-5: mark_finished erases a notify_crash made between its load and its store
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG-5 (model: bug5-finish-store): mark_finished loads `finished` (0), then stores 1; a "
+    "notify_crash in between (a signal handler, or another producer thread: it takes no "
+    "lock) is erased and the consumer reports Finished.  Fix: compare-exchange 0 -> 1."))
+def test_mark_finished_never_erases_a_crash(pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    prod, cons = pair
+    # The handler runs inside mark_finished, at its first access to `finished`: right after
+    # a load of it (as ring.py does now), or right before a compare-exchange on it (a fix).
+    armed = [True]
+
+    def handler() -> None:
+        if armed[0]:
+            armed[0] = False
+            prod.notify_crash(15, message="SIGTERM")
+
+    real_cas = prod._cas
+
+    def cas(addr: int, expected: int, desired: int) -> int:
+        if addr == prod._a_fin:
+            handler()
+        return real_cas(addr, expected, desired)
+
+    _hook(prod, _FIN, handler)
+    prod._cas = cas
+    try:
+        prod.mark_finished()
+    except RuntimeError:
+        pass  # a fixed mark_finished may refuse: the ring crashed
+    r = cons.access(timeout=2)
+    assert isinstance(r, Crashed), f"the crash was erased: {r!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# BUG-6: notify_crash after mark_finished changes the end later threads see
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG-6 (model: bug6-mixed-end): notify_crash stores `finished` = 2 unconditionally, also "
+    "after mark_finished: one consumer thread got Finished, the next gets Crashed.  Fix: "
+    "compare-exchange 0 -> 2 (a finished stream stays finished)."))
+def test_every_consumer_thread_gets_the_same_end(
+        pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    prod, cons = pair
+    prod.mark_finished()
+    first = cons.access(timeout=2)  # one consumer thread
+    _require(isinstance(first, Finished), f"got {first!r}")
+    prod.notify_crash(11)  # e.g. the finished producer crashes while shutting down
+    again = cons.access(timeout=2)  # another consumer thread (here: the same one, later)
+    assert isinstance(again, Finished), f"one thread got Finished, another {again!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# BUG-7: a commit racing notify_crash is published after the crash
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG-7 (model: bug7-publish-after-crash): _commit checks `finished != CRASHED`, then "
+    "publishes write_idx; notify_crash (lock-free, e.g. from a signal handler) in between "
+    "does not stop the publication, contrary to its docstring ('An outstanding ProducerGuard "
+    "is never published').  No local fix: e.g. notify_crash could record write_idx before "
+    "the flag and consumers stop there, or the docstring says 'may still be published'."))
+def test_commit_racing_notify_crash_is_not_published(
+        pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    prod, cons = pair
+    g = prod.acquire(size=3)
+    g.buf[:] = b"abc"
+    prod._plain = False  # _commit then reads `finished` through _load (the path off x86_64)
+    _hook(prod, _FIN, lambda: prod.notify_crash(11))
+    try:
+        g.commit(3)
+    except RuntimeError:
+        pass  # refused: not published
+    r = cons.access(timeout=2)
+    try:
+        assert prod.header()["write_idx"] == 0 and isinstance(r, Crashed), (
+            f"the slot was published after notify_crash: the consumer got {r!r}")
+    finally:
+        _release(r)
