@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 from ctypes import CFUNCTYPE, byref, c_int, c_uint64, c_void_p
 from typing import Callable, Final, Optional
 
@@ -70,7 +69,8 @@ class AtomicsUnavailable(RuntimeError):
 
 
 def machine() -> str:
-    m = platform.machine().lower()
+    # os.uname() rather than platform.machine(): importing platform costs ~1.6 ms.
+    m = os.uname().machine.lower()
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
 

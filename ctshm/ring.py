@@ -38,6 +38,13 @@ Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
              └ (at most (2 MiB - 4096) / 16 = 130816 records) ────────────────────────────┘
      2 MiB   slot 0 │ slot 1 │ ... │ slot capacity-1      (slot k at 2 MiB + k * slot_size)
 
+Records (``ctshm.records``; the ring neither knows nor checks this framing): a slot written
+by ``RecordWriter`` starts with ``u32 record_count``, ``u32 0``, followed by ``record_count``
+records, each ``u32 length``, ``u32 0``, ``length`` payload bytes and 0-7 pad bytes up to
+the next multiple of 8 (every record, and so every payload, starts 8-aligned).  The producer
+commits exactly ``8 + sum(8 + round_up(length, 8))`` bytes, so a ctshm consumer's view ends
+at the last record's padding; to the Rust original such a slot is ordinary bytes.
+
 Message ``seq`` (0, 1, 2, ...) lives in slot ``seq % capacity``.  A ctshm producer writes the
 record ``(seq + 1, nbytes)`` for the slot before publishing it, so a ctshm consumer hands out
 exactly ``nbytes``; a slot written by the Rust original has a stale or zero tag and is handed
@@ -74,7 +81,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import secrets
 import struct
 import threading
 import time
@@ -145,9 +151,14 @@ _CRASHED: Final = 2
 
 #: Longest a blocked wait goes without checking that the peer is alive.
 LIVENESS_SLICE: Final = 0.2
-#: Default busy-wait before sleeping on a semaphore (seconds).  The peer usually answers in
-#: microseconds; a futex sleep + wake costs ~15 µs; this bounds the spin's CPU cost.
+#: Busy-wait before sleeping on a semaphore (seconds): where an adaptive spin starts, and its
+#: bounds.  Waking a sleeping peer costs the poster 15-70 µs here (futex wake + reschedule),
+#: far more than a message, so a wait that usually ends within a millisecond is better spun;
+#: a wait that usually lasts longer (idle peer, oversubscribed CPU) shrinks the spin to the
+#: floor, bounding the CPU a blocked call can burn.
 DEFAULT_SPIN: Final = 50e-6
+SPIN_FLOOR: Final = 20e-6
+SPIN_CEILING: Final = 1e-3
 
 _MAX_SIZE: Final = (1 << 63) - 1
 _PAGE: Final = libc.page_size()
@@ -163,6 +174,31 @@ def _after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
+
+
+class _Spin:
+    """A spin budget.  Fixed when the user gave one; else adaptive: after each wait that did
+    not end on the first try, the budget becomes twice the time that wait took (so the next
+    similar wait ends while spinning), within [SPIN_FLOOR, SPIN_CEILING]; a wait longer than
+    the ceiling halves it."""
+
+    __slots__ = ("adaptive", "budget")
+
+    def __init__(self, spin: Optional[float]) -> None:
+        if spin is None:
+            self.budget, self.adaptive = DEFAULT_SPIN, True
+        else:
+            if isinstance(spin, bool) or not isinstance(spin, (int, float)) or not spin >= 0:
+                raise ValueError(f"spin must be >= 0 seconds or None (adaptive), not {spin!r}")
+            self.budget, self.adaptive = float(spin), False
+
+    def record(self, waited: float) -> None:
+        if not self.adaptive:
+            return
+        if waited <= SPIN_CEILING:
+            self.budget = min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
+        else:
+            self.budget = max(SPIN_FLOOR, self.budget / 2)
 
 
 def aligned_slot_size(slot_size: int) -> int:
@@ -445,7 +481,7 @@ class ShmTraceRing:
     _finalizer: Optional[weakref.finalize[Any, Any]] = None
     _owner: bool = False
     _wait_mode: Optional[str] = None
-    _spin: float = DEFAULT_SPIN
+    _spin: _Spin = _Spin(None)
     _identity: Optional[tuple[int, int]] = None
     _sem_identity: tuple[Optional[tuple[int, int]], ...] = (None, None)
     name: str = ""
@@ -467,7 +503,7 @@ class ShmTraceRing:
     @classmethod
     def create(cls, id: str, capacity: int, slot_size: int, *,
                replace: Optional[bool] = None, wait_mode: Optional[str] = None,
-               spin: float = DEFAULT_SPIN) -> ShmTraceRing:
+               spin: Optional[float] = None) -> ShmTraceRing:
         """Create ``/{id}_t`` and its semaphores; this handle is the owner.
 
         ``replace``: what to do if the name exists.  ``None`` (default) replaces it only when
@@ -489,7 +525,7 @@ class ShmTraceRing:
         self = cls()
         self.id, self.name = id, name
         self._wait_mode = wait_mode
-        self._spin = float(spin)
+        self._spin = _Spin(spin)
         sem_names = (name + "_filled", name + "_empty")
         self._handle_existing(name, sem_names, replace)
         try:
@@ -513,7 +549,7 @@ class ShmTraceRing:
             pid, start = _proc.me()
             hq[_CREATOR_PID] = pid
             hq[_CREATOR_START] = start
-            hq[_NONCE] = secrets.randbits(64)
+            hq[_NONCE] = int.from_bytes(os.urandom(8), "little")
             hq[_LEN_RECORDS] = capacity
             # Stale semaphores of a dead ring: we hold the shm name exclusively, so any
             # semaphore under our names is a leftover (never a live ring's).
@@ -551,7 +587,7 @@ class ShmTraceRing:
     @classmethod
     def open(cls, id: str, capacity: Optional[int] = None, slot_size: Optional[int] = None, *,
              timeout: Optional[float] = 10.0, wait_mode: Optional[str] = None,
-             spin: float = DEFAULT_SPIN) -> ShmTraceRing:
+             spin: Optional[float] = None) -> ShmTraceRing:
         """Open an existing ring.  Never creates anything.
 
         Waits up to ``timeout`` seconds (``None``: forever) for the creator to finish
@@ -572,7 +608,7 @@ class ShmTraceRing:
             self = cls()
             self.id, self.name = id, name
             self._wait_mode = wait_mode
-            self._spin = float(spin)
+            self._spin = _Spin(spin)
             try:
                 problem = self._try_open(capacity, slot_size)
             except BaseException:
@@ -816,13 +852,15 @@ class ShmTraceRing:
         """Take an ``empty`` token: spin briefly watching read_idx, then sleep in slices,
         checking between slices that the registered consumer is alive."""
         hq, cap, plain = self._hq, self.capacity, self._plain
-        empty = self._empty
-        if self._spin > 0:
-            end = time.perf_counter() + self._spin
+        empty, spin = self._empty, self._spin
+        t0 = time.perf_counter()
+        if spin.budget > 0 and (timeout is None or timeout > 0):
+            end = t0 + spin.budget
             while time.perf_counter() < end:
                 free = (hq[_W] - hq[_R] < cap if plain
                         else self._load(_W) - self._load(_R) < cap)
                 if free and empty.try_acquire():
+                    spin.record(time.perf_counter() - t0)
                     return True
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -830,8 +868,10 @@ class ShmTraceRing:
             if deadline is not None:
                 chunk = min(chunk, deadline - time.monotonic())
                 if chunk <= 0:
+                    spin.record(time.perf_counter() - t0)
                     return False
             if empty.acquire(chunk):
+                spin.record(time.perf_counter() - t0)
                 return True
             cpid = self._dead_peer(_CONSUMER_PID)
             if cpid:
@@ -900,18 +940,23 @@ class ShmTraceRing:
             guard._done = True
             guard._buf = _EMPTY
             buf.release()  # no writes through this guard after publication
-            if self._has_len:
-                k = _LEN + 2 * (idx % self.capacity)
-                hq[k + 1] = nbytes
-                hq[k] = idx + 1
-            # Publish: the slot bytes and the length record become visible first (release).
-            if self._plain:
-                hq[_W] = idx + 1
-            else:
-                self._store(_W, idx + 1)
+            self._publish(idx, nbytes)
             self._producer_guard = None
         if self._post(self._h_filled) == -1:
             self._filled.post()  # raises the OSError with the name
+
+    def _publish(self, idx: int, nbytes: int) -> None:
+        """Length record, then write_idx (release): the slot's bytes and its record are
+        visible before the index that publishes them.  Under self._lock."""
+        hq = self._hq
+        if self._has_len:
+            k = _LEN + 2 * (idx % self.capacity)
+            hq[k + 1] = nbytes
+            hq[k] = idx + 1
+        if self._plain:
+            hq[_W] = idx + 1
+        else:
+            self._store(_W, idx + 1)
 
     def _abort(self, guard: ProducerGuard) -> None:
         with self._lock:
@@ -935,6 +980,38 @@ class ShmTraceRing:
         n = src.nbytes
         if n > self.slot_size:
             raise ValueError(f"{n} bytes do not fit a slot of {self.slot_size} bytes")
+        if timeout is not None:
+            _check_timeout(timeout)
+        # Fast path: a free slot right now whose prefix is already backed: one lock section,
+        # no guard object (sem_trywait, copy, publish, sem_post).  Anything else - waiting,
+        # first use of a slot, registration, finished, misuse - takes the general path.
+        if (self._producer_registered and not self._closed and self._producer_guard is None
+                and not self._acquiring):
+            with self._lock:
+                hq, plain = self._hq, self._plain
+                if (self._producer_guard is None and not self._acquiring
+                        and not (hq[_FIN] if plain else self._load(_FIN))
+                        and self._trywait(self._h_empty) == 0):
+                    w = hq[_W] if plain else self._load(_W)
+                    slot = w % self.capacity
+                    v = self._slot_views[slot]
+                    if n <= self._backed[slot] and v is not None:
+                        try:
+                            v[:n] = src
+                        except BaseException:
+                            self._empty.post()
+                            raise
+                        self._publish(w, n)
+                        published = True
+                    else:  # give the token back and take the general path
+                        self._empty.post()
+                        published = False
+                else:
+                    published = False
+            if published:
+                if self._post(self._h_filled) == -1:
+                    self._filled.post()
+                return
         g = self.acquire(timeout, size=n)
         try:
             g._buf[:n] = src
@@ -997,9 +1074,11 @@ class ShmTraceRing:
             if r is not None:
                 return r
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._spin > 0 and (timeout is None or timeout > 0):
+        spin = self._spin
+        t0 = time.perf_counter()
+        if spin.budget > 0 and (timeout is None or timeout > 0):
             hq, plain = self._hq, self._plain
-            end = time.perf_counter() + self._spin
+            end = t0 + spin.budget
             while time.perf_counter() < end:
                 if plain:
                     ready = hq[_W] != hq[_RES] or hq[_FIN]
@@ -1008,16 +1087,19 @@ class ShmTraceRing:
                 if ready and filled.try_acquire():
                     r = self._claim()
                     if r is not None:
+                        spin.record(time.perf_counter() - t0)
                         return r
         while True:
             chunk = LIVENESS_SLICE
             if deadline is not None:
                 chunk = min(chunk, deadline - time.monotonic())
                 if chunk <= 0:
+                    spin.record(time.perf_counter() - t0)
                     return self._on_timeout()
             if filled.acquire(chunk):
                 r = self._claim()
                 if r is not None:
+                    spin.record(time.perf_counter() - t0)
                     return r
                 continue
             self._check_producer_alive()
