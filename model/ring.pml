@@ -63,7 +63,7 @@
  *   P7 Crashed carries notify_crash's details, or the dead producer's pid if it never called it
  *   P8 no `empty` token is lost: after a clean run empty >= CAP - (W - R)
  *   P9 nothing is published after notify_crash (its docstring's promise)
- *   P10 a notify_crash is never reported as Finished
+ *   P10 a notify_crash is never overwritten by mark_finished (reported as Finished)
  *   P11 all threads of one consumer process get the same end (Finished or Crashed)
  *   L1 (ltl term) under weak fairness every process ends: no deadlock, no livelock, every
  *      consumer thread gets Finished/Crashed -- in particular a dead producer is reported
