@@ -31,6 +31,7 @@ Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
          320 │ consumer_pid u64  │ 328 consumer_start u64  (registered on first access)   │
          336 │ len_records  u64  number of length records (= capacity when it fits)       │
          344 │ dead_pid     u64  producer found dead by a consumer (0: none)              │
+         352 │ crash_w      u64  write_idx + 1 when the crash was recorded (0: unknown)   │
         1024 │ crash_msg    u32 length + up to 1020 bytes UTF-8 (why the producer died)    │
              └──────────────────────────────────────────────────────────────────────────┘
         4096 ┌──────────────────────── length records, 16 bytes per slot ────────────────┐
@@ -133,6 +134,7 @@ _CONSUMER_PID: Final = _E + 8
 _CONSUMER_START: Final = _E + 9
 _LEN_RECORDS: Final = _E + 10
 _DEAD_PID: Final = _E + 11
+_CRASH_W: Final = _E + 12
 
 # Crash message (ctshm only): u32 length + UTF-8 text, written before the crash flag.
 MSG_OFF: Final = 1024
@@ -803,7 +805,7 @@ class ShmTraceRing:
                                    "more messages can be produced")
             if not self._producer_registered:
                 self._register_producer()
-            if self._trywait(self._h_empty) == 0:  # fast path: never blocks
+            if self._trywait(self._h_empty) == 0 and self._space():  # fast path: never blocks
                 return self._new_producer_guard(size)
             self._acquiring = True
         # The wait happens outside the lock: a consumer thread of this same handle must be
@@ -848,9 +850,24 @@ class ShmTraceRing:
                           f"for slot {slot} (is /dev/shm full?)", self.name) from None
         self._backed[slot] = size
 
+    def _space(self) -> bool:
+        """Is slot write_idx free (write_idx - read_idx < capacity)?
+
+        The ``empty`` semaphore is only a wake-up hint; this is what makes writing safe.  A
+        consumer killed between storing read_idx and posting ``empty`` loses that token for
+        good; a producer waiting for it takes the visibly free slot after a wait slice
+        instead (see _wait_space), and the late token, if it ever comes, finds the ring
+        full and is dropped here.
+        """
+        if self._plain:
+            hq = self._hq
+            return bool(hq[_W] - hq[_R] < self.capacity)
+        return bool(self._load(_W) - self._load(_R) < self.capacity)
+
     def _wait_space(self, timeout: Optional[float]) -> bool:
         """Take an ``empty`` token: spin briefly watching read_idx, then sleep in slices,
-        checking between slices that the registered consumer is alive."""
+        checking between slices that the registered consumer is alive, and taking a slot
+        that is visibly free even without its token (lost by a killed consumer)."""
         hq, cap, plain = self._hq, self.capacity, self._plain
         empty, spin = self._empty, self._spin
         t0 = time.perf_counter()
@@ -871,7 +888,11 @@ class ShmTraceRing:
                     spin.record(time.perf_counter() - t0)
                     return False
             if empty.acquire(chunk):
-                spin.record(time.perf_counter() - t0)
+                if self._space():
+                    spin.record(time.perf_counter() - t0)
+                    return True
+                continue  # a surplus token: dropped
+            if self._space():  # free, but its token never came (see _space)
                 return True
             cpid = self._dead_peer(_CONSUMER_PID)
             if cpid:
@@ -991,7 +1012,7 @@ class ShmTraceRing:
                 hq, plain = self._hq, self._plain
                 if (self._producer_guard is None and not self._acquiring
                         and not (hq[_FIN] if plain else self._load(_FIN))
-                        and self._trywait(self._h_empty) == 0):
+                        and self._trywait(self._h_empty) == 0 and self._space()):
                     w = hq[_W] if plain else self._load(_W)
                     slot = w % self.capacity
                     v = self._slot_views[slot]
@@ -1027,19 +1048,25 @@ class ShmTraceRing:
             if self._producer_guard is not None:
                 raise RuntimeError(f"ring {self.name!r}: commit or abort "
                                    f"{self._producer_guard!r} before mark_finished()")
-            fin = self._load(_FIN)
+            # Compare-exchange, not load-then-store: a notify_crash (a signal handler, no lock)
+            # between the two would be erased.
+            fin = self._cas(self._a_fin, 0, _FINISHED)
             if fin:
                 raise RuntimeError(f"ring {self.name!r} is already "
                                    f"{'finished' if fin == _FINISHED else 'crashed'}")
-            self._store(_FIN, _FINISHED)
         self._filled.post()
 
     def notify_crash(self, signal: int, addr: int = 0, operation: int = 0,
                      message: str = "") -> None:
-        """Report a crash to the consumer.  Only stores, a fence and ``sem_post``: no lock, no
-        allocation beyond Python's own, so it may be called from a signal handler.  An
-        outstanding ``ProducerGuard`` is never published.  ``message`` (ctshm consumers only)
-        is truncated to 1020 UTF-8 bytes."""
+        """Report a crash to the consumer.  Only loads, stores, a compare-exchange and
+        ``sem_post``: no lock, no allocation beyond Python's own, so it may be called from a
+        signal handler.  ``message`` (ctshm consumers only) is truncated to 1020 UTF-8 bytes.
+
+        The crash is recorded at the current ``write_idx``: ctshm consumers deliver every
+        message committed before it, and none after, so an outstanding ``ProducerGuard`` is
+        never delivered, even if its ``commit()`` was in progress when this ran (a signal
+        handler interrupting it).  A stream that already ended (finished or crashed) stays
+        as it is: every consumer thread sees the same end."""
         if self._closed:
             return
         if not (_is_int(signal) and -(1 << 31) <= signal < (1 << 31) and _is_int(addr)
@@ -1047,14 +1074,17 @@ class ShmTraceRing:
                 and -(1 << 31) <= operation < (1 << 31)):
             raise ValueError(f"notify_crash({signal!r}, {addr!r}, {operation!r}): signal and "
                              "operation must be 32-bit ints and addr an unsigned 64-bit int")
-        if message:
-            raw = message.encode("utf-8", "replace")[:MSG_MAX]
-            struct.pack_into("<I", self._hv, MSG_OFF, len(raw))
+        if self._load(_FIN):
+            return  # already finished or crashed: the first end wins
+        self._store(_CRASH_W, self._load(_W) + 1)
+        raw = message.encode("utf-8", "replace")[:MSG_MAX] if message else b""
+        if raw:
             self._hv[MSG_OFF + 4:MSG_OFF + 4 + len(raw)] = raw
+        struct.pack_into("<I", self._hv, MSG_OFF, len(raw))
         _CRASH.pack_into(self._hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
         self._fence()  # details before the flag
-        self._store(_FIN, _CRASHED)
-        self._filled.post()
+        if self._cas(self._a_fin, 0, _CRASHED) == 0:
+            self._filled.post()
 
     # -- consumer ------------------------------------------------------------------------------
     def access(self, timeout: Optional[float] = None) -> AccessResult:
@@ -1115,10 +1145,16 @@ class ShmTraceRing:
         """We hold one ``filled`` token: reserve a slot, or report the end."""
         hq, plain, cas, a_res = self._hq, self._plain, self._cas, self._a_res
         while True:
+            # `finished` first: the producer sets it after its last commit, so having seen it
+            # we also see every write_idx it published (loaded after).  The other order lets
+            # a commit + finish slip between the loads: Finished with a message unread.
+            fin = hq[_FIN] if plain else self._load(_FIN)
             if plain:
                 res, w = hq[_RES], hq[_W]
             else:
                 res, w = self._load(_RES), self._load(_W)
+            if fin == _CRASHED:
+                w = self._crash_limit(w)
             if res < w:
                 if w - res > self.capacity and self._indices_corrupt():
                     raise CorruptRingError(
@@ -1127,7 +1163,6 @@ class ShmTraceRing:
                 if cas(a_res, res, res + 1) == res:
                     return self._data(res)
                 continue
-            fin = self._load(_FIN)
             if fin == _CRASHED:
                 self._filled.post()  # wake the other consumer threads
                 return self._crashed()
@@ -1136,6 +1171,11 @@ class ShmTraceRing:
                 return _FINISHED_RESULT
             # A token with nothing behind it (only after a hostile or corrupt peer): drop it.
             return None
+
+    def _crash_limit(self, w: int) -> int:
+        """After a crash, messages from the recorded write_idx on do not exist."""
+        cw = self._load(_CRASH_W)
+        return min(w, cw - 1) if cw else w
 
     def _indices_corrupt(self) -> bool:
         # reserved was read before write; another consumer thread may have advanced reserved
@@ -1172,9 +1212,13 @@ class ShmTraceRing:
 
     def _on_timeout(self) -> AccessResult:
         self._check_producer_alive()
-        fin = self._load(_FIN)
-        if fin and self._load(_RES) == self._load(_W):
-            return self._crashed() if fin == _CRASHED else _FINISHED_RESULT
+        fin = self._load(_FIN)  # first: see _claim
+        if fin:
+            res, w = self._load(_RES), self._load(_W)
+            if fin == _CRASHED:
+                w = self._crash_limit(w)
+            if res >= w:
+                return self._crashed() if fin == _CRASHED else _FINISHED_RESULT
         return Timeout()
 
     def _check_producer_alive(self) -> None:
@@ -1184,9 +1228,15 @@ class ShmTraceRing:
         ppid = self._dead_peer(_PRODUCER_PID)
         if not ppid:
             return
+        # Dead for sure, so it writes nothing more.  Load `finished` again: a producer that
+        # called notify_crash (or mark_finished) just before dying keeps its own account.
+        if self._load(_FIN):
+            return
+        self._store(_CRASH_W, self._load(_W) + 1)
         self._store(_DEAD_PID, ppid)
         _CRASH.pack_into(self._hv, _CRASH_OFF, 0, 0, 0)
         struct.pack_into("<I", self._hv, MSG_OFF, 0)
+        self._fence()
         if self._cas(self._a_fin, 0, _CRASHED) == 0:
             self._filled.post()
 
