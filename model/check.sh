@@ -3,9 +3,9 @@
 #
 # Runs every configuration exhaustively (each bounded by `timeout` and pan's -DMEMLIM), prints
 # state counts, memory and times, and checks the expected verdict of each run:
-#   pass      the model (ring.py + the proposed fixes) satisfies every property checked
-#   fail:Pn   spin must find a counterexample, and it must violate property Pn
-#             (a known ring.py bug reproduced, or a seeded mutant caught)
+#   pass      the model satisfies every property checked
+#   fail:Pn   spin must find a counterexample, and it must violate property Pn (a bug
+#             reproduced: old code put back, the open finding, or a seeded mutant)
 # Exit status: 0 all verdicts as expected; 1 otherwise; 77 spin or a C compiler is missing and
 # cannot be installed (the caller may skip).
 #
@@ -61,51 +61,49 @@ command -v timeout >/dev/null 2>&1 || { echo "check.sh: needs timeout (coreutils
 #   MODE safety: DFS, assertions + invalid end states;  bfs: the same breadth-first (shortest
 #   counterexample);  live: the LTL claim `term` (L1) with weak fairness (pan -a -f).
 # --------------------------------------------------------------------------------------------
-ALLFIX="-DFIX_FIN_ORDER -DFIX_EMPTY_LEAK -DFIX_CHECK_ORDER -DFIX_FINISH_CAS -DFIX_NOTIFY_CAS"
-but() {  # but FIX_X ...: ALLFIX without those fixes
-    local f=" $ALLFIX " x
-    for x in "$@"; do f=${f/ -D$x / }; done
-    echo $f
-}
 SMALL="-DABORTS=0 -DEINTRS=0"
-
+# Unless listed: capacity 2, 3 messages, 2 consumer threads holding 1 guard each, 1 abort,
+# 1 EINTR.  ring-*: ring.py as it is (HEAD); regress-*: one piece of the code before the fixes
+# (b213613, d08ac82) put back; bug8-* / fix8-*: the open finding and its proposed fix;
+# mutant-*: seeded bugs (the Rust seed's and others).
 RUNS=$(cat <<EOF
-fixed-base|pass|safety||$ALLFIX|cap 2, 3 messages, 2 threads, an abort, an EINTR
-fixed-base-L1|pass|live||$ALLFIX|the same, liveness under weak fairness
-fixed-3threads|pass|safety|-DCOLLAPSE|$ALLFIX -DNTHR=3 $SMALL|3 consumer threads
-fixed-cap3-hold2|pass|safety||$ALLFIX -DCAP=3 -DNMSG=4 -DHOLD=2 $SMALL|cap 3, 4 messages, 2 guards per thread
-fixed-hold2-timeout|pass|safety|-DCOLLAPSE|$ALLFIX -DHOLD=2 -DTMO=1 $SMALL|2 guards per thread, finite access() timeouts
-fixed-pkill|pass|safety||$ALLFIX -DPKILL=1 -DNOFINISH=1 -DTMO=1 -DNMSG=2 $SMALL|producer killed at any step / exits unfinished
-fixed-pkill-L1|pass|live||$ALLFIX -DPKILL=1 -DNOFINISH=1 -DNMSG=2 $SMALL|... a dead producer is always reported
-fixed-sigcrash|pass|safety||$ALLFIX -DSIGCRASH=1 -DNMSG=2 $SMALL|notify_crash at any step, then death
-fixed-sigcrash-L1|pass|live||$ALLFIX -DSIGCRASH=1 -DNMSG=2 $SMALL|... the crash is always reported
-fixed-sigreturn|pass|safety||$ALLFIX -DSIGCRASH=2 -DSKIP_P5 -DSKIP_P9 -DNMSG=2 $SMALL|notify_crash may return (P5, P9: BUG-7)
-fixed-ckill|pass|safety|-DCOLLAPSE|$ALLFIX -DCKILL=1 -DNTHR2=1 -DNMSG=2 $SMALL|consumer killed at any step + restart
-fixed-ckill-hold2|pass|safety||$ALLFIX -DCKILL=1 -DNTHR=1 -DHOLD=2 -DNTHR2=1 $SMALL|... 1 thread holding 2 guards, 3 messages
-fixed-ckill-L1|pass|live||$ALLFIX -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|consumer death + restart, liveness
-fixed-ckill-cap1-L1|pass|live||$ALLFIX -DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|... capacity 1
-asis-core|pass|safety||-DSKIP_P5 -DSKIP_P6|ring.py as is: all but P5, P6 hold (cap 2, 3 msgs, 2 threads)
-asis-base|fail:P[56]|safety|||ring.py as is: a counterexample (BUG-2)
-bug2-early-finished|fail:P5|bfs||$(but FIX_FIN_ORDER)|BUG-2 Finished before every message was handed out
-bug2-message-lost|fail:P6|safety||$(but FIX_FIN_ORDER) -DSKIP_P5|BUG-2 ... so a message is lost
-bug3-empty-leak|fail:P8|bfs||$(but FIX_EMPTY_LEAK) -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|BUG-3 a killed consumer loses an empty token
-bug3-hang|fail:L1|live||$(but FIX_EMPTY_LEAK) -DSKIP_P8 -DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|BUG-3 ... capacity 1: the producer hangs
-bug4-details|fail:P7|bfs||$(but FIX_CHECK_ORDER) -DSIGCRASH=1 -DNMSG=2 $SMALL|BUG-4 notify_crash details overwritten
-bug5-finish-store|fail:P10|bfs||$(but FIX_FINISH_CAS) -DSIGCRASH=2 -DSKIP_P5 -DSKIP_P9 -DNMSG=2 $SMALL|BUG-5 mark_finished erases a crash
-bug6-mixed-end|fail:P11|bfs||$(but FIX_NOTIFY_CAS) -DSIGCRASH=1 -DNMSG=2 $SMALL|BUG-6 notify_crash after finish
-bug7-publish-after-crash|fail:P9|bfs||$ALLFIX -DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-7 commit racing notify_crash
-limit-early-death|fail:L1|live||$ALLFIX -DPKILL_EARLY -DNMSG=2 $SMALL|limitation: death before the first acquire
-fixed-expect-producer-L1|pass|live||$ALLFIX -DPKILL_EARLY -DEXPECT_PRODUCER=1 -DNMSG=2 $SMALL|... reported with expect_producer()
-mutant-nonatomic-reserve|fail:P[124]|bfs||$ALLFIX -DMUTANT_NONATOMIC_RESERVE|seed: check-then-fetch_add reservation
-mutant-commit-on-error|fail:P1|bfs||$ALLFIX -DMUTANT_COMMIT_ON_ERROR|seed: Drop publishes a half-written slot
-mutant-opener-recovery|fail:P[24]|bfs||$ALLFIX -DMUTANT_OPENER_RECOVERY -DREOPEN=1 $SMALL|seed: every opener rewinds reserved_idx
-mutant-crash-first|fail:P5|bfs||$ALLFIX -DMUTANT_CRASH_FIRST -DSIGCRASH=1 -DNMSG=2 $SMALL|seed: Crashed before committed data
-mutant-eintr-as-token|fail:P3|bfs||$ALLFIX -DMUTANT_EINTR_AS_TOKEN|seed: sem_wait EINTR taken as a token
-mutant-len-after-publish|fail:P1|bfs||$ALLFIX -DMUTANT_LEN_AFTER_PUBLISH|length record written after write_idx
-mutant-release-unordered|fail:P[34]|bfs||$ALLFIX -DMUTANT_RELEASE_UNORDERED|read_idx advanced per release, unordered
-mutant-no-liveness-check|fail:L1|live||$ALLFIX -DMUTANT_NO_LIVENESS_CHECK -DPKILL=1 -DNMSG=2 $SMALL|no _check_producer_alive
-mutant-no-selfheal|fail:L1|live||$ALLFIX -DMUTANT_NO_SELFHEAL -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|no self-healing claim
-mutant-naive-corrupt-check|fail:P0|bfs||$ALLFIX -DMUTANT_NAIVE_CORRUPT_CHECK|BUG-1 (fixed in b213613): spurious CorruptRingError
+ring-base|pass|safety|||default configuration
+ring-base-L1|pass|live|||the same, liveness under weak fairness
+ring-3threads|pass|safety|-DCOLLAPSE|-DNTHR=3 $SMALL|3 consumer threads
+ring-cap3-hold2|pass|safety||-DCAP=3 -DNMSG=4 -DHOLD=2 $SMALL|cap 3, 4 messages, 2 guards per thread
+ring-hold2-timeout|pass|safety|-DCOLLAPSE|-DHOLD=2 -DTMO=1 $SMALL|2 guards per thread, finite access() timeouts
+ring-pkill|pass|safety||-DPKILL=1 -DNOFINISH=1 -DTMO=1 -DNMSG=2 $SMALL|producer killed at any step / exits unfinished
+ring-pkill-L1|pass|live||-DPKILL=1 -DNOFINISH=1 -DNMSG=2 $SMALL|... a dead producer is always reported
+ring-sigcrash|pass|safety||-DSIGCRASH=1 -DNMSG=2 $SMALL|notify_crash at any step, then death
+ring-sigcrash-L1|pass|live||-DSIGCRASH=1 -DNMSG=2 $SMALL|... the crash is always reported
+ring-sigreturn|pass|safety||-DSIGCRASH=2 -DSKIP_P9 -DNMSG=2 $SMALL|notify_crash may return (P9: BUG-8)
+ring-ckill|pass|safety|-DCOLLAPSE|-DCKILL=1 -DNTHR2=1 -DNMSG=2 $SMALL|consumer killed at any step + restart
+ring-ckill-hold2|pass|safety||-DCKILL=1 -DNTHR=1 -DHOLD=2 -DNTHR2=1 $SMALL|... 1 thread holding 2 guards, 3 messages
+ring-ckill-L1|pass|live||-DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|consumer death + restart, liveness
+ring-ckill-cap1-L1|pass|live||-DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|... capacity 1
+ring-expect-producer-L1|pass|live||-DPKILL_EARLY -DEXPECT_PRODUCER=1 -DNMSG=2 $SMALL|death before the 1st acquire, expect_producer()
+limit-early-death|fail:L1|live||-DPKILL_EARLY -DNMSG=2 $SMALL|... without expect_producer(): never reported
+bug8-late-delivery|fail:P9|bfs||-DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-8 a commit racing notify_crash is delivered
+fix8-sigreturn|pass|safety|-DCOLLAPSE|-DFIX_CLAIM_RECHECK -DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-8 fixed: every property, notify_crash may return
+fix8-base|pass|safety||-DFIX_CLAIM_RECHECK|BUG-8 fixed: default configuration
+regress-corrupt-check|fail:P0|bfs||-DOLD_CORRUPT_CHECK|BUG-1 back: spurious CorruptRingError
+regress-claim-order|fail:P5|bfs||-DOLD_CLAIM_ORDER|BUG-2 back: Finished before a committed message
+regress-claim-order-loss|fail:P6|safety||-DOLD_CLAIM_ORDER -DSKIP_P5|BUG-2 back: ... the message is lost
+regress-token-only|fail:P8|bfs||-DOLD_TOKEN_ONLY -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|BUG-3 back: a killed consumer loses an empty token
+regress-token-only-hang|fail:L1|live||-DOLD_TOKEN_ONLY -DSKIP_P8 -DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|BUG-3 back: ... capacity 1 hangs
+regress-check-order|fail:P7|bfs||-DOLD_CHECK_ORDER -DSIGCRASH=1 -DNMSG=2 $SMALL|BUG-4 back: crash details overwritten
+regress-finish-store|fail:P10|bfs||-DOLD_FINISH_STORE -DSIGCRASH=2 -DSKIP_P9 -DNMSG=2 $SMALL|BUG-5 back: mark_finished erases a crash
+regress-notify-store|fail:P11|bfs||-DOLD_NOTIFY_STORE -DSIGCRASH=1 -DNMSG=2 $SMALL|BUG-6 back: notify_crash after finish
+regress-no-crash-w|fail:P[59]|bfs||-DOLD_NO_CRASH_W -DFIX_CLAIM_RECHECK -DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-7 back: no crash record
+mutant-nonatomic-reserve|fail:P[124]|bfs||-DMUTANT_NONATOMIC_RESERVE|seed: check-then-fetch_add reservation
+mutant-commit-on-error|fail:P1|bfs||-DMUTANT_COMMIT_ON_ERROR|seed: Drop publishes a half-written slot
+mutant-opener-recovery|fail:P[24]|bfs||-DMUTANT_OPENER_RECOVERY -DREOPEN=1 $SMALL|seed: every opener rewinds reserved_idx
+mutant-crash-first|fail:P5|bfs||-DMUTANT_CRASH_FIRST -DSIGCRASH=1 -DNMSG=2 $SMALL|seed: Crashed before committed data
+mutant-eintr-as-token|fail:P3|bfs||-DMUTANT_EINTR_AS_TOKEN|seed: sem_wait EINTR taken as a token
+mutant-len-after-publish|fail:P1|bfs||-DMUTANT_LEN_AFTER_PUBLISH|length record written after write_idx
+mutant-release-unordered|fail:P[34]|bfs||-DMUTANT_RELEASE_UNORDERED|read_idx advanced per release, unordered
+mutant-no-liveness-check|fail:L1|live||-DMUTANT_NO_LIVENESS_CHECK -DPKILL=1 -DNMSG=2 $SMALL|no _check_producer_alive
+mutant-no-selfheal|fail:L1|live||-DMUTANT_NO_SELFHEAL -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|no self-healing claim
 EOF
 )
 
@@ -213,7 +211,7 @@ for name in "${names[@]}"; do
 done
 echo "check.sh: ${#names[@]} runs in $(( $(date +%s) - start_all )) s (JOBS=$JOBS); counterexample trails in $OUT"
 if [ "$status" = 0 ]; then
-    echo "check.sh: PASS -- the fixed model satisfies every property; every known bug and every mutant yields its counterexample"
+    echo "check.sh: PASS -- every verdict as expected (ring.py's model passes; every bug and mutant yields its counterexample)"
 else
     echo "check.sh: FAIL -- some verdicts were not as expected (see above)"
 fi

@@ -6,11 +6,12 @@ every property; each known bug and each seeded mutant yields its counterexample)
 
 The other tests replay, in Python and deterministically, the interleavings spin found in
 ctshm/ring.py (model/README.md, "Findings").  Each forces its interleaving by shadowing one
-step of a ring handle -- an instance attribute over ``_load`` or ``_post``, so that "another
-thread / process / signal handler" acts exactly between two of ring.py's shared-memory
-accesses -- and otherwise runs the real code.  Bugs still open are
-``xfail(strict=True, raises=AssertionError)``: they fail until ring.py is fixed, then XPASS
-fails the run so the marker gets removed.  Preconditions use ``pytest.fail`` (not assert), so a
+step of a ring handle -- an instance attribute over ``_load``, ``_post`` or ``_cas``, so that
+"another thread / process / signal handler" acts exactly between two of ring.py's
+shared-memory accesses -- and otherwise runs the real code.  BUG-1..7 are fixed (b213613,
+d08ac82): their replays are regression tests (each fails on the code before its fix).  BUG-8
+is open: ``xfail(strict=True, raises=AssertionError)`` until ring.py is fixed, then XPASS fails
+the run so the marker gets removed.  Preconditions use ``pytest.fail`` (not assert), so a
 broken setup never passes for the expected failure.
 """
 
@@ -142,21 +143,15 @@ def test_claim_corrupt_check_is_not_fooled_by_a_moving_ring(
 
 
 # ---------------------------------------------------------------------------------------------
-# BUG-2: Finished while a committed message was never handed out
+# BUG-2 (fixed in d08ac82): Finished while a committed message was never handed out
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG-2 (model: bug2-early-finished, bug2-message-lost): _claim loads reserved_idx and "
-    "write_idx, then `finished`; a consumer holding a surplus filled token (left by the "
-    "self-healing claim) sees res == w, the producer then commits and finishes, and _claim "
-    "returns Finished with the message never handed out.  Fix: load `finished` first."))
-def test_finished_only_after_every_committed_message(
-        pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
-    prod, cons = pair
-    # 1. The producer stalls between `hq[_W] = idx + 1` and its filled post; a wait slice of
-    #    the consumer times out meanwhile, and access()'s self-healing claim takes message 0
-    #    without a token.  The producer's post then leaves a token with nothing behind it.
+def _surplus_filled_token(prod: ShmTraceRing, cons: ShmTraceRing) -> None:
+    """Leave a ``filled`` token with nothing behind it, the legitimate way: the producer stalls
+    between publishing message 0 (``hq[_W] = idx + 1``) and its ``filled`` post; a wait slice of
+    the consumer times out meanwhile and access()'s self-healing claim takes message 0 without
+    a token; the producer's post then has nothing behind it."""
     real_post = prod._post
     early: list[Any] = []
 
@@ -172,8 +167,17 @@ def test_finished_only_after_every_committed_message(
              and bytes(early[0].guard.buf) == b"m0",
              f"the self-healing claim did not take message 0: {early!r}")
     early[0].guard.release()
-    # 2. The consumer takes that surplus token: _claim reads reserved_idx == write_idx == 1;
-    #    before it loads `finished`, the producer commits message 1 and finishes.
+
+
+def test_finished_only_after_every_committed_message(
+        pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    """The consumer takes the surplus token; before _claim loads `finished` (it used to load
+    reserved_idx == write_idx == 1 first), the producer commits message 1 and finishes: the
+    result must be message 1, not Finished (model: regress-claim-order, -loss)."""
+    prod, cons = pair
+    _surplus_filled_token(prod, cons)
+    cons._plain = False  # _claim's loads go through _load (hookable; the path off x86_64)
+
     def produce_and_finish() -> None:
         prod.put(b"m1")
         prod.mark_finished()
@@ -181,14 +185,15 @@ def test_finished_only_after_every_committed_message(
     _hook(cons, _FIN, produce_and_finish, before=True)
     r = cons.access(timeout=2)
     try:
-        assert isinstance(r, Data), (
+        assert isinstance(r, Data) and bytes(r.guard.buf) == b"m1", (
             f"access() returned {r!r} although message 1 was committed and never handed out")
     finally:
         _release(r)
 
 
 # ---------------------------------------------------------------------------------------------
-# BUG-3: a consumer killed between `read_idx = cur + 1` and `empty.post()` loses a slot
+# BUG-3 (fixed in d08ac82): a consumer killed between `read_idx = cur + 1` and `empty.post()`
+# loses a slot
 # ---------------------------------------------------------------------------------------------
 
 
@@ -209,13 +214,10 @@ raise SystemExit("not killed")
 """
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG-3 (model: bug3-empty-leak, bug3-hang): _complete stores read_idx + 1, then posts "
-    "`empty`; a consumer killed in between loses that token for good (a restarted consumer "
-    "does not restore it), so the ring has one slot less -- a capacity-1 ring hangs.  Fix: the "
-    "producer's wait self-heals like the consumer's (after a slice, take a slot that is "
-    "visibly free: write_idx - read_idx < capacity) and drops surplus tokens."))
 def test_killed_consumer_loses_no_slot(shm_id: str) -> None:
+    """_complete stores read_idx + 1, then posts `empty`: a consumer killed in between loses
+    that token for good.  The producer must still use the slot (model: regress-token-only,
+    regress-token-only-hang: a capacity-1 ring used to hang)."""
     prod = ShmTraceRing.create(shm_id, 2, 4096)
     try:
         prod.put(b"m0")
@@ -243,7 +245,7 @@ def test_killed_consumer_loses_no_slot(shm_id: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# BUG-4: the liveness check overwrites a dead producer's notify_crash details
+# BUG-4 (fixed in d08ac82): the liveness check overwrote a dead producer's notify_crash
 # ---------------------------------------------------------------------------------------------
 
 
@@ -259,12 +261,10 @@ os._exit(3)
 """
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG-4 (model: bug4-details): _check_producer_alive loads `finished` (0) before "
-    "is_alive(); a producer that calls notify_crash and dies in between is then found dead and "
-    "its details, message and pid are overwritten (signal 0, 'died without notify_crash').  "
-    "Fix: load `finished` again after _dead_peer() found the producer dead."))
 def test_crash_details_survive_the_liveness_check(shm_id: str) -> None:
+    """_check_producer_alive loads `finished` (0), then finds the producer dead; a producer
+    that called notify_crash and died in between must keep its own report (model:
+    regress-check-order)."""
     cons = ShmTraceRing.create(shm_id, 2, 4096)
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
@@ -296,15 +296,13 @@ def test_crash_details_survive_the_liveness_check(shm_id: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# BUG-5: mark_finished erases a notify_crash made between its load and its store
+# BUG-5 (fixed in d08ac82): mark_finished erased a notify_crash made between its load and store
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG-5 (model: bug5-finish-store): mark_finished loads `finished` (0), then stores 1; a "
-    "notify_crash in between (a signal handler, or another producer thread: it takes no "
-    "lock) is erased and the consumer reports Finished.  Fix: compare-exchange 0 -> 1."))
 def test_mark_finished_never_erases_a_crash(pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    """A notify_crash (signal handler, other thread: no lock) inside mark_finished must not be
+    erased (model: regress-finish-store)."""
     prod, cons = pair
     # The handler runs inside mark_finished, at its first access to `finished`: right after
     # a load of it (as ring.py does now), or right before a compare-exchange on it (a fix).
@@ -333,16 +331,13 @@ def test_mark_finished_never_erases_a_crash(pair: tuple[ShmTraceRing, ShmTraceRi
 
 
 # ---------------------------------------------------------------------------------------------
-# BUG-6: notify_crash after mark_finished changes the end later threads see
+# BUG-6 (fixed in d08ac82): notify_crash after mark_finished changed the end later threads see
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG-6 (model: bug6-mixed-end): notify_crash stores `finished` = 2 unconditionally, also "
-    "after mark_finished: one consumer thread got Finished, the next gets Crashed.  Fix: "
-    "compare-exchange 0 -> 2 (a finished stream stays finished)."))
 def test_every_consumer_thread_gets_the_same_end(
         pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    """(model: regress-notify-store)"""
     prod, cons = pair
     prod.mark_finished()
     first = cons.access(timeout=2)  # one consumer thread
@@ -353,18 +348,15 @@ def test_every_consumer_thread_gets_the_same_end(
 
 
 # ---------------------------------------------------------------------------------------------
-# BUG-7: a commit racing notify_crash is published after the crash
+# BUG-7 (fixed in d08ac82): a commit racing notify_crash was delivered
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG-7 (model: bug7-publish-after-crash): _commit checks `finished != CRASHED`, then "
-    "publishes write_idx; notify_crash (lock-free, e.g. from a signal handler) in between "
-    "does not stop the publication, contrary to its docstring ('An outstanding ProducerGuard "
-    "is never published').  No local fix: e.g. notify_crash could record write_idx before "
-    "the flag and consumers stop there, or the docstring says 'may still be published'."))
-def test_commit_racing_notify_crash_is_not_published(
+def test_commit_racing_notify_crash_is_not_delivered(
         pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    """_commit checks `finished != CRASHED`, then publishes; a notify_crash in between (signal
+    handler, other thread) must keep the message from being delivered (crash_w; model:
+    regress-no-crash-w)."""
     prod, cons = pair
     g = prod.acquire(size=3)
     g.buf[:] = b"abc"
@@ -376,7 +368,41 @@ def test_commit_racing_notify_crash_is_not_published(
         pass  # refused: not published
     r = cons.access(timeout=2)
     try:
-        assert prod.header()["write_idx"] == 0 and isinstance(r, Crashed), (
-            f"the slot was published after notify_crash: the consumer got {r!r}")
+        assert isinstance(r, Crashed), f"delivered after notify_crash: {r!r}"
+    finally:
+        _release(r)
+
+
+# ---------------------------------------------------------------------------------------------
+# BUG-8 (open): ... unless the consumer read `finished` before the crash
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG-8 (model: bug8-late-delivery): _claim loads `finished` (0), then reserved_idx and "
+    "write_idx, and applies the crash record (crash_w) only if that first load saw the crash; "
+    "a commit that passed its `finished` check before a notify_crash and publishes after it "
+    "is then delivered to a consumer thread that loaded `finished` before the crash.  Fix "
+    "(model: fix8-*): load `finished` again after write_idx and retry if it changed."))
+def test_late_commit_not_delivered_to_a_consumer_that_read_finished_before_the_crash(
+        pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    prod, cons = pair
+    _surplus_filled_token(prod, cons)  # so that _claim runs while nothing is committed
+    cons._plain = False  # _claim's loads go through _load (hookable; the path off x86_64)
+
+    def late_commit() -> None:  # right after the consumer's _claim loaded `finished` (0)
+        g = prod.acquire(size=2)
+        g.buf[:] = b"m1"
+        prod._plain = False
+        # the commit checks `finished` (0), then a signal handler calls notify_crash, then the
+        # commit publishes message 1
+        _hook(prod, _FIN, lambda: prod.notify_crash(11))
+        g.commit(2)
+
+    _hook(cons, _FIN, late_commit)
+    r = cons.access(timeout=2)
+    try:
+        assert isinstance(r, Crashed), (
+            f"message 1, published after notify_crash, was delivered: {r!r}")
     finally:
         _release(r)
