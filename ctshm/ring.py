@@ -1153,6 +1153,12 @@ class ShmTraceRing:
                 res, w = hq[_RES], hq[_W]
             else:
                 res, w = self._load(_RES), self._load(_W)
+            # ... and `finished` again: if it changed meanwhile, write_idx may include a
+            # commit published after a crash flag that this thread did not see.  With the
+            # same value before and after, a write_idx read while running was published
+            # before any crash, and one read after a crash is capped below.
+            if (hq[_FIN] if plain else self._load(_FIN)) != fin:
+                continue
             if fin == _CRASHED:
                 w = self._crash_limit(w)
             if res < w:

@@ -374,16 +374,10 @@ def test_commit_racing_notify_crash_is_not_delivered(
 
 
 # ---------------------------------------------------------------------------------------------
-# BUG-8 (open): ... unless the consumer read `finished` before the crash
+# BUG-8 (fixed: _claim re-reads `finished`): a consumer that read `finished` before the crash
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG-8 (model: bug8-late-delivery): _claim loads `finished` (0), then reserved_idx and "
-    "write_idx, and applies the crash record (crash_w) only if that first load saw the crash; "
-    "a commit that passed its `finished` check before a notify_crash and publishes after it "
-    "is then delivered to a consumer thread that loaded `finished` before the crash.  Fix "
-    "(model: fix8-*): load `finished` again after write_idx and retry if it changed."))
 def test_late_commit_not_delivered_to_a_consumer_that_read_finished_before_the_crash(
         pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
     prod, cons = pair
