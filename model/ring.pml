@@ -644,7 +644,7 @@ corrupt:
         fi
     };
 #else
-    /* mutant: the check as first written in ring.py (fixed in b213613): raise at once */
+    /* before b213613: the check as first written -- raise at once */
     assert(false);                              /* P0 */
 #endif
 #else
