@@ -5,7 +5,7 @@
 # state counts, memory and times, and checks the expected verdict of each run:
 #   pass      the model satisfies every property checked
 #   fail:Pn   spin must find a counterexample, and it must violate property Pn (a bug
-#             reproduced: old code put back, the open finding, or a seeded mutant)
+#             reproduced: old code put back, or a seeded mutant)
 # Exit status: 0 all verdicts as expected; 1 otherwise; 77 spin or a C compiler is missing and
 # cannot be installed (the caller may skip).
 #
@@ -64,8 +64,7 @@ command -v timeout >/dev/null 2>&1 || { echo "check.sh: needs timeout (coreutils
 SMALL="-DABORTS=0 -DEINTRS=0"
 # Unless listed: capacity 2, 3 messages, 2 consumer threads holding 1 guard each, 1 abort,
 # 1 EINTR.  ring-*: ring.py as it is (HEAD); regress-*: one piece of the code before the fixes
-# (b213613, d08ac82) put back; bug8-* / fix8-*: the open finding and its proposed fix;
-# mutant-*: seeded bugs (the Rust seed's and others).
+# (b213613, d08ac82, 8c3b673) put back; mutant-*: seeded bugs (the Rust seed's and others).
 RUNS=$(cat <<EOF
 ring-base|pass|safety|||default configuration
 ring-base-L1|pass|live|||the same, liveness under weak fairness
@@ -76,16 +75,13 @@ ring-pkill|pass|safety||-DPKILL=1 -DNOFINISH=1 -DTMO=1 -DNMSG=2 $SMALL|producer 
 ring-pkill-L1|pass|live||-DPKILL=1 -DNOFINISH=1 -DNMSG=2 $SMALL|... a dead producer is always reported
 ring-sigcrash|pass|safety||-DSIGCRASH=1 -DNMSG=2 $SMALL|notify_crash at any step, then death
 ring-sigcrash-L1|pass|live||-DSIGCRASH=1 -DNMSG=2 $SMALL|... the crash is always reported
-ring-sigreturn|pass|safety||-DSIGCRASH=2 -DSKIP_P9 -DNMSG=2 $SMALL|notify_crash may return (P9: BUG-8)
+ring-sigreturn|pass|safety|-DCOLLAPSE|-DSIGCRASH=2 -DNMSG=2 $SMALL|notify_crash may return into the producer
 ring-ckill|pass|safety|-DCOLLAPSE|-DCKILL=1 -DNTHR2=1 -DNMSG=2 $SMALL|consumer killed at any step + restart
 ring-ckill-hold2|pass|safety||-DCKILL=1 -DNTHR=1 -DHOLD=2 -DNTHR2=1 $SMALL|... 1 thread holding 2 guards, 3 messages
 ring-ckill-L1|pass|live||-DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|consumer death + restart, liveness
 ring-ckill-cap1-L1|pass|live||-DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|... capacity 1
 ring-expect-producer-L1|pass|live||-DPKILL_EARLY -DEXPECT_PRODUCER=1 -DNMSG=2 $SMALL|death before the 1st acquire, expect_producer()
 limit-early-death|fail:L1|live||-DPKILL_EARLY -DNMSG=2 $SMALL|... without expect_producer(): never reported
-bug8-late-delivery|fail:P9|bfs||-DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-8 a commit racing notify_crash is delivered
-fix8-sigreturn|pass|safety|-DCOLLAPSE|-DFIX_CLAIM_RECHECK -DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-8 fixed: every property, notify_crash may return
-fix8-base|pass|safety||-DFIX_CLAIM_RECHECK|BUG-8 fixed: default configuration
 regress-corrupt-check|fail:P0|bfs||-DOLD_CORRUPT_CHECK|BUG-1 back: spurious CorruptRingError
 regress-claim-order|fail:P5|bfs||-DOLD_CLAIM_ORDER|BUG-2 back: Finished before a committed message
 regress-claim-order-loss|fail:P6|safety||-DOLD_CLAIM_ORDER -DSKIP_P5|BUG-2 back: ... the message is lost
@@ -94,7 +90,8 @@ regress-token-only-hang|fail:L1|live||-DOLD_TOKEN_ONLY -DSKIP_P8 -DCAP=1 -DNMSG=
 regress-check-order|fail:P7|bfs||-DOLD_CHECK_ORDER -DSIGCRASH=1 -DNMSG=2 $SMALL|BUG-4 back: crash details overwritten
 regress-finish-store|fail:P10|bfs||-DOLD_FINISH_STORE -DSIGCRASH=2 -DSKIP_P9 -DNMSG=2 $SMALL|BUG-5 back: mark_finished erases a crash
 regress-notify-store|fail:P11|bfs||-DOLD_NOTIFY_STORE -DSIGCRASH=1 -DNMSG=2 $SMALL|BUG-6 back: notify_crash after finish
-regress-no-crash-w|fail:P[59]|bfs||-DOLD_NO_CRASH_W -DFIX_CLAIM_RECHECK -DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-7 back: no crash record
+regress-no-crash-w|fail:P[59]|bfs||-DOLD_NO_CRASH_W -DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-7 back: no crash record
+regress-claim-recheck|fail:P9|bfs||-DOLD_NO_CLAIM_RECHECK -DSIGCRASH=2 -DNMSG=2 $SMALL|BUG-8 back: a commit racing notify_crash is delivered
 mutant-nonatomic-reserve|fail:P[124]|bfs||-DMUTANT_NONATOMIC_RESERVE|seed: check-then-fetch_add reservation
 mutant-commit-on-error|fail:P1|bfs||-DMUTANT_COMMIT_ON_ERROR|seed: Drop publishes a half-written slot
 mutant-opener-recovery|fail:P[24]|bfs||-DMUTANT_OPENER_RECOVERY -DREOPEN=1 $SMALL|seed: every opener rewinds reserved_idx

@@ -35,8 +35,9 @@
  *   REOPEN=1     the producer process may open() the ring again between messages
  *   LTL_TERM     include the liveness claim `term` (compile without -DSAFETY, pan -a -f)
  * The races the model found in ring.py (README, "Findings") were fixed in ring.py: BUG-1 by
- * b213613, BUG-2..7 by d08ac82.  The model follows the fixed code; each OLD_* flag puts one
- * piece of the code before the fix back (spin must then find the counterexample again):
+ * b213613, BUG-2..7 by d08ac82, BUG-8 by 8c3b673.  The model follows the fixed code; each OLD_*
+ * flag puts one piece of the code before the fix back (spin must then find the counterexample
+ * again):
  *   OLD_CORRUPT_CHECK  _claim raises CorruptRingError at the first w - res > capacity  BUG-1
  *   OLD_CLAIM_ORDER    _claim loads `finished` after reserved_idx / write_idx          BUG-2
  *   OLD_TOKEN_ONLY     the producer writes whenever it holds an `empty` token           BUG-3
@@ -44,8 +45,7 @@
  *   OLD_FINISH_STORE   mark_finished: load `finished`, then store 1                     BUG-5
  *   OLD_NOTIFY_STORE   notify_crash: store `finished` = 2 unconditionally, no crash_w   BUG-6
  *   OLD_NO_CRASH_W     no crash record (crash_w): consumers stop at write_idx           BUG-7
- * Found in d08ac82's crash record, not fixed yet (README, BUG-8):
- *   FIX_CLAIM_RECHECK  _claim re-reads `finished` after write_idx and retries if it changed
+ *   OLD_NO_CLAIM_RECHECK  _claim does not re-read `finished` after write_idx            BUG-8
  * Property switches (to prove the others while a known failure is reachable):
  *   SKIP_P5 SKIP_P6 SKIP_P7 SKIP_P8 SKIP_P9 SKIP_P10 SKIP_P11
  * Mutants (seed bugs re-introduced; spin must find a counterexample for each):
@@ -569,7 +569,8 @@ claim:
 #endif
 #ifndef MUTANT_NONATOMIC_RESERVE
     res = RES;                                  /* res, w = hq[_RES], hq[_W] */
-#ifndef FIX_CLAIM_RECHECK
+#ifdef OLD_NO_CLAIM_RECHECK
+    /* before 8c3b673: no second load of `finished` */
     atomic {
         w = W;
         if
@@ -578,15 +579,21 @@ claim:
         fi
     };
 #else
-    /* proposed (BUG-8): `if self._load(_FIN) != fin: continue` -- `finished` is then the same
-       before and after write_idx was read, so a write_idx read with fin == 0 was published
-       before any crash flag */
     w = W;
+    /* if (hq[_FIN] if plain else self._load(_FIN)) != fin: continue
+       -- `finished` is then the same before and after write_idx was read, so a write_idx read
+       with fin == 0 was published before any crash flag (OLD_CLAIM_ORDER: there is no first
+       load to compare with, so no second one either) */
     atomic {
         if
+#ifndef OLD_CLAIM_ORDER
         :: FIN != fin -> res = 0; w = 0; fin = 0; goto claim
-        :: FIN == fin && fin == 2 -> skip
+        :: FIN == fin && fin == 2 -> skip       /* if fin == _CRASHED: w = self._crash_limit(w) */
         :: FIN == fin && fin != 2 -> goto decide
+#else
+        :: fin == 2 -> skip
+        :: else -> goto decide
+#endif
         fi
     };
 #endif

@@ -8,11 +8,12 @@ The other tests replay, in Python and deterministically, the interleavings spin 
 ctshm/ring.py (model/README.md, "Findings").  Each forces its interleaving by shadowing one
 step of a ring handle -- an instance attribute over ``_load``, ``_post`` or ``_cas``, so that
 "another thread / process / signal handler" acts exactly between two of ring.py's
-shared-memory accesses -- and otherwise runs the real code.  BUG-1..7 are fixed (b213613,
-d08ac82): their replays are regression tests (each fails on the code before its fix).  BUG-8
-is open: ``xfail(strict=True, raises=AssertionError)`` until ring.py is fixed, then XPASS fails
-the run so the marker gets removed.  Preconditions use ``pytest.fail`` (not assert), so a
-broken setup never passes for the expected failure.
+shared-memory accesses -- and otherwise runs the real code.  All eight are fixed (BUG-1 in
+b213613, BUG-2..7 in d08ac82, BUG-8 in 8c3b673): the replays are regression tests, each of
+which fails on the code before its fix.  (An open finding is marked
+``xfail(strict=True, raises=AssertionError)`` until fixed; XPASS then fails the run so the
+marker gets removed.)  Preconditions use ``pytest.fail`` (not assert), so a broken setup never
+passes for the expected failure.
 """
 
 from __future__ import annotations
@@ -380,6 +381,9 @@ def test_commit_racing_notify_crash_is_not_delivered(
 
 def test_late_commit_not_delivered_to_a_consumer_that_read_finished_before_the_crash(
         pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    """_claim loaded `finished` (0), then the indices; a commit that passed its `finished`
+    check before a notify_crash and published after it must not reach this thread (model:
+    regress-claim-recheck)."""
     prod, cons = pair
     _surplus_filled_token(prod, cons)  # so that _claim runs while nothing is committed
     cons._plain = False  # _claim's loads go through _load (hookable; the path off x86_64)
