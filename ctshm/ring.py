@@ -447,6 +447,38 @@ _EMPTY: Final = memoryview(b"")
 # ---------------------------------------------------------------------------------------------
 
 
+class _Shared:
+    """This process's bookkeeping for one ring, shared by all its handles here.
+
+    Several handles of one ring in one process (opened twice, or a creator that also opens)
+    must not keep separate reorder buffers - guards released through different handles would
+    then never line up and read_idx would stall - nor separate producer-guard slots - two
+    handles would hand out the same slot.  Keyed by the shm object's (st_dev, st_ino).
+    The lock is re-entrant: a guard's finalizer may run (garbage collection) in a thread
+    that is already inside a ring method.
+    """
+
+    __slots__ = ("__weakref__", "acquiring", "lock", "pending", "producer_guard")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.pending: list[int] = []
+        self.producer_guard: Optional[ProducerGuard] = None
+        self.acquiring = False
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[int, int], _Shared] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_for(identity: tuple[int, int]) -> _Shared:
+    with _SHARED_LOCK:
+        st = _SHARED.get(identity)
+        if st is None:
+            st = _SHARED[identity] = _Shared()
+        return st
+
+
 def _finalize_ring(pid: int, fd: int, unlink: Optional[Callable[[], None]],
                    sems: list[NamedSemaphore]) -> None:
     # Never raises; does nothing in a forked child (the parent owns the names and handles).
@@ -490,16 +522,35 @@ class ShmTraceRing:
     id: str = ""
 
     def __init__(self) -> None:  # use create() / open()
-        # Reorder buffer + producer-guard bookkeeping.  Re-entrant: a guard's finalizer may
-        # run (garbage collection) in a thread that is already inside a ring method.
-        self._lock = threading.RLock()
-        self._acquiring = False
-        self._pending: list[int] = []
-        self._producer_guard: Optional[ProducerGuard] = None
+        # Reorder buffer + producer-guard bookkeeping, shared by every handle of the same
+        # ring in this process once it is open (see _Shared).
+        self._ps = _Shared()
+        self._lock = self._ps.lock
         self._producer_registered = False
         self._consumer_registered = False
         self._sems: list[NamedSemaphore] = []
         self._slot_views: list[Optional[memoryview]] = []
+
+    # Per-process shared state, reached through these properties.
+    @property
+    def _pending(self) -> list[int]:
+        return self._ps.pending
+
+    @property
+    def _producer_guard(self) -> Optional[ProducerGuard]:
+        return self._ps.producer_guard
+
+    @_producer_guard.setter
+    def _producer_guard(self, g: Optional[ProducerGuard]) -> None:
+        self._ps.producer_guard = g
+
+    @property
+    def _acquiring(self) -> bool:
+        return self._ps.acquiring
+
+    @_acquiring.setter
+    def _acquiring(self, v: bool) -> None:
+        self._ps.acquiring = v
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -695,6 +746,8 @@ class ShmTraceRing:
         self._base = m.addr
 
     def _setup(self) -> None:
+        self._ps = _shared_for(_shm.fd_identity(self._fd))
+        self._lock = self._ps.lock
         hq = self._hq
         self.capacity = int(hq[_CAP])
         self.slot_size = int(hq[_SLOT])

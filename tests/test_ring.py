@@ -564,3 +564,21 @@ def test_concurrent_double_release_counts_once(shm_id: str) -> None:
             assert h["read_idx"] == 2 * (round_ + 1) == h["write_idx"], (round_, h)
             assert ring._pending == []
     sys.setswitchinterval(old_interval)
+
+
+def test_two_handles_in_one_process_share_bookkeeping(shm_id: str) -> None:
+    # Found by the model review: separate handles of one ring in one process used to keep
+    # separate reorder buffers (read_idx stalled) and separate producer-guard slots (two
+    # guards on the same slot).
+    with ShmTraceRing.create(shm_id, 3, 4096) as a, ShmTraceRing.open(shm_id) as b:
+        g = a.acquire()
+        with pytest.raises(RuntimeError, match="outstanding"):
+            b.acquire()
+        g.commit(1)
+        b.put(b"x")
+        r1, r2 = a.access(1), b.access(1)
+        assert isinstance(r1, Data) and isinstance(r2, Data)
+        r2.guard.release()  # out of order, through the other handle
+        r1.guard.release()
+        h = a.header()
+        assert h["read_idx"] == h["write_idx"] == 2
