@@ -1,4 +1,4 @@
-"""Command line: ``python -m ctshm [info]``."""
+"""Command line: ``python -m ctshm [info | bench | ls | stat | rm | gc]``."""
 
 from __future__ import annotations
 
