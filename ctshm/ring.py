@@ -327,14 +327,12 @@ class RingFinished(EOFError):
 # ---------------------------------------------------------------------------------------------
 
 
-class ProducerGuard:
-    """A slot being written.  ``commit(nbytes)`` publishes it, ``abort()`` gives it back.
-
-    As a context manager it commits the whole slot on normal exit (unless already committed
-    or aborted) and aborts on an exception.  Dropping an unfinished guard aborts it.
-    """
+class _Guard:
+    """What both guards share: the ring, the message index, the view, done-ness, and the
+    pid that made them (finalizers do nothing in a forked child)."""
 
     __slots__ = ("__weakref__", "_buf", "_done", "_pid", "_ring", "index")
+    _DONE_TEXT = "was already committed or aborted"
 
     def __init__(self, ring: ShmTraceRing, index: int, buf: memoryview) -> None:
         self._ring = ring
@@ -343,22 +341,34 @@ class ProducerGuard:
         self._done = False
         self._pid = _PID
 
+    def _view(self) -> memoryview:
+        if self._done:
+            raise ValueError(f"{type(self).__name__} for message {self.index} of "
+                             f"{self._ring.name!r} {self._DONE_TEXT}")
+        return self._buf
+
+
+class ProducerGuard(_Guard):
+    """A slot being written.  ``commit(nbytes)`` publishes it, ``abort()`` gives it back.
+
+    As a context manager it commits the whole slot on normal exit (unless already committed
+    or aborted) and aborts on an exception.  Dropping an unfinished guard aborts it.
+    """
+
+    __slots__ = ()
+
     @property
     def buf(self) -> memoryview:
-        """Writable view of the whole slot (``slot_size`` bytes)."""
-        if self._done:
-            raise ValueError(f"ProducerGuard for message {self.index} of {self._ring.name!r} "
-                             "was already committed or aborted")
-        return self._buf
+        """Writable view of the slot (``size`` bytes as given to acquire; default the whole
+        slot)."""
+        return self._view()
 
     def __len__(self) -> int:
         return self._ring.slot_size
 
     def commit(self, nbytes: Optional[int] = None) -> None:
-        """Publish the first ``nbytes`` bytes of the slot (default: all of it)."""
-        if self._done:
-            raise ValueError(f"ProducerGuard for message {self.index} of {self._ring.name!r} "
-                             "was already committed or aborted")
+        """Publish the first ``nbytes`` bytes of the view (default: all of it)."""
+        self._view()  # raises if already committed or aborted
         self._ring._commit(self, nbytes)
 
     def abort(self) -> None:
@@ -389,29 +399,20 @@ class ProducerGuard:
         return f"<ProducerGuard {self._ring.name!r} message={self.index} {state}>"
 
 
-class ConsumerGuard:
+class ConsumerGuard(_Guard):
     """A slot handed to the consumer.  ``buf`` is read-only; ``release()`` hands it back.
 
     Guards may be released in any order and from any thread; the ring advances ``read_idx``
     in order.  Releasing twice is a no-op; a guard dropped unreleased is released.
     """
 
-    __slots__ = ("__weakref__", "_buf", "_done", "_pid", "_ring", "index")
-
-    def __init__(self, ring: ShmTraceRing, index: int, buf: memoryview) -> None:
-        self._ring = ring
-        self.index = index
-        self._buf = buf
-        self._done = False
-        self._pid = _PID
+    __slots__ = ()
+    _DONE_TEXT = "was released"
 
     @property
     def buf(self) -> memoryview:
         """Read-only view of the committed bytes (the whole slot for a Rust producer)."""
-        if self._done:
-            raise ValueError(f"ConsumerGuard for message {self.index} of {self._ring.name!r} "
-                             "was released")
-        return self._buf
+        return self._view()
 
     def __len__(self) -> int:
         return len(self._buf)
