@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Optional
 
 from . import _proc, _shm, libc
-from . import ring as _ring
+from . import layout as L
 from .semaphore import NamedSemaphore, sem_file_identity
 
 __all__ = [
@@ -217,36 +217,27 @@ def _read_header(fd: int, mapped: bool, name: str) -> tuple[dict[str, int], byte
     hq = v.cast("Q")
     try:
         for _ in range(5):
-            r, res, w = int(hq[_ring._R]), int(hq[_ring._RES]), int(hq[_ring._W])
-            if w - r <= int(hq[_ring._CAP]):
+            r, res, w = int(hq[L.READ_IDX]), int(hq[L.RESERVED_IDX]), int(hq[L.WRITE_IDX])
+            if w - r <= int(hq[L.CAPACITY]):
                 break
         words = [int(x) for x in hq]
-        words[_ring._R], words[_ring._RES], words[_ring._W] = r, res, w
-        for pid_word in (_ring._PRODUCER_PID, _ring._CONSUMER_PID):
+        words[L.READ_IDX], words[L.RESERVED_IDX], words[L.WRITE_IDX] = r, res, w
+        for pid_word in (L.PRODUCER_PID, L.CONSUMER_PID):
             for _ in range(100):
                 pid, start = int(hq[pid_word]), int(hq[pid_word + 1])
                 if int(hq[pid_word]) == pid:
                     break
             words[pid_word], words[pid_word + 1] = pid, start
-        crash = _ring._CRASH.unpack_from(v, _ring._CRASH_OFF)
-        n = min(struct.unpack_from("<I", v, _ring.MSG_OFF)[0], _ring.MSG_MAX)
-        msg = bytes(v[_ring.MSG_OFF + 4:_ring.MSG_OFF + 4 + n])
+        crash = L.CRASH.unpack_from(v, L.CRASH_OFF)
+        n = min(struct.unpack_from("<I", v, L.MSG_OFF)[0], L.MSG_MAX)
+        msg = bytes(v[L.MSG_OFF + 4:L.MSG_OFF + 4 + n])
     finally:
         hq.release()
         v.release()
     return _header_dict(words, crash), msg
 
 
-_WORDS: Final = {
-    "write_idx": _ring._W, "read_idx": _ring._R, "reserved_idx": _ring._RES,
-    "capacity": _ring._CAP, "slot_size": _ring._SLOT, "finished": _ring._FIN,
-    "magic": _ring._MAGIC, "version": _ring._VERSION, "ext_state": _ring._STATE,
-    "creator_pid": _ring._CREATOR_PID, "creator_start": _ring._CREATOR_START,
-    "nonce": _ring._NONCE, "producer_pid": _ring._PRODUCER_PID,
-    "producer_start": _ring._PRODUCER_START, "consumer_pid": _ring._CONSUMER_PID,
-    "consumer_start": _ring._CONSUMER_START, "len_records": _ring._LEN_RECORDS,
-    "dead_pid": _ring._DEAD_PID,
-}
+_WORDS: Final = L.WORDS
 
 
 def _header_dict(words: list[int], crash: tuple[int, int, int]) -> dict[str, int]:
@@ -259,12 +250,12 @@ def _ring_state(h: dict[str, int], size: int, sems: list[dict[str, Any]], ring_n
                 ) -> tuple[str, Optional[str]]:
     """(state, reason): running / finished / crashed / initializing / corrupt."""
     magic = h["magic"]
-    is_ctshm = magic == _ring.MAGIC
-    if magic not in (0, _ring.MAGIC):
+    is_ctshm = magic == L.MAGIC
+    if magic not in (0, L.MAGIC):
         return "corrupt", f"extension magic {magic:#x} is neither ctshm's nor 0 (Rust)"
-    if is_ctshm and h["version"] != _ring.VERSION:
+    if is_ctshm and h["version"] != L.VERSION:
         return "corrupt", f"unsupported ctshm extension version {h['version']}"
-    if is_ctshm and h["ext_state"] != _ring.STATE_READY:
+    if is_ctshm and h["ext_state"] != L.STATE_READY:
         if h["ext_state"] != 0:
             return "corrupt", f"extension state {h['ext_state']} (0 initializing, 1 ready)"
         return "initializing", "the ctshm creator has not finished initializing"
@@ -273,7 +264,7 @@ def _ring_state(h: dict[str, int], size: int, sems: list[dict[str, Any]], ring_n
         if is_ctshm:  # a ready ctshm ring always has its geometry
             return "corrupt", f"capacity {cap}, slot_size {slot} in a ready ctshm ring"
         return "initializing", f"header not initialized (capacity {cap}, slot_size {slot})"
-    problem = _ring._validate_geometry(ring_name, cap, slot, size)
+    problem = L.validate_geometry(ring_name, cap, slot, size)
     if problem:
         return "corrupt", problem
     r, res, w, fin = h["read_idx"], h["reserved_idx"], h["write_idx"], h["finished"]
@@ -298,8 +289,8 @@ def _slots(fd: int, h: dict[str, int], empty_value: Optional[int]) -> list[dict[
     slots: list[dict[str, Any]] = [{"slot": k, "state": "free", "message": None,
                                     "length": None} for k in range(cap)]
     records: Optional[bytes] = None
-    if cap <= _ring.MAX_LEN_RECORDS:
-        records = os.pread(fd, 16 * cap, _ring.LEN_OFF)
+    if cap <= L.MAX_LEN_RECORDS:
+        records = os.pread(fd, 16 * cap, L.LEN_OFF)
     for i in range(r, w):
         s = slots[i % cap]
         s["state"] = "reserved-by-consumer" if i < res else "committed-unread"
@@ -340,11 +331,11 @@ def inspect_ring(name: str, mappers: Optional[_Mappers] = None, detail: bool = F
                     s["users"] = None
         # Map page 0 only if something was written (a sparse object reads as zero).
         h, crash_msg = _read_header(fd, st.st_size >= _PAGE and st.st_blocks > 0, name)
-        is_ctshm = h["magic"] == _ring.MAGIC
-        if st.st_size < _ring.HEADER_SIZE:
+        is_ctshm = h["magic"] == L.MAGIC
+        if st.st_size < L.HEADER_SIZE:
             state: str = "initializing"
             reason: Optional[str] = (f"the object is {st.st_size} bytes, smaller than a ring "
-                                     f"header ({_ring.HEADER_SIZE}): not sized yet, or not a "
+                                     f"header ({L.HEADER_SIZE}): not sized yet, or not a "
                                      "ring")
             if st.st_size >= _PAGE and (h["capacity"] or h["magic"]):
                 state = "corrupt"

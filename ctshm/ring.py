@@ -9,48 +9,8 @@ Objects (an id ``X`` or ``/X``; a leading slash is not doubled)::
     /X_t_filled   semaphore, initial 0: one token per committed slot (+1 per finish/crash)
     /X_t_empty    semaphore, initial capacity: one token per free slot
 
-Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
-
-    offset 0 ┌──────────────────────── RingHeader (72 bytes, the Rust #[repr(C)] struct) ──┐
-           0 │ write_idx    u64  slots committed by the producer (monotonic)             │
-           8 │ read_idx     u64  slots released by the consumer, in order (monotonic)     │
-          16 │ reserved_idx u64  slots handed to consumer guards (monotonic)              │
-          24 │ capacity     u64  number of slots                                          │
-          32 │ slot_size    u64  bytes per slot, already rounded up to 2 MiB              │
-          40 │ finished     u64  0 running, 1 finished, 2 crashed                         │
-          48 │ crash.signal i32 │ 52 pad │ 56 crash.addr u64 │ 64 crash.operation i32 │ 68 pad │
-             └──────────────────────────────────────────────────────────────────────────┘
-             ... unused by the Rust original ...
-         256 ┌──────────────────────── ctshm extension (the Rust peer never reads it) ────┐
-         256 │ magic        u64  b"CTSHMRG1" (written first by a ctshm creator)           │
-         264 │ version      u64  1                                                        │
-         272 │ state        u64  0 initializing, 1 ready (written last by the creator)    │
-         280 │ creator_pid  u64  │ 288 creator_start u64  (start time: pid reuse guard)   │
-         296 │ nonce        u64  random, identifies this incarnation of the ring          │
-         304 │ producer_pid u64  │ 312 producer_start u64  (registered on first acquire)  │
-         320 │ consumer_pid u64  │ 328 consumer_start u64  (registered on first access)   │
-         336 │ len_records  u64  number of length records (= capacity when it fits)       │
-         344 │ dead_pid     u64  producer found dead by a consumer (0: none)              │
-         352 │ crash_w      u64  write_idx + 1 when the crash was recorded (0: unknown)   │
-        1024 │ crash_msg    u32 length + up to 1020 bytes UTF-8 (why the producer died)    │
-             └──────────────────────────────────────────────────────────────────────────┘
-        4096 ┌──────────────────────── length records, 16 bytes per slot ────────────────┐
-             │ record k: tag u64 = seq + 1 of the message in slot k │ nbytes u64           │
-             └ (at most (2 MiB - 4096) / 16 = 130816 records) ────────────────────────────┘
-     2 MiB   slot 0 │ slot 1 │ ... │ slot capacity-1      (slot k at 2 MiB + k * slot_size)
-
-Records (``ctshm.records``; the ring neither knows nor checks this framing): a slot written
-by ``RecordWriter`` starts with ``u32 record_count``, ``u32 0``, followed by ``record_count``
-records, each ``u32 length``, ``u32 0``, ``length`` payload bytes and 0-7 pad bytes up to
-the next multiple of 8 (every record, and so every payload, starts 8-aligned).  The producer
-commits exactly ``8 + sum(8 + round_up(length, 8))`` bytes, so a ctshm consumer's view ends
-at the last record's padding; to the Rust original such a slot is ordinary bytes.
-
-Message ``seq`` (0, 1, 2, ...) lives in slot ``seq % capacity``.  A ctshm producer writes the
-record ``(seq + 1, nbytes)`` for the slot before publishing it, so a ctshm consumer hands out
-exactly ``nbytes``; a slot written by the Rust original has a stale or zero tag and is handed
-out whole.  A ctshm creator's rings start zeroed; a Rust-created ring's extension is zero
-(``magic`` 0): ctshm then treats the creator as unknown.
+The shared byte layout (header, ctshm extension, length records, slots, record framing)
+is drawn and defined in :mod:`ctshm.layout`.
 
 Protocol (the Rust original's, with its bugs fixed):
 
@@ -106,50 +66,91 @@ __all__ = [
     "Timeout",
 ]
 
-HUGE_PAGE_SIZE: Final = 2 * 1024 * 1024
-HEADER_SIZE: Final = HUGE_PAGE_SIZE
-HEADER_STRUCT_SIZE: Final = 72
-
-# Header words (u64 index into the header viewed as 'Q').
-_W: Final = 0  # write_idx
-_R: Final = 1  # read_idx
-_RES: Final = 2  # reserved_idx
-_CAP: Final = 3
-_SLOT: Final = 4
-_FIN: Final = 5
-_CRASH_OFF: Final = 48
-_CRASH: Final = struct.Struct("<i4xQi")  # signal@48, addr@56, operation@64
-
-EXT_OFF: Final = 256
-_E: Final = EXT_OFF // 8
-_MAGIC: Final = _E + 0
-_VERSION: Final = _E + 1
-_STATE: Final = _E + 2
-_CREATOR_PID: Final = _E + 3
-_CREATOR_START: Final = _E + 4
-_NONCE: Final = _E + 5
-_PRODUCER_PID: Final = _E + 6
-_PRODUCER_START: Final = _E + 7
-_CONSUMER_PID: Final = _E + 8
-_CONSUMER_START: Final = _E + 9
-_LEN_RECORDS: Final = _E + 10
-_DEAD_PID: Final = _E + 11
-_CRASH_W: Final = _E + 12
-
-# Crash message (ctshm only): u32 length + UTF-8 text, written before the crash flag.
-MSG_OFF: Final = 1024
-MSG_MAX: Final = 1020
-
-MAGIC: Final = int.from_bytes(b"CTSHMRG1", "little")
-VERSION: Final = 1
-STATE_READY: Final = 1
-
-LEN_OFF: Final = 4096
-_LEN: Final = LEN_OFF // 8
-MAX_LEN_RECORDS: Final = (HEADER_SIZE - LEN_OFF) // 16
-
-_FINISHED: Final = 1
-_CRASHED: Final = 2
+from .layout import (
+    CAPACITY as _CAP,
+)
+from .layout import (
+    CONSUMER_PID as _CONSUMER_PID,
+)
+from .layout import (
+    CONSUMER_START as _CONSUMER_START,
+)
+from .layout import (
+    CRASH as _CRASH,
+)
+from .layout import (
+    CRASH_OFF as _CRASH_OFF,
+)
+from .layout import (
+    CRASH_W as _CRASH_W,
+)
+from .layout import (
+    CREATOR_PID as _CREATOR_PID,
+)
+from .layout import (
+    CREATOR_START as _CREATOR_START,
+)
+from .layout import (
+    DEAD_PID as _DEAD_PID,
+)
+from .layout import (
+    EXT_MAGIC as _MAGIC,
+)
+from .layout import (
+    EXT_STATE as _STATE,
+)
+from .layout import (
+    EXT_VERSION as _VERSION,
+)
+from .layout import (
+    FIN_CRASHED as _CRASHED,
+)
+from .layout import (
+    FIN_FINISHED as _FINISHED,
+)
+from .layout import (
+    FINISHED as _FIN,
+)
+from .layout import (
+    HEADER_SIZE,
+    MAGIC,
+    MAX_LEN_RECORDS,
+    MSG_MAX,
+    MSG_OFF,
+    STATE_READY,
+    VERSION,
+    aligned_slot_size,
+)
+from .layout import (
+    LEN_RECORDS as _LEN_RECORDS,
+)
+from .layout import (
+    LEN_WORD as _LEN,
+)
+from .layout import (
+    NONCE as _NONCE,
+)
+from .layout import (
+    PRODUCER_PID as _PRODUCER_PID,
+)
+from .layout import (
+    PRODUCER_START as _PRODUCER_START,
+)
+from .layout import (
+    READ_IDX as _R,
+)
+from .layout import (
+    RESERVED_IDX as _RES,
+)
+from .layout import (
+    SLOT_SIZE as _SLOT,
+)
+from .layout import (
+    WRITE_IDX as _W,
+)
+from .layout import (
+    validate_geometry as _validate_geometry,
+)
 
 #: Longest a blocked wait goes without checking that the peer is alive.
 LIVENESS_SLICE: Final = 0.2
@@ -202,10 +203,6 @@ class _Spin:
         else:
             self.budget = max(SPIN_FLOOR, self.budget / 2)
 
-
-def aligned_slot_size(slot_size: int) -> int:
-    """Slot size rounded up to 2 MiB, as the Rust original does."""
-    return (slot_size + HUGE_PAGE_SIZE - 1) & ~(HUGE_PAGE_SIZE - 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1496,18 +1493,6 @@ def _check_timeout(timeout: Optional[float]) -> None:
                         f"{type(timeout).__name__}")
     if timeout != timeout or timeout < 0:
         raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
-
-
-def _validate_geometry(name: str, cap: int, slot: int, size: int) -> Optional[str]:
-    if slot % HUGE_PAGE_SIZE:
-        return (f"ring {name!r} header is corrupt: slot_size={slot} is not a multiple of "
-                f"2 MiB")
-    expect = HEADER_SIZE + cap * slot
-    if expect != size:
-        return (f"ring {name!r} header is corrupt or not a ring: capacity={cap} x "
-                f"slot_size={slot} + 2 MiB header = {expect} bytes, but the object is "
-                f"{size} bytes")
-    return None
 
 
 def _sems_fresh(name: str, sem_names: tuple[str, str]) -> Optional[str]:
