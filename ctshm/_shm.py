@@ -16,6 +16,9 @@ from . import libc
 
 _OFF_T_MAX: Final = (1 << 63) - 1
 
+#: Where Linux keeps POSIX shm objects (and glibc its named semaphores, as ``sem.NAME``).
+SHM_DIR: Final = "/dev/shm"
+
 
 def object_name(kind: str, id: Any, suffix: str, extra_suffixes: tuple[str, ...] = ()) -> str:
     """Validate ``id`` and return ``/{id}{suffix}``; ``extra_suffixes`` are appended to that

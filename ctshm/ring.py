@@ -43,29 +43,16 @@ from __future__ import annotations
 import heapq
 import os
 import struct
+import sys
 import threading
 import time
+import warnings
 import weakref
-from typing import Any, Callable, Final, Iterator, NamedTuple, Optional, Union
+from typing import Any, Callable, Final, Iterator, Literal, NamedTuple, Optional, Union, overload
 
 from . import _proc, _shm, atomics, libc
-from .semaphore import NamedSemaphore, sem_file_identity
-
-__all__ = [
-    "ConsumerGone",
-    "ConsumerGuard",
-    "CorruptRingError",
-    "CrashDetails",
-    "Crashed",
-    "Data",
-    "Finished",
-    "ProducerCrashed",
-    "ProducerGuard",
-    "RingFinished",
-    "ShmTraceRing",
-    "Timeout",
-]
-
+from ._ringobjects import RingObjects
+from ._ringobjects import sem_names as _sem_names
 from .layout import (
     CAPACITY as _CAP,
 )
@@ -113,6 +100,7 @@ from .layout import (
 )
 from .layout import (
     HEADER_SIZE,
+    LEN_OFF,
     MAGIC,
     MAX_LEN_RECORDS,
     MSG_MAX,
@@ -151,6 +139,26 @@ from .layout import (
 from .layout import (
     validate_geometry as _validate_geometry,
 )
+from .semaphore import NamedSemaphore
+
+#: What ``put()`` copies from: any object with the buffer protocol (bytes, bytearray,
+#: memoryview, array.array, NumPy arrays, ...); typed by the common ones.
+Buffer = Union[bytes, bytearray, memoryview]
+
+__all__ = [
+    "ConsumerGone",
+    "ConsumerGuard",
+    "CorruptRingError",
+    "CrashDetails",
+    "Crashed",
+    "Data",
+    "Finished",
+    "ProducerCrashed",
+    "ProducerGuard",
+    "RingFinished",
+    "ShmTraceRing",
+    "Timeout",
+]
 
 #: Longest a blocked wait goes without checking that the peer is alive.
 LIVENESS_SLICE: Final = 0.2
@@ -170,13 +178,6 @@ _PAGE: Final = libc.page_size()
 _PID = os.getpid()
 
 
-def _after_fork() -> None:
-    global _PID
-    _PID = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
 
 
 class _Spin:
@@ -239,6 +240,10 @@ class _Result:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
+    def __reduce__(self) -> Any:
+        # Immutable slots: rebuild through __init__ (the fields in __match_args__ order).
+        return (type(self), tuple(getattr(self, k) for k in self.__match_args__))
+
 
 class Data(_Result):
     """A slot for the consumer: use ``.guard.buf`` and release the guard."""
@@ -249,6 +254,10 @@ class Data(_Result):
 
     def __init__(self, guard: ConsumerGuard) -> None:
         object.__setattr__(self, "guard", guard)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Data cannot be pickled: its guard holds a slot of shared memory mapped "
+                        "in this process; send bytes(data.guard.buf) (or use ring.get()) instead")
 
 
 class Finished(_Result):
@@ -307,12 +316,23 @@ class ConsumerGone(BrokenPipeError):
 
 
 class ProducerCrashed(RuntimeError):
-    """Raised by the copying helpers (``get``, iteration) when the producer crashed."""
+    """Raised by the copying helpers (``get``, iteration) when the producer crashed.
+
+    ``result`` is the :class:`Crashed` value; ``details``, ``pid`` and ``message`` are its
+    fields.  Pickles with all of them (a ``multiprocessing`` worker may raise it)."""
 
     def __init__(self, result: Crashed) -> None:
+        if not isinstance(result, Crashed):
+            raise TypeError(f"ProducerCrashed(result): result must be a Crashed, not "
+                            f"{type(result).__name__}")
+        self.result = result
         self.details = result.details
         self.pid = result.pid
+        self.message = result.message
         super().__init__(f"{result.reason}: {result.details}")
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.result,))
 
 
 class RingFinished(EOFError):
@@ -326,7 +346,8 @@ class RingFinished(EOFError):
 
 class _Guard:
     """What both guards share: the ring, the message index, the view, done-ness, and the
-    pid that made them (finalizers do nothing in a forked child)."""
+    pid that made them (in a forked child they are inert: finalizers do nothing, and
+    commit/abort/release refuse, since the slot belongs to the parent's registration)."""
 
     __slots__ = ("__weakref__", "_buf", "_done", "_pid", "_ring", "index")
     _DONE_TEXT = "was already committed or aborted"
@@ -344,15 +365,27 @@ class _Guard:
                              f"{self._ring.name!r} {self._DONE_TEXT}")
         return self._buf
 
+    def _check_here(self, what: str) -> None:
+        if self._pid != _PID:
+            raise RuntimeError(
+                f"{type(self).__name__} for message {self.index} of {self._ring.name!r} was "
+                f"taken by pid {self._pid}; this forked child (pid {_PID}) cannot {what} it "
+                "(nothing shared was changed): only the process that took a slot finishes it")
+
 
 class ProducerGuard(_Guard):
     """A slot being written.  ``commit(nbytes)`` publishes it, ``abort()`` gives it back.
 
     As a context manager it commits the whole slot on normal exit (unless already committed
     or aborted) and aborts on an exception.  Dropping an unfinished guard aborts it.
+    ``len(guard)`` is the ``size`` given to ``acquire`` (default: the whole slot).
     """
 
-    __slots__ = ()
+    __slots__ = ("size",)
+
+    def __init__(self, ring: ShmTraceRing, index: int, buf: memoryview) -> None:
+        super().__init__(ring, index, buf)
+        self.size = len(buf)
 
     @property
     def buf(self) -> memoryview:
@@ -361,15 +394,17 @@ class ProducerGuard(_Guard):
         return self._view()
 
     def __len__(self) -> int:
-        return self._ring.slot_size
+        return self.size
 
     def commit(self, nbytes: Optional[int] = None) -> None:
         """Publish the first ``nbytes`` bytes of the view (default: all of it)."""
+        self._check_here("commit")
         self._view()  # raises if already committed or aborted
         self._ring._commit(self, nbytes)
 
     def abort(self) -> None:
         """Give the slot back unpublished.  Idempotent after commit/abort."""
+        self._check_here("abort")
         if not self._done:
             self._ring._abort(self)
 
@@ -393,14 +428,17 @@ class ProducerGuard(_Guard):
 
     def __repr__(self) -> str:
         state = "done" if self._done else "open"
-        return f"<ProducerGuard {self._ring.name!r} message={self.index} {state}>"
+        return (f"<ProducerGuard {self._ring.name!r} message={self.index} size={self.size} "
+                f"{state}>")
 
 
 class ConsumerGuard(_Guard):
     """A slot handed to the consumer.  ``buf`` is read-only; ``release()`` hands it back.
 
     Guards may be released in any order and from any thread; the ring advances ``read_idx``
-    in order.  Releasing twice is a no-op; a guard dropped unreleased is released.
+    in order.  Releasing twice is a no-op; a guard dropped unreleased is released, and its
+    ``buf`` stops working then: keep the guard while you read (``with ring.access() ...``),
+    or take a copy with ``ring.get()``.
     """
 
     __slots__ = ()
@@ -417,6 +455,7 @@ class ConsumerGuard(_Guard):
     def release(self) -> None:
         """Hand the slot back.  Idempotent, also when two threads race to release."""
         if not self._done:
+            self._check_here("release")
             self._ring._complete(self.index, self)
 
     def __enter__(self) -> ConsumerGuard:
@@ -428,7 +467,17 @@ class ConsumerGuard(_Guard):
     def __del__(self) -> None:
         try:
             if not self._done and self._pid == _PID:
-                self.release()
+                if _getrefcount is not None and _getrefcount(self._buf) > 2:
+                    # Somebody still holds the view (``x = ring.access().guard.buf``): it is
+                    # about to be released with the slot.  Say so before the bare
+                    # "released memoryview" error they will meet.
+                    warnings.warn(
+                        f"ConsumerGuard for message {self.index} of {self._ring.name!r} was "
+                        "dropped while its buf was still in use: the slot is released and "
+                        "the view stops working now. Keep the guard while reading (`with "
+                        "ring.access(t).guard as g:` or `g = result.guard`), or copy with "
+                        "ring.get()", RuntimeWarning, stacklevel=2)
+                self._ring._complete(self.index, self)
         except Exception:
             pass
 
@@ -437,6 +486,7 @@ class ConsumerGuard(_Guard):
         return f"<ConsumerGuard {self._ring.name!r} message={self.index} {state}>"
 
 
+_getrefcount: Optional[Callable[[Any], int]] = getattr(sys, "getrefcount", None)
 _EMPTY: Final = memoryview(b"")
 
 
@@ -450,23 +500,45 @@ class _Shared:
 
     Several handles of one ring in one process (opened twice, or a creator that also opens)
     must not keep separate reorder buffers - guards released through different handles would
-    then never line up and read_idx would stall - nor separate producer-guard slots - two
-    handles would hand out the same slot.  Keyed by the shm object's (st_dev, st_ino).
-    The lock is re-entrant: a guard's finalizer may run (garbage collection) in a thread
-    that is already inside a ring method.
+    then never line up and read_idx would stall - nor separate producer slots - two handles
+    would hand out the same slot.  Keyed by the shm object's (st_dev, st_ino).
+
+    The lock is re-entrant: a guard's finalizer may run (garbage collection) in a thread that
+    is already inside a ring method.  ``turn`` is the producer's turn: one producer slot is
+    outstanding at a time (message order), and producer threads of this process wait for it
+    in turn.  The outstanding guard is held weakly: dropping it aborts it (its ``__del__``).
     """
 
-    __slots__ = ("__weakref__", "acquiring", "lock", "pending", "producer_guard")
+    __slots__ = ("__weakref__", "acquiring", "lock", "pending", "pg_ref", "turn", "turn_owner")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        self.turn = threading.Condition(self.lock)
         self.pending: list[int] = []
-        self.producer_guard: Optional[ProducerGuard] = None
+        self.pg_ref: Optional[weakref.ref[ProducerGuard]] = None
         self.acquiring = False
+        self.turn_owner = 0  # thread ident of the producer thread that holds the turn
+
+    def producer_guard(self) -> Optional[ProducerGuard]:
+        r = self.pg_ref
+        g = r() if r is not None else None
+        return g if g is not None and not g._done else None
+
+    def busy(self) -> bool:
+        """Is the producer turn taken (a guard outstanding, or a thread waiting for space)?"""
+        return self.acquiring or self.producer_guard() is not None
+
+    def end_turn(self) -> None:
+        """Under ``lock``: the outstanding guard (or acquire) is over; wake one producer."""
+        self.pg_ref = None
+        self.acquiring = False
+        self.turn_owner = 0
+        self.turn.notify()
 
 
 _SHARED: weakref.WeakValueDictionary[tuple[int, int], _Shared] = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
+_RINGS: weakref.WeakSet[ShmTraceRing] = weakref.WeakSet()
 
 
 def _shared_for(identity: tuple[int, int]) -> _Shared:
@@ -477,78 +549,84 @@ def _shared_for(identity: tuple[int, int]) -> _Shared:
         return st
 
 
-def _finalize_ring(pid: int, fd: int, unlink: Optional[Callable[[], None]],
-                   sems: list[NamedSemaphore]) -> None:
-    # Never raises; does nothing in a forked child (the parent owns the names and handles).
-    if os.getpid() != pid:
-        return
-    for s in sems:
-        try:
-            s.close()
-        except Exception:  # pragma: no cover
-            pass
-    if unlink is not None:
-        try:
-            unlink()
-        except Exception:  # pragma: no cover
-            pass
-    try:
-        os.close(fd)
-    except OSError:  # pragma: no cover
-        pass
+def _after_fork_in_child() -> None:
+    """A forked child is not the parent's producer or consumer: its handles must register
+    anew (refused while the parent lives), and locks held by the parent's other threads
+    would never be released here."""
+    global _PID, _SHARED_LOCK
+    _PID = os.getpid()
+    _SHARED_LOCK = threading.Lock()
+    for st in list(_SHARED.values()):
+        st.__init__()  # type: ignore[misc]
+    for ring in list(_RINGS):
+        ring._lock = ring._ps.lock
+        ring._producer_registered = False
+        ring._consumer_registered = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+_MAKE: Final = object()  # create() / open() build rings; ShmTraceRing() alone refuses
 
 
 class ShmTraceRing:
-    """A ring of large slots in POSIX shared memory (see the module docstring for the layout).
+    """A ring of large slots in POSIX shared memory (see :mod:`ctshm.layout` for the bytes).
 
     Create with :meth:`create` (the owner: unlinks everything on close) or :meth:`open`.
     Producer: :meth:`acquire`, :meth:`put`, :meth:`mark_finished`, :meth:`notify_crash`.
     Consumer: :meth:`access`, :meth:`get`, iteration.
+
+    Threads: one producer *process* and one consumer *process* per ring.  In the producer
+    process any number of threads may call ``acquire``/``put`` on one handle (or on several
+    handles of the ring): they take turns, one outstanding slot at a time, each waiting at
+    most its ``timeout``; a thread that acquires again while its own guard is outstanding
+    gets ``RuntimeError``.  In the consumer process any number of threads may call ``access``
+    /``get`` and release guards in any order.  ``close()`` may be called from any thread at
+    any time: calls waiting in other threads raise ``ValueError`` within 0.2 s, and the
+    semaphores and mapping are released when the last of them has returned.
     """
 
     # Class-level defaults so a half-built object closes cleanly.
-    _fd: int = -1
-    _mapping: Optional[_shm.Mapping] = None
+    _objs: Optional[RingObjects] = None
     _closed: bool = True
-    _finalizer: Optional[weakref.finalize[Any, Any]] = None
-    _owner: bool = False
     _wait_mode: Optional[str] = None
     _spin: _Spin = _Spin(None)
-    _identity: Optional[tuple[int, int]] = None
-    _sem_identity: tuple[Optional[tuple[int, int]], ...] = (None, None)
     name: str = ""
     id: str = ""
 
-    def __init__(self) -> None:  # use create() / open()
-        # Reorder buffer + producer-guard bookkeeping, shared by every handle of the same
+    def __init__(self, *, _token: object = None) -> None:
+        if _token is not _MAKE:
+            raise TypeError("ShmTraceRing cannot be constructed directly: use "
+                            "ShmTraceRing.create(id, capacity, slot_size) or "
+                            "ShmTraceRing.open(id)")
+        # Reorder buffer + producer-turn bookkeeping, shared by every handle of the same
         # ring in this process once it is open (see _Shared).
         self._ps = _Shared()
         self._lock = self._ps.lock
         self._producer_registered = False
         self._consumer_registered = False
-        self._sems: list[NamedSemaphore] = []
         self._slot_views: list[Optional[memoryview]] = []
+        self._ro_views: list[Optional[memoryview]] = []
 
-    # Per-process shared state, reached through these properties.
+    @classmethod
+    def _new(cls, id: str, name: str, wait_mode: Optional[str], spin: Optional[float]
+             ) -> ShmTraceRing:
+        self = cls(_token=_MAKE)
+        self.id, self.name = id, name
+        self._wait_mode = wait_mode
+        self._spin = _Spin(spin)
+        self._objs = RingObjects(name)
+        return self
+
+    # Per-process shared state.
     @property
     def _pending(self) -> list[int]:
         return self._ps.pending
 
     @property
     def _producer_guard(self) -> Optional[ProducerGuard]:
-        return self._ps.producer_guard
-
-    @_producer_guard.setter
-    def _producer_guard(self, g: Optional[ProducerGuard]) -> None:
-        self._ps.producer_guard = g
-
-    @property
-    def _acquiring(self) -> bool:
-        return self._ps.acquiring
-
-    @_acquiring.setter
-    def _acquiring(self, v: bool) -> None:
-        self._ps.acquiring = v
+        return self._ps.producer_guard()
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -561,10 +639,17 @@ class ShmTraceRing:
         it is a ctshm ring whose creator is dead; ``True`` always replaces (the Rust
         original's behaviour: its users keep their mapping but lose the names); ``False``
         never (``FileExistsError``).
+
+        The header pages ctshm writes (page 0 and the length records) are reserved before
+        anything is written, so a full /dev/shm raises ``OSError(ENOSPC)`` here, never
+        SIGBUS; slots are reserved when first acquired (see :meth:`acquire`).
         """
         name = _shm.object_name("ShmTraceRing", id, "_t", ("_filled", "_empty"))
         capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
         slot_size = _shm.check_size("ShmTraceRing", slot_size, "slot_size")
+        if replace is not None and not isinstance(replace, bool):
+            raise TypeError(f"ShmTraceRing.create({id!r}): replace must be None, True or "
+                            f"False, not {replace!r}")
         if capacity > MAX_LEN_RECORDS:
             raise ValueError(f"ShmTraceRing capacity {capacity} is too large: at most "
                              f"{MAX_LEN_RECORDS} slots (each slot is >= 2 MiB)")
@@ -573,24 +658,25 @@ class ShmTraceRing:
         if total > _MAX_SIZE:
             raise ValueError(f"ShmTraceRing of {capacity} slots of {aligned} bytes "
                              f"({total} bytes) is beyond any address space")
-        self = cls()
-        self.id, self.name = id, name
-        self._wait_mode = wait_mode
-        self._spin = _Spin(spin)
-        sem_names = (name + "_filled", name + "_empty")
+        self = cls._new(id, name, wait_mode, spin)
+        objs = self._objs
+        assert objs is not None
+        sem_names = _sem_names(name)
         self._handle_existing(name, sem_names, replace)
         try:
-            self._fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, 0o600)
+            objs.open_fd(libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, 0o600)
         except FileExistsError as e:
             raise FileExistsError(e.errno, f"{e.strerror}: ring exists (pass replace=True, or "
                                   "remove it with `python -m ctshm rm`)", name) from None
-        self._owner = True
+        objs.owner = True
+        objs.identity = _shm.fd_identity(objs.fd)
         self._closed = False
-        self._identity = _shm.fd_identity(self._fd)
-        self._finalizer = weakref.finalize(self, _finalize_ring, os.getpid(), self._fd,
-                                           self._unlink_names, self._sems)
+        objs.arm(self)
         try:
-            libc.ftruncate(self._fd, total, name)
+            libc.ftruncate(objs.fd, total, name)
+            # Reserve what we are about to write (extension, crash message, length records):
+            # on a full /dev/shm the first store would otherwise be a SIGBUS.
+            _reserve_range(objs.fd, 0, LEN_OFF + 16 * capacity, name, "the ring header")
             self._map(total)
             hq = self._hq
             hq[_CAP] = capacity
@@ -606,11 +692,11 @@ class ShmTraceRing:
             # semaphore under our names is a leftover (never a live ring's).
             for s in sem_names:
                 NamedSemaphore.unlink_name(s)
-            self._sems.append(NamedSemaphore(sem_names[0], create=True, value=0, mode=0o644,
-                                             wait_mode=wait_mode))
-            self._sems.append(NamedSemaphore(sem_names[1], create=True, value=capacity,
-                                             mode=0o644, wait_mode=wait_mode))
-            self._sem_identity = tuple(s.identity() for s in self._sems)
+            objs.sems.append(NamedSemaphore(sem_names[0], create=True, value=0, mode=0o644,
+                                            wait_mode=wait_mode))
+            objs.sems.append(NamedSemaphore(sem_names[1], create=True, value=capacity,
+                                            mode=0o644, wait_mode=wait_mode))
+            objs.sem_identity = tuple(s.identity() for s in objs.sems)
             self._setup()
             self._fence()
             self._store(_STATE, STATE_READY)
@@ -627,11 +713,10 @@ class ShmTraceRing:
             info = _peek(name)
             if info is None or not info.get("ctshm") or info.get("creator_alive", True):
                 return  # absent, not ours, or alive: O_EXCL below decides
-        for n in (name,):
-            try:
-                libc.shm_unlink(n)
-            except FileNotFoundError:
-                pass
+        try:
+            libc.shm_unlink(name)
+        except FileNotFoundError:
+            pass
         for s in sem_names:
             NamedSemaphore.unlink_name(s)
 
@@ -652,14 +737,11 @@ class ShmTraceRing:
             capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
         if slot_size is not None:
             slot_size = _shm.check_size("ShmTraceRing", slot_size, "slot_size")
-        _check_timeout(timeout)
+        timeout = _check_timeout(timeout, f"ShmTraceRing.open({id!r})")
         end = None if timeout is None else time.monotonic() + timeout
         delay = 0.0005
         while True:
-            self = cls()
-            self.id, self.name = id, name
-            self._wait_mode = wait_mode
-            self._spin = _Spin(spin)
+            self = cls._new(id, name, wait_mode, spin)
             try:
                 problem = self._try_open(capacity, slot_size)
             except BaseException:
@@ -672,7 +754,7 @@ class ShmTraceRing:
                 kind, why = problem
                 if kind == "absent":
                     raise FileNotFoundError(2, f"no such ring (waited {timeout} s for its "
-                                            "creator)", name)
+                                            f"creator){_id_hint(id, '_t')}", name)
                 raise TimeoutError(f"ring {name!r} did not become ready within {timeout} s: "
                                    f"{why}")
             time.sleep(delay)
@@ -682,18 +764,19 @@ class ShmTraceRing:
                   ) -> Optional[tuple[str, str]]:
         """One attempt.  None on success, (kind, why) if not ready yet; raises if hopeless."""
         name = self.name
+        objs = self._objs
+        assert objs is not None
         try:
-            self._fd = libc.shm_open(name, libc.O_RDWR, 0)
+            fd = objs.open_fd(libc.O_RDWR, 0)
         except FileNotFoundError:
             return ("absent", "no such object")
         self._closed = False
-        self._finalizer = weakref.finalize(self, _finalize_ring, os.getpid(), self._fd, None,
-                                           self._sems)
-        st = os.fstat(self._fd)
+        objs.arm(self)
+        st = os.fstat(fd)
         if st.st_size < HEADER_SIZE:
             return ("init", f"the object is {st.st_size} bytes, smaller than a ring header "
                     f"({HEADER_SIZE}): not yet sized by its creator, or not a ring")
-        hdr = _shm.Mapping(self._fd, HEADER_SIZE, writable=False, name=name)
+        hdr = _shm.Mapping(fd, HEADER_SIZE, writable=False, name=name)
         hq = hdr.view().cast("Q")
         try:
             is_ctshm = hq[_MAGIC] == MAGIC
@@ -708,7 +791,7 @@ class ShmTraceRing:
         finally:
             hq.release()
             del hdr
-        sem_names = (name + "_filled", name + "_empty")
+        sem_names = _sem_names(name)
         if not is_ctshm:
             # Rust creator: shm_open, ftruncate, header, sem_unlink (stale), sem_open.  Until
             # it has re-created the semaphores, names from an older ring may still exist:
@@ -727,7 +810,7 @@ class ShmTraceRing:
                              "does not match")
         try:
             for s in sem_names:
-                self._sems.append(NamedSemaphore(s, wait_mode=self._wait_mode))
+                objs.sems.append(NamedSemaphore(s, wait_mode=self._wait_mode))
         except FileNotFoundError:
             return ("init", "semaphores not created yet")
         self._map(st.st_size)
@@ -736,7 +819,9 @@ class ShmTraceRing:
         return None
 
     def _map(self, total: int) -> None:
-        self._mapping = m = _shm.Mapping(self._fd, total, writable=True, name=self.name)
+        objs = self._objs
+        assert objs is not None
+        objs.mapping = m = _shm.Mapping(objs.fd, total, writable=True, name=self.name)
         if libc.IS_LINUX:
             libc.madvise(m.addr, total, libc.MADV_HUGEPAGE)  # advisory, as the original
         self._hv = m.view(0, HEADER_SIZE)
@@ -744,7 +829,9 @@ class ShmTraceRing:
         self._base = m.addr
 
     def _setup(self) -> None:
-        self._ps = _shared_for(_shm.fd_identity(self._fd))
+        objs = self._objs
+        assert objs is not None
+        self._ps = _shared_for(_shm.fd_identity(objs.fd))
         self._lock = self._ps.lock
         hq = self._hq
         self.capacity = int(hq[_CAP])
@@ -752,10 +839,13 @@ class ShmTraceRing:
         self._is_ctshm = hq[_MAGIC] == MAGIC
         self._has_len = self.capacity <= MAX_LEN_RECORDS
         self._slot_views = [None] * self.capacity
-        self._ro_views: list[Optional[memoryview]] = [None] * self.capacity
+        self._ro_views = [None] * self.capacity
         self._backed = [0] * self.capacity  # bytes of each slot this process reserved
-        self._filled, self._empty = self._sems
+        self._len_backed = False  # length-record pages reserved by this process
+        self._filled, self._empty = objs.sems
         # Hot path: the raw foreign functions and semaphore handles, one ctypes call each.
+        # Used only under self._lock after a closed check, or inside an in-flight section
+        # (see close()): never on a semaphore another thread has closed.
         self._trywait = libc.fn.sem_trywait
         self._post = libc.fn.sem_post
         self._h_filled = self._filled._handle
@@ -768,6 +858,7 @@ class ShmTraceRing:
         self._a_fin = base + 8 * _FIN
         self._cas = b.compare_exchange
         self._fence = b.fence
+        _RINGS.add(self)
 
     # -- word access ---------------------------------------------------------------------------
     def _load(self, word: int) -> int:
@@ -803,7 +894,8 @@ class ShmTraceRing:
     def _view(self, slot: int) -> memoryview:
         v = self._slot_views[slot]
         if v is None:
-            m = self._mapping
+            objs = self._objs
+            m = objs.mapping if objs is not None else None
             if m is None:
                 raise ValueError(f"ring {self.name!r} is closed")
             v = m.view(HEADER_SIZE + slot * self.slot_size, self.slot_size)
@@ -811,8 +903,23 @@ class ShmTraceRing:
         return v
 
     def _check_open(self) -> None:
-        if self._closed or self._mapping is None:
+        if self._closed:
             raise ValueError(f"ring {self.name!r} is closed: open it again to use it")
+
+    def _enter(self, what: str) -> None:
+        """Start a call that waits outside the lock (see close())."""
+        objs = self._objs
+        if self._closed or objs is None or not objs.inflight.enter():
+            raise ValueError(f"ring {self.name!r} is closed: open it again to use it")
+
+    def _leave(self) -> None:
+        objs = self._objs
+        if objs is not None:
+            objs.inflight.leave()
+
+    def _closed_while(self, what: str) -> ValueError:
+        return ValueError(f"ring {self.name!r} was closed (by another thread) while {what}() "
+                          "waited")
 
     # -- producer ----------------------------------------------------------------------------
     def acquire(self, timeout: Optional[float] = None, *, size: Optional[int] = None
@@ -827,28 +934,21 @@ class ShmTraceRing:
         SIGBUS on the first write.  Each process reserves a slot prefix once (a high-water
         mark per slot), so the steady state costs no system call.
 
+        One slot is outstanding at a time: another thread's acquire waits (within its
+        ``timeout``) until this guard is committed, aborted or dropped.
+
         Raises ``TimeoutError`` on timeout, ``ConsumerGone`` if the registered consumer died
-        while we waited, ``RuntimeError`` if this handle already has an outstanding guard or
-        the ring was finished.
+        while we waited, ``RuntimeError`` if this thread already holds an outstanding guard
+        or the ring was finished.
         """
         if self._closed:
             self._check_open()
-        if timeout is not None:
-            _check_timeout(timeout)
-        if size is None:
-            size = self.slot_size
-        elif isinstance(size, bool) or not isinstance(size, int):
-            raise TypeError(f"size must be an int, not {type(size).__name__}")
-        elif not 0 <= size <= self.slot_size:
-            raise ValueError(f"size {size} does not fit a slot of {self.slot_size} bytes")
+        timeout = _check_timeout(timeout, f"ring {self.name!r}: acquire")
+        size = self._check_acquire_size(size)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ps = self._ps
         with self._lock:
-            if self._producer_guard is not None or self._acquiring:
-                what = (repr(self._producer_guard) if self._producer_guard is not None
-                        else "another acquire() (in another thread)")
-                raise RuntimeError(
-                    f"ring {self.name!r}: {what} is still outstanding; commit or abort it "
-                    "before acquiring another slot (one producer slot at a time keeps "
-                    "messages in order)")
+            self._take_turn(deadline, timeout)
             fin = self._hq[_FIN] if self._plain else self._load(_FIN)
             if fin:
                 raise RuntimeError(f"ring {self.name!r} is already "
@@ -858,21 +958,58 @@ class ShmTraceRing:
                 self._register_producer()
             if self._trywait(self._h_empty) == 0 and self._space():  # fast path: never blocks
                 return self._new_producer_guard(size)
-            self._acquiring = True
+            ps.acquiring = True
+            ps.turn_owner = threading.get_ident()
         # The wait happens outside the lock: a consumer thread of this same handle must be
         # able to release slots meanwhile.
         try:
-            if not self._wait_space(timeout):
-                raise TimeoutError(f"ring {self.name!r}: no free slot within {timeout} s "
-                                   "(the consumer is not releasing slots)")
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            got = self._wait_space(left)
         except BaseException:
-            self._acquiring = False
+            with self._lock:
+                ps.end_turn()
             raise
         with self._lock:
-            self._acquiring = False
-            if self._closed:
-                raise ValueError(f"ring {self.name!r} was closed while acquire() waited")
+            if self._closed:  # a token taken meanwhile is lost: tokens are only hints
+                ps.end_turn()
+                raise self._closed_while("acquire")
+            if not got:
+                ps.end_turn()
+                raise TimeoutError(f"ring {self.name!r}: no free slot within {timeout} s "
+                                   "(the consumer is not releasing slots)")
+            ps.acquiring = False
             return self._new_producer_guard(size)
+
+    def _check_acquire_size(self, size: Optional[int]) -> int:
+        if size is None:
+            return self.slot_size
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"ring {self.name!r}: acquire(size=) must be an int, not "
+                            f"{type(size).__name__}")
+        if not 0 <= size <= self.slot_size:
+            raise ValueError(f"ring {self.name!r}: acquire(size={size}) does not fit a slot of "
+                             f"{self.slot_size} bytes")
+        return size
+
+    def _take_turn(self, deadline: Optional[float], timeout: Optional[float]) -> None:
+        """Under self._lock: wait until no other producer slot of this process is out."""
+        ps = self._ps
+        if self._closed:
+            self._check_open()
+        while ps.busy():
+            if ps.turn_owner == threading.get_ident():
+                what = repr(ps.producer_guard() or "an acquire() of this thread")
+                raise RuntimeError(
+                    f"ring {self.name!r}: {what} is still outstanding; commit or abort it "
+                    "before acquiring another slot (one producer slot at a time keeps "
+                    "messages in order)")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"ring {self.name!r}: another producer thread of this "
+                                   f"process held the producer slot for all of {timeout} s")
+            ps.turn.wait(LIVENESS_SLICE if left is None else min(left, LIVENESS_SLICE))
+            if self._closed:
+                raise self._closed_while("acquire")
 
     def _new_producer_guard(self, size: int) -> ProducerGuard:
         # Under self._lock, holding an ``empty`` token.
@@ -882,23 +1019,25 @@ class ShmTraceRing:
             try:
                 self._reserve(slot, size)
             except BaseException:
-                self._empty.post()  # give the slot back: the ring stays usable
+                self._post(self._h_empty)  # give the slot back: the ring stays usable
+                self._ps.end_turn()
                 raise
         v = self._slot_views[slot]
         if v is None:
             v = self._view(slot)
         g = ProducerGuard(self, w, v[:size])
-        self._producer_guard = g
+        ps = self._ps
+        ps.pg_ref = weakref.ref(g)
+        ps.turn_owner = threading.get_ident()
         return g
 
     def _reserve(self, slot: int, size: int) -> None:
         """``posix_fallocate`` the first ``size`` bytes of ``slot`` (rounded up to pages)."""
         size = min(self.slot_size, -(-size // _PAGE) * _PAGE)
-        try:
-            libc.posix_fallocate(self._fd, HEADER_SIZE + slot * self.slot_size, size, self.name)
-        except OSError as e:
-            raise OSError(e.errno, f"{os.strerror(e.errno or 0)}: cannot reserve {size} bytes "
-                          f"for slot {slot} (is /dev/shm full?)", self.name) from None
+        objs = self._objs
+        assert objs is not None
+        _reserve_range(objs.fd, HEADER_SIZE + slot * self.slot_size, size, self.name,
+                       f"slot {slot}")
         self._backed[slot] = size
 
     def _space(self) -> bool:
@@ -917,14 +1056,22 @@ class ShmTraceRing:
 
     def _wait_space(self, timeout: Optional[float]) -> bool:
         """Take an ``empty`` token: spin briefly watching read_idx, then sleep in slices,
-        checking between slices that the registered consumer is alive, and taking a slot
-        that is visibly free even without its token (lost by a killed consumer)."""
+        checking between slices that the registered consumer is alive and that this handle
+        was not closed, and taking a slot that is visibly free even without its token (lost
+        by a killed consumer)."""
+        self._enter("acquire")
+        try:
+            return self._wait_space_in_flight(timeout)
+        finally:
+            self._leave()
+
+    def _wait_space_in_flight(self, timeout: Optional[float]) -> bool:
         hq, cap, plain = self._hq, self.capacity, self._plain
         empty, spin = self._empty, self._spin
         t0 = time.perf_counter()
         if spin.budget > 0 and (timeout is None or timeout > 0):
             end = t0 + spin.budget
-            while time.perf_counter() < end:
+            while time.perf_counter() < end and not self._closed:
                 free = (hq[_W] - hq[_R] < cap if plain
                         else self._load(_W) - self._load(_R) < cap)
                 if free and empty.try_acquire():
@@ -932,6 +1079,8 @@ class ShmTraceRing:
                     return True
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self._closed:
+                return False
             chunk = LIVENESS_SLICE
             if deadline is not None:
                 chunk = min(chunk, deadline - time.monotonic())
@@ -953,25 +1102,41 @@ class ShmTraceRing:
                     "resume (slots it had not released are delivered again)", self.name)
 
     def _register_producer(self) -> None:
+        # Under self._lock.
         pid, start = _proc.me()
         old = self._load(_PRODUCER_PID)
         if old and old != pid and _proc.is_alive(old, self._load(_PRODUCER_START)):
             raise RuntimeError(f"ring {self.name!r} already has a live producer (pid {old}); "
                                "a ring has exactly one producer process")
+        if self._has_len and not self._len_backed:
+            # A Rust-created ring never wrote the length records: reserve their pages.
+            objs = self._objs
+            assert objs is not None
+            _reserve_range(objs.fd, LEN_OFF, 16 * self.capacity, self.name,
+                           "the length records")
+            self._len_backed = True
         self._set_peer(_PRODUCER_PID, pid, start)
         self._producer_registered = True
 
     def expect_producer(self, pid: int) -> None:
         """Register ``pid`` as the ring's producer now (e.g. the child you just started), so
-        that its death is reported even if it dies before its first ``acquire()``."""
-        self._check_open()
-        self._set_peer(_PRODUCER_PID, pid, _proc.start_time(pid))
+        that its death is reported even if it dies before its first ``acquire()``.  A Rust
+        producer registers nothing itself: this is how its death is seen."""
+        self._expect(_PRODUCER_PID, pid, "expect_producer")
 
     def expect_consumer(self, pid: int) -> None:
         """Register ``pid`` as the ring's consumer now, so a producer waiting for space
         learns of its death even if it dies before its first ``access()``."""
-        self._check_open()
-        self._set_peer(_CONSUMER_PID, pid, _proc.start_time(pid))
+        self._expect(_CONSUMER_PID, pid, "expect_consumer")
+
+    def _expect(self, word: int, pid: int, what: str) -> None:
+        if not _is_int(pid) or not 0 < pid < (1 << 31):
+            raise ValueError(f"ring {self.name!r}: {what}(pid) needs a process id (an int "
+                             f"1..2**31-1), not {pid!r}")
+        start = _proc.start_time(pid)
+        with self._lock:
+            self._check_open()
+            self._set_peer(word, pid, start)
 
     def _set_peer(self, word: int, pid: int, start: int) -> None:
         # pid (0 while changing), start, pid: a reader that sees the same non-zero pid before
@@ -995,9 +1160,11 @@ class ShmTraceRing:
         if nbytes is None:
             nbytes = len(buf)
         elif isinstance(nbytes, bool) or not isinstance(nbytes, int):
-            raise TypeError(f"nbytes must be an int, not {type(nbytes).__name__}")
+            raise TypeError(f"{guard!r}: commit(nbytes) must be an int, not "
+                            f"{type(nbytes).__name__}")
         elif not 0 <= nbytes <= len(buf):
-            raise ValueError(f"cannot commit {nbytes} bytes: the slot holds 0..{len(buf)}")
+            raise ValueError(f"{guard!r}: cannot commit {nbytes} bytes: the slot holds "
+                             f"0..{len(buf)}")
         with self._lock:
             if guard._done:
                 raise ValueError(f"{guard!r} was already committed or aborted")
@@ -1006,16 +1173,16 @@ class ShmTraceRing:
             hq = self._hq
             if (hq[_FIN] if self._plain else self._load(_FIN)) == _CRASHED:
                 guard._done = True
-                self._producer_guard = None
+                self._ps.end_turn()
                 raise RuntimeError(f"ring {self.name!r} crashed (notify_crash) while "
                                    f"{guard!r} was being written: it is not published")
             guard._done = True
             guard._buf = _EMPTY
             buf.release()  # no writes through this guard after publication
             self._publish(idx, nbytes)
-            self._producer_guard = None
-        if self._post(self._h_filled) == -1:
-            self._filled.post()  # raises the OSError with the name
+            self._ps.end_turn()
+            if self._post(self._h_filled) == -1:
+                self._filled.post()  # raises the OSError with the name
 
     def _publish(self, idx: int, nbytes: int) -> None:
         """Length record, then write_idx (release): the slot's bytes and its record are
@@ -1040,50 +1207,49 @@ class ShmTraceRing:
                 buf.release()
             except BufferError:
                 pass
-            if self._producer_guard is guard:
-                self._producer_guard = None
-            if self._closed:
-                return
-        self._empty.post()
+            ps = self._ps
+            mine = ps.pg_ref is not None and ps.pg_ref() in (guard, None)
+            if mine:
+                ps.end_turn()
+            if not self._closed:
+                self._post(self._h_empty)
 
-    def put(self, data: Any, timeout: Optional[float] = None) -> None:
+    def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
         """Copy ``data`` (bytes-like) into a slot and commit exactly its length."""
-        src = memoryview(data).cast("B")
+        try:
+            src = memoryview(data).cast("B")
+        except TypeError:
+            raise TypeError(_not_bytes(self.name, "put", data)) from None
         n = src.nbytes
         if n > self.slot_size:
-            raise ValueError(f"{n} bytes do not fit a slot of {self.slot_size} bytes")
-        if timeout is not None:
-            _check_timeout(timeout)
+            raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
+                             f"{self.slot_size} bytes")
+        timeout = _check_timeout(timeout, f"ring {self.name!r}: put")
         # Fast path: a free slot right now whose prefix is already backed: one lock section,
         # no guard object (sem_trywait, copy, publish, sem_post).  Anything else - waiting,
-        # first use of a slot, registration, finished, misuse - takes the general path.
-        if (self._producer_registered and not self._closed and self._producer_guard is None
-                and not self._acquiring):
+        # first use of a slot, registration, finished, another producer thread, misuse -
+        # takes the general path.
+        ps = self._ps
+        if self._producer_registered and not self._closed and not ps.busy():
             with self._lock:
                 hq, plain = self._hq, self._plain
-                if (self._producer_guard is None and not self._acquiring
+                if (not self._closed and not ps.busy()
                         and not (hq[_FIN] if plain else self._load(_FIN))
-                        and self._trywait(self._h_empty) == 0 and self._space()):
+                        and self._trywait(self._h_empty) == 0):
                     w = hq[_W] if plain else self._load(_W)
                     slot = w % self.capacity
                     v = self._slot_views[slot]
-                    if n <= self._backed[slot] and v is not None:
+                    if self._space() and n <= self._backed[slot] and v is not None:
                         try:
                             v[:n] = src
                         except BaseException:
-                            self._empty.post()
+                            self._post(self._h_empty)
                             raise
                         self._publish(w, n)
-                        published = True
-                    else:  # give the token back and take the general path
-                        self._empty.post()
-                        published = False
-                else:
-                    published = False
-            if published:
-                if self._post(self._h_filled) == -1:
-                    self._filled.post()
-                return
+                        if self._post(self._h_filled) == -1:
+                            self._filled.post()
+                        return
+                    self._post(self._h_empty)  # give the token back: the general path
         g = self.acquire(timeout, size=n)
         try:
             g._buf[:n] = src
@@ -1094,73 +1260,95 @@ class ShmTraceRing:
 
     def mark_finished(self) -> None:
         """End of stream: the consumer gets ``Finished`` after every committed slot."""
-        self._check_open()
         with self._lock:
-            if self._producer_guard is not None:
-                raise RuntimeError(f"ring {self.name!r}: commit or abort "
-                                   f"{self._producer_guard!r} before mark_finished()")
+            self._check_open()
+            g = self._producer_guard
+            if g is not None:
+                raise RuntimeError(f"ring {self.name!r}: commit or abort {g!r} before "
+                                   "mark_finished()")
             # Compare-exchange, not load-then-store: a notify_crash (a signal handler, no lock)
             # between the two would be erased.
             fin = self._cas(self._a_fin, 0, _FINISHED)
             if fin:
                 raise RuntimeError(f"ring {self.name!r} is already "
                                    f"{'finished' if fin == _FINISHED else 'crashed'}")
-        self._filled.post()
+            self._filled.post()
 
     def notify_crash(self, signal: int, addr: int = 0, operation: int = 0,
                      message: str = "") -> None:
         """Report a crash to the consumer.  Only loads, stores, a compare-exchange and
-        ``sem_post``: no lock, no allocation beyond Python's own, so it may be called from a
-        signal handler.  ``message`` (ctshm consumers only) is truncated to 1020 UTF-8 bytes.
+        ``sem_post``: no ring lock, no allocation beyond Python's own, so it may be called
+        from a signal handler.  ``message`` (ctshm consumers only) is truncated to 1020
+        UTF-8 bytes.
 
         The crash is recorded at the current ``write_idx``: ctshm consumers deliver every
         message committed before it, and none after, so an outstanding ``ProducerGuard`` is
         never delivered, even if its ``commit()`` was in progress when this ran (a signal
         handler interrupting it).  A stream that already ended (finished or crashed) stays
         as it is: every consumer thread sees the same end."""
-        if self._closed:
-            return
         if not (_is_int(signal) and -(1 << 31) <= signal < (1 << 31) and _is_int(addr)
                 and 0 <= addr < (1 << 64) and _is_int(operation)
                 and -(1 << 31) <= operation < (1 << 31)):
-            raise ValueError(f"notify_crash({signal!r}, {addr!r}, {operation!r}): signal and "
-                             "operation must be 32-bit ints and addr an unsigned 64-bit int")
-        if self._load(_FIN):
-            return  # already finished or crashed: the first end wins
-        self._store(_CRASH_W, self._load(_W) + 1)
-        raw = message.encode("utf-8", "replace")[:MSG_MAX] if message else b""
-        if raw:
-            self._hv[MSG_OFF + 4:MSG_OFF + 4 + len(raw)] = raw
-        struct.pack_into("<I", self._hv, MSG_OFF, len(raw))
-        _CRASH.pack_into(self._hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
-        self._fence()  # details before the flag
-        if self._cas(self._a_fin, 0, _CRASHED) == 0:
-            self._filled.post()
+            raise ValueError(f"ring {self.name!r}: notify_crash({signal!r}, {addr!r}, "
+                             f"{operation!r}): signal and operation must be 32-bit ints and "
+                             "addr an unsigned 64-bit int")
+        if not isinstance(message, str):
+            raise TypeError(f"ring {self.name!r}: notify_crash(message=) must be a str, not "
+                            f"{type(message).__name__} (decode bytes first)")
+        objs = self._objs
+        if self._closed or objs is None or not objs.inflight.enter():
+            return
+        try:
+            if self._load(_FIN):
+                return  # already finished or crashed: the first end wins
+            self._store(_CRASH_W, self._load(_W) + 1)
+            raw = message.encode("utf-8", "replace")[:MSG_MAX] if message else b""
+            if raw:
+                self._hv[MSG_OFF + 4:MSG_OFF + 4 + len(raw)] = raw
+            struct.pack_into("<I", self._hv, MSG_OFF, len(raw))
+            _CRASH.pack_into(self._hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
+            self._fence()  # details before the flag
+            if self._cas(self._a_fin, 0, _CRASHED) == 0:
+                self._filled.post()
+        finally:
+            objs.inflight.leave()
 
     # -- consumer ------------------------------------------------------------------------------
     def access(self, timeout: Optional[float] = None) -> AccessResult:
         """Wait up to ``timeout`` seconds (``None``: without bound) for the next slot.
 
         Returns ``Data(guard)``, ``Finished()``, ``Crashed(details, pid)`` or ``Timeout()``.
+        Keep the guard while you read ``guard.buf``: releasing or dropping it hands the slot
+        back and invalidates the view.
         """
         if self._closed:
             self._check_open()
         if not self._consumer_registered:
             self._register_consumer()
-        if timeout is not None:
-            _check_timeout(timeout)
+        timeout = _check_timeout(timeout, f"ring {self.name!r}: access")
+        with self._lock:
+            self._check_open()
+            if self._trywait(self._h_filled) == 0:
+                r = self._claim()
+                if r is not None:
+                    return r
+        self._enter("access")
+        try:
+            return self._wait_data(timeout)
+        finally:
+            self._leave()
+
+    def _wait_data(self, timeout: Optional[float]) -> AccessResult:
+        """Spin briefly watching write_idx, then sleep on ``filled`` in slices, checking the
+        producer's liveness and this handle's closing between slices (in flight)."""
         filled = self._filled
-        if self._trywait(self._h_filled) == 0:
-            r = self._claim()
-            if r is not None:
-                return r
         deadline = None if timeout is None else time.monotonic() + timeout
         spin = self._spin
         t0 = time.perf_counter()
         if spin.budget > 0 and (timeout is None or timeout > 0):
             hq, plain = self._hq, self._plain
             end = t0 + spin.budget
-            while time.perf_counter() < end:
+            while time.perf_counter() < end and not self._closed:
                 if plain:
                     ready = hq[_W] != hq[_RES] or hq[_FIN]
                 else:
@@ -1171,6 +1359,8 @@ class ShmTraceRing:
                         spin.record(time.perf_counter() - t0)
                         return r
         while True:
+            if self._closed:
+                raise self._closed_while("access")
             chunk = LIVENESS_SLICE
             if deadline is not None:
                 chunk = min(chunk, deadline - time.monotonic())
@@ -1178,6 +1368,9 @@ class ShmTraceRing:
                     spin.record(time.perf_counter() - t0)
                     return self._on_timeout()
             if filled.acquire(chunk):
+                if self._closed:
+                    filled.post()  # not ours to take any more: for the ring's other handles
+                    raise self._closed_while("access")
                 r = self._claim()
                 if r is not None:
                     spin.record(time.perf_counter() - t0)
@@ -1299,6 +1492,7 @@ class ShmTraceRing:
 
     def _register_consumer(self) -> None:
         with self._lock:
+            self._check_open()
             if self._consumer_registered:
                 return
             pid, start = _proc.me()
@@ -1368,6 +1562,20 @@ class ShmTraceRing:
             raise ProducerCrashed(r)
         raise TimeoutError(f"ring {self.name!r}: no message within {timeout} s")
 
+    @overload
+    def chunks(self, timeout: Optional[float] = None, copy: Literal[True] = True
+               ) -> Iterator[bytes]: ...
+
+    @overload
+    def chunks(self, timeout: Optional[float], copy: Literal[False]) -> Iterator[memoryview]: ...
+
+    @overload
+    def chunks(self, *, copy: Literal[False]) -> Iterator[memoryview]: ...
+
+    @overload
+    def chunks(self, timeout: Optional[float] = None, copy: bool = True
+               ) -> Iterator[Union[bytes, memoryview]]: ...
+
     def chunks(self, timeout: Optional[float] = None, copy: bool = True
                ) -> Iterator[Union[bytes, memoryview]]:
         """Iterate messages until Finished; raise ``ProducerCrashed`` on a crash and
@@ -1388,7 +1596,7 @@ class ShmTraceRing:
             else:
                 raise TimeoutError(f"ring {self.name!r}: no message within {timeout} s")
 
-    def __iter__(self) -> Iterator[Union[bytes, memoryview]]:
+    def __iter__(self) -> Iterator[bytes]:
         return self.chunks()
 
     # -- state ---------------------------------------------------------------------------------
@@ -1398,62 +1606,67 @@ class ShmTraceRing:
 
     @property
     def owner(self) -> bool:
-        return self._owner
+        return self._objs is not None and self._objs.owner
 
     def header(self) -> dict[str, Any]:
         """A snapshot of the shared header (diagnostics)."""
-        self._check_open()
-        hq = self._hq
-        sig, addr, op = _CRASH.unpack_from(self._hv, _CRASH_OFF)
-        return {
-            "write_idx": int(hq[_W]), "read_idx": int(hq[_R]), "reserved_idx": int(hq[_RES]),
-            "capacity": int(hq[_CAP]), "slot_size": int(hq[_SLOT]), "finished": int(hq[_FIN]),
-            "crash_details": CrashDetails(sig, addr, op),
-            "ctshm": hq[_MAGIC] == MAGIC, "creator_pid": int(hq[_CREATOR_PID]),
-            "producer_pid": int(hq[_PRODUCER_PID]), "consumer_pid": int(hq[_CONSUMER_PID]),
-            "dead_pid": int(hq[_DEAD_PID]),
-        }
+        with self._lock:
+            self._check_open()
+            hq = self._hq
+            sig, addr, op = _CRASH.unpack_from(self._hv, _CRASH_OFF)
+            return {
+                "write_idx": int(hq[_W]), "read_idx": int(hq[_R]),
+                "reserved_idx": int(hq[_RES]), "capacity": int(hq[_CAP]),
+                "slot_size": int(hq[_SLOT]), "finished": int(hq[_FIN]),
+                "crash_details": CrashDetails(sig, addr, op),
+                "ctshm": hq[_MAGIC] == MAGIC, "creator_pid": int(hq[_CREATOR_PID]),
+                "producer_pid": int(hq[_PRODUCER_PID]),
+                "consumer_pid": int(hq[_CONSUMER_PID]), "dead_pid": int(hq[_DEAD_PID]),
+            }
 
     # -- teardown ------------------------------------------------------------------------------
-    def _unlink_names(self) -> None:
-        """Owner only: remove the shm object and semaphores, unless a successor re-created
-        them (identity check: the name must still refer to *our* object)."""
-        if _shm.name_identity(self.name) != self._identity:
-            return
-        for s, ident in zip((self.name + "_filled", self.name + "_empty"), self._sem_identity):
-            if ident is not None and sem_file_identity(s) not in (ident, None):
-                continue  # a successor's semaphore
-            NamedSemaphore.unlink_name(s)
-        _shm.unlink_if_same(self.name, self._identity)
-
     def close(self) -> None:
-        """Close this handle (idempotent).  The owner also unlinks the ring's names.
+        """Close this handle (idempotent, from any thread).  The owner also unlinks the
+        ring's names (at once).
 
-        Outstanding consumer views stay readable (the mapping lives until they are gone);
-        releasing their guards afterwards does nothing.  An outstanding ProducerGuard can no
-        longer be committed.
+        Calls waiting in other threads raise ``ValueError`` within one wait slice (0.2 s);
+        the semaphores, descriptor and header views are released when the last of them has
+        returned.  Outstanding consumer views stay readable (the mapping lives until they are
+        gone); releasing their guards afterwards does nothing.  An outstanding ProducerGuard
+        can no longer be committed.  In a forked child nothing is unlinked.
         """
+        objs = self._objs
+        if objs is None:
+            self._closed = True
+            return
         with self._lock:
-            if self._closed and self._finalizer is None:
+            if objs.inflight.closed:
                 return
             self._closed = True
-            self._producer_guard = None
-            fin, self._finalizer = self._finalizer, None
-        for attr in ("_hq", "_hv"):
-            v = self.__dict__.pop(attr, None)
-            if v is not None:
-                try:
-                    v.release()
-                except BufferError:
-                    pass
-        self._slot_views = []
-        self._ro_views = []
-        if fin is not None:
-            fin()  # closes semaphores, unlinks (owner, same objects), closes the fd
-        elif self._fd >= 0:
-            os.close(self._fd)
-        self._fd = -1
-        self._mapping = None
+            g = self._ps.producer_guard()
+            if g is not None and g._ring is self:
+                self._ps.end_turn()
+            self._ps.turn.notify_all()  # producer threads waiting for their turn
+        if objs.owner and objs.pid == _PID:
+            objs.unlink_names()
+        objs.inflight.close(self._release_now)
+
+    def _release_now(self) -> None:
+        # Nothing in flight any more (see close()).
+        with self._lock:
+            for attr in ("_hq", "_hv"):
+                v = self.__dict__.pop(attr, None)
+                if v is not None:
+                    try:
+                        v.release()
+                    except BufferError:
+                        pass
+            self._slot_views = []
+            self._ro_views = []
+            objs = self._objs
+            if objs is not None:
+                objs.release()
+        _RINGS.discard(self)
 
     def __enter__(self) -> ShmTraceRing:
         self._check_open()
@@ -1464,16 +1677,20 @@ class ShmTraceRing:
 
     def __reduce__(self) -> Any:
         # A spawned child re-opens by id (never the owner).
+        self._check_open()
         return (ShmTraceRing.open, (self.id,))
 
     def __repr__(self) -> str:
         if self._closed:
             return f"<ShmTraceRing {self.name!r} closed>"
-        h = self._hq
-        role = "owner" if self._owner else "opener"
-        return (f"<ShmTraceRing {self.name!r} {role} capacity={self.capacity} "
-                f"slot_size={self.slot_size} write={h[_W]} read={h[_R]} reserved={h[_RES]} "
-                f"finished={h[_FIN]}>")
+        with self._lock:
+            if self._closed:
+                return f"<ShmTraceRing {self.name!r} closed>"
+            h = self._hq
+            role = "owner" if self.owner else "opener"
+            return (f"<ShmTraceRing {self.name!r} {role} capacity={self.capacity} "
+                    f"slot_size={self.slot_size} write={h[_W]} read={h[_R]} "
+                    f"reserved={h[_RES]} finished={h[_FIN]}>")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1485,14 +1702,47 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_timeout(timeout: Optional[float]) -> None:
+#: A timeout beyond this (about 30 years) waits without bound.
+_MAX_TIMEOUT: Final = 1e9
+
+
+def _check_timeout(timeout: Optional[float], where: str = "") -> Optional[float]:
+    """``timeout`` as a float (or None): a number of seconds >= 0; huge values mean forever."""
     if timeout is None:
-        return
+        return None
+    pre = f"{where}: " if where else ""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not "
+        raise TypeError(f"{pre}timeout must be a number of seconds or None, not "
                         f"{type(timeout).__name__}")
     if timeout != timeout or timeout < 0:
-        raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
+        raise ValueError(f"{pre}timeout must be >= 0 seconds or None, not {timeout!r}")
+    if timeout >= _MAX_TIMEOUT:
+        return None
+    return float(timeout)
+
+
+def _reserve_range(fd: int, offset: int, length: int, name: str, what: str) -> None:
+    """``posix_fallocate`` ``[offset, offset+length)``: ENOSPC now instead of SIGBUS later."""
+    try:
+        libc.posix_fallocate(fd, offset, length, name)
+    except OSError as e:
+        raise OSError(e.errno, f"{os.strerror(e.errno or 0)}: cannot reserve {length} bytes "
+                      f"for {what} (is /dev/shm full?)", name) from None
+
+
+def _id_hint(id: str, suffix: str) -> str:
+    """A hint when ``id`` looks like an object name rather than an id."""
+    body = id.lstrip("/")
+    if body.endswith(suffix) and os.path.exists(_shm.SHM_DIR + "/" + body):
+        return (f"; {id!r} looks like the object's name: pass the id without {suffix!r} "
+                f"(open({body[:-len(suffix)]!r}))")
+    return ""
+
+
+def _not_bytes(name: str, what: str, data: Any) -> str:
+    hint = " (encode text first: .encode())" if isinstance(data, str) else ""
+    return (f"ring {name!r}: {what}() needs a bytes-like object (bytes, bytearray, "
+            f"memoryview, array, numpy array), not {type(data).__name__}{hint}")
 
 
 def _sems_fresh(name: str, sem_names: tuple[str, str]) -> Optional[str]:

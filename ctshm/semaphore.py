@@ -16,6 +16,12 @@ Three wait modes, chosen once per semaphore:
 
 Every wait retries EINTR with the time that remains (the deadline is absolute, so a retry
 never waits longer than asked).
+
+``close()`` never frees a semaphore under a running call (see ``ctshm._inflight``): a wait
+sleeps in slices of at most ``CLOSE_SLICE`` seconds and, once the handle was closed by another
+thread, raises ``ValueError`` at the end of its slice; the last call out runs ``sem_close``.
+At interpreter exit nothing is closed (a daemon thread may still be waiting): the process's
+exit unmaps it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ctypes import byref, c_int, c_uint, get_errno
 from typing import Final, Optional
 
 from . import libc
+from ._inflight import InFlight
 from .libc import fn
 
 __all__ = ["WAIT_MODES", "NamedSemaphore", "default_wait_mode"]
@@ -38,6 +45,8 @@ _POLL_MIN: Final = 50e-6
 _POLL_MAX: Final = 1e-3
 # A timespec's tv_sec must not overflow; anything beyond ~30 years is "forever" for us.
 _MAX_TIMEOUT: Final = 1e9
+#: Longest one sleep of a wait: how soon a waiter notices that another thread closed the handle.
+CLOSE_SLICE: Final = 0.2
 
 
 def default_wait_mode() -> str:
@@ -76,6 +85,7 @@ class NamedSemaphore:
 
     _handle: int = 0  # class default: a half-built object closes cleanly
     _finalizer: Optional[weakref.finalize[..., NamedSemaphore]] = None
+    _inflight: Optional[InFlight] = None
 
     def __init__(self, name: str, *, create: bool = False, value: int = 0, mode: int = 0o600,
                  wait_mode: Optional[str] = None) -> None:
@@ -90,24 +100,45 @@ class NamedSemaphore:
             _check_sem_file(name)
             h = libc.retry_eintr("sem_open", fn.sem_open, bname, 0, name=name)
         self._handle = int(h)
+        self._inflight = InFlight()
         self._finalizer = weakref.finalize(self, _close_handle, self._handle)
+        # Not at exit: a daemon thread may still sleep on it (the process exit unmaps it).
+        self._finalizer.atexit = False
 
     # -- state -----------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
-        return self._handle == 0
+        f = self._inflight
+        return f is None or f.closed
+
+    def _enter(self, what: str) -> int:
+        f = self._inflight
+        if f is None or not f.enter():
+            raise ValueError(f"semaphore {self.name!r} is closed: open it again to {what}")
+        return self._handle
+
+    def _leave(self) -> None:
+        f = self._inflight
+        if f is not None:
+            f.leave()
 
     def _h(self) -> int:
-        h = self._handle
-        if h == 0:
+        if self.closed:
             raise ValueError(f"semaphore {self.name!r} is closed")
-        return h
+        return self._handle
 
     def close(self) -> None:
-        """``sem_close(3)``; idempotent."""
+        """``sem_close(3)``; idempotent.  A call running in another thread keeps the
+        semaphore until it returns (a waiter raises ``ValueError`` within CLOSE_SLICE)."""
+        f = self._inflight
+        if f is not None:
+            f.close(self._release)
+
+    def _release(self) -> None:
         h, self._handle = self._handle, 0
-        if self._finalizer is not None:
-            self._finalizer.detach()
+        fin, self._finalizer = self._finalizer, None
+        if fin is not None:
+            fin.detach()
         if h:
             fn.sem_close(h)
 
@@ -127,76 +158,95 @@ class NamedSemaphore:
     # -- operations ------------------------------------------------------------------------
     def post(self) -> None:
         """``sem_post(3)``."""
-        if fn.sem_post(self._h()) == -1:
-            raise libc.oserror(get_errno(), self.name, "sem_post")
+        h = self._enter("post it")
+        try:
+            if fn.sem_post(h) == -1:
+                raise libc.oserror(get_errno(), self.name, "sem_post")
+        finally:
+            self._leave()
 
     def try_acquire(self) -> bool:
         """``sem_trywait(3)``: True if a token was taken."""
-        h = self._h()
-        while True:
-            if fn.sem_trywait(h) == 0:
-                return True
-            e = get_errno()
-            if e == errno.EAGAIN:
-                return False
-            if e != errno.EINTR:
-                raise libc.oserror(e, self.name, "sem_trywait")
+        h = self._enter("take a token")
+        try:
+            while True:
+                if fn.sem_trywait(h) == 0:
+                    return True
+                e = get_errno()
+                if e == errno.EAGAIN:
+                    return False
+                if e != errno.EINTR:
+                    raise libc.oserror(e, self.name, "sem_trywait")
+        finally:
+            self._leave()
 
     def value(self) -> int:
         """``sem_getvalue(3)`` (diagnostics only; -1 where unsupported)."""
         if fn.sem_getvalue is None:
             return -1
-        v = c_int(0)
-        if fn.sem_getvalue(self._h(), byref(v)) == -1:
-            return -1
-        return v.value
+        h = self._enter("read its value")
+        try:
+            v = c_int(0)
+            if fn.sem_getvalue(h, byref(v)) == -1:
+                return -1
+            return v.value
+        finally:
+            self._leave()
 
     def acquire(self, timeout: Optional[float]) -> bool:
         """Take a token, waiting at most ``timeout`` seconds (``None``: without bound).
 
-        Returns False on timeout.  EINTR is retried with the remaining time.
+        Returns False on timeout.  EINTR is retried with the remaining time.  Raises
+        ``ValueError`` if another thread closes this handle while it waits.
         """
-        h = self._h()
-        if timeout is None:
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(f"semaphore {self.name!r}: timeout must be a number of seconds "
+                                f"or None, not {type(timeout).__name__}")
+            if timeout != timeout or timeout < 0:  # NaN or negative
+                raise ValueError(f"semaphore {self.name!r}: timeout must be a non-negative "
+                                 f"number of seconds, not {timeout!r}")
+            timeout = float(timeout) if timeout < _MAX_TIMEOUT else _MAX_TIMEOUT
+        h = self._enter("wait on it")
+        try:
+            if fn.sem_trywait(h) == 0:  # fast path: no clock read, no timespec
+                return True
+            if timeout == 0:
+                return False
+            end = None if timeout is None else time.monotonic() + timeout
             if self.wait_mode == "polling":
-                return self._poll(h, None)
-            while True:
-                if fn.sem_wait(h) == 0:
-                    return True
-                e = get_errno()
-                if e != errno.EINTR:
-                    raise libc.oserror(e, self.name, "sem_wait")
-        if timeout != timeout or timeout < 0:  # NaN or negative
-            raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-        timeout = min(float(timeout), _MAX_TIMEOUT)
-        if fn.sem_trywait(h) == 0:  # fast path: no clock read, no timespec
-            return True
-        if timeout == 0:
-            return False
-        mode = self.wait_mode
-        if mode == "polling":
-            return self._poll(h, time.monotonic() + timeout)
-        end = time.monotonic() + timeout
+                return self._poll(h, end)
+            return self._wait(h, end)
+        finally:
+            self._leave()
+
+    def _closed_while_waiting(self) -> ValueError:
+        return ValueError(f"semaphore {self.name!r} was closed (by another thread) while "
+                          "acquire() waited")
+
+    def _wait(self, h: int, end: Optional[float]) -> bool:
+        clockwait = self.wait_mode == "clockwait"
+        call = "sem_clockwait" if clockwait else "sem_timedwait"
         ts = libc.timespec()
         while True:
-            if mode == "clockwait":
-                _fill(ts, time.clock_gettime(time.CLOCK_MONOTONIC) + (end - time.monotonic()))
+            now = time.monotonic()
+            if end is not None and now >= end:
+                return False
+            step = CLOSE_SLICE if end is None else min(CLOSE_SLICE, end - now)
+            if clockwait:
+                _fill(ts, time.clock_gettime(time.CLOCK_MONOTONIC) + step)
                 r = fn.sem_clockwait(h, libc.CLOCK_MONOTONIC, byref(ts))  # type: ignore[misc]
-                call = "sem_clockwait"
             else:
-                _fill(ts, time.time() + (end - time.monotonic()))
+                _fill(ts, time.time() + step)
                 r = fn.sem_timedwait(h, byref(ts))  # type: ignore[misc]
-                call = "sem_timedwait"
             if r == 0:
                 return True
             e = get_errno()
-            if e == errno.ETIMEDOUT:
-                # A realtime-clock step may end a timedwait early: honour the monotonic end.
-                if time.monotonic() >= end:
-                    return False
-                continue
-            if e != errno.EINTR:
+            if e not in (errno.ETIMEDOUT, errno.EINTR):
                 raise libc.oserror(e, self.name, call)
+            # A realtime-clock step may end a timedwait early: the monotonic end decides.
+            if self.closed:
+                raise self._closed_while_waiting()
 
     def _poll(self, h: int, end: Optional[float]) -> bool:
         delay = _POLL_MIN
@@ -207,6 +257,8 @@ class NamedSemaphore:
             e = get_errno()
             if e not in (errno.EAGAIN, errno.EINTR):
                 raise libc.oserror(e, self.name, "sem_trywait")
+            if self.closed:
+                raise self._closed_while_waiting()
             if end is not None:
                 left = end - time.monotonic()
                 if left <= 0:
