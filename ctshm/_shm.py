@@ -28,6 +28,11 @@ def object_name(kind: str, id: Any, suffix: str, extra_suffixes: tuple[str, ...]
     body = id[1:] if id.startswith("/") else id
     if not body:
         raise ValueError(f"{kind} id {id!r} is empty: give a short name such as 'trace1'")
+    try:
+        body.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{kind} id {id!r} cannot be encoded as UTF-8 ({e.reason} at "
+                         f"position {e.start}): use a plain text id such as 'trace1'") from None
     if "\0" in body:
         raise ValueError(f"{kind} id {id!r} contains a NUL character")
     if "/" in body:
@@ -125,6 +130,9 @@ class Mapping:
         self.writable = writable
         self.name = name
         self._finalizer = weakref.finalize(self, _unmap, self.addr, size, os.getpid())
+        # Never at interpreter exit: a view (a consumer guard's, or one read by an object's
+        # __del__ later in the shutdown) may still point here; the exit unmaps it anyway.
+        self._finalizer.atexit = False
 
     def view(self, offset: int = 0, length: Optional[int] = None, readonly: bool = False
              ) -> memoryview:

@@ -1,13 +1,21 @@
 """``ShmMemory``: a plain POSIX shared memory segment, as in the Rust original.
 
-Two lifecycles, same names as the original (object ``/{id}_m``):
+Lifecycles, same names as the original (object ``/{id}_m``):
 
 * :meth:`ShmMemory.create_readonly` creates the object (``shm_open(O_CREAT|O_EXCL)``), sizes
-  it with ``ftruncate`` (sparse: pages use memory only once written) and maps it
-  **read-only**.  The creator unlinks the name on :meth:`close` or garbage collection unless
-  :meth:`keep_on_drop` was called.
+  it with ``ftruncate`` and maps it **read-only**.  The creator unlinks the name on
+  :meth:`close` or garbage collection unless :meth:`keep_on_drop` was called.
+* :meth:`ShmMemory.create_readwrite`: the same, mapped read-write (the stdlib's
+  ``SharedMemory(create=True)`` habit; not in the Rust original).
 * :meth:`ShmMemory.open_readwrite` opens an existing object and maps it read-write; it never
   unlinks.
+
+Sparse by default, as the original: a segment costs memory only for the pages touched, so a
+2 TiB segment is fine.  The price: when /dev/shm is full, the first touch of a page - a
+write, and on tmpfs a *read* of a never-written page too - kills the process with SIGBUS.
+Where that matters, reserve what you will touch: ``reserve=True`` at create/open reserves
+the whole segment (``posix_fallocate``: ``OSError(ENOSPC)`` at once instead of SIGBUS later),
+:meth:`ShmMemory.reserve` a range.
 
 Views never outlive the mapping: ``.buf`` and every slice of it keep the mapping alive, so
 :meth:`close` releases the name and the descriptor at once but the pages are unmapped only
@@ -25,10 +33,16 @@ import weakref
 from typing import Any, Final, Optional
 
 from . import _shm, libc
+from ._inflight import InFlight
 
 __all__ = ["ShmMemory"]
 
 _SUFFIX: Final = "_m"
+
+
+def _check_flag(name: str, what: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"ShmMemory {name!r}: {what}= must be True or False, not {value!r}")
 
 
 def _finalize(fd: int, name: str, identity: Optional[tuple[int, int]], pid: int,
@@ -47,6 +61,9 @@ def _finalize(fd: int, name: str, identity: Optional[tuple[int, int]], pid: int,
         pass
 
 
+_MAKE: Final = object()
+
+
 class ShmMemory:
     """A mapped POSIX shared memory object (``/{id}_m``)."""
 
@@ -61,21 +78,43 @@ class ShmMemory:
     _finalizer: Optional[weakref.finalize[..., ShmMemory]] = None
     name: str = ""
 
-    def __init__(self) -> None:  # use the classmethods
+    def __init__(self, *, _token: object = None) -> None:
+        if _token is not _MAKE:
+            raise TypeError("ShmMemory cannot be constructed directly: use "
+                            "ShmMemory.create_readonly(id, size), ShmMemory.create_readwrite("
+                            "id, size) or ShmMemory.open_readwrite(id)")
         self._unlink_flag = [False]
+        self._inflight = InFlight()
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def create_readonly(cls, id: str, size: int, *, replace: bool = False,
-                        mode: int = 0o600) -> ShmMemory:
+                        mode: int = 0o600, reserve: bool = False) -> ShmMemory:
         """Create ``/{id}_m`` of ``size`` bytes (sparse) and map it read-only.
 
         ``FileExistsError`` if the name exists, unless ``replace=True`` (the Rust original's
         behaviour: the old name is unlinked first; its users keep their mapping).
+        ``reserve=True`` reserves backing store for all of it first (see the module
+        docstring: ENOSPC now rather than SIGBUS on a first touch).
         """
+        return cls._create(id, size, replace, mode, reserve, writable=False)
+
+    @classmethod
+    def create_readwrite(cls, id: str, size: int, *, replace: bool = False,
+                         mode: int = 0o600, reserve: bool = False) -> ShmMemory:
+        """Create ``/{id}_m`` like :meth:`create_readonly`, but map it read-write: the
+        creator writes, others open it (``open_readwrite``).  Same naming, ownership (the
+        creator unlinks on close) and sparse semantics."""
+        return cls._create(id, size, replace, mode, reserve, writable=True)
+
+    @classmethod
+    def _create(cls, id: str, size: int, replace: bool, mode: int, reserve: bool,
+                writable: bool) -> ShmMemory:
         name = _shm.object_name("ShmMemory", id, _SUFFIX)
         size = _shm.check_size("ShmMemory", size)
-        self = cls()
+        _check_flag(name, "replace", replace)
+        _check_flag(name, "reserve", reserve)
+        self = cls(_token=_MAKE)
         self.name = name
         if replace:
             try:
@@ -95,26 +134,39 @@ class ShmMemory:
         try:
             libc.ftruncate(self._fd, size, name)
             self._size = size
-            self._mapping = _shm.Mapping(self._fd, size, writable=False, name=name)
+            if reserve:
+                self.reserve(0, size)
+            self._mapping = _shm.Mapping(self._fd, size, writable=writable, name=name)
         except BaseException:
             self.close()
             raise
-        self._readonly = True
+        self._readonly = not writable
         return self
 
     @classmethod
-    def open_readwrite(cls, id: str, *, reserve: bool = True) -> ShmMemory:
+    def open_readwrite(cls, id: str, *, reserve: bool = False) -> ShmMemory:
         """Open the existing ``/{id}_m`` and map all of it read-write.  Never unlinks.
 
-        ``reserve`` (default): reserve backing store for the whole object first
+        Sparse by default (the original's semantics: pages cost memory when touched).
+        ``reserve=True`` reserves backing store for the whole object first
         (``posix_fallocate``), so a full /dev/shm raises ``OSError(ENOSPC)`` here rather than
-        SIGBUS on a later write.  This allocates the memory up front; pass ``reserve=False``
-        to keep the object sparse (and call :meth:`reserve` for the ranges you write).
+        SIGBUS on a later write - this allocates all of it now; :meth:`reserve` reserves
+        just the ranges you will touch.
         """
         name = _shm.object_name("ShmMemory", id, _SUFFIX)
-        self = cls()
+        _check_flag(name, "reserve", reserve)
+        self = cls(_token=_MAKE)
         self.name = name
-        self._fd = libc.shm_open(name, libc.O_RDWR, 0)
+        try:
+            self._fd = libc.shm_open(name, libc.O_RDWR, 0)
+        except FileNotFoundError as e:
+            hint = ""
+            body = id.lstrip("/")
+            if body.endswith(_SUFFIX) and os.path.exists(_shm.SHM_DIR + "/" + body):
+                hint = (f"; {id!r} looks like the segment's name: pass its id without "
+                        f"{_SUFFIX!r} (open_readwrite({body[:-len(_SUFFIX)]!r}))")
+            raise FileNotFoundError(e.errno, f"{e.strerror}: no such shared memory segment"
+                                    f"{hint}", name) from None
         self._arm_finalizer()
         try:
             size = os.fstat(self._fd).st_size
@@ -180,20 +232,26 @@ class ShmMemory:
         ``OSError(ENOSPC)`` if /dev/shm is full.  False where the platform cannot reserve
         (macOS): writes there may still fail with SIGBUS when memory runs out.
         """
-        if self._fd < 0:
-            raise ValueError(f"ShmMemory {self.name!r} is closed: open it again to use it")
+        for what, v in (("offset", offset), ("length", length)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise TypeError(f"ShmMemory {self.name!r}: reserve({what}=) must be an int, "
+                                f"not {type(v).__name__}")
         if length is None:
             length = self._size - offset
         if offset < 0 or length < 0 or offset + length > self._size:
             raise ValueError(f"range [{offset}, {offset + length}) is outside {self.name!r} "
                              f"({self._size} bytes)")
-        if length == 0:
-            return True
-        try:
+        if self._fd < 0 or not self._inflight.enter():
+            raise ValueError(f"ShmMemory {self.name!r} is closed: open it again to use it")
+        try:  # in flight: a close() in another thread waits to close the descriptor
+            if length == 0:
+                return True
             return libc.posix_fallocate(self._fd, offset, length, self.name)
         except OSError as e:
             raise OSError(e.errno, f"{os.strerror(e.errno or 0)}: cannot reserve {length} "
                           "bytes of backing store (is /dev/shm full?)", self.name) from None
+        finally:
+            self._inflight.leave()
 
     def keep_on_drop(self) -> None:
         """Do not unlink the name on close / garbage collection."""
@@ -218,13 +276,20 @@ class ShmMemory:
         mapping, self._mapping = self._mapping, None
         # Not released: a caller may hold .buf itself, which stays valid like any other view.
         self._buf = None
+        inflight: Optional[InFlight] = self.__dict__.get("_inflight")
+        if inflight is None:
+            self._release()
+        else:
+            inflight.close(self._release)  # after a reserve() running in another thread
+        del mapping  # unmapped now unless a view still holds it
+
+    def _release(self) -> None:
         fin, self._finalizer = self._finalizer, None
         if fin is not None:
             fin()  # unlinks (creator, same object) and closes the fd exactly once
         elif self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
-        del mapping  # unmapped now unless a view still holds it
 
     def __enter__(self) -> ShmMemory:
         self._check_open()
@@ -234,7 +299,7 @@ class ShmMemory:
         self.close()
 
     def __reduce__(self) -> Any:
-        # Spawned children re-open by name (read-write, never the owner).
+        # Spawned children re-open by id (read-write, never the owner).
         self._check_open()
         # The id, not the name: open_readwrite("/X_m") would open "/X_m_m".
         return (ShmMemory.open_readwrite, (self.name[:-len(_SUFFIX)],))

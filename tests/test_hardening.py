@@ -284,7 +284,7 @@ _ENOSPC_CHILD = textwrap.dedent("""
     results.append("ring: small put ok")
     m = ShmMemory.create_readonly("nospcm", 8 << 20)        # sparse: creating is fine
     try:
-        ShmMemory.open_readwrite("nospcm")                  # the writer reserves: no room
+        ShmMemory.open_readwrite("nospcm", reserve=True)    # the writer reserves: no room
         results.append("memory: no error")
     except OSError as e:
         results.append(f"memory: {{errno.errorcode[e.errno]}} {{e.filename}}")
@@ -301,23 +301,89 @@ _ENOSPC_CHILD = textwrap.dedent("""
 """)
 
 
-def test_full_dev_shm_raises_enospc_not_sigbus() -> None:
+def _in_tiny_dev_shm(code: str, size: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a private mount namespace whose /dev/shm is a ``size`` tmpfs."""
     if os.geteuid() != 0 or not os.path.exists("/usr/bin/unshare"):
         pytest.skip("needs root and unshare(1) to mount a private tiny /dev/shm")
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"unshare -m is not permitted here: {probe.stderr.strip()}")
-    code = _ENOSPC_CHILD.format(root=REPO_ROOT)
-    out = subprocess.run(
+    return subprocess.run(
         ["unshare", "-m", "sh", "-c",
-         'mount --make-rprivate / && mount -t tmpfs -o size=3m tmpfs /dev/shm && '
+         f'mount --make-rprivate / && mount -t tmpfs -o size={size} tmpfs /dev/shm && '
          'exec "$0" -c "$1"', sys.executable, code],
         capture_output=True, text=True, timeout=120)
+
+
+def test_full_dev_shm_raises_enospc_not_sigbus() -> None:
+    out = _in_tiny_dev_shm(_ENOSPC_CHILD.format(root=REPO_ROOT), "3m")
     assert out.returncode == 0, f"exit {out.returncode} (SIGBUS is -7):\n{out.stderr}"
     assert out.stdout.strip().split("|") == [
         "ring: ENOSPC /nospc_t", "ring: small put ok",
         "memory: ENOSPC /nospcm_m", "reserve: ENOSPC", "reserve small ok",
     ]
+
+
+_FULL_CHILD = textwrap.dedent("""
+    import errno, os, sys
+    sys.path.insert(0, {root!r})
+    from ctshm import ShmTraceRing, ShmMemory
+    results = []
+    def fill(leave):                      # a plain file takes all but `leave` bytes
+        st = os.statvfs("/dev/shm")
+        fd = os.open("/dev/shm/filler", os.O_CREAT | os.O_RDWR)
+        os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize - leave)
+        os.close(fd)
+    def attempt(what, fn):
+        try:
+            fn()
+            results.append(what + ": no error")
+        except OSError as e:
+            results.append(what + ": " + errno.errorcode[e.errno])
+    ring = ShmTraceRing.create("big", 2, 4 << 20)       # 4 MiB slots, plenty of room now
+    m = ShmMemory.create_readonly("seg", 1 << 20)       # sparse
+    fill(16384)                                         # 16 KiB left
+    attempt("acquire 4 MiB", lambda: ring.acquire())
+    ring.put(b"x" * 100)                                # its length record is reserved
+    results.append("put ok")
+    os.unlink("/dev/shm/filler"); fill(0)               # full
+    attempt("ring create", lambda: ShmTraceRing.create("full", 2, 4096))
+    attempt("readonly create reserve", lambda: ShmMemory.create_readonly(
+        "full2", 1 << 20, reserve=True))
+    attempt("readwrite create reserve", lambda: ShmMemory.create_readwrite(
+        "full3", 1 << 20, reserve=True))
+    attempt("reserve", lambda: m.reserve(0, 4096))
+    os.unlink("/dev/shm/filler")
+    m.reserve(0, 4096); fill(0)
+    results.append("read reserved page %d" % m.buf[0])  # reserved: a read is safe when full
+    ring.close(); m.close()
+    print("|".join(results))
+""")
+
+
+def test_full_dev_shm_create_and_small_put() -> None:
+    # Regression (issue 10, items 6-8): on ed01a5f the ring create died of SIGBUS (header
+    # written before anything was reserved), and put() after a refused acquire died too
+    # (the length-record page was never reserved).
+    out = _in_tiny_dev_shm(_FULL_CHILD.format(root=REPO_ROOT), "16m")
+    assert out.returncode == 0, f"exit {out.returncode} (SIGBUS is -7):\n{out.stderr}"
+    assert out.stdout.strip().split("|") == [
+        "acquire 4 MiB: ENOSPC", "put ok", "ring create: ENOSPC",
+        "readonly create reserve: ENOSPC", "readwrite create reserve: ENOSPC",
+        "reserve: ENOSPC", "read reserved page 0",
+    ]
+
+
+def test_two_tib_sparse_segment_is_sparse_by_default(shm_id: str) -> None:
+    # Issue 10, item 9: the seed's SP1 segment, 2 TiB, mapped read-write by a child.  With
+    # the old default (reserve=True) open_readwrite raised ENOSPC at once.
+    size = 2 << 40
+    with ShmMemory.create_readonly(shm_id, size) as m, ShmMemory.open_readwrite(shm_id) as w:
+        for off in (0, 1 << 30, 1 << 40, size - 1):
+            w.buf[off] = 0x5A
+            assert m.buf[off] == 0x5A
+        assert os.stat(f"/dev/shm/{shm_id}_m").st_blocks * 512 <= 64 * 4096
+        assert len(w) == size
 
 
 def test_reservation_is_per_slot_prefix(shm_id: str) -> None:
