@@ -134,7 +134,15 @@ def test_close_waits_for_in_flight_then_releases(shm_id: str) -> None:
     objs = ring._objs
     assert objs is not None
     sems = list(objs.sems)
-    t = threading.Thread(target=lambda: pytest.raises(ValueError, ring.access, 5))
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            ring.access(5)
+        except ValueError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=waiter)
     t.start()
     time.sleep(0.2)
     ring.close()
@@ -142,6 +150,7 @@ def test_close_waits_for_in_flight_then_releases(shm_id: str) -> None:
     t.join(5)
     assert not t.is_alive()
     assert all(s.closed for s in sems) and objs.fd == -1
+    assert len(errors) == 1 and "while access() waited" in str(errors[0])
     assert not [e for e in os.listdir(SHM_DIR) if shm_id in e]
 
 
@@ -351,8 +360,14 @@ def test_producer_turn_wait_is_bounded(shm_id: str) -> None:
     with ShmTraceRing.create(shm_id, 2, 4096) as ring:
         g = ring.acquire()
         err: list[BaseException] = []
-        t = threading.Thread(target=lambda: err.append(pytest.raises(
-            TimeoutError, ring.put, b"x", timeout=0.3).value))
+
+        def other() -> None:
+            try:
+                ring.put(b"x", timeout=0.3)
+            except TimeoutError as e:
+                err.append(e)
+
+        t = threading.Thread(target=other)
         t.start()
         t.join(10)
         assert not t.is_alive() and "another producer thread" in str(err[0])
@@ -395,12 +410,12 @@ def test_lone_surrogate_id_names_the_id() -> None:
 
 
 def test_name_instead_of_id_gets_a_hint(shm_id: str) -> None:
-    with ShmMemory.create_readonly(shm_id, 4096) as m:
-        with pytest.raises(FileNotFoundError, match="without '_m'"):
-            ShmMemory.open_readwrite(m.name)
-    with ShmTraceRing.create(shm_id, 1, 4096) as r:
-        with pytest.raises(FileNotFoundError, match="without '_t'"):
-            ShmTraceRing.open(r.name, timeout=0)
+    with ShmMemory.create_readonly(shm_id, 4096) as m, \
+            pytest.raises(FileNotFoundError, match="without '_m'"):
+        ShmMemory.open_readwrite(m.name)
+    with ShmTraceRing.create(shm_id, 1, 4096) as r, \
+            pytest.raises(FileNotFoundError, match="without '_t'"):
+        ShmTraceRing.open(r.name, timeout=0)
 
 
 def test_direct_construction_refused() -> None:
