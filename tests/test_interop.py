@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ctshm import CrashDetails, Crashed, Data, Finished, ShmMemory, ShmTraceRing
-from ctshm.ring import _CRASH_OFF, EXT_OFF, HEADER_SIZE, HEADER_STRUCT_SIZE, HUGE_PAGE_SIZE
+from ctshm.layout import CRASH_OFF, EXT_OFF, HEADER_SIZE, HEADER_STRUCT_SIZE, HUGE_PAGE_SIZE
 
 from . import ring_children as rc
 from .helpers import REPO_ROOT
@@ -85,7 +85,7 @@ def test_layout_matches(seedref: str) -> None:
     assert layout["HEADER_SIZE"] == HEADER_SIZE and layout["HUGE_PAGE_SIZE"] == HUGE_PAGE_SIZE
     assert [f[k]["offset"] for k in ("write_idx", "read_idx", "reserved_idx", "capacity",
                                      "slot_size", "finished")] == [0, 8, 16, 24, 32, 40]
-    assert f["crash_details.signal"]["offset"] == _CRASH_OFF == 48
+    assert f["crash_details.signal"]["offset"] == CRASH_OFF == 48
     assert f["crash_details.addr"]["offset"] == 56
     assert f["crash_details.operation"]["offset"] == 64
     assert EXT_OFF >= HEADER_STRUCT_SIZE  # ctshm's extension is outside the Rust struct
