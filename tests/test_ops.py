@@ -22,7 +22,7 @@ from ctshm.layout import HEADER_SIZE, HUGE_PAGE_SIZE
 from ctshm.semaphore import NamedSemaphore
 
 from .helpers import REPO_ROOT, SHM_DIR, run_python, sem_exists, shm_exists
-from .test_interop import seedref, start_peer  # noqa: F401  (seedref: the Rust peer fixture)
+from .test_interop import start_peer
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm (Linux)")
 
@@ -226,7 +226,7 @@ def test_gc_leaves_a_successor_alone(shm_id: str) -> None:
 
 @pytest.mark.seedref
 @pytest.mark.timeout_s(180)
-def test_rust_ring_owner_unknown(seedref: str, shm_id: str) -> None:  # noqa: F811
+def test_rust_ring_owner_unknown(seedref: str, shm_id: str) -> None:
     p = start_peer(seedref, "produce", shm_id, 4, 4096, 2, 16, "--create", "--linger-ms",
                    60000)
     try:
