@@ -259,3 +259,34 @@ def child_hammer(id: str, backend: str, n_procs: int, iterations: int, atomic: b
         for _ in range(iterations):
             store(counter, load(counter) + 1)
     m.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Crash reporting children (multiprocessing targets)
+# ---------------------------------------------------------------------------------------------
+
+
+def child_raise_in_reporting(id: str, form: str) -> None:
+    """A multiprocessing producer whose target raises: ``form`` is "with" (the context
+    manager), "decorator" (a decorated function), or "install" (``crashhook.install``, which
+    multiprocessing bypasses)."""
+    from ctshm import ShmTraceRing, crashhook
+
+    ring = ShmTraceRing.open(id, timeout=20)
+    ring.put(b"before")
+    if form == "install":
+        crashhook.install(ring)
+        _fail_at_step(42)
+    elif form == "with":
+        with crashhook.reporting(ring):
+            _fail_at_step(42)
+    else:
+        @crashhook.reporting(ring)
+        def work() -> None:
+            _fail_at_step(42)
+
+        work()
+
+
+def _fail_at_step(step: int) -> None:
+    raise ValueError(f"bad trace at step {step}")
