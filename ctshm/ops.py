@@ -28,7 +28,13 @@ removed only with ``--include-unknown``, and even then only when no process uses
 Every removal re-checks that the name still refers to the object that was inspected (a
 successor that re-created the name is left alone).
 
-Exit codes: 0 ok, 1 not found or error, 2 usage (argparse).
+``rm`` refuses an object a live process uses (a ring's creator, producer or consumer is
+alive, or ``/proc`` shows a process with it mapped or open) unless ``--force`` is given.
+A ``/X_t`` without ctshm's magic whose header geometry does not match its size is reported
+as "not a ring" (``gc`` never removes one).
+
+Exit codes: 0 ok, 1 not found, refused or error, 2 usage (argparse).  With ``--json``, an
+error is printed as JSON on stdout: ``{"error": ..., "command": ..., "name": ...}``.
 """
 
 from __future__ import annotations
