@@ -1,14 +1,45 @@
-"""Command line: ``python -m ctshm [info | bench | ls | stat | rm | gc]``."""
+"""Command line: ``python -m ctshm [info | bench | ls | stat | rm | gc]``.
+
+Only the chosen subcommand's module is imported (``info`` imports neither ``ctshm.ops`` nor
+``ctshm.bench``); help texts are plain text, not reST.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import re
 import sys
 from typing import Any, Optional
 
 from . import __version__, atomics, libc, semaphore
+
+DESCRIPTION = "Shared-memory IPC for Python processes: environment report, benchmark, and " \
+    "inspection / cleanup of what ctshm (or the Rust original) leaves in /dev/shm."
+
+#: Subcommand -> one-line help (the modules behind them are imported only when chosen).
+COMMANDS: dict[str, str] = {
+    "info": "environment report (default): libraries, wait mode, atomics backend, page size",
+    "bench": "benchmark against other IPC mechanisms (python -m ctshm bench --help)",
+    "ls": "list rings, segments and orphan semaphores in /dev/shm",
+    "stat": "full header, semaphores and slots of one object",
+    "rm": "remove a ring (with its semaphores), a segment or orphan semaphores",
+    "gc": "remove objects whose owners are dead",
+}
+OPS_COMMANDS = ("ls", "stat", "rm", "gc")
+
+
+def plain(text: str) -> str:
+    """reST markup out of a docstring for ``--help``: ``x`` -> x, :role:`~a.b.C` -> C,
+    :role:`x` -> x, a trailing ``::`` -> ``:``."""
+    text = re.sub(r":[a-z]+:`(~?)([^`]*)`",
+                  lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    # A table cell ``name``  text: keep the columns aligned.
+    text = re.sub(r"^``([^`]+)``(?= {2})", r"\1    ", text, flags=re.M)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    text = re.sub(r"`([^`]+)`", r"\1", text)
+    return re.sub(r"::$", ":", text, flags=re.M)
 
 
 def _read(path: str) -> str:
@@ -58,26 +89,47 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chosen(argv: list[str]) -> Optional[str]:
+    """The subcommand argv names (its first non-option word), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(cmd: Optional[str]) -> argparse.ArgumentParser:
+    """The parser, with the arguments of subcommand ``cmd`` only (the others get their
+    one-line help, enough for ``python -m ctshm --help``)."""
+    p = argparse.ArgumentParser(prog="python -m ctshm", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="cmd", metavar="{" + ",".join(COMMANDS) + "}")
+    for name, help in COMMANDS.items():
+        if name == "bench" and cmd == "bench":
+            from . import bench  # throughput/latency against other IPC mechanisms
+            sp = sub.add_parser(name, help=help, description=plain(bench.__doc__ or ""),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+            bench.add_arguments(sp)
+            continue
+        sp = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        if name == cmd and name in OPS_COMMANDS:
+            from . import ops  # ls / stat / rm / gc
+            ops.add_arguments(name, sp)
+        elif name == "info":
+            sp.add_argument("--json", action="store_true",
+                            help="print the report as one JSON object")
+    return p
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ctshm", description=__doc__)
-    sub = p.add_subparsers(dest="cmd")
-    info = sub.add_parser("info", help="environment report (default)")
-    info.add_argument("--json", action="store_true")
-    from . import ops  # ls / stat / rm / gc
-    ops.add_subcommands(sub)
-    from . import bench  # throughput/latency against other IPC mechanisms
-    bench.add_arguments(sub.add_parser("bench", help="benchmark against other IPC "
-                                       "mechanisms (python -m ctshm bench --help)",
-                                       description=bench.__doc__,
-                                       formatter_class=argparse.RawDescriptionHelpFormatter))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = _chosen(argv)
+    p = build_parser(cmd)
     args = p.parse_args(argv)
     if args.cmd in (None, "info"):
         if args.cmd is None:
             args.json = False
         return cmd_info(args)
-    if args.cmd in ops.COMMANDS:
+    if args.cmd in OPS_COMMANDS:
+        from . import ops
         return ops.run(args)
     if args.cmd == "bench":
+        from . import bench
         return bench.run_from_args(args)
     p.error(f"unknown command {args.cmd}")
     return 2

@@ -15,20 +15,35 @@ SIGKILL, the OOM killer) cannot run Python code.  Those deaths are still reporte
 consumer notices the registered producer died (pid + start time) within ~0.2 s and returns
 ``Crashed`` with ``pid`` set and signal 0.  ``os._exit()`` skips every hook the same way.
 Only one ring per process can be hooked at a time; ``uninstall()`` restores everything.
+
+``multiprocessing`` children: ``Process.run`` catches the target's exception itself (prints
+it and exits with code 1), so no excepthook ever sees it.  Wrap the target's body instead::
+
+    def producer(id):
+        ring = ShmTraceRing.open(id, timeout=10)
+        with crashhook.reporting(ring):       # or decorate a function: @crashhook.reporting(ring)
+            ...
+
+``reporting(ring)`` calls ``ring.notify_crash(0, 0, 0, message)`` when an exception leaves the
+block (the message: exception type, text and the innermost frames of its traceback) and
+re-raises it unchanged.  ``KeyboardInterrupt`` is reported with signal SIGINT; a
+``SystemExit`` with code 0 or None is a normal exit and is not reported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+import traceback
 from types import FrameType, TracebackType
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 from .ring import ShmTraceRing
 
-__all__ = ["CrashHook", "install"]
+__all__ = ["CrashHook", "install", "reporting"]
 
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
@@ -95,3 +110,57 @@ def install(ring: ShmTraceRing, signals: tuple[int, ...] = (signal.SIGTERM,)) ->
     Call from the main thread (Python installs signal handlers only there).
     """
     return CrashHook(ring, signals)
+
+
+#: Frames of the traceback kept in a ``reporting`` message (innermost last).
+_TB_FRAMES = 4
+_VALUE_MAX = 300
+
+
+def _summary(tp: type[BaseException], value: BaseException, tb: Optional[TracebackType]) -> str:
+    """``unhandled T: text`` and the innermost frames, short enough for the 1020-byte crash
+    message (the first line always fits)."""
+    text = str(value)
+    if len(text) > _VALUE_MAX:
+        text = text[:_VALUE_MAX] + "..."
+    lines = [f"unhandled {tp.__name__}: {text}"]
+    frames = traceback.extract_tb(tb)[-_TB_FRAMES:]
+    if frames:
+        lines.append("traceback (innermost last):")
+        lines += [f"  {os.path.basename(f.filename)}:{f.lineno} in {f.name}" for f in frames]
+    return "\n".join(lines)
+
+
+class reporting(contextlib.ContextDecorator):
+    """Context manager and decorator: report an exception that leaves the block (or the
+    decorated function) to the consumer with ``ring.notify_crash``, then re-raise it.
+
+    Works where ``install()`` cannot: inside ``multiprocessing`` children, whose exceptions
+    never reach ``sys.excepthook``.  Only the process that entered the block reports (a
+    child forked inside it does not).  A failure of ``notify_crash`` itself (e.g. the ring
+    was closed) never masks the original exception.
+    """
+
+    def __init__(self, ring: ShmTraceRing) -> None:
+        if not isinstance(ring, ShmTraceRing):
+            raise TypeError(f"crashhook.reporting(ring): ring must be a ShmTraceRing, not "
+                            f"{type(ring).__name__}")
+        self.ring = ring
+        self._pid: Optional[int] = None
+
+    def __enter__(self) -> ShmTraceRing:
+        self._pid = os.getpid()
+        return self.ring
+
+    def __exit__(self, tp: Optional[type[BaseException]], value: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
+        if tp is None or value is None or os.getpid() != self._pid:
+            return False
+        if isinstance(value, SystemExit) and value.code in (0, None):
+            return False  # sys.exit() / sys.exit(0): a normal end
+        sig = int(signal.SIGINT) if isinstance(value, KeyboardInterrupt) else 0
+        try:
+            self.ring.notify_crash(sig, 0, 0, _summary(tp, value, tb))
+        except Exception:
+            pass  # never mask the original failure
+        return False  # re-raise

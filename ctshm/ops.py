@@ -28,7 +28,13 @@ removed only with ``--include-unknown``, and even then only when no process uses
 Every removal re-checks that the name still refers to the object that was inspected (a
 successor that re-created the name is left alone).
 
-Exit codes: 0 ok, 1 not found or error, 2 usage (argparse).
+``rm`` refuses an object a live process uses (a ring's creator, producer or consumer is
+alive, or ``/proc`` shows a process with it mapped or open) unless ``--force`` is given.
+A ``/X_t`` without ctshm's magic whose header geometry does not match its size is reported
+as "not a ring" (``gc`` never removes one).
+
+Exit codes: 0 ok, 1 not found, refused or error, 2 usage (argparse).  With ``--json``, an
+error is printed as JSON on stdout: ``{"error": ..., "command": ..., "name": ...}``.
 """
 
 from __future__ import annotations
@@ -73,11 +79,18 @@ _SEM_T_SIZE: Final = 32
 
 _PAGE: Final = 4096
 _STATES_FIN: Final = {0: "running", 1: "finished", 2: "crashed"}
+#: The state of a ``/X_t`` whose header geometry does not match the object's size.
+NOT_A_RING: Final = "not a ring"
 _OPERATIONS: Final = {0: "unknown", 1: "read", 2: "write", 3: "exec"}
 
 
 class OpsError(Exception):
-    """A failure to report on stderr with exit code 1."""
+    """A failure to report with exit code 1: on stderr, or with ``--json`` as a JSON object
+    ``{"error": message, "command": ..., "name": ..., **details}`` on stdout."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,6 +354,12 @@ def inspect_ring(name: str, mappers: Optional[_Mappers] = None, detail: bool = F
                 state = "corrupt"
         else:
             state, reason = _ring_state(h, st.st_size, sems, name)
+            cap, slot = h["capacity"], h["slot_size"]
+            problem = L.validate_geometry(name, cap, slot, st.st_size) if cap and slot \
+                else None
+            if problem and not is_ctshm:  # no ctshm magic, and a header that does not
+                state, reason = NOT_A_RING, ("no ctshm magic, and the header does not match "
+                                             f"the object: {problem}")  # nor a Rust ring
         info["state"] = state
         info["state_reason"] = reason
         info["ctshm"] = is_ctshm
@@ -350,7 +369,9 @@ def inspect_ring(name: str, mappers: Optional[_Mappers] = None, detail: bool = F
         info["crash"] = {"signal": h["crash_signal"], "addr": h["crash_addr"],
                          "operation": h["crash_operation"],
                          "message": crash_msg.decode("utf-8", "replace") if is_ctshm else ""}
-        if is_ctshm:
+        if state == NOT_A_RING:
+            info["creator"] = {"pid": None, "start": None, "alive": None, "text": NOT_A_RING}
+        elif is_ctshm:
             info["creator"] = _party(h["creator_pid"], h["creator_start"])
             if info["creator"] is None:
                 info["creator"] = {"pid": 0, "start": 0, "alive": False, "text": "none"}
@@ -358,8 +379,11 @@ def inspect_ring(name: str, mappers: Optional[_Mappers] = None, detail: bool = F
             info["creator"] = {"pid": None, "start": None, "alive": None,
                                "text": "unknown (Rust peer)"}
         # A ctshm peer registers itself in the extension even on a Rust-created ring.
-        info["producer"] = _party(h["producer_pid"], h["producer_start"], unknown=not is_ctshm)
-        info["consumer"] = _party(h["consumer_pid"], h["consumer_start"], unknown=not is_ctshm)
+        unknown = not is_ctshm and state != NOT_A_RING
+        info["producer"] = _party(h["producer_pid"], h["producer_start"], unknown=unknown) \
+            if state != NOT_A_RING else None
+        info["consumer"] = _party(h["consumer_pid"], h["consumer_start"], unknown=unknown) \
+            if state != NOT_A_RING else None
         info["dead_pid"] = h["dead_pid"]
         if detail:
             magic = h["magic"]
@@ -617,6 +641,8 @@ def _gc_decision(o: dict[str, Any], include_unknown: bool) -> tuple[bool, str]:
             return False, f"creator pid {creator['pid']} is alive"
         why = f"creator pid {creator.get('pid')} is dead"
         return True, why + (f" (still {in_use})" if in_use else "")
+    if o["kind"] == "ring" and o.get("state") == NOT_A_RING:
+        return False, f"not a ring ({o['state_reason']}); gc never removes it (use rm)"
     what = "Rust-created ring" if o["kind"] == "ring" else "segment"
     if not include_unknown:
         return False, f"{what}: owner unknown (pass --include-unknown)"
@@ -704,6 +730,12 @@ def format_ls(objs: list[dict[str, Any]]) -> str:
         if o["kind"] == "ring":
             sems = o["semaphores"]
             have = [s["name"][len(o["name"]) + 1:] for s in sems if s["exists"]]
+            if o["state"] == NOT_A_RING:  # its "indices" and "geometry" are garbage
+                rows.append(["ring?", o["name"], _human(o["size"]), _human(o["allocated"]),
+                             o["state"], "-", "-", "-",
+                             "ok" if len(have) == 2 else ("+".join(have) or "none"),
+                             o["creator"]["text"], "-", "-", _users_text(o["users"])])
+                continue
             rows.append([
                 "ring", o["name"], _human(o["size"]), _human(o["allocated"]), o["state"],
                 f"{o['write_idx']}/{o['read_idx']}/{o['reserved_idx']}",
@@ -790,6 +822,8 @@ def format_stat(o: dict[str, Any]) -> str:
             kv("extension", f"magic {ext['magic_text']!r} version {ext['version']} state "
                             f"{ext['state']} nonce {ext['nonce']} len_records "
                             f"{ext['len_records']}")
+        elif o["state"] == NOT_A_RING:
+            kv("extension", f"magic {ext['magic']} (not ctshm's)")
         else:
             kv("extension", f"magic {ext['magic']} (not ctshm: Rust-created, owner unknown)")
     for s in o["semaphores"]:
@@ -829,24 +863,42 @@ def format_gc(result: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+_HELP: Final = {
+    "ls": "list rings, segments and orphan semaphores in /dev/shm",
+    "stat": "full header, semaphores and slots of one object",
+    "rm": "remove a ring (with its semaphores), a segment or orphan semaphores",
+    "gc": "remove objects whose owners are dead",
+}
+
+
+def add_arguments(cmd: str, p: argparse.ArgumentParser) -> None:
+    """Declare the arguments of ``cmd`` (one of :data:`COMMANDS`) on ``p``."""
+    if cmd in ("ls", "gc"):
+        p.add_argument("--prefix", default="", help="only names starting with PREFIX")
+    if cmd == "stat":
+        p.add_argument("name", help="id, /id, id_t, /id_t, id_m, /id_t_filled, ...")
+    if cmd == "rm":
+        p.add_argument("name", help="id (ring and segment), /id_t, /id_m, /id_t_filled, ...")
+        p.add_argument("--force", action="store_true",
+                       help="remove even what a live process uses (its creator, producer or "
+                            "consumer is alive, or a process has it mapped or open)")
+    if cmd == "gc":
+        p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+        p.add_argument("--include-unknown", action="store_true",
+                       help="also remove Rust-created rings and segments (no owner record) "
+                            "that no process has mapped")
+    p.add_argument("--json", action="store_true", help={
+        "ls": "print the listing as JSON",
+        "stat": "print every detail as JSON",
+        "rm": "print the removed names as JSON",
+        "gc": "print what was removed and kept as JSON",
+    }[cmd] + " (errors too: {\"error\": ..., \"name\": ...}, exit code 1)")
+
+
 def add_subcommands(sub: Any) -> None:
     """Register ``ls``, ``stat``, ``rm`` and ``gc`` on an argparse subparsers object."""
-    p = sub.add_parser("ls", help="list rings, segments and orphan semaphores in /dev/shm")
-    p.add_argument("--prefix", default="", help="only names starting with PREFIX")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("stat", help="full header, semaphores and slots of one object")
-    p.add_argument("name", help="id, /id, id_t, /id_t, id_m, /id_t_filled, ...")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("rm", help="remove a ring (with its semaphores) or a segment")
-    p.add_argument("name", help="id (ring and segment), /id_t, /id_m, /id_t_filled, ...")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("gc", help="remove objects whose owners are dead")
-    p.add_argument("--prefix", default="", help="only names starting with PREFIX")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
-    p.add_argument("--include-unknown", action="store_true",
-                   help="also remove Rust-created rings and segments (no owner record) that "
-                        "no process has mapped")
-    p.add_argument("--json", action="store_true")
+    for cmd in COMMANDS:
+        add_arguments(cmd, sub.add_parser(cmd, help=_HELP[cmd]))
 
 
 def _emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
@@ -901,20 +953,60 @@ def cmd_stat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alive_parties(o: dict[str, Any]) -> list[str]:
+    out = []
+    for who in ("creator", "producer", "consumer"):
+        p = o.get(who)
+        if p and p.get("alive"):
+            out.append(f"its {who} pid {p['pid']} is alive")
+    return out
+
+
+def _in_use(kind: str, name: str, mappers: _Mappers) -> tuple[list[str], Optional[dict[str, Any]]]:
+    """Why removing ``(kind, name)`` would pull it from under a live process (empty: no
+    one uses it), and what was inspected."""
+    objs: list[dict[str, Any]] = []
+    if kind == "segment":
+        seg = inspect_segment(name, mappers)
+        objs = [seg] if seg is not None else []
+    else:
+        ring = inspect_ring(name, mappers)
+        if ring is not None:
+            objs = [ring]
+            objs += [s for s in ring["semaphores"] if s["exists"]]
+        else:
+            objs = [o for o in (inspect_semaphore(name + s, mappers) for s in SEM_SUFFIXES)
+                    if o is not None]
+    why: list[str] = []
+    if objs and objs[0]["kind"] == "ring" and objs[0].get("state") != "not a ring":
+        why += _alive_parties(objs[0])
+    for o in objs:
+        users = o.get("users")
+        if users:
+            why.append(f"{o['name']} is mapped or open by pid {', '.join(map(str, users))}")
+    return why, (objs[0] if objs else None)
+
+
 def cmd_rm(args: argparse.Namespace) -> int:
     targets = resolve(args.name)
     if not targets:
         raise OpsError(f"no ring, segment or ring semaphore named {args.name!r} in {SHM_DIR}: "
                        "nothing removed")
+    mappers = _scan_mappers()
+    checks = [(kind, name, *_in_use(kind, name, mappers)) for kind, name in targets]
+    busy = {name: why for _, name, why, _ in checks if why}
+    if busy and not args.force:
+        text = "; ".join(f"{n}: {', '.join(w)}" for n, w in busy.items())
+        raise OpsError(f"refusing to remove {args.name!r}, a live process uses it ({text}); "
+                       "nothing removed (--force removes it anyway: the users' handles keep "
+                       "working, but nobody can open the names any more)",
+                       in_use=busy)
     removed: list[str] = []
     notes: list[str] = []
-    for kind, name in targets:
-        if kind == "ring":
-            info = inspect_ring(name)
-            c = (info or {}).get("creator") or {}
-            if c.get("alive"):
-                notes.append(f"note: the creator of {name} (pid {c['pid']}) is alive; its "
-                             "handles keep working, but nobody can open the ring any more")
+    for kind, name, why, _info in checks:
+        if why:
+            notes.append(f"note: removed {name} although {', '.join(why)} (--force); its "
+                         "handles keep working, but nobody can open the names any more")
         removed += remove(kind, name)
     if not removed:
         raise OpsError(f"{args.name!r} disappeared before it could be removed")
@@ -941,8 +1033,15 @@ def run(args: argparse.Namespace) -> int:
         os.close(devnull)
         return 1
     except OpsError as e:
-        print(f"ctshm {args.cmd}: {e}", file=sys.stderr)
-        return 1
+        return _error(args, str(e), e.details)
     except OSError as e:
-        print(f"ctshm {args.cmd}: {e}", file=sys.stderr)
-        return 1
+        return _error(args, str(e), {"errno": e.errno})
+
+
+def _error(args: argparse.Namespace, message: str, details: dict[str, Any]) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "command": args.cmd,
+                          "name": getattr(args, "name", None), **details}, indent=2))
+    else:
+        print(f"ctshm {args.cmd}: {message}", file=sys.stderr)
+    return 1

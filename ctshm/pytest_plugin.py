@@ -23,7 +23,8 @@ import itertools
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Generator
+from typing import Any, Optional
 
 import pytest
 
@@ -129,19 +130,50 @@ def remove(names: list[str]) -> None:
             pass
 
 
+_IDS = pytest.StashKey["list[str]"]()
+_LEAKED = pytest.StashKey[str]()
+
+
 @pytest.fixture
-def ctshm_id(request: pytest.FixtureRequest) -> Iterator[str]:
+def ctshm_id(request: pytest.FixtureRequest) -> str:
     """A short id unique to this test, xdist worker and session (see the module docstring)."""
     state = request.config.stash.get(_STATE, None)
     if state is None:  # configured before this plugin was (should not happen)
         state = request.config.stash[_STATE] = _Session()
     id = state.new_id()
-    yield id
-    if not _check_enabled(request.node):
+    # The leak check runs in pytest_runtest_teardown, after *every* fixture of the test is
+    # torn down (a fixture that closes its rings may be torn down after this one).
+    request.node.stash.setdefault(_IDS, []).append(id)
+    return id
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: Optional[pytest.Item]
+                            ) -> Generator[None, None, None]:
+    yield  # every fixture of the test (and of scopes ending here) is torn down now
+    ids = item.stash.get(_IDS, [])
+    if not ids or not _check_enabled(item):
         return
-    leaked = leftovers(id)
+    leaked = [n for id in ids for n in leftovers(id)]
     if leaked:
         remove(leaked)
-        pytest.fail(f"ctshm leak check: {request.node.nodeid} left {len(leaked)} object"
-                    f"{'' if len(leaked) == 1 else 's'} in {SHM_DIR}: {', '.join(leaked)} "
-                    "(removed)", pytrace=False)
+        item.stash[_LEAKED] = (
+            f"ctshm leak check: {item.nodeid} left {len(leaked)} object"
+            f"{'' if len(leaked) == 1 else 's'} in {SHM_DIR}: {', '.join(leaked)} (removed)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, Any, None]:
+    outcome = yield
+    if call.when != "teardown":
+        return
+    message = item.stash.get(_LEAKED, None)
+    if message is None:
+        return
+    report = outcome.get_result()
+    if report.passed:  # a teardown that failed already keeps its own error
+        report.outcome = "failed"
+        report.longrepr = message
+    else:
+        report.sections.append(("ctshm leak check", message))

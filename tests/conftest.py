@@ -7,6 +7,7 @@
   replaced).  T is 120 s, ``CTSHM_TEST_TIMEOUT`` changes the default, and
   ``@pytest.mark.timeout_s(N)`` sets it for one test.
 * ``shm_id``: a short id unique per test and per xdist worker.
+* ``seedref``: the Rust peer's binary (session-scoped; skips where it cannot be built).
 * An autouse leak check: a test that leaves an object or semaphore whose name starts with
   this worker's prefix in /dev/shm fails; the leftovers are then removed so one failure
   does not cascade into the next tests.
@@ -22,7 +23,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from .helpers import SHM_DIR, WORKER_PREFIX, our_shm_entries
+from .helpers import SHM_DIR, WORKER_PREFIX, locate_seedref, our_shm_entries
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("CTSHM_TEST_TIMEOUT", "120"))
 
@@ -71,6 +72,16 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(scope="session")
+def seedref() -> str:
+    """Path of the Rust peer (``../shared/seedref``), built once per session; skips only
+    where its sources or cargo are truly absent (see ``helpers.locate_seedref``)."""
+    path, why = locate_seedref()
+    if path is None:
+        pytest.skip(f"Rust peer unavailable: {why}")
+    return path
 
 
 @pytest.fixture

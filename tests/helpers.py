@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,48 @@ def run_python(code: str, env: Optional[dict[str, str]] = None, timeout: float =
     full["PYTHONPATH"] = REPO_ROOT + os.pathsep + full.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-c", code], env=full, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Rust peer (../shared/seedref)
+# ---------------------------------------------------------------------------------------------
+
+#: The Rust original's command-line peer, beside the checkout (absent in a fresh clone).
+SEEDREF_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "seedref")
+
+
+def find_cargo() -> Optional[str]:
+    """cargo on PATH or in the rustup locations build.sh also adds (None if absent)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/root/.cargo/bin",
+                            os.path.expanduser("~/.cargo/bin")])
+    return shutil.which("cargo", path=path)
+
+
+def locate_seedref(seedref_dir: str = SEEDREF_DIR, timeout: float = 600
+                   ) -> tuple[Optional[str], Optional[str]]:
+    """``(binary, None)``, or ``(None, why)`` where the peer truly cannot exist here.
+
+    ``SEEDREF_BIN`` (an executable) wins.  Otherwise ``seedref_dir/build.sh`` builds it; the
+    reason to skip is only that build.sh is missing or cargo is absent.  A build that fails
+    with both present raises ``RuntimeError``: a broken build is a failure, never a skip.
+    """
+    env_bin = os.environ.get("SEEDREF_BIN")
+    if env_bin and os.access(env_bin, os.X_OK):
+        return env_bin, None
+    script = os.path.join(seedref_dir, "build.sh")
+    if not os.path.isfile(script):
+        return None, (f"the Rust peer's sources are missing: no {script} (a clone without "
+                      "../shared; set SEEDREF_BIN to a built seedref binary)")
+    if find_cargo() is None:
+        return None, f"cargo is not installed: cannot build the Rust peer {seedref_dir}"
+    target = os.environ.get("CARGO_TARGET_DIR", "/tmp/seedref-target")
+    out = subprocess.run(["bash", script], capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "CARGO_TARGET_DIR": target}, check=False)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines or not os.access(lines[-1], os.X_OK):
+        raise RuntimeError(f"{script} failed (exit {out.returncode}):\n{out.stdout}"
+                           f"{out.stderr}")
+    return lines[-1], None
 
 
 def pattern(length: int, seed: int) -> bytes:
@@ -216,3 +259,34 @@ def child_hammer(id: str, backend: str, n_procs: int, iterations: int, atomic: b
         for _ in range(iterations):
             store(counter, load(counter) + 1)
     m.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Crash reporting children (multiprocessing targets)
+# ---------------------------------------------------------------------------------------------
+
+
+def child_raise_in_reporting(id: str, form: str) -> None:
+    """A multiprocessing producer whose target raises: ``form`` is "with" (the context
+    manager), "decorator" (a decorated function), or "install" (``crashhook.install``, which
+    multiprocessing bypasses)."""
+    from ctshm import ShmTraceRing, crashhook
+
+    ring = ShmTraceRing.open(id, timeout=20)
+    ring.put(b"before")
+    if form == "install":
+        crashhook.install(ring)
+        _fail_at_step(42)
+    elif form == "with":
+        with crashhook.reporting(ring):
+            _fail_at_step(42)
+    else:
+        @crashhook.reporting(ring)
+        def work() -> None:
+            _fail_at_step(42)
+
+        work()
+
+
+def _fail_at_step(step: int) -> None:
+    raise ValueError(f"bad trace at step {step}")

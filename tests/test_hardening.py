@@ -176,14 +176,9 @@ def test_sigkill_consumer_at_random_points(shm_id: str) -> None:
     assert max(latencies) < 1.5
 
 
-def test_dead_producer_detected_in_rust_created_ring(shm_id: str) -> None:
-    from .test_interop import _cargo
-    if _cargo() is None and not os.environ.get("SEEDREF_BIN"):
-        pytest.skip("cargo is not installed: cannot build the Rust peer")
-    from .test_interop import SEEDREF_DIR
-    seed = os.environ.get("SEEDREF_BIN") or subprocess.run(
-        ["bash", os.path.join(SEEDREF_DIR, "build.sh")], capture_output=True, text=True,
-        check=True, timeout=600).stdout.strip().splitlines()[-1]
+@pytest.mark.seedref
+def test_dead_producer_detected_in_rust_created_ring(seedref: str, shm_id: str) -> None:
+    seed = seedref
     # The Rust consumer creates the ring and waits; a ctshm producer opens it and dies.
     peer = subprocess.Popen([seed, "consume", shm_id, "4", "4096", "--create",
                              "--idle-limit-s", "3"], stdout=subprocess.PIPE,

@@ -3,7 +3,8 @@
 Both directions, the creator on either side, finish and crash paths, payload lengths
 0, 5, 8, 9, 4096 and 1 MiB, hundreds of messages through a small ring, and ShmMemory.
 The peer is built once per session with ``../shared/seedref/build.sh`` (or taken from
-``SEEDREF_BIN``); these tests skip only where cargo is truly absent.
+``SEEDREF_BIN``) by the ``seedref`` fixture (tests/conftest.py); these tests skip only where
+the sources or cargo are truly absent.
 """
 
 from __future__ import annotations
@@ -12,47 +13,22 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
 
 from ctshm import CrashDetails, Crashed, Data, Finished, ShmMemory, ShmTraceRing
-from ctshm.layout import CRASH_OFF as _CRASH_OFF
-from ctshm.layout import EXT_OFF, HEADER_SIZE, HEADER_STRUCT_SIZE, HUGE_PAGE_SIZE
+from ctshm.layout import CRASH_OFF, EXT_OFF, HEADER_SIZE, HEADER_STRUCT_SIZE, HUGE_PAGE_SIZE
 
+from . import helpers
 from . import ring_children as rc
-from .helpers import REPO_ROOT
 
 pytestmark = pytest.mark.seedref
 
-SEEDREF_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "seedref")
 MiB = 1 << 20
 LENGTHS = [0, 5, 8, 9, 4096, MiB]
-
-
-def _cargo() -> str | None:
-    path = os.environ.get("PATH", "") + os.pathsep + "/root/.cargo/bin" + os.pathsep + \
-        os.path.expanduser("~/.cargo/bin")
-    return shutil.which("cargo", path=path)
-
-
-@pytest.fixture(scope="session")
-def seedref() -> str:
-    env_bin = os.environ.get("SEEDREF_BIN")
-    if env_bin and os.access(env_bin, os.X_OK):
-        return env_bin
-    if _cargo() is None:
-        pytest.skip("cargo is not installed: cannot build the Rust peer ../shared/seedref")
-    if not os.path.exists(os.path.join(SEEDREF_DIR, "build.sh")):
-        pytest.skip(f"the Rust peer's sources are missing ({SEEDREF_DIR})")
-    target = os.environ.get("CARGO_TARGET_DIR", "/tmp/seedref-target")
-    out = subprocess.run(["bash", os.path.join(SEEDREF_DIR, "build.sh")], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "CARGO_TARGET_DIR": target})
-    assert out.returncode == 0, f"seedref build failed:\n{out.stderr}"
-    path = out.stdout.strip().splitlines()[-1]
-    assert os.access(path, os.X_OK), path
-    return path
 
 
 def run_peer(seedref: str, *args: Any, timeout: float = 60) -> dict[str, Any]:
@@ -86,7 +62,7 @@ def test_layout_matches(seedref: str) -> None:
     assert layout["HEADER_SIZE"] == HEADER_SIZE and layout["HUGE_PAGE_SIZE"] == HUGE_PAGE_SIZE
     assert [f[k]["offset"] for k in ("write_idx", "read_idx", "reserved_idx", "capacity",
                                      "slot_size", "finished")] == [0, 8, 16, 24, 32, 40]
-    assert f["crash_details.signal"]["offset"] == _CRASH_OFF == 48
+    assert f["crash_details.signal"]["offset"] == CRASH_OFF == 48
     assert f["crash_details.addr"]["offset"] == 56
     assert f["crash_details.operation"]["offset"] == 64
     assert EXT_OFF >= HEADER_STRUCT_SIZE  # ctshm's extension is outside the Rust struct
@@ -243,3 +219,59 @@ def test_python_memory_create_rust_writes(seedref: str, shm_id: str) -> None:
         assert out.returncode == 0, out.stderr
         assert bytes(m.buf[4000:4006]) == bytes.fromhex("deadbeef00ff")
         assert bytes(m.buf[:4000]) == bytes(4000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the peer is missing: skip, with the reason (and only there)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_seedref_locator_skips_only_where_absent(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Any) -> None:
+    monkeypatch.delenv("SEEDREF_BIN", raising=False)
+    missing = str(tmp_path / "no-such-shared" / "seedref")
+    path, why = helpers.locate_seedref(missing)
+    assert path is None and why is not None
+    assert "sources are missing" in why and missing in why
+
+    fake = tmp_path / "seedref"
+    fake.mkdir()
+    (fake / "build.sh").write_text("echo build output >&2\nexit 3\n")
+    monkeypatch.setattr(helpers, "find_cargo", lambda: None)
+    path, why = helpers.locate_seedref(str(fake))
+    assert path is None and why is not None and "cargo is not installed" in why
+
+    # Both present: never a skip.  A failing build is an error ...
+    monkeypatch.setattr(helpers, "find_cargo", lambda: "/usr/bin/cargo")
+    with pytest.raises(RuntimeError, match=r"build\.sh failed \(exit 3\):\n.*build output"):
+        helpers.locate_seedref(str(fake))
+    # ... and a working one gives the binary it printed.
+    (fake / "build.sh").write_text(f"echo compiling >&2\necho {sys.executable}\n")
+    assert helpers.locate_seedref(str(fake)) == (sys.executable, None)
+    # SEEDREF_BIN wins, even without sources.
+    monkeypatch.setenv("SEEDREF_BIN", sys.executable)
+    assert helpers.locate_seedref(missing) == (sys.executable, None)
+
+
+def test_fresh_clone_without_shared_skips_every_rust_test(tmp_path: Any) -> None:
+    """A checkout with no ``../shared`` beside it: the Rust-peer tests skip and say why
+    (test_dead_producer_detected_in_rust_created_ring used to fail with exit 127)."""
+    clone = tmp_path / "clone"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for d in ("ctshm", "tests"):
+        shutil.copytree(os.path.join(helpers.REPO_ROOT, d), clone / d, ignore=ignore)
+    shutil.copy(os.path.join(helpers.REPO_ROOT, "pyproject.toml"), clone)
+    assert not (tmp_path / "shared").exists()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SEEDREF_BIN", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS")}
+    env.update(PYTHONPATH=str(clone), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
+         "tests/test_hardening.py::test_dead_producer_detected_in_rust_created_ring",
+         "tests/test_interop.py::test_layout_matches",
+         "tests/test_ops.py::test_rust_ring_owner_unknown"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 skipped" in r.stdout, r.stdout
+    assert r.stdout.count("Rust peer unavailable: the Rust peer's sources are missing: no "
+                          f"{tmp_path}/shared/seedref/build.sh") == 3, r.stdout

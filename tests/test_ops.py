@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from ctshm.layout import HEADER_SIZE, HUGE_PAGE_SIZE
 from ctshm.semaphore import NamedSemaphore
 
 from .helpers import REPO_ROOT, SHM_DIR, run_python, sem_exists, shm_exists
-from .test_interop import seedref, start_peer  # noqa: F401  (seedref: the Rust peer fixture)
+from .test_interop import start_peer
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm (Linux)")
 
@@ -226,7 +227,7 @@ def test_gc_leaves_a_successor_alone(shm_id: str) -> None:
 
 @pytest.mark.seedref
 @pytest.mark.timeout_s(180)
-def test_rust_ring_owner_unknown(seedref: str, shm_id: str) -> None:  # noqa: F811
+def test_rust_ring_owner_unknown(seedref: str, shm_id: str) -> None:
     p = start_peer(seedref, "produce", shm_id, 4, 4096, 2, 16, "--create", "--linger-ms",
                    60000)
     try:
@@ -291,7 +292,11 @@ def test_segment_ls_stat_rm(shm_id: str) -> None:
         res = cli_json("gc", "--prefix", shm_id, "--include-unknown")
         assert res["removed"] == [] and "in use by" in res["kept"][0]["reason"]
 
-        r = run_cli("rm", f"{shm_id}_m", "--json")
+        r = run_cli("rm", f"{shm_id}_m")  # mapped by this process: refused
+        assert r.returncode == 1 and r.stdout == ""
+        assert f"{m.name} is mapped or open by pid {os.getpid()}" in r.stderr, r.stderr
+        assert shm_exists(m.name)
+        r = run_cli("rm", f"{shm_id}_m", "--json", "--force")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout) == {"removed": [m.name]}
         assert not shm_exists(m.name)
@@ -335,7 +340,10 @@ def test_orphan_semaphores(shm_id: str) -> None:
         assert [e["name"] for e in res["removed"]] == [unused]
         assert [e["name"] for e in res["kept"]] == [held]
         assert not sem_exists(unused) and sem_exists(held)
-        r = run_cli("rm", held)  # rm takes a semaphore name too
+        r = run_cli("rm", held)  # open in this process: refused
+        assert r.returncode == 1 and f"is mapped or open by pid {os.getpid()}" in r.stderr
+        assert sem_exists(held)
+        r = run_cli("rm", held, "--force")  # rm takes a semaphore name too
         assert r.returncode == 0, r.stderr
         assert r.stdout.split() == ["removed", held]
         assert not sem_exists(held)
@@ -357,7 +365,7 @@ def test_corrupt_and_initializing_objects(shm_id: str) -> None:
         objs = {o["name"]: o for o in ops.collect(shm_id, detail=True)}
         a, b, c = objs[f"/{shm_id}a_t"], objs[f"/{shm_id}b_t"], objs[f"/{shm_id}c_t_filled"]
         assert a["state"] == "initializing" and "smaller than a ring header" in a["state_reason"]
-        assert b["state"] == "corrupt" and "capacity=5" in b["state_reason"]
+        assert b["state"] == "not a ring" and "capacity=5" in b["state_reason"]
         assert b["slots"] == []
         assert c["state"] == "orphan" and "not a semaphore" in c["error"]
         r = run_cli("stat", f"{shm_id}c_t_filled")
@@ -372,6 +380,37 @@ def test_corrupt_and_initializing_objects(shm_id: str) -> None:
     finally:
         for fd in (fd0, fd1, fd2):
             os.close(fd)
+
+
+def test_random_file_named_like_a_ring_is_not_a_ring(shm_id: str) -> None:
+    """A file /X_t whose header words are garbage (20-digit "indices", a magic that is neither
+    ctshm's nor 0) is "not a ring", not a ring of an unknown Rust peer."""
+    fd = os.open(f"{SHM_DIR}/{shm_id}_t", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, HEADER_SIZE + HUGE_PAGE_SIZE)
+        garbage = bytes((i * 37 + 11) % 251 + 3 for i in range(4096))
+        os.pwrite(fd, garbage, 0)
+        o = listing(shm_id)[f"/{shm_id}_t"]
+        assert len(str(o["write_idx"])) >= 19  # what the garbage "says"
+        assert o["state"] == "not a ring", o
+        assert o["state_reason"].startswith("no ctshm magic, and the header does not match "
+                                            "the object: "), o["state_reason"]
+        assert o["creator"]["text"] == "not a ring"
+        assert o["producer"] is None and o["consumer"] is None
+        line = next(ln for ln in run_cli("ls", "--prefix", shm_id).stdout.splitlines()
+                    if f"/{shm_id}_t" in ln)
+        assert "not a ring" in line and "Rust" not in line and "unknown" not in line, line
+        assert str(o["write_idx"]) not in line and str(o["capacity"]) not in line, line
+        st = run_cli("stat", f"{shm_id}_t")
+        assert st.returncode == 0 and "not a ring" in st.stdout and "Rust" not in st.stdout
+        res = cli_json("gc", "--prefix", shm_id, "--include-unknown")
+        assert res["removed"] == [] and "not a ring" in res["kept"][0]["reason"]
+        assert cli.main(["rm", f"{shm_id}_t"]) == 0
+        assert shm_entries(shm_id) == []
+    finally:
+        os.close(fd)
+        if shm_exists(f"/{shm_id}_t"):
+            os.unlink(f"{SHM_DIR}/{shm_id}_t")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,16 +438,60 @@ def test_resolve_names(shm_id: str) -> None:
 
 
 def test_rm_ring_of_live_owner(shm_id: str) -> None:
+    me = os.getpid()
     with ShmTraceRing.create(shm_id, 2, 4096) as ring:
+        r = run_cli("rm", f"/{shm_id}")
+        assert r.returncode == 1 and r.stdout == "", r
+        assert r.stderr.startswith(f"ctshm rm: refusing to remove '/{shm_id}', a live process "
+                                   f"uses it ({ring.name}: its creator pid {me} is alive, "
+                                   f"{ring.name} is mapped or open by pid {me}"), r.stderr
+        assert "--force" in r.stderr
+        assert ring_files(shm_id) == [True, True, True]
         r = run_cli("rm", f"/{shm_id}", "--json")
+        assert r.returncode == 1
+        err = json.loads(r.stdout)
+        assert err["command"] == "rm" and err["name"] == f"/{shm_id}"
+        assert err["error"].startswith(f"refusing to remove '/{shm_id}'")
+        assert f"its creator pid {me} is alive" in err["in_use"][ring.name]
+        assert ring_files(shm_id) == [True, True, True]
+
+        r = run_cli("rm", f"/{shm_id}", "--json", "--force")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout) == {"removed": [ring.name, ring.name + "_filled",
                                                     ring.name + "_empty"]}
-        assert "is alive" in r.stderr  # a note, not an error
+        assert f"its creator pid {me} is alive" in r.stderr  # a note, not an error
         assert ring_files(shm_id) == [False, False, False]
         ring.put(b"handles keep working")
         assert ring.get(5) == b"handles keep working"
     assert shm_entries(shm_id) == []
+
+
+def test_rm_refuses_ring_whose_producer_lives_elsewhere(shm_id: str) -> None:
+    """Creator dead, but a registered producer is alive (and maps the ring): refused."""
+    _dead_ring(shm_id)
+    ready = f"/tmp/{shm_id}.ready"
+    code = (f"import os, time\nfrom ctshm import ShmTraceRing\n"
+            f"r = ShmTraceRing.open({shm_id!r}, timeout=10)\nr.put(b'x')\n"
+            f"open({ready!r}, 'w').close()\ntime.sleep(60)\n")
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(ready) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert os.path.exists(ready), p.poll()
+        r = run_cli("rm", shm_id)
+        assert r.returncode == 1, r
+        assert f"its producer pid {p.pid} is alive" in r.stderr, r.stderr
+        assert f"is mapped or open by pid {p.pid}" in r.stderr, r.stderr
+        assert ring_files(shm_id) == [True, True, True]
+    finally:
+        p.kill()
+        assert p.wait(30) == -signal.SIGKILL
+        os.unlink(ready)
+    r = run_cli("rm", shm_id)  # every user is gone now
+    assert r.returncode == 0, r.stderr
+    assert ring_files(shm_id) == [False, False, False]
 
 
 def test_rm_id_removes_ring_and_segment(shm_id: str, capsys: pytest.CaptureFixture[str]
@@ -429,8 +512,14 @@ def test_missing_name_exit_1(shm_id: str, cmd: str) -> None:
     for args in ((cmd, shm_id), (cmd, shm_id, "--json")):
         r = run_cli(*args)
         assert r.returncode == 1, r
-        assert f"no ring, segment or ring semaphore named {shm_id!r}" in r.stderr
-        assert r.stdout == ""
+        if "--json" in args:  # the error is JSON too, on stdout
+            assert r.stderr == ""
+            err = json.loads(r.stdout)
+            assert err["command"] == cmd and err["name"] == shm_id
+            assert err["error"].startswith(f"no ring, segment or ring semaphore named {shm_id!r}")
+        else:
+            assert f"no ring, segment or ring semaphore named {shm_id!r}" in r.stderr
+            assert r.stdout == ""
 
 
 def test_usage_errors_exit_2() -> None:
@@ -450,3 +539,53 @@ def test_ls_json_shape_and_empty_prefix(shm_id: str) -> None:
     assert r.returncode == 0 and "no ctshm objects" in r.stdout
     res = cli_json("gc", "--prefix", shm_id)
     assert res == {"dry_run": False, "removed": [], "kept": [], "errors": []}
+
+
+# ---------------------------------------------------------------------------------------------
+# Help texts and lazy imports
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cmd", [None, "info", "ls", "stat", "rm", "gc", "bench"])
+def test_help_is_plain_text_and_every_json_option_explained(cmd: str | None) -> None:
+    r = run_cli(*([cmd] if cmd else []), "--help")
+    assert r.returncode == 0, r.stderr
+    for markup in ("``", ":class:", ":func:", "::\n"):
+        assert markup not in r.stdout, (markup, r.stdout)
+    if cmd is None:
+        for c in ("info", "bench", "ls", "stat", "rm", "gc"):
+            assert re.search(rf"^    {c}\s+\S", r.stdout, re.M), (c, r.stdout)
+    else:
+        assert re.search(r"^  --json\s+\S", r.stdout, re.M), r.stdout  # with a help text
+    if cmd == "rm":
+        assert re.search(r"^  --force\s+\S", r.stdout, re.M), r.stdout
+
+
+_MODULES = """
+import runpy, sys
+sys.argv = ["python -m ctshm", *{args!r}]
+try:
+    runpy.run_module("ctshm", run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    code = e.code
+print("MODULES", *sorted(m for m in sys.modules if m.startswith("ctshm")))
+sys.exit(code)
+"""
+
+
+def _modules_after(*args: str) -> set[str]:
+    r = run_python(_MODULES.format(args=list(args)))
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("MODULES "))
+    return set(line.split()[1:])
+
+
+def test_info_imports_neither_bench_nor_ops(shm_id: str) -> None:
+    mods = _modules_after("info")
+    assert "ctshm.cli" in mods
+    assert "ctshm.bench" not in mods and "ctshm.ops" not in mods, sorted(mods)
+    assert "ctshm.records" not in mods
+    mods = _modules_after()  # no subcommand: info
+    assert "ctshm.bench" not in mods and "ctshm.ops" not in mods, sorted(mods)
+    mods = _modules_after("ls", "--prefix", shm_id)
+    assert "ctshm.ops" in mods and "ctshm.bench" not in mods, sorted(mods)

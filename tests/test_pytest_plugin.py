@@ -235,6 +235,75 @@ def test_leak_check_no_false_positive(inner: pytest.Pytester) -> None:
         cleanup(leaked_ids(inner))
 
 
+FACTORY = """
+import os
+import pytest
+from ctshm import ShmTraceRing
+
+@pytest.fixture
+def ring_factory():
+    rings = []
+
+    def make(id):
+        with open("ids.txt", "a") as f:
+            f.write(id + "\\n")
+        r = ShmTraceRing.create(id, 2, 4096)
+        rings.append(r)
+        return r
+
+    yield make
+    for r in rings:
+        # Still there: the leak check has not run (nor unlinked the live ring) yet.
+        assert os.path.exists("/dev/shm/" + r.name[1:]), r.name
+        assert os.path.exists("/dev/shm/sem." + r.name[1:] + "_filled"), r.name
+        r.put(b"still usable")
+        assert [r.get(5), r.get(5)][1] == b"still usable"
+        r.close()
+
+def test_factory_first(ring_factory, ctshm_id):
+    ring_factory(ctshm_id).put(b"a")
+
+def test_id_first(ctshm_id, ring_factory):
+    ring_factory(ctshm_id).put(b"b")
+
+def test_factory_leaks(ring_factory, ctshm_id):
+    ring_factory(ctshm_id).put(b"c")
+    leak = ShmTraceRing.create(ctshm_id + "x", 1, 4096)
+    pytest.leaked = leak  # keep it alive past the test: a real leak
+"""
+
+
+@pytest.mark.parametrize("order", ["factory_first", "id_first"])
+def test_leak_check_runs_after_all_fixtures(inner: pytest.Pytester, order: str) -> None:
+    """Issue 10 item 12: a fixture that closes its rings at teardown is torn down *after*
+    ``ctshm_id`` when the test lists it first; the check must still see a clean /dev/shm, and
+    must not unlink the ring while the fixture still uses it."""
+    inner.makepyfile(FACTORY)
+    try:
+        r = run_inner(inner, "--ctshm-leak-check", "-k", f"test_{order}")
+        r.assert_outcomes(passed=1)
+        (id,) = leaked_ids(inner)
+        assert present(id) == []
+    finally:
+        cleanup(leaked_ids(inner))
+
+
+def test_leak_check_after_all_fixtures_still_catches_leaks(inner: pytest.Pytester) -> None:
+    inner.makepyfile(FACTORY)
+    try:
+        r = run_inner(inner, "--ctshm-leak-check", "-k", "test_factory_leaks")
+        r.assert_outcomes(passed=1, errors=1)
+        (id,) = leaked_ids(inner)
+        r.stdout.fnmatch_lines([
+            "*ERROR at teardown of test_factory_leaks*",
+            f"*test_factory_leaks left 3 objects in /dev/shm: /{id}x_t, /{id}x_t_empty "
+            f"(semaphore), /{id}x_t_filled (semaphore) (removed)*",
+        ])
+        assert present(id) == []
+    finally:
+        cleanup(leaked_ids(inner))
+
+
 def test_coexists_with_project_conftest() -> None:
     """This project's tests/conftest.py (shm_id, its own leak check, timeout_s) and the plugin
     load together: distinct fixture, option and marker names."""
