@@ -63,10 +63,10 @@ from __future__ import annotations
 
 from .driver import PEERS, add_arguments, main, run, run_from_args
 from .footprint import import_cost, memory_check
-from .harness import WORKLOADS, Peer, Settings, Workload
+from .harness import WORKLOADS, Peer, Settings, Workload, run_once
 from .report import format_table, targets
 from .seedref import find_seedref
 
 __all__ = ["PEERS", "WORKLOADS", "Peer", "Settings", "Workload", "add_arguments",
            "find_seedref", "format_table", "import_cost", "main", "memory_check", "run",
-           "run_from_args", "targets"]
+           "run_from_args", "run_once", "targets"]

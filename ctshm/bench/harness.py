@@ -70,6 +70,9 @@ class Settings(NamedTuple):
     spin: Optional[float] = None  # busy-wait of the ctshm rings (None: the ring's default)
     pairs: int = 1  # pairs running at once (--oversubscribe)
     sp1_reader: str = "auto"  # how the SP1 consumer reads every byte: auto|numpy|memoryview
+    #: the class whose ``open()`` the ctshm peers' children use (a subclass to measure a
+    #: variant of the ring's code path, as benchmarks/ring_fastpath_proposal.py does)
+    ring_class: type[ShmTraceRing] = ShmTraceRing
 
 
 class BenchError(RuntimeError):
@@ -186,11 +189,12 @@ class RingSpec(NamedTuple):
 
     id: str
     spin: Optional[float]
+    ring_class: type[ShmTraceRing] = ShmTraceRing
 
     def open(self) -> ShmTraceRing:
         if self.spin is None:
-            return ShmTraceRing.open(self.id)
-        return ShmTraceRing.open(self.id, spin=self.spin)
+            return self.ring_class.open(self.id)
+        return self.ring_class.open(self.id, spin=self.spin)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,11 +227,11 @@ class RunContext:
     def on_cleanup(self, fn: Callable[[], None]) -> None:
         self._undo.append(fn)
 
-    def ring(self, capacity: int, slot_size: int, spin: Optional[float]) -> RingSpec:
+    def ring(self, capacity: int, slot_size: int, settings: Settings) -> RingSpec:
         """Create a ctshm ring owned by the bench process (unlinked at cleanup)."""
         ring = ShmTraceRing.create(self.new_id(), capacity, slot_size)
         self.on_cleanup(ring.close)
-        return RingSpec(ring.id, spin)
+        return RingSpec(ring.id, settings.spin, settings.ring_class)
 
     def cleanup(self) -> list[str]:
         for p in self.procs:

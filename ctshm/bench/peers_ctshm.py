@@ -35,10 +35,10 @@ class CtshmSlot(Peer):
 
     def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
         if wl.kind == "stream":
-            return ctx.ring(RING_CAPACITY, RING_SLOT, settings.spin)
+            return ctx.ring(RING_CAPACITY, RING_SLOT, settings)
         if wl.kind == "sp1":
-            return (ctx.ring(SP1_CAPACITY, wl.size, settings.spin), settings.sp1_reader)
-        return (ctx.ring(4, RING_SLOT, settings.spin), ctx.ring(4, RING_SLOT, settings.spin))
+            return (ctx.ring(SP1_CAPACITY, wl.size, settings), settings.sp1_reader)
+        return (ctx.ring(4, RING_SLOT, settings), ctx.ring(4, RING_SLOT, settings))
 
     @staticmethod
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
@@ -140,7 +140,7 @@ class CtshmRecords(Peer):
     kinds = ("stream",)
 
     def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
-        return ctx.ring(RING_CAPACITY, RING_SLOT, settings.spin)
+        return ctx.ring(RING_CAPACITY, RING_SLOT, settings)
 
     @staticmethod
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:

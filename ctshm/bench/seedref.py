@@ -186,7 +186,7 @@ class RustSeed(Peer):
     def _sp1(self, ctx: RunContext, wl: Workload, count: int, settings: Settings
              ) -> dict[str, Any]:
         """The seed produces whole-slot frames into a ctshm ring; a ctshm child consumes."""
-        ring = ctx.ring(SP1_CAPACITY, wl.size, settings.spin)
+        ring = ctx.ring(SP1_CAPACITY, wl.size, settings)
         conn = start_child(ctx, sp1_consumer, (ring, settings.sp1_reader), wl, count,
                            "rust-seed sp1 consumer")
         producer: list[Any] = []
