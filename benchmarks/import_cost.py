@@ -22,7 +22,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from ctshm.bench import _IMPORTTIME, import_cost  # noqa: E402
+from ctshm.bench.footprint import _IMPORTTIME, import_cost  # noqa: E402
 
 
 def heaviest(module: str, top: int = 12) -> list[tuple[str, int, int]]:

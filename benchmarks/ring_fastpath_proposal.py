@@ -31,10 +31,11 @@ from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ctshm import bench, ring
+from ctshm import bench, layout
+from ctshm.bench.harness import scaled
 from ctshm.ring import ShmTraceRing
 
-_W, _RES, _FIN, _LEN = ring._W, ring._RES, ring._FIN, ring._LEN
+_W, _RES, _FIN, _LEN = layout.WRITE_IDX, layout.RESERVED_IDX, layout.FINISHED, layout.LEN_WORD
 
 
 class LeanRing(ShmTraceRing):
@@ -119,11 +120,11 @@ def main() -> None:
     rows: dict[str, dict[str, list[float]]] = {w: {c: [] for c in classes} for w in ("W1", "W4")}
     for _ in range(args.repeat):
         for name, cls in classes.items():
-            bench._open_ring = cls.open  # type: ignore[assignment]  # forked children use it
+            settings = bench.Settings(timeout=120, ring_class=cls)  # the children open cls
             for w in ("W1", "W4"):
                 wl = bench.WORKLOADS[w]
-                r = bench.run_once(bench.PEERS["ctshm-slot"], wl, bench._scaled(wl, args.scale),
-                                   f"fp{os.getpid():x}", 120)
+                r = bench.run_once(bench.PEERS["ctshm-slot"], wl, scaled(wl, args.scale),
+                                   f"fp{os.getpid():x}", settings)
                 if not r.get("verified"):
                     raise SystemExit(f"{name} {w}: not verified: {r}")
                 rows[w][name].append(r["median_us"] if w == "W4" else r["msgs_per_s"])

@@ -1,0 +1,177 @@
+"""ctshm's own peers: one message per slot, and small records packed into slots."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..records import RecordReader, RecordWriter
+from ..ring import Data, Finished
+from . import sp1
+from .harness import (
+    _SEQ,
+    RECORD_BATCH,
+    RING_CAPACITY,
+    RING_SLOT,
+    SP1_CAPACITY,
+    BenchError,
+    Check,
+    Peer,
+    RunContext,
+    Settings,
+    Sync,
+    Workload,
+    message,
+    pingpong_summary,
+    warmup,
+)
+
+
+class CtshmSlot(Peer):
+    """``ring.put(msg)`` / ``ring.access()`` + ``release()``: one message per slot."""
+
+    name = "ctshm-slot"
+    kinds = ("stream", "pingpong", "sp1")
+
+    def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
+        if wl.kind == "stream":
+            return ctx.ring(RING_CAPACITY, RING_SLOT, settings)
+        if wl.kind == "sp1":
+            return (ctx.ring(SP1_CAPACITY, wl.size, settings), settings.sp1_reader)
+        return (ctx.ring(4, RING_SLOT, settings), ctx.ring(4, RING_SLOT, settings))
+
+    @staticmethod
+    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        msg = message(wl.size)
+        pack, put = _SEQ.pack_into, ring.put
+        sync.go()
+        t0 = time.perf_counter()
+        for i in range(count):
+            pack(msg, 0, i)
+            put(msg)
+        ring.mark_finished()
+        t1 = time.perf_counter()
+        ring.close()
+        return {"t_start": t0, "t_sent": t1}
+
+    @staticmethod
+    def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        chk = Check(wl.size)
+        unpack, access, size = _SEQ.unpack_from, ring.access, wl.size
+        sync.go()
+        while True:
+            r = access()
+            if type(r) is Data:
+                g = r.guard
+                b = g.buf
+                if len(b) != size or unpack(b, 0)[0] != chk.n:
+                    chk.bad(len(b), unpack(b, 0)[0] if len(b) >= 8 else -1)
+                chk.n += 1
+                g.release()
+            elif type(r) is Finished:
+                break
+            else:
+                raise BenchError(f"ring ended with {r!r}")
+        out = chk.result()
+        ring.close()
+        return out
+
+    @staticmethod
+    def server(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        a, b = (x.open() for x in spec)
+        reply = message(wl.size)
+        pack, unpack, access, put = _SEQ.pack_into, _SEQ.unpack_from, a.access, b.put
+        total = count + warmup(count)
+        sync.go()
+        for _ in range(total):
+            r = access()
+            if type(r) is not Data:
+                raise BenchError(f"ping ring ended with {r!r}")
+            g = r.guard
+            pack(reply, 0, unpack(g.buf, 0)[0])
+            put(reply)
+            g.release()
+        a.close()
+        b.close()
+        return {"count": total}
+
+    @staticmethod
+    def client(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        a, b = (x.open() for x in spec)
+        msg = message(wl.size)
+        pack, unpack, access, put = _SEQ.pack_into, _SEQ.unpack_from, b.access, a.put
+        clock = time.perf_counter_ns
+        warm = warmup(count)
+        rtts = []
+        chk = Check(wl.size)
+        sync.go()
+        t0 = time.perf_counter()
+        for i in range(count + warm):
+            pack(msg, 0, i)
+            s = clock()
+            put(msg)
+            r = access()
+            e = clock()
+            if type(r) is not Data:
+                raise BenchError(f"pong ring ended with {r!r}")
+            g = r.guard
+            buf = g.buf
+            if len(buf) != wl.size or unpack(buf, 0)[0] != i:
+                chk.bad(len(buf), unpack(buf, 0)[0])
+            g.release()
+            if i >= warm:
+                rtts.append(e - s)
+                chk.n += 1
+        out = chk.result(t_start=t0, **pingpong_summary(rtts))
+        a.close()
+        b.close()
+        return out
+
+    sp1_producer = staticmethod(sp1.sp1_producer)
+    sp1_consumer = staticmethod(sp1.sp1_consumer)
+
+
+class CtshmRecords(Peer):
+    """:class:`~ctshm.records.RecordWriter` / :class:`~ctshm.records.RecordReader`."""
+
+    name = "ctshm-records"
+    kinds = ("stream",)
+
+    def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
+        return ctx.ring(RING_CAPACITY, RING_SLOT, settings)
+
+    @staticmethod
+    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        msg = message(wl.size)
+        w = RecordWriter(ring, max_bytes=max(RECORD_BATCH, 2 * wl.size))
+        pack, append = _SEQ.pack_into, w.append
+        sync.go()
+        t0 = time.perf_counter()
+        for i in range(count):
+            pack(msg, 0, i)
+            append(msg)
+        w.close()  # flush + mark_finished
+        t1 = time.perf_counter()
+        ring.close()
+        return {"t_start": t0, "t_sent": t1, "slots": w.slots_written}
+
+    @staticmethod
+    def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        chk = Check(wl.size)
+        unpack, size = _SEQ.unpack_from, wl.size
+        reader = RecordReader(ring)
+        sync.go()
+        n = 0
+        for rec in reader:
+            if len(rec) != size or unpack(rec, 0)[0] != n:
+                chk.n = n
+                chk.bad(len(rec), unpack(rec, 0)[0] if len(rec) >= 8 else -1)
+            n += 1
+        chk.n = n
+        out = chk.result(slots=reader.slots_read)
+        ring.close()
+        return out

@@ -1,0 +1,234 @@
+"""Standard-library peers: ``multiprocessing.Queue``, ``multiprocessing.Pipe``, ``os.pipe``."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .harness import (
+    _SEQ,
+    BenchError,
+    Check,
+    Peer,
+    RunContext,
+    Settings,
+    Sync,
+    Workload,
+    client_loop,
+    close_quietly,
+    message,
+    mp_context,
+    warmup,
+)
+
+
+class MpQueue(Peer):
+    name = "mp.Queue"
+
+    def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
+        qs = [mp_context().Queue(wl.depth) for _ in range(1 if wl.kind == "stream" else 2)]
+        for q in qs:
+            ctx.on_cleanup(q.close)
+        return qs
+
+    @staticmethod
+    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        q = spec[0]
+        msg = message(wl.size)
+        pack, put = _SEQ.pack_into, q.put
+        sync.go()
+        t0 = time.perf_counter()
+        for i in range(count):
+            pack(msg, 0, i)
+            put(bytes(msg))  # the feeder thread pickles later: hand it an immutable copy
+        t1 = time.perf_counter()
+        q.close()
+        q.join_thread()
+        return {"t_start": t0, "t_sent": t1}
+
+    @staticmethod
+    def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        q = spec[0]
+        chk = Check(wl.size)
+        unpack, get, size = _SEQ.unpack_from, q.get, wl.size
+        sync.go()
+        for i in range(count):
+            m = get()
+            if len(m) != size or unpack(m, 0)[0] != i:
+                chk.n = i
+                chk.bad(len(m), unpack(m, 0)[0])
+        chk.n = count
+        return chk.result()
+
+    @staticmethod
+    def server(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ping, pong = spec
+        total = count + warmup(count)
+        sync.go()
+        for _ in range(total):
+            pong.put(ping.get())
+        pong.close()
+        pong.join_thread()
+        return {"count": total}
+
+    @staticmethod
+    def client(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ping, pong = spec
+        return client_loop(wl, count, sync, lambda m: ping.put(bytes(m)), pong.get)
+
+
+class MpPipe(Peer):
+    name = "mp.Pipe"
+
+    def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
+        a, b = mp_context().Pipe()  # duplex (a socketpair): multiprocessing.Pipe()'s default
+        for c in (a, b):  # Connection.close() is idempotent
+            ctx.on_cleanup(c.close)
+            ctx.after_start.append(c.close)
+        return (a, b)
+
+    @staticmethod
+    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        a, b = spec
+        b.close()
+        msg = message(wl.size)
+        pack, send = _SEQ.pack_into, a.send_bytes
+        sync.go()
+        t0 = time.perf_counter()
+        for i in range(count):
+            pack(msg, 0, i)
+            send(msg)
+        t1 = time.perf_counter()
+        return {"t_start": t0, "t_sent": t1}
+
+    @staticmethod
+    def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        a, b = spec
+        a.close()
+        chk = Check(wl.size)
+        unpack, recv, size = _SEQ.unpack_from, b.recv_bytes, wl.size
+        sync.go()
+        for i in range(count):
+            m = recv()
+            if len(m) != size or unpack(m, 0)[0] != i:
+                chk.n = i
+                chk.bad(len(m), unpack(m, 0)[0])
+        chk.n = count
+        return chk.result()
+
+    @staticmethod
+    def server(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        a, b = spec
+        a.close()
+        total = count + warmup(count)
+        sync.go()
+        for _ in range(total):
+            b.send_bytes(b.recv_bytes())
+        return {"count": total}
+
+    @staticmethod
+    def client(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        a, b = spec
+        b.close()
+        return client_loop(wl, count, sync, a.send_bytes, a.recv_bytes)
+
+
+def _write_all(fd: int, data: Any) -> None:
+    mv = memoryview(data)
+    while mv:
+        mv = mv[os.write(fd, mv):]
+
+
+def _read_exact(fd: int, buf: bytearray, mv: memoryview) -> bytearray:
+    got = os.readv(fd, [mv])
+    if got != len(buf):
+        _read_rest(fd, mv, got)
+    return buf
+
+
+class OsPipe(Peer):
+    name = "os.pipe"
+
+    def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
+        fds = list(os.pipe())
+        if wl.kind == "pingpong":
+            fds += os.pipe()
+        spec = tuple(fds)
+
+        def close_once() -> None:  # never twice: a number may be reused by a later open
+            while fds:
+                close_quietly(fds.pop())
+
+        ctx.on_cleanup(close_once)
+        ctx.after_start.append(close_once)
+        return spec
+
+    @staticmethod
+    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        r, w = spec
+        os.close(r)
+        msg = message(wl.size)
+        pack, write, size = _SEQ.pack_into, os.write, wl.size
+        sync.go()
+        t0 = time.perf_counter()
+        for i in range(count):
+            pack(msg, 0, i)
+            if write(w, msg) != size:  # a blocking pipe writes everything unless interrupted
+                _write_all(w, memoryview(msg)[size:])
+        t1 = time.perf_counter()
+        os.close(w)
+        return {"t_start": t0, "t_sent": t1}
+
+    @staticmethod
+    def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        r, w = spec
+        os.close(w)
+        chk = Check(wl.size)
+        buf = bytearray(wl.size)
+        mv = memoryview(buf)
+        unpack, readv, size = _SEQ.unpack_from, os.readv, wl.size
+        bufs = [mv]
+        sync.go()
+        for i in range(count):
+            got = readv(r, bufs)
+            if got != size:
+                _read_rest(r, mv, got)
+            if unpack(buf, 0)[0] != i:
+                chk.n = i
+                chk.bad(size, unpack(buf, 0)[0])
+        chk.n = count
+        os.close(r)
+        return chk.result()
+
+    @staticmethod
+    def server(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        r1, w1, r2, w2 = spec
+        os.close(w1)
+        os.close(r2)
+        buf = bytearray(wl.size)
+        mv = memoryview(buf)
+        total = count + warmup(count)
+        sync.go()
+        for _ in range(total):
+            _read_exact(r1, buf, mv)
+            _write_all(w2, buf)
+        return {"count": total}
+
+    @staticmethod
+    def client(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        r1, w1, r2, w2 = spec
+        os.close(r1)
+        os.close(w2)
+        buf = bytearray(wl.size)
+        mv = memoryview(buf)
+        return client_loop(wl, count, sync, lambda m: _write_all(w1, m),
+                            lambda: _read_exact(r2, buf, mv))
+
+def _read_rest(fd: int, mv: memoryview, got: int) -> None:
+    size = len(mv)
+    while got < size:
+        k = os.readv(fd, [mv[got:]])
+        if k == 0:
+            raise BenchError("pipe closed early")
+        got += k
