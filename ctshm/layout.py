@@ -26,6 +26,10 @@ Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
          336 │ len_records  u64  number of length records (= capacity when it fits)       │
          344 │ dead_pid     u64  producer found dead by a consumer (0: none)              │
          352 │ crash_w      u64  write_idx + 1 when the crash was recorded (0: unknown)   │
+         360 │ producer stats, u64 each, written only by the producer (plain stores):    │
+             │   360 messages │ 368 bytes │ 376 waits │ 384 wake-ups sent │ 392 spins     │
+         400 │ consumer stats, u64 each, written only by the consumer (plain stores):    │
+             │   400 messages │ 408 bytes │ 416 waits │ 424 wake-ups sent │ 432 spins     │
         1024 │ crash_msg    u32 length + up to 1020 bytes UTF-8 (why the producer died)    │
              └──────────────────────────────────────────────────────────────────────────┘
         4096 ┌──────────────────────── length records, 16 bytes per slot ────────────────┐
@@ -93,6 +97,16 @@ CONSUMER_START: Final = _E + 9
 LEN_RECORDS: Final = _E + 10
 DEAD_PID: Final = _E + 11
 CRASH_W: Final = _E + 12
+#: Live statistics (``ring.stats()``, ``ctshm stat``/``top``): five u64 counters per side,
+#: each written only by its own side.  Offsets within a side's block:
+STAT_MESSAGES: Final = 0
+STAT_BYTES: Final = 1
+STAT_WAITS: Final = 2  # blocking waits (sleeps on a semaphore)
+STAT_WAKEUPS: Final = 3  # semaphore posts that woke (or may have woken) the peer
+STAT_SPINS: Final = 4  # waits that ended while spinning
+STAT_FIELDS: Final = ("messages", "bytes", "waits", "wakeups", "spins")
+PRODUCER_STATS: Final = _E + 13
+CONSUMER_STATS: Final = _E + 18
 
 MAGIC: Final = int.from_bytes(b"CTSHMRG1", "little")
 VERSION: Final = 1
