@@ -414,7 +414,8 @@ def test_stale_owner_never_unlinks_successor(shm_id: str) -> None:
 
 def test_create_replaces_dead_creators_ring(shm_id: str) -> None:
     def child() -> None:
-        ShmTraceRing.create(shm_id, 1, 1)
+        ring = ShmTraceRing.create(shm_id, 1, 1)  # held: the process dies, not the ring
+        assert ring.owner
         os._exit(0)  # dies without cleanup
 
     pid = os.fork()
