@@ -48,7 +48,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable, Final, Iterator, Literal, NamedTuple, Optional, Union, overload
+from typing import Any, Callable, Final, Iterator, Literal, Optional, Union, overload
 
 from . import _proc, _shm, atomics, libc
 from ._ringobjects import RingObjects
@@ -139,6 +139,21 @@ from .layout import (
 from .layout import (
     validate_geometry as _validate_geometry,
 )
+from .results import (
+    FINISHED_RESULT as _FINISHED_RESULT,
+)
+from .results import (
+    AccessResult,
+    ConsumerGone,
+    CorruptRingError,
+    CrashDetails,
+    Crashed,
+    Data,
+    Finished,
+    ProducerCrashed,
+    RingFinished,
+    Timeout,
+)
 from .semaphore import NamedSemaphore
 
 #: What ``put()`` copies from: any object with the buffer protocol (bytes, bytearray,
@@ -204,139 +219,6 @@ class _Spin:
         else:
             self.budget = max(SPIN_FLOOR, self.budget / 2)
 
-
-
-# ---------------------------------------------------------------------------------------------
-# Results and errors
-# ---------------------------------------------------------------------------------------------
-
-
-class CrashDetails(NamedTuple):
-    """What the producer reported (``notify_crash``); all zero when it died silently."""
-
-    signal: int = 0
-    addr: int = 0
-    operation: int = 0  # 0 unknown, 1 read, 2 write, 3 exec
-
-
-class _Result:
-    """Base of the access() results: small immutable value objects (cheap to build: one is
-    made per message), comparable, printable, and usable with ``match``."""
-
-    __slots__ = ()
-    __match_args__: tuple[str, ...] = ()
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and all(
-            getattr(self, k) == getattr(other, k) for k in self.__match_args__)
-
-    def __hash__(self) -> int:
-        return hash((type(self), *(getattr(self, k) for k in self.__match_args__)))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__match_args__)
-        return f"{type(self).__name__}({args})"
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __reduce__(self) -> Any:
-        # Immutable slots: rebuild through __init__ (the fields in __match_args__ order).
-        return (type(self), tuple(getattr(self, k) for k in self.__match_args__))
-
-
-class Data(_Result):
-    """A slot for the consumer: use ``.guard.buf`` and release the guard."""
-
-    __slots__ = ("guard",)
-    __match_args__ = ("guard",)
-    guard: ConsumerGuard
-
-    def __init__(self, guard: ConsumerGuard) -> None:
-        object.__setattr__(self, "guard", guard)
-
-    def __reduce__(self) -> Any:
-        raise TypeError("Data cannot be pickled: its guard holds a slot of shared memory mapped "
-                        "in this process; send bytes(data.guard.buf) (or use ring.get()) instead")
-
-
-class Finished(_Result):
-    """The producer called ``mark_finished()`` and every committed slot was handed out."""
-
-    __slots__ = ()
-
-
-class Crashed(_Result):
-    """The producer crashed (``notify_crash``) or died; every committed slot was handed out.
-
-    ``pid`` is the dead producer's pid when ctshm detected the death itself (``details`` is
-    then all zero), else None.  ``message`` is the producer's own account (ctshm producers:
-    ``notify_crash(..., message=)`` or the crash hook).
-    """
-
-    __slots__ = ("details", "message", "pid")
-    __match_args__ = ("details", "pid", "message")
-    details: CrashDetails
-    pid: Optional[int]
-    message: str
-
-    def __init__(self, details: CrashDetails, pid: Optional[int] = None,
-                 message: str = "") -> None:
-        object.__setattr__(self, "details", details)
-        object.__setattr__(self, "pid", pid)
-        object.__setattr__(self, "message", message)
-
-    @property
-    def reason(self) -> str:
-        if self.pid is not None:
-            return f"producer pid {self.pid} died without notify_crash"
-        if self.message:
-            return f"producer crashed: {self.message}"
-        return "producer called notify_crash"
-
-
-class Timeout(_Result):
-    """Nothing arrived within the timeout."""
-
-    __slots__ = ()
-
-
-_FINISHED_RESULT: Final = Finished()
-
-
-AccessResult = Union[Data, Finished, Crashed, Timeout]
-
-
-class CorruptRingError(ValueError):
-    """The ring's header is inconsistent (corrupt or hostile peer, or not a ring at all)."""
-
-
-class ConsumerGone(BrokenPipeError):
-    """The ring's registered consumer process died while the producer waited for space."""
-
-
-class ProducerCrashed(RuntimeError):
-    """Raised by the copying helpers (``get``, iteration) when the producer crashed.
-
-    ``result`` is the :class:`Crashed` value; ``details``, ``pid`` and ``message`` are its
-    fields.  Pickles with all of them (a ``multiprocessing`` worker may raise it)."""
-
-    def __init__(self, result: Crashed) -> None:
-        if not isinstance(result, Crashed):
-            raise TypeError(f"ProducerCrashed(result): result must be a Crashed, not "
-                            f"{type(result).__name__}")
-        self.result = result
-        self.details = result.details
-        self.pid = result.pid
-        self.message = result.message
-        super().__init__(f"{result.reason}: {result.details}")
-
-    def __reduce__(self) -> Any:
-        return (type(self), (self.result,))
-
-
-class RingFinished(EOFError):
-    """Raised by ``get()`` once the producer finished and everything was delivered."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,6 +468,11 @@ class ShmTraceRing:
     any time: calls waiting in other threads raise ``ValueError`` within 0.2 s, and the
     semaphores and mapping are released when the last of them has returned.
     """
+
+    # Shared-word access, bound per handle by _bind_word_access (instance attributes, so a
+    # test can shadow one to replay an interleaving).
+    _load: Callable[[int], int]
+    _store: Callable[[int, int], None]
 
     # Class-level defaults so a half-built object closes cleanly.
     _objs: Optional[RingObjects] = None
@@ -858,19 +745,22 @@ class ShmTraceRing:
         self._a_fin = base + 8 * _FIN
         self._cas = b.compare_exchange
         self._fence = b.fence
+        self._bind_word_access()
         _RINGS.add(self)
 
     # -- word access ---------------------------------------------------------------------------
-    def _load(self, word: int) -> int:
+    def _bind_word_access(self) -> None:
+        """``_load(word)`` / ``_store(word, value)``: shared header words with the ordering
+        the protocol needs.  On x86_64 (TSO) plain memoryview loads and stores already have
+        acquire/release order (see ctshm.atomics), so they are the memoryview's own bound
+        methods - no foreign call, no branch; elsewhere the atomics backend's."""
         if self._plain:
-            return int(self._hq[word])
-        return self._atomics.load(self._base + 8 * word)
-
-    def _store(self, word: int, value: int) -> None:
-        if self._plain:
-            self._hq[word] = value
-        else:
-            self._atomics.store(self._base + 8 * word, value)
+            self._load = self._hq.__getitem__
+            self._store = self._hq.__setitem__
+            return
+        base, load, store = self._base, self._atomics.load, self._atomics.store
+        self._load = lambda word: load(base + 8 * word)
+        self._store = lambda word, value: store(base + 8 * word, value)
 
     def _check_indices(self) -> None:
         cap = self.capacity
@@ -949,7 +839,7 @@ class ShmTraceRing:
         ps = self._ps
         with self._lock:
             self._take_turn(deadline, timeout)
-            fin = self._hq[_FIN] if self._plain else self._load(_FIN)
+            fin = self._load(_FIN)
             if fin:
                 raise RuntimeError(f"ring {self.name!r} is already "
                                    f"{'finished' if fin == _FINISHED else 'crashed'}: no "
@@ -1013,7 +903,7 @@ class ShmTraceRing:
 
     def _new_producer_guard(self, size: int) -> ProducerGuard:
         # Under self._lock, holding an ``empty`` token.
-        w = self._hq[_W] if self._plain else self._load(_W)
+        w = self._load(_W)
         slot = w % self.capacity
         if size > self._backed[slot]:
             try:
@@ -1049,49 +939,20 @@ class ShmTraceRing:
         instead (see _wait_space), and the late token, if it ever comes, finds the ring
         full and is dropped here.
         """
-        if self._plain:
-            hq = self._hq
-            return bool(hq[_W] - hq[_R] < self.capacity)
-        return bool(self._load(_W) - self._load(_R) < self.capacity)
+        ld = self._load
+        return bool(ld(_W) - ld(_R) < self.capacity)
 
     def _wait_space(self, timeout: Optional[float]) -> bool:
-        """Take an ``empty`` token: spin briefly watching read_idx, then sleep in slices,
-        checking between slices that the registered consumer is alive and that this handle
-        was not closed, and taking a slot that is visibly free even without its token (lost
-        by a killed consumer)."""
-        self._enter("acquire")
-        try:
-            return self._wait_space_in_flight(timeout)
-        finally:
-            self._leave()
+        """Take an ``empty`` token (see _wait): True, or False on timeout or close."""
+        cap = self.capacity
 
-    def _wait_space_in_flight(self, timeout: Optional[float]) -> bool:
-        hq, cap, plain = self._hq, self.capacity, self._plain
-        empty, spin = self._empty, self._spin
-        t0 = time.perf_counter()
-        if spin.budget > 0 and (timeout is None or timeout > 0):
-            end = t0 + spin.budget
-            while time.perf_counter() < end and not self._closed:
-                free = (hq[_W] - hq[_R] < cap if plain
-                        else self._load(_W) - self._load(_R) < cap)
-                if free and empty.try_acquire():
-                    spin.record(time.perf_counter() - t0)
-                    return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self._closed:
-                return False
-            chunk = LIVENESS_SLICE
-            if deadline is not None:
-                chunk = min(chunk, deadline - time.monotonic())
-                if chunk <= 0:
-                    spin.record(time.perf_counter() - t0)
-                    return False
-            if empty.acquire(chunk):
-                if self._space():
-                    spin.record(time.perf_counter() - t0)
-                    return True
-                continue  # a surplus token: dropped
+        def free() -> bool:  # memoryview loads only: no foreign call while spinning
+            return bool(self._load(_W) - self._load(_R) < cap)
+
+        def taken() -> Optional[bool]:
+            return True if self._space() else None  # else a surplus token: dropped
+
+        def idle() -> Optional[bool]:
             if self._space():  # free, but its token never came (see _space)
                 return True
             cpid = self._dead_peer(_CONSUMER_PID)
@@ -1100,6 +961,61 @@ class ShmTraceRing:
                     32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
                     "producer waited for a free slot; a new consumer that opens the ring will "
                     "resume (slots it had not released are delivered again)", self.name)
+            return None
+
+        self._enter("acquire")
+        try:
+            return bool(self._wait(self._empty, free, taken, idle, timeout, "acquire"))
+        except ValueError:
+            if self._closed:
+                return False
+            raise
+        finally:
+            self._leave()
+
+    def _wait(self, sem: NamedSemaphore, ready: Callable[[], Any], take: Callable[[], Any],
+              idle: Callable[[], Any], timeout: Optional[float], what: str) -> Any:
+        """The one wait loop of both sides; in flight (see close()).
+
+        Spin while the adaptive budget lasts, watching ``ready()`` (header loads only) and
+        taking a token once it says so; then sleep on ``sem`` in slices of at most
+        LIVENESS_SLICE.  After each token ``take()`` claims what it announced (None: a stale
+        token, keep waiting).  After each empty slice ``idle()`` runs the liveness check and
+        the self-healing claim of work visible without its token (None: keep waiting).
+        None on timeout; ``ValueError`` once this handle is closed by another thread.
+        """
+        spin = self._spin
+        t0 = time.perf_counter()
+        if spin.budget > 0 and (timeout is None or timeout > 0):
+            end = t0 + spin.budget
+            while time.perf_counter() < end and not self._closed:
+                if ready() and sem.try_acquire():
+                    r = take()
+                    if r is not None:
+                        spin.record(time.perf_counter() - t0)
+                        return r
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._closed:
+                raise self._closed_while(what)
+            chunk = LIVENESS_SLICE
+            if deadline is not None:
+                chunk = min(chunk, deadline - time.monotonic())
+                if chunk <= 0:
+                    spin.record(time.perf_counter() - t0)
+                    return None
+            if sem.acquire(chunk):
+                if self._closed:
+                    sem.post()  # not ours to take any more: for the ring's other handles
+                    raise self._closed_while(what)
+                r = take()
+                if r is not None:
+                    spin.record(time.perf_counter() - t0)
+                    return r
+                continue
+            r = idle()
+            if r is not None:
+                return r
 
     def _register_producer(self) -> None:
         # Under self._lock.
@@ -1170,8 +1086,7 @@ class ShmTraceRing:
                 raise ValueError(f"{guard!r} was already committed or aborted")
             self._check_open()
             idx = guard.index
-            hq = self._hq
-            if (hq[_FIN] if self._plain else self._load(_FIN)) == _CRASHED:
+            if self._load(_FIN) == _CRASHED:
                 guard._done = True
                 self._ps.end_turn()
                 raise RuntimeError(f"ring {self.name!r} crashed (notify_crash) while "
@@ -1192,10 +1107,7 @@ class ShmTraceRing:
             k = _LEN + 2 * (idx % self.capacity)
             hq[k + 1] = nbytes
             hq[k] = idx + 1
-        if self._plain:
-            hq[_W] = idx + 1
-        else:
-            self._store(_W, idx + 1)
+        self._store(_W, idx + 1)
 
     def _abort(self, guard: ProducerGuard) -> None:
         with self._lock:
@@ -1232,11 +1144,10 @@ class ShmTraceRing:
         ps = self._ps
         if self._producer_registered and not self._closed and not ps.busy():
             with self._lock:
-                hq, plain = self._hq, self._plain
                 if (not self._closed and not ps.busy()
-                        and not (hq[_FIN] if plain else self._load(_FIN))
+                        and not self._load(_FIN)
                         and self._trywait(self._h_empty) == 0):
-                    w = hq[_W] if plain else self._load(_W)
+                    w = self._load(_W)
                     slot = w % self.capacity
                     v = self._slot_views[slot]
                     if self._space() and n <= self._backed[slot] and v is not None:
@@ -1339,69 +1250,38 @@ class ShmTraceRing:
             self._leave()
 
     def _wait_data(self, timeout: Optional[float]) -> AccessResult:
-        """Spin briefly watching write_idx, then sleep on ``filled`` in slices, checking the
-        producer's liveness and this handle's closing between slices (in flight)."""
-        filled = self._filled
-        deadline = None if timeout is None else time.monotonic() + timeout
-        spin = self._spin
-        t0 = time.perf_counter()
-        if spin.budget > 0 and (timeout is None or timeout > 0):
-            hq, plain = self._hq, self._plain
-            end = t0 + spin.budget
-            while time.perf_counter() < end and not self._closed:
-                if plain:
-                    ready = hq[_W] != hq[_RES] or hq[_FIN]
-                else:
-                    ready = self._load(_W) != self._load(_RES) or self._load(_FIN)
-                if ready and filled.try_acquire():
-                    r = self._claim()
-                    if r is not None:
-                        spin.record(time.perf_counter() - t0)
-                        return r
-        while True:
-            if self._closed:
-                raise self._closed_while("access")
-            chunk = LIVENESS_SLICE
-            if deadline is not None:
-                chunk = min(chunk, deadline - time.monotonic())
-                if chunk <= 0:
-                    spin.record(time.perf_counter() - t0)
-                    return self._on_timeout()
-            if filled.acquire(chunk):
-                if self._closed:
-                    filled.post()  # not ours to take any more: for the ring's other handles
-                    raise self._closed_while("access")
-                r = self._claim()
-                if r is not None:
-                    spin.record(time.perf_counter() - t0)
-                    return r
-                continue
+        """Take a ``filled`` token and claim its slot (see _wait)."""
+        ld = self._load
+
+        def ready() -> bool:  # memoryview loads only: no foreign call while spinning
+            return bool(ld(_W) != ld(_RES) or ld(_FIN))
+
+        def idle() -> Optional[AccessResult]:
             self._check_producer_alive()
             # Self-healing: a consumer that died between taking a token and reserving its
             # slot lost that token.  Work that is visible in the header is claimed without a
             # token; a token left over later finds nothing and is dropped by _claim().
             if self._load(_RES) < self._load(_W) or self._load(_FIN):
-                r = self._claim()
-                if r is not None:
-                    return r
+                return self._claim()
+            return None
+
+        r = self._wait(self._filled, ready, self._claim, idle, timeout, "access")
+        return self._on_timeout() if r is None else r
 
     def _claim(self) -> Optional[AccessResult]:
         """We hold one ``filled`` token: reserve a slot, or report the end."""
-        hq, plain, cas, a_res = self._hq, self._plain, self._cas, self._a_res
+        ld, cas, a_res = self._load, self._cas, self._a_res
         while True:
             # `finished` first: the producer sets it after its last commit, so having seen it
             # we also see every write_idx it published (loaded after).  The other order lets
             # a commit + finish slip between the loads: Finished with a message unread.
-            fin = hq[_FIN] if plain else self._load(_FIN)
-            if plain:
-                res, w = hq[_RES], hq[_W]
-            else:
-                res, w = self._load(_RES), self._load(_W)
+            fin = ld(_FIN)
+            res, w = ld(_RES), ld(_W)
             # ... and `finished` again: if it changed meanwhile, write_idx may include a
             # commit published after a crash flag that this thread did not see.  With the
             # same value before and after, a write_idx read while running was published
             # before any crash, and one read after a crash is capped below.
-            if (hq[_FIN] if plain else self._load(_FIN)) != fin:
+            if ld(_FIN) != fin:
                 continue
             if fin == _CRASHED:
                 w = self._crash_limit(w)
@@ -1531,13 +1411,9 @@ class ShmTraceRing:
             if self._closed:
                 return
             pending = self._pending
-            plain, hq = self._plain, self._hq
-            cur = hq[_R] if plain else self._load(_R)
+            cur = self._load(_R)
             if idx == cur and not pending:  # the common in-order case
-                if plain:
-                    hq[_R] = cur + 1
-                else:
-                    self._store(_R, cur + 1)
+                self._store(_R, cur + 1)
                 if self._post(self._h_empty) == -1:
                     self._empty.post()
                 return
@@ -1546,7 +1422,8 @@ class ShmTraceRing:
                 heapq.heappop(pending)
                 cur += 1
                 self._store(_R, cur)
-                self._empty.post()
+                if self._post(self._h_empty) == -1:
+                    self._empty.post()
 
     # -- pythonic layer ----------------------------------------------------------------------
     def get(self, timeout: Optional[float] = None) -> bytes:
