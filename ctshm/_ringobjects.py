@@ -22,11 +22,13 @@ import os
 import weakref
 from typing import Any, Optional
 
-from . import _shm, libc
+from . import _proc, _shm, libc
+from . import layout as L
 from ._inflight import InFlight
+from .results import CorruptRingError
 from .semaphore import NamedSemaphore, sem_file_identity
 
-__all__ = ["RingObjects", "sem_names"]
+__all__ = ["RingObjects", "peek", "reserve_range", "sem_names"]
 
 
 def sem_names(name: str) -> tuple[str, str]:
@@ -106,6 +108,187 @@ class RingObjects:
             NamedSemaphore.unlink_name(s)
         _shm.unlink_if_same(self.name, identity)
 
-    def open_fd(self, flags: int, mode: int) -> int:
-        self.fd = libc.shm_open(self.name, flags, mode)
-        return self.fd
+    # -- create / open -------------------------------------------------------------------
+    def create(self, replace: Optional[bool]) -> None:
+        """Create the object (``O_EXCL``, after the ``replace`` policy): this holder owns
+        it.  Then :meth:`arm` and :meth:`initialize`; on failure the caller closes the ring
+        (the holder releases and unlinks what exists)."""
+        name = self.name
+        _handle_existing(name, replace)
+        try:
+            self.fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, 0o600)
+        except FileExistsError as e:
+            raise FileExistsError(e.errno, f"{e.strerror}: ring exists (pass replace=True, or "
+                                  "remove it with `python -m ctshm rm`)", name) from None
+        self.owner = True
+        self.identity = _shm.fd_identity(self.fd)
+
+    def initialize(self, capacity: int, aligned: int, wait_mode: Optional[str]) -> None:
+        """After :meth:`arm`: size, reserve, map and write the header, make the semaphores."""
+        name = self.name
+        total = L.ring_size(capacity, aligned)
+        libc.ftruncate(self.fd, total, name)
+        # Reserve what is about to be written (extension, crash message, length records):
+        # on a full /dev/shm the first store would otherwise be a SIGBUS.
+        reserve_range(self.fd, 0, L.LEN_OFF + 16 * capacity, name, "the ring header")
+        self.map(total)
+        assert self.mapping is not None
+        hq = self.mapping.view(0, L.LEN_OFF).cast("Q")
+        try:
+            hq[L.CAPACITY] = capacity
+            hq[L.SLOT_SIZE] = aligned
+            hq[L.EXT_MAGIC] = L.MAGIC  # before the semaphores exist: see try_open()
+            hq[L.EXT_VERSION] = L.VERSION
+            hq[L.CREATOR_PID], hq[L.CREATOR_START] = _proc.me()
+            hq[L.NONCE] = int.from_bytes(os.urandom(8), "little")
+            hq[L.LEN_RECORDS] = capacity
+        finally:
+            hq.release()
+        # Stale semaphores of a dead ring: we hold the shm name exclusively, so any semaphore
+        # under our names is a leftover (never a live ring's).
+        filled, empty = sem_names(name)
+        for s in (filled, empty):
+            NamedSemaphore.unlink_name(s)
+        self.sems.append(NamedSemaphore(filled, create=True, value=0, mode=0o644,
+                                        wait_mode=wait_mode))
+        self.sems.append(NamedSemaphore(empty, create=True, value=capacity, mode=0o644,
+                                        wait_mode=wait_mode))
+        self.sem_identity = tuple(s.identity() for s in self.sems)
+
+    def open(self) -> bool:
+        """``shm_open`` the existing object; False if there is none."""
+        try:
+            self.fd = libc.shm_open(self.name, libc.O_RDWR, 0)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def try_ready(self, capacity: Optional[int], slot_size: Optional[int],
+                  wait_mode: Optional[str]) -> Optional[str]:
+        """After :meth:`open` and :meth:`arm`: None once the ring is ready and mapped (both
+        semaphores open), else why not yet; raises if it never will be."""
+        name = self.name
+        size = os.fstat(self.fd).st_size
+        if size < L.HEADER_SIZE:
+            return (f"the object is {size} bytes, smaller than a ring header "
+                    f"({L.HEADER_SIZE}): not yet sized by its creator, or not a ring")
+        hdr = _shm.Mapping(self.fd, L.LEN_OFF, writable=False, name=name)
+        hq = hdr.view().cast("Q")
+        try:
+            is_ctshm = hq[L.EXT_MAGIC] == L.MAGIC
+            if is_ctshm and hq[L.EXT_STATE] != L.STATE_READY:
+                return "the ctshm creator has not finished initializing"
+            cap, slot = hq[L.CAPACITY], hq[L.SLOT_SIZE]
+        finally:
+            hq.release()
+            del hdr
+        if cap == 0 or slot == 0:
+            if is_ctshm:  # a ready ctshm ring never has these: corrupt
+                raise CorruptRingError(f"ring {name!r} header is corrupt: capacity={cap} "
+                                       f"slot_size={slot}")
+            return f"header not initialized (capacity {cap}, slot_size {slot})"
+        if not is_ctshm:
+            # Rust creator: shm_open, ftruncate, header, sem_unlink (stale), sem_open.  Until
+            # it has re-created the semaphores, names from an older ring may still exist.
+            fresh = _sems_fresh(name)
+            if fresh is not None:
+                return fresh
+        problem = L.validate_geometry(name, cap, slot, size)
+        if problem:
+            raise CorruptRingError(problem)
+        _check_expected(name, cap, slot, capacity, slot_size)
+        try:
+            for s in sem_names(name):
+                self.sems.append(NamedSemaphore(s, wait_mode=wait_mode))
+        except FileNotFoundError:
+            return "semaphores not created yet"
+        self.map(size)
+        return None
+
+    def map(self, total: int) -> None:
+        self.mapping = m = _shm.Mapping(self.fd, total, writable=True, name=self.name)
+        if libc.IS_LINUX:
+            libc.madvise(m.addr, total, libc.MADV_HUGEPAGE)  # advisory, as the original
+
+
+def reserve_range(fd: int, offset: int, length: int, name: str, what: str) -> None:
+    """``posix_fallocate`` ``[offset, offset+length)``: ENOSPC now instead of SIGBUS later."""
+    try:
+        libc.posix_fallocate(fd, offset, length, name)
+    except OSError as e:
+        raise OSError(e.errno, f"{os.strerror(e.errno or 0)}: cannot reserve {length} bytes "
+                      f"for {what} (is /dev/shm full?)", name) from None
+
+
+def _check_expected(name: str, cap: int, slot: int, capacity: Optional[int],
+                    slot_size: Optional[int]) -> None:
+    if capacity is not None and capacity != cap:
+        raise ValueError(f"ring {name!r} has capacity {cap}, not {capacity}")
+    if slot_size is not None and L.aligned_slot_size(slot_size) != slot:
+        raise ValueError(f"ring {name!r} has slot_size {slot} (2 MiB-aligned), which "
+                         f"slot_size={slot_size} ({L.aligned_slot_size(slot_size)} aligned) "
+                         "does not match")
+
+
+def _handle_existing(name: str, replace: Optional[bool]) -> None:
+    """The ``replace`` policy of ``create``: None replaces only a ctshm ring whose creator is
+    dead, True always (the Rust original's behaviour), False never."""
+    if replace is False:
+        return
+    if replace is None:
+        info = peek(name)
+        if info is None or not info.get("ctshm") or info.get("creator_alive", True):
+            return  # absent, not ours, or alive: O_EXCL decides
+    try:
+        libc.shm_unlink(name)
+    except FileNotFoundError:
+        pass
+    for s in sem_names(name):
+        NamedSemaphore.unlink_name(s)
+
+
+def _sems_fresh(name: str) -> Optional[str]:
+    """None if both semaphores exist and (Linux) were born after the ring object.
+
+    The Rust creator runs shm_open, ftruncate, header init, sem_unlink (stale names), sem_open;
+    until it has re-created the semaphores, names left by an older ring may still exist and
+    an opener that used them would deadlock.  tmpfs records each file's birth time (statx), so
+    a semaphore born before the ring object is such a leftover: keep waiting.  (ctime does
+    not work: tmpfs updates the ring's ctime whenever a new page is first written.)
+    """
+    if not libc.IS_LINUX:
+        return None  # cannot tell: sem_open decides
+    ring_birth = libc.birth_time_ns(_shm.SHM_DIR + "/" + name[1:])
+    for s in sem_names(name):
+        path = _shm.SHM_DIR + "/sem." + s[1:]
+        if not os.path.exists(path):
+            return f"semaphore {s!r} not created yet"
+        born = libc.birth_time_ns(path)
+        if ring_birth is not None and born is not None and born < ring_birth:
+            return f"semaphore {s!r} is older than the ring object (a leftover)"
+    return None
+
+
+def peek(name: str) -> Optional[dict[str, Any]]:
+    """Read an existing ring's header without opening it as a ring (None if absent)."""
+    try:
+        fd = libc.shm_open(name, libc.O_RDONLY, 0)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        info: dict[str, Any] = {"size": size}
+        if size < L.HEADER_SIZE:
+            return info
+        m = _shm.Mapping(fd, L.LEN_OFF, writable=False, name=name)
+        hq = m.view().cast("Q")
+        try:
+            info["ctshm"] = hq[L.EXT_MAGIC] == L.MAGIC
+            pid, start = int(hq[L.CREATOR_PID]), int(hq[L.CREATOR_START])
+            info["creator_pid"] = pid
+            info["creator_alive"] = _proc.is_alive(pid, start) if info["ctshm"] else True
+        finally:
+            hq.release()
+        return info
+    finally:
+        os.close(fd)

@@ -51,8 +51,7 @@ import weakref
 from typing import Any, Callable, Final, Iterator, Literal, Optional, Union, overload
 
 from . import _proc, _shm, atomics, libc
-from ._ringobjects import RingObjects
-from ._ringobjects import sem_names as _sem_names
+from ._ringobjects import RingObjects, reserve_range
 from .layout import (
     CAPACITY as _CAP,
 )
@@ -75,9 +74,6 @@ from .layout import (
     CREATOR_PID as _CREATOR_PID,
 )
 from .layout import (
-    CREATOR_START as _CREATOR_START,
-)
-from .layout import (
     DEAD_PID as _DEAD_PID,
 )
 from .layout import (
@@ -85,9 +81,6 @@ from .layout import (
 )
 from .layout import (
     EXT_STATE as _STATE,
-)
-from .layout import (
-    EXT_VERSION as _VERSION,
 )
 from .layout import (
     FIN_CRASHED as _CRASHED,
@@ -106,17 +99,10 @@ from .layout import (
     MSG_MAX,
     MSG_OFF,
     STATE_READY,
-    VERSION,
     aligned_slot_size,
 )
 from .layout import (
-    LEN_RECORDS as _LEN_RECORDS,
-)
-from .layout import (
     LEN_WORD as _LEN,
-)
-from .layout import (
-    NONCE as _NONCE,
 )
 from .layout import (
     PRODUCER_PID as _PRODUCER_PID,
@@ -135,9 +121,6 @@ from .layout import (
 )
 from .layout import (
     WRITE_IDX as _W,
-)
-from .layout import (
-    validate_geometry as _validate_geometry,
 )
 from .results import (
     FINISHED_RESULT as _FINISHED_RESULT,
@@ -548,42 +531,11 @@ class ShmTraceRing:
         self = cls._new(id, name, wait_mode, spin)
         objs = self._objs
         assert objs is not None
-        sem_names = _sem_names(name)
-        self._handle_existing(name, sem_names, replace)
-        try:
-            objs.open_fd(libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, 0o600)
-        except FileExistsError as e:
-            raise FileExistsError(e.errno, f"{e.strerror}: ring exists (pass replace=True, or "
-                                  "remove it with `python -m ctshm rm`)", name) from None
-        objs.owner = True
-        objs.identity = _shm.fd_identity(objs.fd)
+        objs.create(replace)
         self._closed = False
         objs.arm(self)
         try:
-            libc.ftruncate(objs.fd, total, name)
-            # Reserve what we are about to write (extension, crash message, length records):
-            # on a full /dev/shm the first store would otherwise be a SIGBUS.
-            _reserve_range(objs.fd, 0, LEN_OFF + 16 * capacity, name, "the ring header")
-            self._map(total)
-            hq = self._hq
-            hq[_CAP] = capacity
-            hq[_SLOT] = aligned
-            hq[_MAGIC] = MAGIC  # before the semaphores exist: see open()
-            hq[_VERSION] = VERSION
-            pid, start = _proc.me()
-            hq[_CREATOR_PID] = pid
-            hq[_CREATOR_START] = start
-            hq[_NONCE] = int.from_bytes(os.urandom(8), "little")
-            hq[_LEN_RECORDS] = capacity
-            # Stale semaphores of a dead ring: we hold the shm name exclusively, so any
-            # semaphore under our names is a leftover (never a live ring's).
-            for s in sem_names:
-                NamedSemaphore.unlink_name(s)
-            objs.sems.append(NamedSemaphore(sem_names[0], create=True, value=0, mode=0o644,
-                                            wait_mode=wait_mode))
-            objs.sems.append(NamedSemaphore(sem_names[1], create=True, value=capacity,
-                                            mode=0o644, wait_mode=wait_mode))
-            objs.sem_identity = tuple(s.identity() for s in objs.sems)
+            objs.initialize(capacity, aligned, wait_mode)
             self._setup()
             self._fence()
             self._store(_STATE, STATE_READY)
@@ -591,21 +543,6 @@ class ShmTraceRing:
             self.close()
             raise
         return self
-
-    @staticmethod
-    def _handle_existing(name: str, sem_names: tuple[str, str], replace: Optional[bool]) -> None:
-        if replace is False:
-            return
-        if replace is None:
-            info = _peek(name)
-            if info is None or not info.get("ctshm") or info.get("creator_alive", True):
-                return  # absent, not ours, or alive: O_EXCL below decides
-        try:
-            libc.shm_unlink(name)
-        except FileNotFoundError:
-            pass
-        for s in sem_names:
-            NamedSemaphore.unlink_name(s)
 
     @classmethod
     def open(cls, id: str, capacity: Optional[int] = None, slot_size: Optional[int] = None, *,
@@ -629,17 +566,24 @@ class ShmTraceRing:
         delay = 0.0005
         while True:
             self = cls._new(id, name, wait_mode, spin)
-            try:
-                problem = self._try_open(capacity, slot_size)
-            except BaseException:
-                self.close()
-                raise
-            if problem is None:
-                return self
+            objs = self._objs
+            assert objs is not None
+            why: Optional[str] = "absent"
+            if objs.open():
+                self._closed = False
+                objs.arm(self)
+                try:
+                    why = objs.try_ready(capacity, slot_size, wait_mode)
+                    if why is None:
+                        self._setup()
+                        self._check_indices()
+                        return self
+                except BaseException:
+                    self.close()
+                    raise
             self.close()
             if end is not None and time.monotonic() >= end:
-                kind, why = problem
-                if kind == "absent":
+                if why == "absent":
                     raise FileNotFoundError(2, f"no such ring (waited {timeout} s for its "
                                             f"creator){_id_hint(id, '_t')}", name)
                 raise TimeoutError(f"ring {name!r} did not become ready within {timeout} s: "
@@ -647,77 +591,13 @@ class ShmTraceRing:
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
 
-    def _try_open(self, capacity: Optional[int], slot_size: Optional[int]
-                  ) -> Optional[tuple[str, str]]:
-        """One attempt.  None on success, (kind, why) if not ready yet; raises if hopeless."""
-        name = self.name
+    def _setup(self) -> None:
         objs = self._objs
-        assert objs is not None
-        try:
-            fd = objs.open_fd(libc.O_RDWR, 0)
-        except FileNotFoundError:
-            return ("absent", "no such object")
-        self._closed = False
-        objs.arm(self)
-        st = os.fstat(fd)
-        if st.st_size < HEADER_SIZE:
-            return ("init", f"the object is {st.st_size} bytes, smaller than a ring header "
-                    f"({HEADER_SIZE}): not yet sized by its creator, or not a ring")
-        hdr = _shm.Mapping(fd, HEADER_SIZE, writable=False, name=name)
-        hq = hdr.view().cast("Q")
-        try:
-            is_ctshm = hq[_MAGIC] == MAGIC
-            if is_ctshm and hq[_STATE] != STATE_READY:
-                return ("init", "the ctshm creator has not finished initializing")
-            cap, slot = hq[_CAP], hq[_SLOT]
-            if cap == 0 or slot == 0:
-                if is_ctshm:  # a ready ctshm ring never has these: corrupt
-                    raise CorruptRingError(f"ring {name!r} header is corrupt: capacity={cap} "
-                                           f"slot_size={slot}")
-                return ("init", f"header not initialized (capacity {cap}, slot_size {slot})")
-        finally:
-            hq.release()
-            del hdr
-        sem_names = _sem_names(name)
-        if not is_ctshm:
-            # Rust creator: shm_open, ftruncate, header, sem_unlink (stale), sem_open.  Until
-            # it has re-created the semaphores, names from an older ring may still exist:
-            # on Linux accept only semaphore files at least as new as the ring's last change.
-            fresh = _sems_fresh(name, sem_names)
-            if fresh is not None:
-                return ("init", fresh)
-        problem = _validate_geometry(name, cap, slot, st.st_size)
-        if problem:
-            raise CorruptRingError(problem)
-        if capacity is not None and capacity != cap:
-            raise ValueError(f"ring {name!r} has capacity {cap}, not {capacity}")
-        if slot_size is not None and aligned_slot_size(slot_size) != slot:
-            raise ValueError(f"ring {name!r} has slot_size {slot} (2 MiB-aligned), which "
-                             f"slot_size={slot_size} ({aligned_slot_size(slot_size)} aligned) "
-                             "does not match")
-        try:
-            for s in sem_names:
-                objs.sems.append(NamedSemaphore(s, wait_mode=self._wait_mode))
-        except FileNotFoundError:
-            return ("init", "semaphores not created yet")
-        self._map(st.st_size)
-        self._setup()
-        self._check_indices()
-        return None
-
-    def _map(self, total: int) -> None:
-        objs = self._objs
-        assert objs is not None
-        objs.mapping = m = _shm.Mapping(objs.fd, total, writable=True, name=self.name)
-        if libc.IS_LINUX:
-            libc.madvise(m.addr, total, libc.MADV_HUGEPAGE)  # advisory, as the original
+        assert objs is not None and objs.mapping is not None
+        m = objs.mapping
         self._hv = m.view(0, HEADER_SIZE)
         self._hq = self._hv.cast("Q")
         self._base = m.addr
-
-    def _setup(self) -> None:
-        objs = self._objs
-        assert objs is not None
         self._ps = _shared_for(_shm.fd_identity(objs.fd))
         self._lock = self._ps.lock
         hq = self._hq
@@ -926,7 +806,7 @@ class ShmTraceRing:
         size = min(self.slot_size, -(-size // _PAGE) * _PAGE)
         objs = self._objs
         assert objs is not None
-        _reserve_range(objs.fd, HEADER_SIZE + slot * self.slot_size, size, self.name,
+        reserve_range(objs.fd, HEADER_SIZE + slot * self.slot_size, size, self.name,
                        f"slot {slot}")
         self._backed[slot] = size
 
@@ -1028,7 +908,7 @@ class ShmTraceRing:
             # A Rust-created ring never wrote the length records: reserve their pages.
             objs = self._objs
             assert objs is not None
-            _reserve_range(objs.fd, LEN_OFF, 16 * self.capacity, self.name,
+            reserve_range(objs.fd, LEN_OFF, 16 * self.capacity, self.name,
                            "the length records")
             self._len_backed = True
         self._set_peer(_PRODUCER_PID, pid, start)
@@ -1598,15 +1478,6 @@ def _check_timeout(timeout: Optional[float], where: str = "") -> Optional[float]
     return float(timeout)
 
 
-def _reserve_range(fd: int, offset: int, length: int, name: str, what: str) -> None:
-    """``posix_fallocate`` ``[offset, offset+length)``: ENOSPC now instead of SIGBUS later."""
-    try:
-        libc.posix_fallocate(fd, offset, length, name)
-    except OSError as e:
-        raise OSError(e.errno, f"{os.strerror(e.errno or 0)}: cannot reserve {length} bytes "
-                      f"for {what} (is /dev/shm full?)", name) from None
-
-
 def _id_hint(id: str, suffix: str) -> str:
     """A hint when ``id`` looks like an object name rather than an id."""
     body = id.lstrip("/")
@@ -1620,50 +1491,3 @@ def _not_bytes(name: str, what: str, data: Any) -> str:
     hint = " (encode text first: .encode())" if isinstance(data, str) else ""
     return (f"ring {name!r}: {what}() needs a bytes-like object (bytes, bytearray, "
             f"memoryview, array, numpy array), not {type(data).__name__}{hint}")
-
-
-def _sems_fresh(name: str, sem_names: tuple[str, str]) -> Optional[str]:
-    """None if both semaphores exist and (Linux) were born after the ring object.
-
-    The Rust creator runs shm_open, ftruncate, header init, sem_unlink (stale names), sem_open;
-    until it has re-created the semaphores, names left by an older ring may still exist and
-    an opener that used them would deadlock.  tmpfs records each file's birth time (statx), so
-    a semaphore born before the ring object is such a leftover: keep waiting.  (ctime does
-    not work: tmpfs updates the ring's ctime whenever a new page is first written.)
-    """
-    if not libc.IS_LINUX:
-        return None  # cannot tell: sem_open decides
-    ring_birth = libc.birth_time_ns("/dev/shm/" + name[1:])
-    for s in sem_names:
-        path = "/dev/shm/sem." + s[1:]
-        if not os.path.exists(path):
-            return f"semaphore {s!r} not created yet"
-        born = libc.birth_time_ns(path)
-        if ring_birth is not None and born is not None and born < ring_birth:
-            return f"semaphore {s!r} is older than the ring object (a leftover)"
-    return None
-
-
-def _peek(name: str) -> Optional[dict[str, Any]]:
-    """Read an existing ring's header without opening it as a ring (None if absent)."""
-    try:
-        fd = libc.shm_open(name, libc.O_RDONLY, 0)
-    except OSError:
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        info: dict[str, Any] = {"size": size}
-        if size < HEADER_SIZE:
-            return info
-        m = _shm.Mapping(fd, 4096, writable=False, name=name)
-        hq = m.view().cast("Q")
-        try:
-            info["ctshm"] = hq[_MAGIC] == MAGIC
-            pid, start = int(hq[_CREATOR_PID]), int(hq[_CREATOR_START])
-            info["creator_pid"] = pid
-            info["creator_alive"] = _proc.is_alive(pid, start) if info["ctshm"] else True
-        finally:
-            hq.release()
-        return info
-    finally:
-        os.close(fd)
