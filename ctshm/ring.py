@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import struct
 import sys
 import threading
 import time
@@ -50,16 +49,13 @@ import warnings
 import weakref
 from typing import Any, Callable, Final, Iterator, Literal, Optional, Union, overload
 
-from . import _proc, _shm, atomics, libc
+from . import _peers, _proc, _shm, atomics, libc
 from ._ringobjects import RingObjects, reserve_range
 from .layout import (
     CAPACITY as _CAP,
 )
 from .layout import (
     CONSUMER_PID as _CONSUMER_PID,
-)
-from .layout import (
-    CONSUMER_START as _CONSUMER_START,
 )
 from .layout import (
     CRASH as _CRASH,
@@ -96,6 +92,7 @@ from .layout import (
     LEN_OFF,
     MAGIC,
     MAX_LEN_RECORDS,
+    MSG_LEN,
     MSG_MAX,
     MSG_OFF,
     STATE_READY,
@@ -106,9 +103,6 @@ from .layout import (
 )
 from .layout import (
     PRODUCER_PID as _PRODUCER_PID,
-)
-from .layout import (
-    PRODUCER_START as _PRODUCER_START,
 )
 from .layout import (
     READ_IDX as _R,
@@ -835,7 +829,7 @@ class ShmTraceRing:
         def idle() -> Optional[bool]:
             if self._space():  # free, but its token never came (see _space)
                 return True
-            cpid = self._dead_peer(_CONSUMER_PID)
+            cpid = _peers.dead(self._load, _CONSUMER_PID)
             if cpid:
                 raise ConsumerGone(
                     32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
@@ -899,11 +893,7 @@ class ShmTraceRing:
 
     def _register_producer(self) -> None:
         # Under self._lock.
-        pid, start = _proc.me()
-        old = self._load(_PRODUCER_PID)
-        if old and old != pid and _proc.is_alive(old, self._load(_PRODUCER_START)):
-            raise RuntimeError(f"ring {self.name!r} already has a live producer (pid {old}); "
-                               "a ring has exactly one producer process")
+        _peers.register(self._load, self._store, _PRODUCER_PID, self.name, "producer")
         if self._has_len and not self._len_backed:
             # A Rust-created ring never wrote the length records: reserve their pages.
             objs = self._objs
@@ -911,7 +901,6 @@ class ShmTraceRing:
             reserve_range(objs.fd, LEN_OFF, 16 * self.capacity, self.name,
                            "the length records")
             self._len_backed = True
-        self._set_peer(_PRODUCER_PID, pid, start)
         self._producer_registered = True
 
     def expect_producer(self, pid: int) -> None:
@@ -926,30 +915,10 @@ class ShmTraceRing:
         self._expect(_CONSUMER_PID, pid, "expect_consumer")
 
     def _expect(self, word: int, pid: int, what: str) -> None:
-        if not _is_int(pid) or not 0 < pid < (1 << 31):
-            raise ValueError(f"ring {self.name!r}: {what}(pid) needs a process id (an int "
-                             f"1..2**31-1), not {pid!r}")
-        start = _proc.start_time(pid)
+        start = _proc.start_time(_peers.check_pid(self.name, what, pid))
         with self._lock:
             self._check_open()
-            self._set_peer(word, pid, start)
-
-    def _set_peer(self, word: int, pid: int, start: int) -> None:
-        # pid (0 while changing), start, pid: a reader that sees the same non-zero pid before
-        # and after reading start has a consistent pair (see _dead_peer).
-        self._store(word, 0)
-        self._store(word + 1, start)
-        self._store(word, pid)
-
-    def _dead_peer(self, word: int) -> int:
-        """The registered peer's pid if it is dead, else 0 (alive, none, or changing)."""
-        pid = self._load(word)
-        if not pid:
-            return 0
-        start = self._load(word + 1)
-        if self._load(word) != pid or _proc.is_alive(pid, start):
-            return 0
-        return pid
+            _peers.set_pair(self._store, word, pid, start)
 
     def _commit(self, guard: ProducerGuard, nbytes: Optional[int]) -> None:
         buf = guard._buf
@@ -1092,15 +1061,8 @@ class ShmTraceRing:
         try:
             if self._load(_FIN):
                 return  # already finished or crashed: the first end wins
-            self._store(_CRASH_W, self._load(_W) + 1)
             raw = message.encode("utf-8", "replace")[:MSG_MAX] if message else b""
-            if raw:
-                self._hv[MSG_OFF + 4:MSG_OFF + 4 + len(raw)] = raw
-            struct.pack_into("<I", self._hv, MSG_OFF, len(raw))
-            _CRASH.pack_into(self._hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
-            self._fence()  # details before the flag
-            if self._cas(self._a_fin, 0, _CRASHED) == 0:
-                self._filled.post()
+            self._record_crash(signal, addr, operation, raw, 0)
         finally:
             objs.inflight.leave()
 
@@ -1216,7 +1178,7 @@ class ShmTraceRing:
     def _crashed(self) -> Crashed:
         signal, addr, operation = _CRASH.unpack_from(self._hv, _CRASH_OFF)
         dead = self._load(_DEAD_PID)
-        n = min(struct.unpack_from("<I", self._hv, MSG_OFF)[0], MSG_MAX)
+        n = min(MSG_LEN.unpack_from(self._hv, MSG_OFF)[0], MSG_MAX)
         msg = bytes(self._hv[MSG_OFF + 4:MSG_OFF + 4 + n]).decode("utf-8", "replace")
         return Crashed(CrashDetails(signal, addr, operation), dead or None, msg)
 
@@ -1235,18 +1197,29 @@ class ShmTraceRing:
         """If the registered producer died without notify_crash, record a crash (signal 0)."""
         if self._load(_FIN):
             return
-        ppid = self._dead_peer(_PRODUCER_PID)
+        ppid = _peers.dead(self._load, _PRODUCER_PID)
         if not ppid:
             return
         # Dead for sure, so it writes nothing more.  Load `finished` again: a producer that
         # called notify_crash (or mark_finished) just before dying keeps its own account.
         if self._load(_FIN):
             return
+        self._record_crash(0, 0, 0, b"", ppid)
+
+    def _record_crash(self, signal: int, addr: int, operation: int, message: bytes,
+                      dead_pid: int) -> None:
+        """The one crash-record writer (notify_crash, or a consumer that found the producer
+        dead): at the current write_idx, details and message first, a fence, then the flag
+        by compare-exchange (the first end wins) and a ``filled`` post."""
         self._store(_CRASH_W, self._load(_W) + 1)
-        self._store(_DEAD_PID, ppid)
-        _CRASH.pack_into(self._hv, _CRASH_OFF, 0, 0, 0)
-        struct.pack_into("<I", self._hv, MSG_OFF, 0)
-        self._fence()
+        if dead_pid:
+            self._store(_DEAD_PID, dead_pid)
+        hv = self._hv
+        if message:
+            hv[MSG_OFF + 4:MSG_OFF + 4 + len(message)] = message
+        MSG_LEN.pack_into(hv, MSG_OFF, len(message))
+        _CRASH.pack_into(hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
+        self._fence()  # details before the flag
         if self._cas(self._a_fin, 0, _CRASHED) == 0:
             self._filled.post()
 
@@ -1255,15 +1228,10 @@ class ShmTraceRing:
             self._check_open()
             if self._consumer_registered:
                 return
-            pid, start = _proc.me()
-            old = self._load(_CONSUMER_PID)
-            if old and old != pid:
-                if _proc.is_alive(old, self._load(_CONSUMER_START)):
-                    raise RuntimeError(f"ring {self.name!r} already has a live consumer (pid "
-                                       f"{old}); a ring has exactly one consumer process")
+            r, res = self._load(_R), self._load(_RES)
+            if _peers.register(self._load, self._store, _CONSUMER_PID, self.name, "consumer"):
                 # The previous consumer died: slots it reserved but never released go back
                 # to the queue (at-least-once delivery across a consumer restart).
-                r, res = self._load(_R), self._load(_RES)
                 if not r <= res <= r + self.capacity:
                     raise CorruptRingError(
                         f"ring {self.name!r} header is corrupt: reserved_idx={res} "
@@ -1272,7 +1240,6 @@ class ShmTraceRing:
                     self._store(_RES, r)
                     for _ in range(res - r):
                         self._filled.post()
-            self._set_peer(_CONSUMER_PID, pid, start)
             self._consumer_registered = True
 
     def _complete(self, idx: int, guard: Optional[ConsumerGuard]) -> None:

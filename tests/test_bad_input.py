@@ -22,7 +22,7 @@ from ctshm import (
     ShmMemory,
     ShmTraceRing,
 )
-from ctshm import ring as ringmod
+from ctshm import layout as L
 from ctshm.layout import HEADER_SIZE, HUGE_PAGE_SIZE, MAX_LEN_RECORDS
 
 from .helpers import REPO_ROOT
@@ -132,13 +132,13 @@ def _corrupt(shm_id: str, word: int, value: int) -> None:
 
 
 @pytest.mark.parametrize("word,value,fragment", [
-    (ringmod._CAP, 0, "capacity=0"),
-    (ringmod._CAP, 5, "bytes, but the object is"),
-    (ringmod._SLOT, 4096, "not a multiple of 2 MiB"),
-    (ringmod._SLOT, 4 * HUGE_PAGE_SIZE, "bytes, but the object is"),
-    (ringmod._W, 7, "need read <= reserved <= write"),
-    (ringmod._R, 1, "need read <= reserved <= write"),
-    (ringmod._FIN, 9, "finished=9"),
+    (L.CAPACITY, 0, "capacity=0"),
+    (L.CAPACITY, 5, "bytes, but the object is"),
+    (L.SLOT_SIZE, 4096, "not a multiple of 2 MiB"),
+    (L.SLOT_SIZE, 4 * HUGE_PAGE_SIZE, "bytes, but the object is"),
+    (L.WRITE_IDX, 7, "need read <= reserved <= write"),
+    (L.READ_IDX, 1, "need read <= reserved <= write"),
+    (L.FINISHED, 9, "finished=9"),
 ])
 def test_corrupt_header_refused_at_open(shm_id: str, word: int, value: int,
                                         fragment: str) -> None:
@@ -151,7 +151,7 @@ def test_corrupt_header_refused_at_open(shm_id: str, word: int, value: int,
 def test_corruption_after_open_is_reported(shm_id: str) -> None:
     with ShmTraceRing.create(shm_id, 2, 4096) as ring:
         ring.put(b"a")
-        _corrupt(shm_id, ringmod._W, 1000)  # hostile peer: write_idx jumps
+        _corrupt(shm_id, L.WRITE_IDX, 1000)  # hostile peer: write_idx jumps
         with pytest.raises(CorruptRingError, match="more than capacity"):
             ring.access(0)
 
@@ -160,7 +160,7 @@ def test_bad_length_record_skips_the_message(shm_id: str) -> None:
     with ShmTraceRing.create(shm_id, 2, 4096) as ring:
         ring.put(b"a")
         ring.put(b"b")
-        _corrupt(shm_id, ringmod._LEN + 1, 2**40)  # slot 0's length: beyond the slot
+        _corrupt(shm_id, L.LEN_WORD + 1, 2**40)  # slot 0's length: beyond the slot
         with pytest.raises(CorruptRingError, match="length record"):
             ring.access(1)
         assert ring.get(1) == b"b"  # the ring keeps going
@@ -278,11 +278,12 @@ def test_create_existing_live_ring(ring: ShmTraceRing, shm_id: str) -> None:
 _FUZZ = textwrap.dedent("""
     import random, struct, sys, collections
     sys.path.insert(0, {root!r})
-    from ctshm import ShmTraceRing, ring as R
+    from ctshm import ShmTraceRing, layout as L
     rnd = random.Random({seed})
-    words = [R._W, R._R, R._RES, R._CAP, R._SLOT, R._FIN, 6, 7, 8, R._MAGIC, R._STATE,
-             R._PRODUCER_PID, R._PRODUCER_START, R._CONSUMER_PID, R._CONSUMER_START,
-             R._DEAD_PID, R.MSG_OFF // 8, R._LEN, R._LEN + 1, R._LEN + 2, R._LEN + 3]
+    words = [L.WRITE_IDX, L.READ_IDX, L.RESERVED_IDX, L.CAPACITY, L.SLOT_SIZE, L.FINISHED,
+             6, 7, 8, L.EXT_MAGIC, L.EXT_STATE, L.PRODUCER_PID, L.PRODUCER_START,
+             L.CONSUMER_PID, L.CONSUMER_START, L.DEAD_PID, L.MSG_OFF // 8, L.LEN_WORD,
+             L.LEN_WORD + 1, L.LEN_WORD + 2, L.LEN_WORD + 3]
     outcomes = collections.Counter()
     expected = (ValueError, RuntimeError, OSError, TimeoutError, TypeError)
 

@@ -1,0 +1,76 @@
+"""Who the ring's producer and consumer are, and whether they are alive: the liveness policy
+in one place.
+
+Each side registers itself in the ctshm extension as a (pid, start time) pair - the start
+time (``_proc``) guards against pid reuse - on its first ``acquire``/``access``, or is
+registered in advance by its parent (``expect_producer``/``expect_consumer``; the Rust
+original registers nothing, so this is how its death is seen).  The pair is written pid 0,
+start, pid, so a reader that sees the same non-zero pid before and after reading start has a
+consistent pair.
+
+Policy:
+
+* A second live process may not register for a side that has a live registered process
+  (``RuntimeError``): one producer process, one consumer process.
+* A registered process that is dead may be replaced.  A consumer that replaces a dead one
+  rewinds ``reserved_idx`` to ``read_idx`` and re-posts their tokens (done by the ring: the
+  slots the dead consumer held are delivered again, at-least-once across a restart).
+* Waiters check the peer between wait slices (``LIVENESS_SLICE``): a consumer reports
+  ``Crashed`` (signal 0, ``pid``) once the producer is dead, a producer raises
+  ``ConsumerGone`` once the consumer is dead.
+
+The functions take the ring's word accessors (``load(word)``, ``store(word, value)``), so
+they follow whatever ordering the ring binds (plain on x86_64, atomics elsewhere).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import _proc
+
+__all__ = ["check_pid", "dead", "register", "set_pair"]
+
+Load = Callable[[int], int]
+Store = Callable[[int, int], None]
+
+
+def set_pair(store: Store, word: int, pid: int, start: int) -> None:
+    """Publish (pid, start) at ``word``/``word + 1``: pid 0 while changing, start, pid."""
+    store(word, 0)
+    store(word + 1, start)
+    store(word, pid)
+
+
+def dead(load: Load, word: int) -> int:
+    """The registered process's pid if it is dead, else 0 (alive, none, or changing)."""
+    pid = load(word)
+    if not pid:
+        return 0
+    start = load(word + 1)
+    if load(word) != pid or _proc.is_alive(pid, start):
+        return 0
+    return pid
+
+
+def register(load: Load, store: Store, word: int, ring: str, role: str) -> int:
+    """Register this process at ``word``.  Returns the pid of a dead process it replaced
+    (0 if none); ``RuntimeError`` if another live process holds the role."""
+    pid, start = _proc.me()
+    old = load(word)
+    replaced = 0
+    if old and old != pid:
+        if _proc.is_alive(old, load(word + 1)):
+            raise RuntimeError(f"ring {ring!r} already has a live {role} (pid {old}); a ring "
+                               f"has exactly one {role} process")
+        replaced = old
+    set_pair(store, word, pid, start)
+    return replaced
+
+
+def check_pid(ring: str, what: str, pid: object) -> int:
+    """``pid`` as a process id, or a ``ValueError`` naming the call and the value."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < (1 << 31):
+        raise ValueError(f"ring {ring!r}: {what}(pid) needs a process id (an int "
+                         f"1..2**31-1), not {pid!r}")
+    return pid
