@@ -96,6 +96,13 @@ def _set(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+def _discard(q: Deque[Any], x: Any) -> None:
+    try:
+        q.remove(x)
+    except ValueError:  # already dropped (its loop was closed)
+        pass
+
+
 class _Error:
     """An exception raised by a helper's blocking call, for one caller to raise."""
 
@@ -164,7 +171,7 @@ class _Consumer:
                 continue
             n -= 1
         for w in dead:
-            self.waiters.remove(w)
+            _discard(self.waiters, w)
 
     def start_helper(self, ring: ShmTraceRing) -> None:
         """Under lock: make sure the helper runs (it waits on `cond` while idle)."""
@@ -276,11 +283,17 @@ def pending_count(ring: ShmTraceRing) -> int:
 
 
 def helper_threads(ring: Optional[ShmTraceRing] = None) -> list[threading.Thread]:
-    """The live helper threads of ``ring`` (default: of every ring)."""
-    prefixes = ((f"{THREAD_PREFIX}consumer {ring.name}", f"{THREAD_PREFIX}producer {ring.name}")
-                if ring is not None else (THREAD_PREFIX,))
-    return [t for t in threading.enumerate()
-            if t.name.startswith(prefixes) and (ring is None or t.name in prefixes)]
+    """The live helper threads of the handle ``ring`` (default: of every handle)."""
+    if ring is None:
+        return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+    d = vars(ring)
+    out = []
+    for key in (_CONSUMER_KEY, _PRODUCER_KEY):
+        st = d.get(key)
+        t = getattr(st, "helper", None)
+        if t is not None and t.is_alive():
+            out.append(t)
+    return out
 
 
 async def aaccess(ring: ShmTraceRing, timeout: Optional[float] = None) -> AccessResult:
@@ -319,14 +332,14 @@ async def aaccess(ring: ShmTraceRing, timeout: Optional[float] = None) -> Access
         except BaseException:
             # Cancelled: take nothing; a result set aside for us goes to the next caller.
             with st.lock:
-                st.waiters.remove(w)
+                _discard(st.waiters, w)
                 st.rebalance()
             raise
         finally:
             if timer is not None:
                 timer.cancel()
         with st.lock:
-            st.waiters.remove(w)
+            _discard(st.waiters, w)
             item = st.pending.popleft() if st.pending else None
             st.rebalance()
         if item is not None:
@@ -341,6 +354,7 @@ async def aaccess(ring: ShmTraceRing, timeout: Optional[float] = None) -> Access
 async def aget(ring: ShmTraceRing, timeout: Optional[float] = None) -> bytes:
     """``ring.get(timeout)`` for asyncio: the next message as bytes; ``RingFinished`` at the
     end, ``ProducerCrashed`` on a crash, ``TimeoutError`` when nothing arrived in time."""
+    timeout = _check_timeout(timeout, f"ring {ring.name!r}: aget")
     r = await aaccess(ring, timeout)
     if type(r) is Data:
         with r.guard as g:
@@ -359,6 +373,7 @@ async def aiter(ring: ShmTraceRing, timeout: Optional[float] = None, copy: bool 
     on a crash, ``TimeoutError`` if one wait exceeds ``timeout``.  Leave early with
     ``break`` and the current slot is released when the generator is closed (use
     ``contextlib.aclosing`` on 3.10+ to release it at once)."""
+    timeout = _check_timeout(timeout, f"ring {ring.name!r}: aiter")
     while True:
         r = await aaccess(ring, timeout)
         if type(r) is Data:
@@ -416,10 +431,7 @@ class _Producer:
     def finish(self, req: _Request) -> None:
         with self.lock:
             req.done = True
-            try:
-                self.queue.remove(req)
-            except ValueError:
-                pass
+            _discard(self.queue, req)
             self.cond.notify_all()
 
 
