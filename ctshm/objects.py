@@ -337,6 +337,13 @@ class ObjectView:
                 v.release()
 
     @property
+    def buf(self) -> memoryview:
+        """The slot's committed bytes (the frame), read-only."""
+        if self._guard is None:
+            raise ValueError("ObjectView was released")
+        return self._guard.buf
+
+    @property
     def object(self) -> Any:
         if self._guard is None:
             raise ValueError("ObjectView was released: its object's buffers are gone")
