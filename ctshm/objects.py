@@ -86,6 +86,28 @@ _HEAD: Final = struct.Struct("<4sHHIIQ")
 _ENTRY: Final = struct.Struct("<QQ")
 
 
+#: A plain ``pickle.dumps`` stream longer than this is redone with large bytes out of band.
+_IN_BAND_MAX: Final = 64 * 1024
+
+
+def _has_large_bytes(obj: Any, depth: int) -> bool:
+    """A large bytes/bytearray within ``depth`` levels of dict/list/tuple nesting?"""
+    t = type(obj)
+    if t is bytes or t is bytearray:
+        return len(obj) >= OUT_OF_BAND_MIN
+    if depth and (t is dict or t is list or t is tuple):
+        if len(obj) > 64:
+            return True  # large containers: the Pickler subclass decides per object
+        for v in (obj.values() if t is dict else obj):
+            tv = type(v)
+            if tv is bytes or tv is bytearray:
+                if len(v) >= OUT_OF_BAND_MIN:
+                    return True
+            elif (tv is dict or tv is list or tv is tuple) and _has_large_bytes(v, depth - 1):
+                return True
+    return False
+
+
 def _align8(n: int) -> int:
     return (n + 7) & ~7
 
@@ -118,11 +140,23 @@ class _Encoded:
     __slots__ = ("_n", "offsets", "raws", "stream", "total")
 
     def __init__(self, obj: Any) -> None:
-        f = io.BytesIO()
         raws: list[memoryview] = []
         pids: list[memoryview] = []
-        _Pickler(f, raws, pids).dump(obj)
-        self.stream = f.getbuffer()
+        stream: Any = None
+        if not _has_large_bytes(obj, 2):
+            # Plain dumps (a third of a Pickler subclass's cost for small objects); bytes
+            # found in band are small unless hidden deeper than the walk looked.
+            stream = pickle.dumps(obj, 5, buffer_callback=lambda pb: raws.append(pb.raw()))
+            if len(stream) > _IN_BAND_MAX:
+                stream = None
+                for r in raws:
+                    r.release()
+                raws = []
+        if stream is None:
+            f = io.BytesIO()
+            _Pickler(f, raws, pids).dump(obj)
+            stream = f.getbuffer()
+        self.stream: memoryview = memoryview(stream)
         self.raws = raws + pids
         self._n = (len(raws), len(pids))
         end = HEADER + _ENTRY.size * len(self.raws) + len(self.stream)
@@ -134,6 +168,12 @@ class _Encoded:
             off = _align8(end)
         self.offsets = offsets
         self.total = end
+
+    def small_frame(self) -> Optional[bytes]:
+        """The whole frame as bytes when it has no out-of-band buffer (for ``ring.put``)."""
+        if self.raws:
+            return None
+        return _HEAD.pack(MAGIC, VERSION, 0, 0, 0, len(self.stream)) + self.stream
 
     def write(self, buf: memoryview) -> None:
         n_oob, n_pid = self._n
@@ -186,6 +226,11 @@ def put_object(ring: ShmTraceRing, obj: Any, timeout: Optional[float] = None) ->
     ``TimeoutError`` when no slot is free within ``timeout`` seconds (None: no bound);
     ``ValueError`` when the pickled object does not fit a slot."""
     enc = _encode(ring, obj, "put_object")
+    small = enc.small_frame()
+    if small is not None:
+        enc.release()
+        ring.put(small, timeout)
+        return
     try:
         g = ring.acquire(timeout, size=enc.total)
     except BaseException:
@@ -200,6 +245,13 @@ async def aput_object(ring: ShmTraceRing, obj: Any, timeout: Optional[float] = N
     from .aio import aacquire
 
     enc = _encode(ring, obj, "aput_object")
+    small = enc.small_frame()
+    if small is not None:
+        enc.release()
+        from .aio import aput
+
+        await aput(ring, small, timeout)
+        return
     try:
         g = await aacquire(ring, timeout, size=enc.total)
     except BaseException:
