@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import struct
 from itertools import chain
-from typing import Any, Final, Generator, Iterator, Optional, cast
+from typing import Any, AsyncIterator, Final, Generator, Iterator, Optional, cast
 
 from .ring import (
     ConsumerGuard,
@@ -195,6 +195,26 @@ class RecordWriter:
 
     def _make_room(self, n: int) -> None:
         """Slow path: no slot held, or the record does not fit under the limit."""
+        size = self._room_needed(n)
+        if size is not None:
+            self._use_slot(self._ring.acquire(self.timeout, size=size))
+        # The caller writes the record without checking again, so a record larger than
+        # max_bytes (but not than the slot) goes alone into this slot: the next record finds
+        # the position beyond the limit and flushes first.
+        self._limit = self._max
+
+    async def _amake_room(self, n: int) -> None:
+        """_make_room, waiting for a free slot without blocking the event loop."""
+        size = self._room_needed(n)
+        if size is not None:
+            from .aio import aacquire
+
+            self._use_slot(await aacquire(self._ring, self.timeout, size=size))
+        self._limit = self._max
+
+    def _room_needed(self, n: int) -> Optional[int]:
+        """Check the record fits a slot, publish a full slot; the size to acquire, or None
+        while a slot is held."""
         if self._closed:
             raise ValueError(f"RecordWriter for {self._ring.name!r} is closed")
         need = SLOT_HEADER + RECORD_HEADER + n
@@ -209,15 +229,45 @@ class RecordWriter:
         if self._guard is None:
             # Ask only for the bytes we may use: the ring reserves backing store for that
             # prefix of the slot (and guard.buf is that long), not for the whole slot.
-            g = self._ring.acquire(self.timeout, size=max(self._max, SLOT_HEADER + _framed(n)))
-            self._guard = g
-            self._buf = g.buf
-            self._pos = SLOT_HEADER
-            self._count = 0
-        # The caller writes the record without checking again, so a record larger than
-        # max_bytes (but not than the slot) goes alone into this slot: the next record finds
-        # the position beyond the limit and flushes first.
-        self._limit = self._max
+            return max(self._max, SLOT_HEADER + _framed(n))
+        return None
+
+    def _use_slot(self, g: ProducerGuard) -> None:
+        self._guard = g
+        self._buf = g.buf
+        self._pos = SLOT_HEADER
+        self._count = 0
+
+    # -- asyncio (waits for a free slot off the event loop: see ctshm.aio) ------------------
+    async def aappend(self, data: Any) -> None:
+        """:meth:`append` for asyncio: waits for a free slot without blocking the loop.
+        A cancelled call adds nothing (records appended before stay pending)."""
+        t = type(data)
+        n = len(data) if t is bytes or t is bytearray else memoryview(data).nbytes
+        if self._pos + RECORD_HEADER + n > self._limit:
+            await self._amake_room(n)
+        self.append(data)
+
+    async def areserve(self, n: int) -> memoryview:
+        """:meth:`reserve` for asyncio."""
+        if not isinstance(n, bool) and isinstance(n, int) and n >= 0 \
+                and self._pos + RECORD_HEADER + n > self._limit:
+            await self._amake_room(n)
+        return self.reserve(n)
+
+    async def aflush(self) -> None:
+        """:meth:`flush` (publishing never waits); for symmetry in async code."""
+        self.flush()
+
+    async def aclose(self, finish: bool = True) -> None:
+        """:meth:`close` (never waits); for symmetry in async code."""
+        self.close(finish)
+
+    async def __aenter__(self) -> RecordWriter:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
 
     def flush(self) -> None:
         """Publish the current slot now (nothing happens when it holds no record)."""
@@ -343,6 +393,54 @@ class RecordReader:
                 raise ProducerCrashed(r)
             else:
                 raise TimeoutError(f"ring {self._ring.name!r}: no slot within {timeout} s")
+
+    # -- asyncio (see ctshm.aio) ------------------------------------------------------------
+    async def abatches(self) -> AsyncIterator[list[memoryview]]:
+        """:meth:`batches` for asyncio: ``async for batch in reader.abatches():``."""
+        from .aio import aaccess
+
+        ring = self._ring
+        timeout = self.timeout
+        while True:
+            r = await aaccess(ring, timeout)
+            if type(r) is Data:
+                g = r.guard
+                records = None
+                try:
+                    records = _split(g, ring.name)
+                    self.slots_read += 1
+                    self.records_read += len(records)
+                    yield records
+                finally:
+                    if records is not None:
+                        for v in records:
+                            try:
+                                v.release()
+                            except BufferError:
+                                pass
+                    g.release()
+            elif type(r) is Finished:
+                return
+            elif type(r) is Crashed:
+                raise ProducerCrashed(r)
+            else:
+                raise TimeoutError(f"ring {ring.name!r}: no slot within {timeout} s")
+
+    async def aiter(self) -> AsyncIterator[memoryview]:
+        """``async for rec in reader.aiter():`` each record as a read-only memoryview (valid
+        until the reader moves past its slot).  Ends at Finished; ``ProducerCrashed`` on a
+        crash.  Leaving early releases the slot when the generator is closed
+        (``contextlib.aclosing``, or when it is garbage-collected)."""
+        batches = self.abatches()
+        try:
+            async for records in batches:
+                for rec in records:
+                    yield rec
+        finally:
+            await batches.aclose()  # type: ignore[attr-defined]
+
+    def __aiter__(self) -> AsyncIterator[memoryview]:
+        return self.aiter()
 
     def __repr__(self) -> str:
         return (f"<RecordReader {self._ring.name!r} records={self.records_read} "

@@ -1416,6 +1416,48 @@ class ShmTraceRing:
                     f"slot_size={self.slot_size} write={h[_W]} read={h[_R]} "
                     f"reserved={h[_RES]} finished={h[_FIN]}>")
 
+    # -- asyncio and Python objects (ctshm.aio, ctshm.objects) --
+    async def aaccess(self, timeout: Optional[float] = None) -> AccessResult:
+        from .aio import aaccess
+        return await aaccess(self, timeout)
+
+    async def aget(self, timeout: Optional[float] = None) -> bytes:
+        from .aio import aget
+        return await aget(self, timeout)
+
+    def aiter(self, timeout: Optional[float] = None, copy: bool = True) -> Any:
+        from .aio import aiter
+        return aiter(self, timeout, copy)
+
+    async def aacquire(self, timeout: Optional[float] = None, *, size: Optional[int] = None
+                       ) -> ProducerGuard:
+        from .aio import aacquire
+        return await aacquire(self, timeout, size=size)
+
+    async def aput(self, data: Buffer, timeout: Optional[float] = None) -> None:
+        from .aio import aput
+        await aput(self, data, timeout)
+
+    def put_object(self, obj: Any, timeout: Optional[float] = None) -> None:
+        from .objects import put_object
+        put_object(self, obj, timeout)
+
+    def get_object(self, timeout: Optional[float] = None) -> Any:
+        from .objects import get_object
+        return get_object(self, timeout)
+
+    def get_object_view(self, timeout: Optional[float] = None) -> Any:
+        from .objects import get_object_view
+        return get_object_view(self, timeout)
+
+    async def aput_object(self, obj: Any, timeout: Optional[float] = None) -> None:
+        from .objects import aput_object
+        await aput_object(self, obj, timeout)
+
+    async def aget_object(self, timeout: Optional[float] = None) -> Any:
+        from .objects import aget_object
+        return await aget_object(self, timeout)
+
 
 # ---------------------------------------------------------------------------------------------
 # Helpers

@@ -1,0 +1,566 @@
+"""asyncio for :class:`~ctshm.ring.ShmTraceRing`: wait for messages and slots without blocking
+the event loop, and without busy-polling it.
+
+Consumer::
+
+    r = await ring.aaccess(timeout)        # Data(guard) | Finished | Crashed | Timeout
+    data = await ring.aget(timeout)        # bytes; RingFinished / ProducerCrashed / TimeoutError
+    async for chunk in ring.aiter():       # bytes until Finished; ProducerCrashed on a crash
+        ...
+
+Producer::
+
+    await ring.aput(data, timeout)         # copy + commit; TimeoutError when no slot came
+    g = await ring.aacquire(timeout, size=n)   # a ProducerGuard, as ring.acquire()
+
+How it waits.  A call first tries without waiting, on the event loop (one non-blocking
+``access(0)`` / ``put(data, 0)``).  Only when it has to wait does a *helper thread* of the
+ring handle do the blocking call, in slices of :data:`SLICE` seconds (so it notices
+cancellation and ``close()``), and hand the outcome back with
+``loop.call_soon_threadsafe``.  A handle has at most one consumer helper thread and at most
+one producer helper thread (a handle is normally used in one direction only); a helper
+serves every waiting call of its handle, from any event loop, in order, and exits
+:data:`LINGER` seconds after the last waiting call is over (or once the ring is closed).
+
+Cancellation loses nothing.  A message the helper claims after the waiting caller was
+cancelled (``task.cancel()``, ``asyncio.wait_for`` timing out, a ``TaskGroup`` shutting
+down) is *kept* in the handle's pending buffer, in order, and returned by the next
+``aaccess`` / ``aget`` / ``aiter`` on that handle; :func:`take_pending` hands it to the
+synchronous ``access()`` path.  A caller receives a message only by taking it from that
+buffer itself, after it resumed, so a cancellation can never fall between a message being
+taken and being returned.  A cancelled ``aput`` / ``aacquire`` publishes nothing: a slot the
+helper found is given back.  A ``Timeout`` result (``aaccess``) or ``TimeoutError`` (the
+others) means nothing was taken.
+
+Threads and ordering: messages are delivered exactly once and in order across all async
+calls of a handle (the helper is the only one that claims while somebody waits, and the
+loop-side fast path claims only when nobody does).  As with the synchronous API, one
+producer slot is outstanding per handle: ``aput`` calls of several tasks take turns (in the
+order they started waiting); a guard from ``aacquire`` must be committed or aborted before
+the same task acquires again.
+
+Hook for the synchronous path: ``ShmTraceRing.access`` should return
+``take_pending(self)`` first when it is not None (see :func:`take_pending`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from typing import Any, AsyncIterator, Deque, Final, Optional, Union
+
+from .ring import (
+    AccessResult,
+    Crashed,
+    Data,
+    Finished,
+    ProducerCrashed,
+    ProducerGuard,
+    RingFinished,
+    ShmTraceRing,
+    Timeout,
+)
+
+__all__ = ["LINGER", "SLICE", "aaccess", "aacquire", "aget", "aiter", "aput", "helper_threads",
+           "pending_count", "take_pending"]
+
+#: Longest blocking call a helper thread makes before it checks for cancellation and close.
+SLICE: Final = 0.1
+#: How long an idle helper thread waits for a new waiting call before it exits.
+LINGER: Final = 0.1
+#: Helper threads are named ``THREAD_PREFIX + "consumer <ring name>"`` (or ``producer``).
+THREAD_PREFIX: Final = "ctshm-aio "
+
+_CONSUMER_KEY: Final = "_ctshm_aio_consumer"
+_PRODUCER_KEY: Final = "_ctshm_aio_producer"
+_STATE_LOCK = threading.Lock()
+
+#: What ``aput()`` copies from: any object with the buffer protocol.
+Buffer = Union[bytes, bytearray, memoryview]
+
+
+def _check_timeout(timeout: Optional[float], where: str) -> Optional[float]:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{where}: timeout must be a number of seconds or None, not "
+                        f"{type(timeout).__name__}")
+    if timeout != timeout or timeout < 0:
+        raise ValueError(f"{where}: timeout must be >= 0 seconds or None, not {timeout!r}")
+    return float(timeout) if timeout < 1e9 else None
+
+
+def _set(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _discard(q: Deque[Any], x: Any) -> None:
+    try:
+        q.remove(x)
+    except ValueError:  # already dropped (its loop was closed)
+        pass
+
+
+class _Error:
+    """An exception raised by a helper's blocking call, for one caller to raise."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_Item = Union[Data, Finished, Crashed, Timeout, _Error]
+
+
+class _Waiter:
+    __slots__ = ("fut", "loop", "woken")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.fut: asyncio.Future[None] = loop.create_future()
+        self.woken = False
+
+    def wake(self) -> bool:
+        """Resolve the future from any thread; False if its loop is gone."""
+        self.woken = True
+        try:
+            self.loop.call_soon_threadsafe(_set, self.fut)
+        except RuntimeError:  # the loop was closed
+            return False
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Consumer
+# ---------------------------------------------------------------------------------------------
+
+
+class _Consumer:
+    """Per-handle consumer state: the pending buffer, the waiting calls, the helper."""
+
+    __slots__ = ("claim", "cond", "helper", "helper_ident", "lock", "pending", "waiters")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        # Held around every ring.access() this module makes: the results of one claim are in
+        # `pending` before anybody else may claim, so messages keep their order.
+        # Re-entrant: ring.access() may call take_pending() while aaccess holds it.
+        self.claim = threading.RLock()
+        self.pending: Deque[_Item] = deque()
+        self.waiters: Deque[_Waiter] = deque()
+        self.helper: Optional[threading.Thread] = None
+        self.helper_ident = 0
+
+    def demand(self) -> int:
+        """Under lock: waiting calls that no pending result is set aside for."""
+        return len(self.waiters) - len(self.pending)
+
+    def rebalance(self) -> None:
+        """Under lock: wake as many waiting calls (oldest first) as there are results."""
+        n = len(self.pending)
+        dead = []
+        for w in self.waiters:
+            if n <= 0:
+                break
+            if w.loop.is_closed() or (not w.woken and not w.wake()):
+                dead.append(w)
+                continue
+            n -= 1
+        for w in dead:
+            _discard(self.waiters, w)
+
+    def start_helper(self, ring: ShmTraceRing) -> None:
+        """Under lock: make sure the helper runs (it waits on `cond` while idle)."""
+        if self.helper is None:
+            t = threading.Thread(target=_consumer_helper, args=(self, ring), daemon=True,
+                                 name=f"{THREAD_PREFIX}consumer {ring.name}")
+            self.helper = t
+            t.start()
+        else:
+            self.cond.notify()
+
+
+def _consumer_state(ring: ShmTraceRing) -> _Consumer:
+    d = vars(ring)
+    st = d.get(_CONSUMER_KEY)
+    if st is None:
+        with _STATE_LOCK:
+            st = d.get(_CONSUMER_KEY)
+            if st is None:
+                st = d[_CONSUMER_KEY] = _Consumer()
+    assert isinstance(st, _Consumer)
+    return st
+
+
+def _consumer_helper(st: _Consumer, ring: ShmTraceRing) -> None:
+    st.helper_ident = threading.get_ident()
+    try:
+        while True:
+            with st.lock:
+                if st.demand() <= 0 and not ring.closed:
+                    st.cond.wait(LINGER)
+                if ring.closed or st.demand() <= 0:
+                    # Decided under the lock that also starts helpers: a call that starts
+                    # waiting from now on starts a new one.
+                    _consumer_exit(st)
+                    return
+            with st.claim:
+                try:
+                    r: _Item = ring.access(SLICE)
+                except BaseException as e:  # delivered to one caller, who raises it
+                    r = _Error(e)
+                if type(r) is not Timeout:
+                    with st.lock:
+                        st.pending.append(r)
+                        st.rebalance()
+    finally:
+        with st.lock:
+            if st.helper is threading.current_thread():
+                _consumer_exit(st)
+
+
+def _consumer_exit(st: _Consumer) -> None:
+    """Under lock: this helper is gone; calls still waiting (ring closed) raise."""
+    st.helper = None
+    st.helper_ident = 0
+    for w in st.waiters:
+        if not w.woken:
+            w.wake()
+
+
+def _closed(ring: ShmTraceRing) -> ValueError:
+    return ValueError(f"ring {ring.name!r} is closed: open it again to use it")
+
+
+def _unwrap(r: _Item) -> AccessResult:
+    if isinstance(r, _Error):
+        raise r.exc
+    return r
+
+
+def take_pending(ring: ShmTraceRing) -> Optional[AccessResult]:
+    """The oldest result an async call of ``ring`` claimed but nobody received, or None.
+
+    The hook for the synchronous consumer path: ``ShmTraceRing.access`` returns this first
+    when it is not None, so a message claimed for a cancelled ``aget`` is not skipped by a
+    later ``access``/``get``/iteration.  Thread-safe and cheap (a dict lookup) for a handle
+    that never used the async API.  It returns None at once when called from the handle's
+    own helper thread (whose ``access`` calls fill the buffer).  When no async call is
+    waiting but the helper is still in its last blocking slice, it first waits for that
+    slice to end (at most :data:`SLICE` seconds), so a message the helper claims meanwhile
+    is returned here, in order, and not overtaken.  An exception a helper caught for a
+    cancelled caller (e.g. ``CorruptRingError``) is raised here.
+    """
+    st = vars(ring).get(_CONSUMER_KEY)
+    if st is None:
+        return None
+    assert isinstance(st, _Consumer)
+    if st.helper_ident == threading.get_ident():
+        return None
+    with st.lock:
+        if st.pending:
+            return _unwrap(st.pending.popleft())
+        idle_helper = st.helper is not None and not st.waiters
+    if idle_helper:
+        with st.claim, st.lock:  # the helper's slice in progress, if any, ends first
+            if st.pending:
+                return _unwrap(st.pending.popleft())
+    return None
+
+
+def pending_count(ring: ShmTraceRing) -> int:
+    """How many results async calls of ``ring`` set aside (claimed, not yet received)."""
+    st = vars(ring).get(_CONSUMER_KEY)
+    if st is None:
+        return 0
+    assert isinstance(st, _Consumer)
+    with st.lock:
+        return len(st.pending)
+
+
+def helper_threads(ring: Optional[ShmTraceRing] = None) -> list[threading.Thread]:
+    """The live helper threads of the handle ``ring`` (default: of every handle)."""
+    if ring is None:
+        return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+    d = vars(ring)
+    out = []
+    for key in (_CONSUMER_KEY, _PRODUCER_KEY):
+        st = d.get(key)
+        t = getattr(st, "helper", None)
+        if t is not None and t.is_alive():
+            out.append(t)
+    return out
+
+
+async def aaccess(ring: ShmTraceRing, timeout: Optional[float] = None) -> AccessResult:
+    """``ring.access(timeout)`` for asyncio: ``Data(guard)``, ``Finished()``,
+    ``Crashed(...)``, or ``Timeout()`` when nothing arrived within ``timeout`` seconds
+    (``None``: wait without bound).  Keep the guard while reading ``guard.buf``."""
+    timeout = _check_timeout(timeout, f"ring {ring.name!r}: aaccess")
+    if ring.closed:
+        raise _closed(ring)
+    st = _consumer_state(ring)
+    loop = asyncio.get_running_loop()
+    with st.lock:
+        if st.pending and not st.waiters:
+            return _unwrap(st.pending.popleft())
+        idle = not st.waiters
+    # Fast path: nobody waits, so a claim made here keeps the order.
+    if idle and st.claim.acquire(blocking=False):
+        try:
+            with st.lock:
+                item: Optional[_Item] = st.pending.popleft() if st.pending else None
+            r = _unwrap(item) if item is not None else ring.access(0)
+        finally:
+            st.claim.release()
+        if type(r) is not Timeout or timeout == 0:
+            return r
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        w = _Waiter(loop)
+        with st.lock:
+            st.waiters.append(w)
+            st.rebalance()
+            st.start_helper(ring)
+        timer = None if deadline is None else loop.call_at(deadline, _set, w.fut)
+        try:
+            await w.fut
+        except BaseException:
+            # Cancelled: take nothing; a result set aside for us goes to the next caller.
+            with st.lock:
+                _discard(st.waiters, w)
+                st.rebalance()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        with st.lock:
+            _discard(st.waiters, w)
+            item = st.pending.popleft() if st.pending else None
+            st.rebalance()
+        if item is not None:
+            return _unwrap(item)
+        if ring.closed:
+            raise _closed(ring)
+        if deadline is not None and loop.time() >= deadline:
+            return Timeout()
+        # Woken, but another caller took the result first: wait again.
+
+
+async def aget(ring: ShmTraceRing, timeout: Optional[float] = None) -> bytes:
+    """``ring.get(timeout)`` for asyncio: the next message as bytes; ``RingFinished`` at the
+    end, ``ProducerCrashed`` on a crash, ``TimeoutError`` when nothing arrived in time."""
+    timeout = _check_timeout(timeout, f"ring {ring.name!r}: aget")
+    r = await aaccess(ring, timeout)
+    if type(r) is Data:
+        with r.guard as g:
+            return bytes(g.buf)
+    if type(r) is Finished:
+        raise RingFinished(f"ring {ring.name!r} is finished")
+    if isinstance(r, Crashed):
+        raise ProducerCrashed(r)
+    raise TimeoutError(f"ring {ring.name!r}: no message within {timeout} s")
+
+
+async def aiter(ring: ShmTraceRing, timeout: Optional[float] = None, copy: bool = True
+                ) -> AsyncIterator[Any]:
+    """``async for chunk in ring.aiter():`` each message as bytes (``copy=False``: a read-only
+    memoryview valid until the next one is requested) until Finished; ``ProducerCrashed``
+    on a crash, ``TimeoutError`` if one wait exceeds ``timeout``.  Leave early with
+    ``break`` and the current slot is released when the generator is closed (use
+    ``contextlib.aclosing`` on 3.10+ to release it at once)."""
+    timeout = _check_timeout(timeout, f"ring {ring.name!r}: aiter")
+    while True:
+        r = await aaccess(ring, timeout)
+        if type(r) is Data:
+            g = r.guard
+            try:
+                yield bytes(g.buf) if copy else g.buf
+            finally:
+                g.release()
+        elif type(r) is Finished:
+            return
+        elif isinstance(r, Crashed):
+            raise ProducerCrashed(r)
+        else:
+            raise TimeoutError(f"ring {ring.name!r}: no message within {timeout} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# Producer
+# ---------------------------------------------------------------------------------------------
+
+
+class _Request:
+    """One waiting aacquire/aput.  The helper finds a free slot (acquire + abort: the slot
+    stays free), marks the request ``ready`` and waits until its caller has taken the slot
+    itself, on the loop, or given up (``done``)."""
+
+    __slots__ = ("done", "error", "ready", "size", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: Optional[int]) -> None:
+        self.waiter = _Waiter(loop)
+        self.size = size
+        self.ready = False
+        self.done = False
+        self.error: Optional[BaseException] = None
+
+
+class _Producer:
+    __slots__ = ("cond", "helper", "lock", "queue")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.queue: Deque[_Request] = deque()
+        self.helper: Optional[threading.Thread] = None
+
+    def start_helper(self, ring: ShmTraceRing) -> None:
+        if self.helper is None:
+            t = threading.Thread(target=_producer_helper, args=(self, ring), daemon=True,
+                                 name=f"{THREAD_PREFIX}producer {ring.name}")
+            self.helper = t
+            t.start()
+        else:
+            self.cond.notify_all()
+
+    def finish(self, req: _Request) -> None:
+        with self.lock:
+            req.done = True
+            _discard(self.queue, req)
+            self.cond.notify_all()
+
+
+def _producer_state(ring: ShmTraceRing) -> _Producer:
+    d = vars(ring)
+    st = d.get(_PRODUCER_KEY)
+    if st is None:
+        with _STATE_LOCK:
+            st = d.get(_PRODUCER_KEY)
+            if st is None:
+                st = d[_PRODUCER_KEY] = _Producer()
+    assert isinstance(st, _Producer)
+    return st
+
+
+def _producer_helper(st: _Producer, ring: ShmTraceRing) -> None:
+    try:
+        while True:
+            with st.lock:
+                q = st.queue
+                while q and (q[0].done or q[0].waiter.loop.is_closed()):
+                    q.popleft()
+                if not q and not ring.closed:
+                    st.cond.wait(LINGER)
+                if ring.closed or not q:
+                    _producer_exit(st)
+                    return
+                req = q[0]
+                if req.ready or req.done:  # its caller is taking the slot: wait until done
+                    st.cond.wait(SLICE)
+                    continue
+            try:
+                g = ring.acquire(SLICE, size=req.size)
+            except TimeoutError:
+                continue
+            except BaseException as e:
+                with st.lock:
+                    req.error = e
+                    req.ready = True
+                    req.waiter.wake()
+                continue
+            g.abort()  # the slot stays free for the caller: it acquires it on its loop
+            with st.lock:
+                if not req.done:
+                    req.ready = True
+                    req.waiter.wake()
+    finally:
+        with st.lock:
+            if st.helper is threading.current_thread():
+                _producer_exit(st)
+
+
+def _producer_exit(st: _Producer) -> None:
+    st.helper = None
+    for req in st.queue:
+        if not req.waiter.woken:
+            req.waiter.wake()
+
+
+async def aacquire(ring: ShmTraceRing, timeout: Optional[float] = None, *,
+                   size: Optional[int] = None) -> ProducerGuard:
+    """``ring.acquire(timeout, size=size)`` for asyncio: a free slot's guard.  Commit or
+    abort it before this task acquires again.  ``TimeoutError`` when no slot came within
+    ``timeout`` seconds; cancelling the call leaves the ring as it was."""
+    timeout = _check_timeout(timeout, f"ring {ring.name!r}: aacquire")
+    if ring.closed:
+        raise _closed(ring)
+    st = _producer_state(ring)
+    loop = asyncio.get_running_loop()
+    if not st.queue:
+        try:
+            return ring.acquire(0, size=size)
+        except TimeoutError:
+            if timeout == 0:
+                raise
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        req = _Request(loop, size)
+        with st.lock:
+            st.queue.append(req)
+            st.start_helper(ring)
+        timer = None if deadline is None else loop.call_at(deadline, _set, req.waiter.fut)
+        try:
+            await req.waiter.fut
+            if req.error is not None:
+                raise req.error
+            if req.ready:
+                try:
+                    return ring.acquire(0, size=size)
+                except TimeoutError:
+                    pass  # taken meanwhile by another thread of this process: wait again
+        finally:
+            if timer is not None:
+                timer.cancel()
+            st.finish(req)
+        if ring.closed:
+            raise _closed(ring)
+        if deadline is not None and loop.time() >= deadline:
+            raise TimeoutError(f"ring {ring.name!r}: no free slot within {timeout} s (the "
+                               "consumer is not releasing slots)")
+
+
+async def aput(ring: ShmTraceRing, data: Buffer, timeout: Optional[float] = None) -> None:
+    """``ring.put(data, timeout)`` for asyncio: copy ``data`` (bytes-like) into a slot and
+    commit exactly its length.  A cancelled or timed-out call publishes nothing."""
+    try:
+        src = memoryview(data).cast("B")
+    except TypeError:
+        hint = " (encode text first: .encode())" if isinstance(data, str) else ""
+        raise TypeError(f"ring {ring.name!r}: aput() needs a bytes-like object (bytes, "
+                        f"bytearray, memoryview, array, numpy array), not "
+                        f"{type(data).__name__}{hint}") from None
+    n = src.nbytes
+    if n > ring.slot_size:
+        raise ValueError(f"ring {ring.name!r}: aput(): {n} bytes do not fit a slot of "
+                         f"{ring.slot_size} bytes")
+    timeout = _check_timeout(timeout, f"ring {ring.name!r}: aput")
+    st = _producer_state(ring)
+    if not st.queue and not ring.closed:
+        try:
+            ring.put(src, 0)
+            return
+        except TimeoutError:
+            if timeout == 0:
+                raise
+    g = await aacquire(ring, timeout, size=n)
+    try:
+        g.buf[:n] = src
+    except BaseException:
+        g.abort()
+        raise
+    g.commit(n)
