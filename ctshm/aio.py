@@ -50,8 +50,8 @@ import threading
 from collections import deque
 from typing import Any, AsyncIterator, Deque, Final, Optional, Union
 
+from .results import AccessResult
 from .ring import (
-    AccessResult,
     Crashed,
     Data,
     Finished,

@@ -1076,6 +1076,10 @@ class ShmTraceRing:
         """
         if self._closed:
             self._check_open()
+        if "_ctshm_aio_consumer" in self.__dict__:  # async calls may have kept a message
+            kept = _aio_take_pending(self)
+            if kept is not None:
+                return kept
         if not self._consumer_registered:
             self._register_consumer()
         timeout = _check_timeout(timeout, f"ring {self.name!r}: access")
@@ -1462,6 +1466,11 @@ class ShmTraceRing:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _aio_take_pending(ring: ShmTraceRing) -> Optional[AccessResult]:
+    from .aio import take_pending
+    return take_pending(ring)
 
 
 def _is_int(v: Any) -> bool:

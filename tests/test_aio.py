@@ -164,6 +164,31 @@ def test_message_claimed_after_cancel_is_kept_and_taken_in_order(shm_id: str) ->
     assert kept_runs > 0, "the helper never claimed after a cancellation: path not exercised"
 
 
+def test_sync_access_after_cancelled_aget_takes_the_kept_message_first(shm_id: str) -> None:
+    """ShmTraceRing.access() (and so get()) returns a message an async call kept before
+    anything still in the ring: nothing skipped, nothing reordered."""
+
+    async def main(ring: ShmTraceRing, prod: ShmTraceRing) -> list[int]:
+        out: list[int] = []
+        seq = 0
+        for _ in range(10):
+            t = asyncio.ensure_future(ring.aget())
+            await until(lambda: len(aio.helper_threads(ring)) == 1, "helper started")
+            await asyncio.sleep(0.01)
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+            prod.put(ac.message(seq))
+            prod.put(ac.message(seq + 1))
+            assert_no_helpers(ring)
+            out += [ac.seq_of(ring.get(5)), ac.seq_of(ring.get(5))]  # the sync path
+            seq += 2
+        return out
+
+    with ShmTraceRing.create(shm_id, 4, 1 << 16) as ring, ShmTraceRing.open(shm_id) as prod:
+        assert run(main(ring, prod)) == list(range(20))
+
+
 def test_pending_message_goes_to_next_aget_before_the_ring(shm_id: str) -> None:
     async def main(ring: ShmTraceRing, prod: ShmTraceRing) -> list[int]:
         out: list[int] = []
