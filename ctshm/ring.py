@@ -58,6 +58,9 @@ from .layout import (
     CONSUMER_PID as _CONSUMER_PID,
 )
 from .layout import (
+    CONSUMER_STATS as _CS,
+)
+from .layout import (
     CRASH as _CRASH,
 )
 from .layout import (
@@ -95,6 +98,11 @@ from .layout import (
     MSG_LEN,
     MSG_MAX,
     MSG_OFF,
+    STAT_BYTES,
+    STAT_FIELDS,
+    STAT_SPINS,
+    STAT_WAITS,
+    STAT_WAKEUPS,
     STATE_READY,
     aligned_slot_size,
 )
@@ -103,6 +111,9 @@ from .layout import (
 )
 from .layout import (
     PRODUCER_PID as _PRODUCER_PID,
+)
+from .layout import (
+    PRODUCER_STATS as _PS,
 )
 from .layout import (
     READ_IDX as _R,
@@ -859,6 +870,7 @@ class ShmTraceRing:
         None on timeout; ``ValueError`` once this handle is closed by another thread.
         """
         spin = self._spin
+        stats = _PS if sem is self._empty else _CS
         t0 = time.perf_counter()
         if spin.budget > 0 and (timeout is None or timeout > 0):
             end = t0 + spin.budget
@@ -867,6 +879,7 @@ class ShmTraceRing:
                     r = take()
                     if r is not None:
                         spin.record(time.perf_counter() - t0)
+                        self._count(stats + STAT_SPINS)
                         return r
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -878,6 +891,7 @@ class ShmTraceRing:
                 if chunk <= 0:
                     spin.record(time.perf_counter() - t0)
                     return None
+            self._count(stats + STAT_WAITS)
             if sem.acquire(chunk):
                 if self._closed:
                     sem.post()  # not ours to take any more: for the ring's other handles
@@ -957,6 +971,9 @@ class ShmTraceRing:
             hq[k + 1] = nbytes
             hq[k] = idx + 1
         self._store(_W, idx + 1)
+        hq[_PS] += 1  # statistics: plain stores of the producer's own words
+        hq[_PS + STAT_BYTES] += nbytes
+        hq[_PS + STAT_WAKEUPS] += 1  # the filled post that follows
 
     def _abort(self, guard: ProducerGuard) -> None:
         with self._lock:
@@ -1095,6 +1112,12 @@ class ShmTraceRing:
         finally:
             self._leave()
 
+    def _count(self, word: int) -> None:
+        """A statistics word of this side += 1, under the lock (several threads may wait)."""
+        with self._lock:
+            if not self._closed:
+                self._hq[word] += 1
+
     def _wait_data(self, timeout: Optional[float]) -> AccessResult:
         """Take a ``filled`` token and claim its slot (see _wait)."""
         ld = self._load
@@ -1108,10 +1131,14 @@ class ShmTraceRing:
             # slot lost that token.  Work that is visible in the header is claimed without a
             # token; a token left over later finds nothing and is dropped by _claim().
             if self._load(_RES) < self._load(_W) or self._load(_FIN):
-                return self._claim()
+                return take()
             return None
 
-        r = self._wait(self._filled, ready, self._claim, idle, timeout, "access")
+        def take() -> Optional[AccessResult]:
+            with self._lock:
+                return None if self._closed else self._claim()
+
+        r = self._wait(self._filled, ready, take, idle, timeout, "access")
         return self._on_timeout() if r is None else r
 
     def _claim(self) -> Optional[AccessResult]:
@@ -1162,6 +1189,7 @@ class ShmTraceRing:
         return bool(w - res > self.capacity)
 
     def _data(self, idx: int) -> Data:
+        # Under self._lock (the consumer's statistics words are written under it).
         slot = idx % self.capacity
         v = self._ro_views[slot]
         if v is None:
@@ -1176,8 +1204,15 @@ class ShmTraceRing:
                     raise CorruptRingError(
                         f"ring {self.name!r}: length record of message {idx} says {n} bytes, "
                         f"more than the slot ({self.slot_size}); the message was skipped")
+                self._count_consumed(n)
                 return Data(ConsumerGuard(self, idx, v[:n]))
+        self._count_consumed(len(v))
         return Data(ConsumerGuard(self, idx, v[:]))
+
+    def _count_consumed(self, nbytes: int) -> None:
+        hq = self._hq
+        hq[_CS] += 1
+        hq[_CS + STAT_BYTES] += nbytes
 
     def _crashed(self) -> Crashed:
         signal, addr, operation = _CRASH.unpack_from(self._hv, _CRASH_OFF)
@@ -1265,6 +1300,7 @@ class ShmTraceRing:
             cur = self._load(_R)
             if idx == cur and not pending:  # the common in-order case
                 self._store(_R, cur + 1)
+                self._hq[_CS + STAT_WAKEUPS] += 1
                 if self._post(self._h_empty) == -1:
                     self._empty.post()
                 return
@@ -1273,6 +1309,7 @@ class ShmTraceRing:
                 heapq.heappop(pending)
                 cur += 1
                 self._store(_R, cur)
+                self._hq[_CS + STAT_WAKEUPS] += 1
                 if self._post(self._h_empty) == -1:
                     self._empty.post()
 
@@ -1331,6 +1368,28 @@ class ShmTraceRing:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def __len__(self) -> int:
+        """Messages committed and not yet released (``write_idx - read_idx``): the backlog."""
+        with self._lock:
+            self._check_open()
+            return int(self._load(_W) - self._load(_R))
+
+    def __bool__(self) -> bool:
+        return True  # an empty ring is still a ring (len() is its backlog)
+
+    def stats(self) -> dict[str, Any]:
+        """Live counters of both sides (each written only by its own side, with plain
+        stores): messages and bytes produced/consumed, blocking waits, wake-up posts, waits
+        that ended while spinning; and the backlog.  Also ``python -m ctshm stat``."""
+        with self._lock:
+            self._check_open()
+            hq = self._hq
+            out: dict[str, Any] = {
+                side: {f: int(hq[base + i]) for i, f in enumerate(STAT_FIELDS)}
+                for side, base in (("producer", _PS), ("consumer", _CS))}
+            out["backlog"] = int(self._load(_W) - self._load(_R))
+            return out
 
     @property
     def owner(self) -> bool:
