@@ -47,9 +47,10 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable, Final, Iterator, Literal, Optional, Union, overload
+from typing import Any, Callable, Final, Optional, Union
 
 from . import _peers, _proc, _shm, atomics, libc
+from ._conveniences import RingConveniences
 from ._ringobjects import RingObjects, reserve_range
 from .layout import (
     CAPACITY as _CAP,
@@ -440,7 +441,7 @@ if hasattr(os, "register_at_fork"):
 _MAKE: Final = object()  # create() / open() build rings; ShmTraceRing() alone refuses
 
 
-class ShmTraceRing:
+class ShmTraceRing(RingConveniences):
     """A ring of large slots in POSIX shared memory (see :mod:`ctshm.layout` for the bytes).
 
     Create with :meth:`create` (the owner: unlinks everything on close) or :meth:`open`.
@@ -1313,57 +1314,6 @@ class ShmTraceRing:
                 if self._post(self._h_empty) == -1:
                     self._empty.post()
 
-    # -- pythonic layer ----------------------------------------------------------------------
-    def get(self, timeout: Optional[float] = None) -> bytes:
-        """The next message as bytes.  ``RingFinished`` at the end, ``ProducerCrashed`` on a
-        crash, ``TimeoutError`` on timeout."""
-        r = self.access(timeout)
-        if isinstance(r, Data):
-            with r.guard as g:
-                return bytes(g.buf)
-        if isinstance(r, Finished):
-            raise RingFinished(f"ring {self.name!r} is finished")
-        if isinstance(r, Crashed):
-            raise ProducerCrashed(r)
-        raise TimeoutError(f"ring {self.name!r}: no message within {timeout} s")
-
-    @overload
-    def chunks(self, timeout: Optional[float] = None, copy: Literal[True] = True
-               ) -> Iterator[bytes]: ...
-
-    @overload
-    def chunks(self, timeout: Optional[float], copy: Literal[False]) -> Iterator[memoryview]: ...
-
-    @overload
-    def chunks(self, *, copy: Literal[False]) -> Iterator[memoryview]: ...
-
-    @overload
-    def chunks(self, timeout: Optional[float] = None, copy: bool = True
-               ) -> Iterator[Union[bytes, memoryview]]: ...
-
-    def chunks(self, timeout: Optional[float] = None, copy: bool = True
-               ) -> Iterator[Union[bytes, memoryview]]:
-        """Iterate messages until Finished; raise ``ProducerCrashed`` on a crash and
-        ``TimeoutError`` if one wait exceeds ``timeout``.  With ``copy=False`` each item is a
-        read-only memoryview valid until the next item is requested."""
-        while True:
-            r = self.access(timeout)
-            if isinstance(r, Data):
-                g = r.guard
-                try:
-                    yield bytes(g.buf) if copy else g.buf
-                finally:
-                    g.release()
-            elif isinstance(r, Finished):
-                return
-            elif isinstance(r, Crashed):
-                raise ProducerCrashed(r)
-            else:
-                raise TimeoutError(f"ring {self.name!r}: no message within {timeout} s")
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self.chunks()
-
     # -- state ---------------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
@@ -1478,48 +1428,6 @@ class ShmTraceRing:
             return (f"<ShmTraceRing {self.name!r} {role} capacity={self.capacity} "
                     f"slot_size={self.slot_size} write={h[_W]} read={h[_R]} "
                     f"reserved={h[_RES]} finished={h[_FIN]}>")
-
-    # -- asyncio and Python objects (ctshm.aio, ctshm.objects) --
-    async def aaccess(self, timeout: Optional[float] = None) -> AccessResult:
-        from .aio import aaccess
-        return await aaccess(self, timeout)
-
-    async def aget(self, timeout: Optional[float] = None) -> bytes:
-        from .aio import aget
-        return await aget(self, timeout)
-
-    def aiter(self, timeout: Optional[float] = None, copy: bool = True) -> Any:
-        from .aio import aiter
-        return aiter(self, timeout, copy)
-
-    async def aacquire(self, timeout: Optional[float] = None, *, size: Optional[int] = None
-                       ) -> ProducerGuard:
-        from .aio import aacquire
-        return await aacquire(self, timeout, size=size)
-
-    async def aput(self, data: Buffer, timeout: Optional[float] = None) -> None:
-        from .aio import aput
-        await aput(self, data, timeout)
-
-    def put_object(self, obj: Any, timeout: Optional[float] = None) -> None:
-        from .objects import put_object
-        put_object(self, obj, timeout)
-
-    def get_object(self, timeout: Optional[float] = None) -> Any:
-        from .objects import get_object
-        return get_object(self, timeout)
-
-    def get_object_view(self, timeout: Optional[float] = None) -> Any:
-        from .objects import get_object_view
-        return get_object_view(self, timeout)
-
-    async def aput_object(self, obj: Any, timeout: Optional[float] = None) -> None:
-        from .objects import aput_object
-        await aput_object(self, obj, timeout)
-
-    async def aget_object(self, timeout: Optional[float] = None) -> Any:
-        from .objects import aget_object
-        return await aget_object(self, timeout)
 
 
 # ---------------------------------------------------------------------------------------------
