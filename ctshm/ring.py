@@ -49,12 +49,10 @@ import warnings
 import weakref
 from typing import Any, Callable, Final, Optional, Union
 
-from . import _peers, _proc, _shm, atomics, libc
+from . import _peers, _proc, libc
 from ._conveniences import RingConveniences
-from ._ringobjects import RingObjects, reserve_range
-from .layout import (
-    CAPACITY as _CAP,
-)
+from ._handle import RingHandle, check_timeout
+from ._ringobjects import reserve_range
 from .layout import (
     CONSUMER_PID as _CONSUMER_PID,
 )
@@ -71,16 +69,7 @@ from .layout import (
     CRASH_W as _CRASH_W,
 )
 from .layout import (
-    CREATOR_PID as _CREATOR_PID,
-)
-from .layout import (
     DEAD_PID as _DEAD_PID,
-)
-from .layout import (
-    EXT_MAGIC as _MAGIC,
-)
-from .layout import (
-    EXT_STATE as _STATE,
 )
 from .layout import (
     FIN_CRASHED as _CRASHED,
@@ -94,18 +83,13 @@ from .layout import (
 from .layout import (
     HEADER_SIZE,
     LEN_OFF,
-    MAGIC,
-    MAX_LEN_RECORDS,
     MSG_LEN,
     MSG_MAX,
     MSG_OFF,
     STAT_BYTES,
-    STAT_FIELDS,
     STAT_SPINS,
     STAT_WAITS,
     STAT_WAKEUPS,
-    STATE_READY,
-    aligned_slot_size,
 )
 from .layout import (
     LEN_WORD as _LEN,
@@ -121,9 +105,6 @@ from .layout import (
 )
 from .layout import (
     RESERVED_IDX as _RES,
-)
-from .layout import (
-    SLOT_SIZE as _SLOT,
 )
 from .layout import (
     WRITE_IDX as _W,
@@ -438,10 +419,9 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
-_MAKE: Final = object()  # create() / open() build rings; ShmTraceRing() alone refuses
 
 
-class ShmTraceRing(RingConveniences):
+class ShmTraceRing(RingHandle, RingConveniences):
     """A ring of large slots in POSIX shared memory (see :mod:`ctshm.layout` for the bytes).
 
     Create with :meth:`create` (the owner: unlinks everything on close) or :meth:`open`.
@@ -458,42 +438,36 @@ class ShmTraceRing(RingConveniences):
     semaphores and mapping are released when the last of them has returned.
     """
 
-    # Shared-word access, bound per handle by _bind_word_access (instance attributes, so a
-    # test can shadow one to replay an interleaving).
-    _load: Callable[[int], int]
-    _store: Callable[[int, int], None]
-
-    # Class-level defaults so a half-built object closes cleanly.
-    _objs: Optional[RingObjects] = None
-    _closed: bool = True
-    _wait_mode: Optional[str] = None
     _spin: _Spin = _Spin(None)
-    name: str = ""
-    id: str = ""
 
     def __init__(self, *, _token: object = None) -> None:
-        if _token is not _MAKE:
-            raise TypeError("ShmTraceRing cannot be constructed directly: use "
-                            "ShmTraceRing.create(id, capacity, slot_size) or "
-                            "ShmTraceRing.open(id)")
+        super().__init__(_token=_token)
         # Reorder buffer + producer-turn bookkeeping, shared by every handle of the same
         # ring in this process once it is open (see _Shared).
         self._ps = _Shared()
         self._lock = self._ps.lock
         self._producer_registered = False
         self._consumer_registered = False
-        self._slot_views: list[Optional[memoryview]] = []
-        self._ro_views: list[Optional[memoryview]] = []
 
-    @classmethod
-    def _new(cls, id: str, name: str, wait_mode: Optional[str], spin: Optional[float]
-             ) -> ShmTraceRing:
-        self = cls(_token=_MAKE)
-        self.id, self.name = id, name
-        self._wait_mode = wait_mode
+    # -- RingHandle hooks ----------------------------------------------------------------------
+    def _configure(self, spin: Optional[float]) -> None:
         self._spin = _Spin(spin)
-        self._objs = RingObjects(name)
-        return self
+
+    def _attach(self, identity: tuple[int, int]) -> None:
+        self._ps = _shared_for(identity)
+        self._lock = self._ps.lock
+        self._backed = [0] * self.capacity  # bytes of each slot this process reserved
+        self._len_backed = False  # length-record pages reserved by this process
+        _RINGS.add(self)
+
+    def _on_close(self) -> None:
+        g = self._ps.producer_guard()
+        if g is not None and g._ring is self:
+            self._ps.end_turn()
+        self._ps.turn.notify_all()  # producer threads waiting for their turn
+
+    def _detach(self) -> None:
+        _RINGS.discard(self)
 
     # Per-process shared state.
     @property
@@ -503,199 +477,6 @@ class ShmTraceRing(RingConveniences):
     @property
     def _producer_guard(self) -> Optional[ProducerGuard]:
         return self._ps.producer_guard()
-
-    # -- construction ------------------------------------------------------------------------
-    @classmethod
-    def create(cls, id: str, capacity: int, slot_size: int, *,
-               replace: Optional[bool] = None, wait_mode: Optional[str] = None,
-               spin: Optional[float] = None) -> ShmTraceRing:
-        """Create ``/{id}_t`` and its semaphores; this handle is the owner.
-
-        ``replace``: what to do if the name exists.  ``None`` (default) replaces it only when
-        it is a ctshm ring whose creator is dead; ``True`` always replaces (the Rust
-        original's behaviour: its users keep their mapping but lose the names); ``False``
-        never (``FileExistsError``).
-
-        The header pages ctshm writes (page 0 and the length records) are reserved before
-        anything is written, so a full /dev/shm raises ``OSError(ENOSPC)`` here, never
-        SIGBUS; slots are reserved when first acquired (see :meth:`acquire`).
-        """
-        name = _shm.object_name("ShmTraceRing", id, "_t", ("_filled", "_empty"))
-        capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
-        slot_size = _shm.check_size("ShmTraceRing", slot_size, "slot_size")
-        if replace is not None and not isinstance(replace, bool):
-            raise TypeError(f"ShmTraceRing.create({id!r}): replace must be None, True or "
-                            f"False, not {replace!r}")
-        if capacity > MAX_LEN_RECORDS:
-            raise ValueError(f"ShmTraceRing capacity {capacity} is too large: at most "
-                             f"{MAX_LEN_RECORDS} slots (each slot is >= 2 MiB)")
-        aligned = aligned_slot_size(slot_size)
-        total = HEADER_SIZE + capacity * aligned
-        if total > _MAX_SIZE:
-            raise ValueError(f"ShmTraceRing of {capacity} slots of {aligned} bytes "
-                             f"({total} bytes) is beyond any address space")
-        self = cls._new(id, name, wait_mode, spin)
-        objs = self._objs
-        assert objs is not None
-        objs.create(replace)
-        self._closed = False
-        objs.arm(self)
-        try:
-            objs.initialize(capacity, aligned, wait_mode)
-            self._setup()
-            self._fence()
-            self._store(_STATE, STATE_READY)
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    @classmethod
-    def open(cls, id: str, capacity: Optional[int] = None, slot_size: Optional[int] = None, *,
-             timeout: Optional[float] = 10.0, wait_mode: Optional[str] = None,
-             spin: Optional[float] = None) -> ShmTraceRing:
-        """Open an existing ring.  Never creates anything.
-
-        Waits up to ``timeout`` seconds (``None``: forever) for the creator to finish
-        initializing (object sized, header written, both semaphores created), then raises
-        ``FileNotFoundError`` (nothing there) or ``TimeoutError`` (never became ready).
-        ``capacity`` / ``slot_size``, when given, must match the header (``slot_size`` is
-        compared after rounding up to 2 MiB).
-        """
-        name = _shm.object_name("ShmTraceRing", id, "_t", ("_filled", "_empty"))
-        if capacity is not None:
-            capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
-        if slot_size is not None:
-            slot_size = _shm.check_size("ShmTraceRing", slot_size, "slot_size")
-        timeout = _check_timeout(timeout, f"ShmTraceRing.open({id!r})")
-        end = None if timeout is None else time.monotonic() + timeout
-        delay = 0.0005
-        while True:
-            self = cls._new(id, name, wait_mode, spin)
-            objs = self._objs
-            assert objs is not None
-            why: Optional[str] = "absent"
-            if objs.open():
-                self._closed = False
-                objs.arm(self)
-                try:
-                    why = objs.try_ready(capacity, slot_size, wait_mode)
-                    if why is None:
-                        self._setup()
-                        self._check_indices()
-                        return self
-                except BaseException:
-                    self.close()
-                    raise
-            self.close()
-            if end is not None and time.monotonic() >= end:
-                if why == "absent":
-                    raise FileNotFoundError(2, f"no such ring (waited {timeout} s for its "
-                                            f"creator){_id_hint(id, '_t')}", name)
-                raise TimeoutError(f"ring {name!r} did not become ready within {timeout} s: "
-                                   f"{why}")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
-
-    def _setup(self) -> None:
-        objs = self._objs
-        assert objs is not None and objs.mapping is not None
-        m = objs.mapping
-        self._hv = m.view(0, HEADER_SIZE)
-        self._hq = self._hv.cast("Q")
-        self._base = m.addr
-        self._ps = _shared_for(_shm.fd_identity(objs.fd))
-        self._lock = self._ps.lock
-        hq = self._hq
-        self.capacity = int(hq[_CAP])
-        self.slot_size = int(hq[_SLOT])
-        self._is_ctshm = hq[_MAGIC] == MAGIC
-        self._has_len = self.capacity <= MAX_LEN_RECORDS
-        self._slot_views = [None] * self.capacity
-        self._ro_views = [None] * self.capacity
-        self._backed = [0] * self.capacity  # bytes of each slot this process reserved
-        self._len_backed = False  # length-record pages reserved by this process
-        self._filled, self._empty = objs.sems
-        # Hot path: the raw foreign functions and semaphore handles, one ctypes call each.
-        # Used only under self._lock after a closed check, or inside an in-flight section
-        # (see close()): never on a semaphore another thread has closed.
-        self._trywait = libc.fn.sem_trywait
-        self._post = libc.fn.sem_post
-        self._h_filled = self._filled._handle
-        self._h_empty = self._empty._handle
-        b = atomics.get_backend()
-        self._atomics = b
-        self._plain = atomics.PLAIN_ORDERED_ACCESS
-        base = self._base
-        self._a_res = base + 8 * _RES
-        self._a_fin = base + 8 * _FIN
-        self._cas = b.compare_exchange
-        self._fence = b.fence
-        self._bind_word_access()
-        _RINGS.add(self)
-
-    # -- word access ---------------------------------------------------------------------------
-    def _bind_word_access(self) -> None:
-        """``_load(word)`` / ``_store(word, value)``: shared header words with the ordering
-        the protocol needs.  On x86_64 (TSO) plain memoryview loads and stores already have
-        acquire/release order (see ctshm.atomics), so they are the memoryview's own bound
-        methods - no foreign call, no branch; elsewhere the atomics backend's."""
-        if self._plain:
-            self._load = self._hq.__getitem__
-            self._store = self._hq.__setitem__
-            return
-        base, load, store = self._base, self._atomics.load, self._atomics.store
-        self._load = lambda word: load(base + 8 * word)
-        self._store = lambda word, value: store(base + 8 * word, value)
-
-    def _check_indices(self) -> None:
-        cap = self.capacity
-        # Live peers move the indices while we read them.  Each only grows and
-        # read <= reserved <= write <= read + capacity holds at every instant, so reading
-        # read, reserved, write, read again gives r1 <= res <= w <= r2 + capacity.
-        r = int(self._load(_R))
-        res = int(self._load(_RES))
-        w = int(self._load(_W))
-        r2 = int(self._load(_R))
-        fin = int(self._load(_FIN))
-        if not r <= res <= w <= r2 + cap:
-            raise CorruptRingError(
-                f"ring {self.name!r} header is corrupt: write_idx={w} read_idx={r} "
-                f"reserved_idx={res} capacity={cap} (need read <= reserved <= write <= "
-                "read + capacity)")
-        if fin not in (0, _FINISHED, _CRASHED):
-            raise CorruptRingError(f"ring {self.name!r} header is corrupt: finished={fin} "
-                                   "(0 running, 1 finished, 2 crashed)")
-
-    def _view(self, slot: int) -> memoryview:
-        v = self._slot_views[slot]
-        if v is None:
-            objs = self._objs
-            m = objs.mapping if objs is not None else None
-            if m is None:
-                raise ValueError(f"ring {self.name!r} is closed")
-            v = m.view(HEADER_SIZE + slot * self.slot_size, self.slot_size)
-            self._slot_views[slot] = v
-        return v
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(f"ring {self.name!r} is closed: open it again to use it")
-
-    def _enter(self, what: str) -> None:
-        """Start a call that waits outside the lock (see close())."""
-        objs = self._objs
-        if self._closed or objs is None or not objs.inflight.enter():
-            raise ValueError(f"ring {self.name!r} is closed: open it again to use it")
-
-    def _leave(self) -> None:
-        objs = self._objs
-        if objs is not None:
-            objs.inflight.leave()
-
-    def _closed_while(self, what: str) -> ValueError:
-        return ValueError(f"ring {self.name!r} was closed (by another thread) while {what}() "
-                          "waited")
 
     # -- producer ----------------------------------------------------------------------------
     def acquire(self, timeout: Optional[float] = None, *, size: Optional[int] = None
@@ -719,7 +500,7 @@ class ShmTraceRing(RingConveniences):
         """
         if self._closed:
             self._check_open()
-        timeout = _check_timeout(timeout, f"ring {self.name!r}: acquire")
+        timeout = check_timeout(timeout, f"ring {self.name!r}: acquire")
         size = self._check_acquire_size(size)
         deadline = None if timeout is None else time.monotonic() + timeout
         ps = self._ps
@@ -1003,7 +784,7 @@ class ShmTraceRing(RingConveniences):
         if n > self.slot_size:
             raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
                              f"{self.slot_size} bytes")
-        timeout = _check_timeout(timeout, f"ring {self.name!r}: put")
+        timeout = check_timeout(timeout, f"ring {self.name!r}: put")
         # Fast path: a free slot right now whose prefix is already backed: one lock section,
         # no guard object (sem_trywait, copy, publish, sem_post).  Anything else - waiting,
         # first use of a slot, registration, finished, another producer thread, misuse -
@@ -1100,7 +881,7 @@ class ShmTraceRing(RingConveniences):
                 return kept
         if not self._consumer_registered:
             self._register_consumer()
-        timeout = _check_timeout(timeout, f"ring {self.name!r}: access")
+        timeout = check_timeout(timeout, f"ring {self.name!r}: access")
         with self._lock:
             self._check_open()
             if self._trywait(self._h_filled) == 0:
@@ -1314,122 +1095,6 @@ class ShmTraceRing(RingConveniences):
                 if self._post(self._h_empty) == -1:
                     self._empty.post()
 
-    # -- state ---------------------------------------------------------------------------------
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __len__(self) -> int:
-        """Messages committed and not yet released (``write_idx - read_idx``): the backlog."""
-        with self._lock:
-            self._check_open()
-            return int(self._load(_W) - self._load(_R))
-
-    def __bool__(self) -> bool:
-        return True  # an empty ring is still a ring (len() is its backlog)
-
-    def stats(self) -> dict[str, Any]:
-        """Live counters of both sides (each written only by its own side, with plain
-        stores): messages and bytes produced/consumed, blocking waits, wake-up posts, waits
-        that ended while spinning; and the backlog.  Also ``python -m ctshm stat``."""
-        with self._lock:
-            self._check_open()
-            hq = self._hq
-            out: dict[str, Any] = {
-                side: {f: int(hq[base + i]) for i, f in enumerate(STAT_FIELDS)}
-                for side, base in (("producer", _PS), ("consumer", _CS))}
-            out["backlog"] = int(self._load(_W) - self._load(_R))
-            return out
-
-    @property
-    def owner(self) -> bool:
-        return self._objs is not None and self._objs.owner
-
-    def header(self) -> dict[str, Any]:
-        """A snapshot of the shared header (diagnostics)."""
-        with self._lock:
-            self._check_open()
-            hq = self._hq
-            sig, addr, op = _CRASH.unpack_from(self._hv, _CRASH_OFF)
-            return {
-                "write_idx": int(hq[_W]), "read_idx": int(hq[_R]),
-                "reserved_idx": int(hq[_RES]), "capacity": int(hq[_CAP]),
-                "slot_size": int(hq[_SLOT]), "finished": int(hq[_FIN]),
-                "crash_details": CrashDetails(sig, addr, op),
-                "ctshm": hq[_MAGIC] == MAGIC, "creator_pid": int(hq[_CREATOR_PID]),
-                "producer_pid": int(hq[_PRODUCER_PID]),
-                "consumer_pid": int(hq[_CONSUMER_PID]), "dead_pid": int(hq[_DEAD_PID]),
-            }
-
-    # -- teardown ------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Close this handle (idempotent, from any thread).  The owner also unlinks the
-        ring's names (at once).
-
-        Calls waiting in other threads raise ``ValueError`` within one wait slice (0.2 s);
-        the semaphores, descriptor and header views are released when the last of them has
-        returned.  Outstanding consumer views stay readable (the mapping lives until they are
-        gone); releasing their guards afterwards does nothing.  An outstanding ProducerGuard
-        can no longer be committed.  In a forked child nothing is unlinked.
-        """
-        objs = self._objs
-        if objs is None:
-            self._closed = True
-            return
-        with self._lock:
-            if objs.inflight.closed:
-                return
-            self._closed = True
-            g = self._ps.producer_guard()
-            if g is not None and g._ring is self:
-                self._ps.end_turn()
-            self._ps.turn.notify_all()  # producer threads waiting for their turn
-        if objs.owner and objs.pid == _PID:
-            objs.unlink_names()
-        objs.inflight.close(self._release_now)
-
-    def _release_now(self) -> None:
-        # Nothing in flight any more (see close()).
-        with self._lock:
-            for attr in ("_hq", "_hv"):
-                v = self.__dict__.pop(attr, None)
-                if v is not None:
-                    try:
-                        v.release()
-                    except BufferError:
-                        pass
-            self._slot_views = []
-            self._ro_views = []
-            objs = self._objs
-            if objs is not None:
-                objs.release()
-        _RINGS.discard(self)
-
-    def __enter__(self) -> ShmTraceRing:
-        self._check_open()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __reduce__(self) -> Any:
-        # A spawned child re-opens by id (never the owner).
-        self._check_open()
-        return (ShmTraceRing.open, (self.id,))
-
-    def __repr__(self) -> str:
-        if self._closed:
-            return f"<ShmTraceRing {self.name!r} closed>"
-        with self._lock:
-            if self._closed:
-                return f"<ShmTraceRing {self.name!r} closed>"
-            h = self._hq
-            role = "owner" if self.owner else "opener"
-            return (f"<ShmTraceRing {self.name!r} {role} capacity={self.capacity} "
-                    f"slot_size={self.slot_size} write={h[_W]} read={h[_R]} "
-                    f"reserved={h[_RES]} finished={h[_FIN]}>")
-
-
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
@@ -1442,34 +1107,6 @@ def _aio_take_pending(ring: ShmTraceRing) -> Optional[AccessResult]:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-#: A timeout beyond this (about 30 years) waits without bound.
-_MAX_TIMEOUT: Final = 1e9
-
-
-def _check_timeout(timeout: Optional[float], where: str = "") -> Optional[float]:
-    """``timeout`` as a float (or None): a number of seconds >= 0; huge values mean forever."""
-    if timeout is None:
-        return None
-    pre = f"{where}: " if where else ""
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{pre}timeout must be a number of seconds or None, not "
-                        f"{type(timeout).__name__}")
-    if timeout != timeout or timeout < 0:
-        raise ValueError(f"{pre}timeout must be >= 0 seconds or None, not {timeout!r}")
-    if timeout >= _MAX_TIMEOUT:
-        return None
-    return float(timeout)
-
-
-def _id_hint(id: str, suffix: str) -> str:
-    """A hint when ``id`` looks like an object name rather than an id."""
-    body = id.lstrip("/")
-    if body.endswith(suffix) and os.path.exists(_shm.SHM_DIR + "/" + body):
-        return (f"; {id!r} looks like the object's name: pass the id without {suffix!r} "
-                f"(open({body[:-len(suffix)]!r}))")
-    return ""
 
 
 def _not_bytes(name: str, what: str, data: Any) -> str:
