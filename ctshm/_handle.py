@@ -16,71 +16,38 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar, Union
 
-from . import _shm, atomics, libc
+from . import _peers, _proc, _shm, atomics, libc
 from ._ringobjects import RingObjects
 from .layout import (
     CAPACITY as _CAP,
-)
-from .layout import (
     CONSUMER_PID as _CONSUMER_PID,
-)
-from .layout import (
     CONSUMER_STATS as _CS,
-)
-from .layout import (
     CRASH as _CRASH,
-)
-from .layout import (
     CRASH_OFF as _CRASH_OFF,
-)
-from .layout import (
     CREATOR_PID as _CREATOR_PID,
-)
-from .layout import (
     DEAD_PID as _DEAD_PID,
-)
-from .layout import (
     EXT_MAGIC as _MAGIC,
-)
-from .layout import (
     EXT_STATE as _STATE,
-)
-from .layout import (
     FIN_CRASHED as _CRASHED,
-)
-from .layout import (
     FIN_FINISHED as _FINISHED,
-)
-from .layout import (
     FINISHED as _FIN,
-)
-from .layout import (
     HEADER_SIZE,
     MAGIC,
     MAX_LEN_RECORDS,
+    MSG_LEN,
+    MSG_MAX,
+    MSG_OFF,
+    PRODUCER_PID as _PRODUCER_PID,
+    PRODUCER_STATS as _PS,
+    READ_IDX as _R,
+    RESERVED_IDX as _RES,
+    SLOT_SIZE as _SLOT,
     STAT_FIELDS,
     STATE_READY,
+    WRITE_IDX as _W,
     aligned_slot_size,
 )
-from .layout import (
-    PRODUCER_PID as _PRODUCER_PID,
-)
-from .layout import (
-    PRODUCER_STATS as _PS,
-)
-from .layout import (
-    READ_IDX as _R,
-)
-from .layout import (
-    RESERVED_IDX as _RES,
-)
-from .layout import (
-    SLOT_SIZE as _SLOT,
-)
-from .layout import (
-    WRITE_IDX as _W,
-)
-from .results import CorruptRingError, CrashDetails
+from .results import CorruptRingError, CrashDetails, Crashed
 
 if TYPE_CHECKING:
     from .semaphore import NamedSemaphore
@@ -335,6 +302,50 @@ class RingHandle:
     def _closed_while(self, what: str) -> ValueError:
         return ValueError(f"ring {self.name!r} was closed (by another thread) while {what}() "
                           "waited")
+
+    # -- registration in advance, checks and records shared by both paths -------------------
+    def _check_acquire_size(self, size: Optional[int]) -> int:
+        if size is None:
+            return self.slot_size
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"ring {self.name!r}: acquire(size=) must be an int, not "
+                            f"{type(size).__name__}")
+        if not 0 <= size <= self.slot_size:
+            raise ValueError(f"ring {self.name!r}: acquire(size={size}) does not fit a slot of "
+                             f"{self.slot_size} bytes")
+        return size
+
+    def expect_producer(self, pid: int) -> None:
+        """Register ``pid`` as the ring's producer now (e.g. the child you just started), so
+        that its death is reported even if it dies before its first ``acquire()``.  A Rust
+        producer registers nothing itself: this is how its death is seen."""
+        self._expect(_PRODUCER_PID, pid, "expect_producer")
+
+    def expect_consumer(self, pid: int) -> None:
+        """Register ``pid`` as the ring's consumer now, so a producer waiting for space
+        learns of its death even if it dies before its first ``access()``."""
+        self._expect(_CONSUMER_PID, pid, "expect_consumer")
+
+    def _expect(self, word: int, pid: int, what: str) -> None:
+        start = _proc.start_time(_peers.check_pid(self.name, what, pid))
+        with self._lock:
+            self._check_open()
+            _peers.set_pair(self._store, word, pid, start)
+
+    def _indices_corrupt(self) -> bool:
+        # reserved was read before write; another consumer thread may have advanced reserved
+        # in between.  Read write first, then reserved: write <= read + capacity <=
+        # reserved + capacity must then hold unless the header is really corrupt.
+        w = self._load(_W)
+        res = self._load(_RES)
+        return bool(w - res > self.capacity)
+
+    def _crashed(self) -> Crashed:
+        signal, addr, operation = _CRASH.unpack_from(self._hv, _CRASH_OFF)
+        dead = self._load(_DEAD_PID)
+        n = min(MSG_LEN.unpack_from(self._hv, MSG_OFF)[0], MSG_MAX)
+        msg = bytes(self._hv[MSG_OFF + 4:MSG_OFF + 4 + n]).decode("utf-8", "replace")
+        return Crashed(CrashDetails(signal, addr, operation), dead or None, msg)
 
     # -- state ---------------------------------------------------------------------------------
     @property

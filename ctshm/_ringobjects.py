@@ -22,8 +22,7 @@ import os
 import weakref
 from typing import Any, Optional
 
-from . import _proc, _shm, libc
-from . import layout as L
+from . import _proc, _shm, layout as L, libc
 from ._inflight import InFlight
 from .results import CorruptRingError
 from .semaphore import NamedSemaphore, sem_file_identity

@@ -48,8 +48,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Optional
 
-from . import _proc, _shm, libc
-from . import layout as L
+from . import _proc, _shm, layout as L, libc
 from .semaphore import NamedSemaphore, sem_file_identity
 
 __all__ = [

@@ -49,70 +49,38 @@ import warnings
 import weakref
 from typing import Any, Callable, Final, Optional, Union
 
-from . import _peers, _proc, libc
+from . import _peers, libc
 from ._conveniences import RingConveniences
 from ._handle import RingHandle, check_timeout
 from ._ringobjects import reserve_range
 from .layout import (
     CONSUMER_PID as _CONSUMER_PID,
-)
-from .layout import (
     CONSUMER_STATS as _CS,
-)
-from .layout import (
     CRASH as _CRASH,
-)
-from .layout import (
     CRASH_OFF as _CRASH_OFF,
-)
-from .layout import (
     CRASH_W as _CRASH_W,
-)
-from .layout import (
     DEAD_PID as _DEAD_PID,
-)
-from .layout import (
     FIN_CRASHED as _CRASHED,
-)
-from .layout import (
     FIN_FINISHED as _FINISHED,
-)
-from .layout import (
     FINISHED as _FIN,
-)
-from .layout import (
     HEADER_SIZE,
     LEN_OFF,
+    LEN_WORD as _LEN,
     MSG_LEN,
     MSG_MAX,
     MSG_OFF,
+    PRODUCER_PID as _PRODUCER_PID,
+    PRODUCER_STATS as _PS,
+    READ_IDX as _R,
+    RESERVED_IDX as _RES,
     STAT_BYTES,
     STAT_SPINS,
     STAT_WAITS,
     STAT_WAKEUPS,
-)
-from .layout import (
-    LEN_WORD as _LEN,
-)
-from .layout import (
-    PRODUCER_PID as _PRODUCER_PID,
-)
-from .layout import (
-    PRODUCER_STATS as _PS,
-)
-from .layout import (
-    READ_IDX as _R,
-)
-from .layout import (
-    RESERVED_IDX as _RES,
-)
-from .layout import (
     WRITE_IDX as _W,
 )
 from .results import (
     FINISHED_RESULT as _FINISHED_RESULT,
-)
-from .results import (
     AccessResult,
     ConsumerGone,
     CorruptRingError,
@@ -537,17 +505,6 @@ class ShmTraceRing(RingHandle, RingConveniences):
             ps.acquiring = False
             return self._new_producer_guard(size)
 
-    def _check_acquire_size(self, size: Optional[int]) -> int:
-        if size is None:
-            return self.slot_size
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise TypeError(f"ring {self.name!r}: acquire(size=) must be an int, not "
-                            f"{type(size).__name__}")
-        if not 0 <= size <= self.slot_size:
-            raise ValueError(f"ring {self.name!r}: acquire(size={size}) does not fit a slot of "
-                             f"{self.slot_size} bytes")
-        return size
-
     def _take_turn(self, deadline: Optional[float], timeout: Optional[float]) -> None:
         """Under self._lock: wait until no other producer slot of this process is out."""
         ps = self._ps
@@ -698,23 +655,6 @@ class ShmTraceRing(RingHandle, RingConveniences):
                            "the length records")
             self._len_backed = True
         self._producer_registered = True
-
-    def expect_producer(self, pid: int) -> None:
-        """Register ``pid`` as the ring's producer now (e.g. the child you just started), so
-        that its death is reported even if it dies before its first ``acquire()``.  A Rust
-        producer registers nothing itself: this is how its death is seen."""
-        self._expect(_PRODUCER_PID, pid, "expect_producer")
-
-    def expect_consumer(self, pid: int) -> None:
-        """Register ``pid`` as the ring's consumer now, so a producer waiting for space
-        learns of its death even if it dies before its first ``access()``."""
-        self._expect(_CONSUMER_PID, pid, "expect_consumer")
-
-    def _expect(self, word: int, pid: int, what: str) -> None:
-        start = _proc.start_time(_peers.check_pid(self.name, what, pid))
-        with self._lock:
-            self._check_open()
-            _peers.set_pair(self._store, word, pid, start)
 
     def _commit(self, guard: ProducerGuard, nbytes: Optional[int]) -> None:
         buf = guard._buf
@@ -962,14 +902,6 @@ class ShmTraceRing(RingHandle, RingConveniences):
         cw = self._load(_CRASH_W)
         return min(w, cw - 1) if cw else w
 
-    def _indices_corrupt(self) -> bool:
-        # reserved was read before write; another consumer thread may have advanced reserved
-        # in between.  Read write first, then reserved: write <= read + capacity <=
-        # reserved + capacity must then hold unless the header is really corrupt.
-        w = self._load(_W)
-        res = self._load(_RES)
-        return bool(w - res > self.capacity)
-
     def _data(self, idx: int) -> Data:
         # Under self._lock (the consumer's statistics words are written under it).
         slot = idx % self.capacity
@@ -995,13 +927,6 @@ class ShmTraceRing(RingHandle, RingConveniences):
         hq = self._hq
         hq[_CS] += 1
         hq[_CS + STAT_BYTES] += nbytes
-
-    def _crashed(self) -> Crashed:
-        signal, addr, operation = _CRASH.unpack_from(self._hv, _CRASH_OFF)
-        dead = self._load(_DEAD_PID)
-        n = min(MSG_LEN.unpack_from(self._hv, MSG_OFF)[0], MSG_MAX)
-        msg = bytes(self._hv[MSG_OFF + 4:MSG_OFF + 4 + n]).decode("utf-8", "replace")
-        return Crashed(CrashDetails(signal, addr, operation), dead or None, msg)
 
     def _on_timeout(self) -> AccessResult:
         self._check_producer_alive()

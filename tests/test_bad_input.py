@@ -21,8 +21,8 @@ from ctshm import (
     Finished,
     ShmMemory,
     ShmTraceRing,
+    layout as L,
 )
-from ctshm import layout as L
 from ctshm.layout import HEADER_SIZE, HUGE_PAGE_SIZE, MAX_LEN_RECORDS
 
 from .helpers import REPO_ROOT

@@ -22,8 +22,7 @@ import pytest
 from ctshm import CrashDetails, Crashed, Data, Finished, ShmMemory, ShmTraceRing
 from ctshm.layout import CRASH_OFF, EXT_OFF, HEADER_SIZE, HEADER_STRUCT_SIZE, HUGE_PAGE_SIZE
 
-from . import helpers
-from . import ring_children as rc
+from . import helpers, ring_children as rc
 
 pytestmark = pytest.mark.seedref
 

@@ -29,8 +29,7 @@ from typing import Any, Callable
 import pytest
 
 from ctshm import CrashDetails, Crashed, Data, Finished, ShmTraceRing
-from ctshm.layout import FINISHED as _FIN
-from ctshm.layout import RESERVED_IDX as _RES
+from ctshm.layout import FINISHED as _FIN, RESERVED_IDX as _RES
 
 from .helpers import REPO_ROOT, run_python
 

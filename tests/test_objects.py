@@ -15,8 +15,8 @@ from ctshm import (
     ProducerCrashed,
     RingFinished,
     ShmTraceRing,
+    objects as co,
 )
-from ctshm import objects as co
 
 from . import aio_children as ac
 from .helpers import SPAWN, join_all

@@ -11,8 +11,7 @@ import time
 from typing import Any, Callable, Final, Optional
 
 from .. import __version__, atomics, layout, libc
-from . import report as rep
-from . import sp1
+from . import report as rep, sp1
 from .harness import (
     DEFAULT_WORKLOADS,
     QUICK_SCALE,
