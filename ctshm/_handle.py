@@ -2,10 +2,10 @@
 word access, and the handle's lifecycle - create, open, close, diagnostics.
 
 The protocol (``ctshm.ring.ShmTraceRing``: producer and consumer paths, guards, the reorder
-buffer, the wait loop) derives from :class:`RingHandle` and supplies four hooks:
-``_configure(spin)`` (at construction, before anything is opened), ``_attach(identity)``
-(once mapped: join this process's per-ring state), ``_on_close()`` (under the lock, when the
-handle closes) and ``_detach()`` (after the release).  The OS objects themselves belong to
+logic, the wait loop) derives from :class:`RingHandle` and supplies ``_configure(spin)``.
+This process's bookkeeping for a ring - the reorder heap, the producer turn, the lock - is
+one :class:`_Shared` per ring object, found by its identity, so that every handle of a ring
+in this process shares it; a forked child resets it.  The OS objects themselves belong to
 :class:`ctshm._ringobjects.RingObjects`; the bytes to :mod:`ctshm.layout`.
 """
 
@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar, Union
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar
 
 from . import _peers, _proc, _shm, atomics, libc
 from ._ringobjects import RingObjects
@@ -50,6 +51,7 @@ from .layout import (
 from .results import CorruptRingError, CrashDetails, Crashed
 
 if TYPE_CHECKING:
+    from .ring import ProducerGuard
     from .semaphore import NamedSemaphore
 
 __all__ = ["RingHandle", "check_timeout"]
@@ -62,6 +64,79 @@ _MAX_SIZE: Final = (1 << 63) - 1
 _MAX_TIMEOUT: Final = 1e9
 
 
+class _Shared:
+    """This process's bookkeeping for one ring, shared by all its handles here.
+
+    Several handles of one ring in one process (opened twice, or a creator that also opens)
+    must not keep separate reorder buffers - guards released through different handles would
+    then never line up and read_idx would stall - nor separate producer slots - two handles
+    would hand out the same slot.  Keyed by the shm object's (st_dev, st_ino).
+
+    The lock is re-entrant: a guard's finalizer may run (garbage collection) in a thread that
+    is already inside a ring method.  ``turn`` is the producer's turn: one producer slot is
+    outstanding at a time (message order), and producer threads of this process wait for it
+    in turn.  The outstanding guard is held weakly: dropping it aborts it (its ``__del__``).
+    """
+
+    __slots__ = ("__weakref__", "acquiring", "lock", "pending", "pg_ref", "turn", "turn_owner")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.turn = threading.Condition(self.lock)
+        self.pending: list[int] = []
+        self.pg_ref: Optional[weakref.ref[ProducerGuard]] = None
+        self.acquiring = False
+        self.turn_owner = 0  # thread ident of the producer thread that holds the turn
+
+    def producer_guard(self) -> Optional[ProducerGuard]:
+        r = self.pg_ref
+        g = r() if r is not None else None
+        return g if g is not None and not g._done else None
+
+    def busy(self) -> bool:
+        """Is the producer turn taken (a guard outstanding, or a thread waiting for space)?"""
+        return self.acquiring or self.producer_guard() is not None
+
+    def end_turn(self) -> None:
+        """Under ``lock``: the outstanding guard (or acquire) is over; wake one producer."""
+        self.pg_ref = None
+        self.acquiring = False
+        self.turn_owner = 0
+        self.turn.notify()
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[int, int], _Shared] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+_RINGS: weakref.WeakSet[RingHandle] = weakref.WeakSet()
+
+
+def _shared_for(identity: tuple[int, int]) -> _Shared:
+    with _SHARED_LOCK:
+        st = _SHARED.get(identity)
+        if st is None:
+            st = _SHARED[identity] = _Shared()
+        return st
+
+
+def _after_fork_in_child() -> None:
+    """A forked child is not the parent's producer or consumer: its handles must register
+    anew (refused while the parent lives), and locks held by the parent's other threads
+    would never be released here."""
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    for st in list(_SHARED.values()):
+        st.__init__()  # type: ignore[misc]
+    for ring in list(_RINGS):
+        ring._lock = ring._ps.lock
+        ring._producer_registered = False
+        ring._consumer_registered = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+
 class RingHandle:
     """The handle part of a ring (see the module docstring)."""
 
@@ -69,7 +144,7 @@ class RingHandle:
     # test can shadow one to replay an interleaving).
     _load: Callable[[int], int]
     _store: Callable[[int, int], None]
-    _lock: Union[threading.RLock, Any]
+    _lock: Any  # the _Shared's RLock
     _filled: NamedSemaphore
     _empty: NamedSemaphore
 
@@ -89,19 +164,34 @@ class RingHandle:
                             f"capacity, slot_size) or {kind}.open(id)")
         self._slot_views: list[Optional[memoryview]] = []
         self._ro_views: list[Optional[memoryview]] = []
+        # Reorder buffer + producer-turn bookkeeping, shared by every handle of the same
+        # ring in this process once it is open (see _Shared).
+        self._ps = _Shared()
+        self._lock = self._ps.lock
+        self._producer_registered = False
+        self._consumer_registered = False
 
-    # Hooks of the protocol class.
     def _configure(self, spin: Optional[float]) -> None:
+        """Hook: the protocol's settings, checked before anything is opened."""
         raise NotImplementedError
 
     def _attach(self, identity: tuple[int, int]) -> None:
-        raise NotImplementedError
+        """Once mapped: join this process's state for the ring (see _Shared)."""
+        self._ps = _shared_for(identity)
+        self._lock = self._ps.lock
+        self._backed = [0] * self.capacity  # bytes of each slot this process reserved
+        self._len_backed = False  # length-record pages reserved by this process
+        _RINGS.add(self)
 
     def _on_close(self) -> None:
-        raise NotImplementedError
+        # Under the lock: an outstanding producer slot of this handle ends its turn.
+        g = self._ps.producer_guard()
+        if g is not None and g._ring is self:
+            self._ps.end_turn()
+        self._ps.turn.notify_all()  # producer threads waiting for their turn
 
     def _detach(self) -> None:
-        raise NotImplementedError
+        _RINGS.discard(self)
 
     @classmethod
     def _new(cls: type[Self], id: str, name: str, wait_mode: Optional[str], spin: Optional[float]

@@ -315,78 +315,13 @@ _EMPTY: Final = memoryview(b"")
 # ---------------------------------------------------------------------------------------------
 
 
-class _Shared:
-    """This process's bookkeeping for one ring, shared by all its handles here.
-
-    Several handles of one ring in one process (opened twice, or a creator that also opens)
-    must not keep separate reorder buffers - guards released through different handles would
-    then never line up and read_idx would stall - nor separate producer slots - two handles
-    would hand out the same slot.  Keyed by the shm object's (st_dev, st_ino).
-
-    The lock is re-entrant: a guard's finalizer may run (garbage collection) in a thread that
-    is already inside a ring method.  ``turn`` is the producer's turn: one producer slot is
-    outstanding at a time (message order), and producer threads of this process wait for it
-    in turn.  The outstanding guard is held weakly: dropping it aborts it (its ``__del__``).
-    """
-
-    __slots__ = ("__weakref__", "acquiring", "lock", "pending", "pg_ref", "turn", "turn_owner")
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.turn = threading.Condition(self.lock)
-        self.pending: list[int] = []
-        self.pg_ref: Optional[weakref.ref[ProducerGuard]] = None
-        self.acquiring = False
-        self.turn_owner = 0  # thread ident of the producer thread that holds the turn
-
-    def producer_guard(self) -> Optional[ProducerGuard]:
-        r = self.pg_ref
-        g = r() if r is not None else None
-        return g if g is not None and not g._done else None
-
-    def busy(self) -> bool:
-        """Is the producer turn taken (a guard outstanding, or a thread waiting for space)?"""
-        return self.acquiring or self.producer_guard() is not None
-
-    def end_turn(self) -> None:
-        """Under ``lock``: the outstanding guard (or acquire) is over; wake one producer."""
-        self.pg_ref = None
-        self.acquiring = False
-        self.turn_owner = 0
-        self.turn.notify()
-
-
-_SHARED: weakref.WeakValueDictionary[tuple[int, int], _Shared] = weakref.WeakValueDictionary()
-_SHARED_LOCK = threading.Lock()
-_RINGS: weakref.WeakSet[ShmTraceRing] = weakref.WeakSet()
-
-
-def _shared_for(identity: tuple[int, int]) -> _Shared:
-    with _SHARED_LOCK:
-        st = _SHARED.get(identity)
-        if st is None:
-            st = _SHARED[identity] = _Shared()
-        return st
-
-
 def _after_fork_in_child() -> None:
-    """A forked child is not the parent's producer or consumer: its handles must register
-    anew (refused while the parent lives), and locks held by the parent's other threads
-    would never be released here."""
-    global _PID, _SHARED_LOCK
-    _PID = os.getpid()
-    _SHARED_LOCK = threading.Lock()
-    for st in list(_SHARED.values()):
-        st.__init__()  # type: ignore[misc]
-    for ring in list(_RINGS):
-        ring._lock = ring._ps.lock
-        ring._producer_registered = False
-        ring._consumer_registered = False
+    global _PID
+    _PID = os.getpid()  # guards made before the fork are the parent's (see _Guard)
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 
 class ShmTraceRing(RingHandle, RingConveniences):
@@ -408,34 +343,8 @@ class ShmTraceRing(RingHandle, RingConveniences):
 
     _spin: _Spin = _Spin(None)
 
-    def __init__(self, *, _token: object = None) -> None:
-        super().__init__(_token=_token)
-        # Reorder buffer + producer-turn bookkeeping, shared by every handle of the same
-        # ring in this process once it is open (see _Shared).
-        self._ps = _Shared()
-        self._lock = self._ps.lock
-        self._producer_registered = False
-        self._consumer_registered = False
-
-    # -- RingHandle hooks ----------------------------------------------------------------------
     def _configure(self, spin: Optional[float]) -> None:
         self._spin = _Spin(spin)
-
-    def _attach(self, identity: tuple[int, int]) -> None:
-        self._ps = _shared_for(identity)
-        self._lock = self._ps.lock
-        self._backed = [0] * self.capacity  # bytes of each slot this process reserved
-        self._len_backed = False  # length-record pages reserved by this process
-        _RINGS.add(self)
-
-    def _on_close(self) -> None:
-        g = self._ps.producer_guard()
-        if g is not None and g._ring is self:
-            self._ps.end_turn()
-        self._ps.turn.notify_all()  # producer threads waiting for their turn
-
-    def _detach(self) -> None:
-        _RINGS.discard(self)
 
     # Per-process shared state.
     @property
