@@ -13,9 +13,19 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional, Union, cast,
 from .results import AccessResult, Crashed, Data, Finished, ProducerCrashed, RingFinished
 
 if TYPE_CHECKING:
-    from .ring import Buffer, ProducerGuard, ShmTraceRing
+    from .ring import ProducerGuard, ShmTraceRing
 
-__all__ = ["RingConveniences"]
+__all__ = ["Buffer", "RingConveniences", "take_pending"]
+
+#: What ``put()`` copies from: any object with the buffer protocol (bytes, bytearray,
+#: memoryview, array.array, NumPy arrays, ...); typed by the common ones.
+Buffer = Union[bytes, bytearray, memoryview]
+
+
+def take_pending(ring: ShmTraceRing) -> Optional[AccessResult]:
+    """A message an async call of ``ring`` kept (see ``ctshm.aio.take_pending``)."""
+    from .aio import take_pending
+    return take_pending(ring)
 
 
 class RingConveniences:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .ring import ProducerGuard
     from .semaphore import NamedSemaphore
 
-__all__ = ["RingHandle", "check_timeout"]
+__all__ = ["RingHandle", "check_timeout", "is_int", "not_bytes"]
 
 Self = TypeVar("Self", bound="RingHandle")
 
@@ -572,3 +572,14 @@ def _id_hint(id: str, suffix: str) -> str:
         return (f"; {id!r} looks like the object's name: pass the id without {suffix!r} "
                 f"(open({body[:-len(suffix)]!r}))")
     return ""
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def not_bytes(name: str, what: str, data: Any) -> str:
+    """The message of a ``TypeError`` for a non-buffer ``data`` given to ``what``."""
+    hint = " (encode text first: .encode())" if isinstance(data, str) else ""
+    return (f"ring {name!r}: {what}() needs a bytes-like object (bytes, bytearray, "
+            f"memoryview, array, numpy array), not {type(data).__name__}{hint}")

@@ -50,6 +50,8 @@ import threading
 from collections import deque
 from typing import Any, AsyncIterator, Deque, Final, Optional, Union
 
+from ._conveniences import Buffer
+from ._handle import check_timeout as _check_timeout
 from .results import AccessResult
 from .ring import (
     Crashed,
@@ -75,20 +77,6 @@ THREAD_PREFIX: Final = "ctshm-aio "
 _CONSUMER_KEY: Final = "_ctshm_aio_consumer"
 _PRODUCER_KEY: Final = "_ctshm_aio_producer"
 _STATE_LOCK = threading.Lock()
-
-#: What ``aput()`` copies from: any object with the buffer protocol.
-Buffer = Union[bytes, bytearray, memoryview]
-
-
-def _check_timeout(timeout: Optional[float], where: str) -> Optional[float]:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{where}: timeout must be a number of seconds or None, not "
-                        f"{type(timeout).__name__}")
-    if timeout != timeout or timeout < 0:
-        raise ValueError(f"{where}: timeout must be >= 0 seconds or None, not {timeout!r}")
-    return float(timeout) if timeout < 1e9 else None
 
 
 def _set(fut: asyncio.Future[None]) -> None:

@@ -18,7 +18,7 @@ Protocol (the Rust original's, with its bugs fixed):
   slot ``write_idx % capacity``, write the length record, store ``write_idx + 1`` (release),
   post ``filled``.  ``abort()`` (or an exception in the ``with`` block) gives the ``empty``
   token back instead: a half-written slot is never published.  One outstanding
-  ``ProducerGuard`` per ring handle; a second ``acquire`` raises ``RuntimeError``.
+  ``ProducerGuard`` per process: other producer threads wait their turn.
 * Consumer: take a ``filled`` token, then reserve ``reserved_idx`` with compare-exchange
   (only while ``reserved_idx < write_idx``: a re-posted finish token can never reserve an
   unwritten slot).  Guards are released in any order from any thread; a lock-protected
@@ -47,11 +47,11 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable, Final, Optional, Union
+from typing import Any, Callable, Final, Optional, TypeVar
 
 from . import _peers, libc
-from ._conveniences import RingConveniences
-from ._handle import RingHandle, check_timeout
+from ._conveniences import Buffer, RingConveniences, take_pending
+from ._handle import RingHandle, check_timeout, is_int, not_bytes
 from ._ringobjects import reserve_range
 from .layout import (
     CONSUMER_PID as _CONSUMER_PID,
@@ -94,43 +94,25 @@ from .results import (
 )
 from .semaphore import NamedSemaphore
 
-#: What ``put()`` copies from: any object with the buffer protocol (bytes, bytearray,
-#: memoryview, array.array, NumPy arrays, ...); typed by the common ones.
-Buffer = Union[bytes, bytearray, memoryview]
-
 __all__ = [
-    "ConsumerGone",
-    "ConsumerGuard",
-    "CorruptRingError",
-    "CrashDetails",
-    "Crashed",
-    "Data",
-    "Finished",
-    "ProducerCrashed",
-    "ProducerGuard",
-    "RingFinished",
-    "ShmTraceRing",
-    "Timeout",
+    "ConsumerGone", "ConsumerGuard", "CorruptRingError", "CrashDetails", "Crashed", "Data",
+    "Finished", "ProducerCrashed", "ProducerGuard", "RingFinished", "ShmTraceRing", "Timeout",
 ]
 
 #: Longest a blocked wait goes without checking that the peer is alive.
 LIVENESS_SLICE: Final = 0.2
-#: Busy-wait before sleeping on a semaphore (seconds): where an adaptive spin starts, and its
-#: bounds.  Waking a sleeping peer costs the poster 15-70 µs here (futex wake + reschedule),
-#: far more than a message, so a wait that usually ends within a millisecond is better spun;
-#: a wait that usually lasts longer (idle peer, oversubscribed CPU) shrinks the spin to the
-#: floor, bounding the CPU a blocked call can burn.
+#: Busy-wait before sleeping (seconds): where the adaptive spin starts, and its bounds.  A
+#: wake-up costs the poster 15-70 µs (futex wake + reschedule), far more than a message, so a
+#: wait that usually ends within a millisecond is better spun; longer waits (idle peer,
+#: oversubscribed CPU) shrink the spin to the floor, bounding the CPU a blocked call burns.
 DEFAULT_SPIN: Final = 50e-6
 SPIN_FLOOR: Final = 20e-6
 SPIN_CEILING: Final = 1e-3
 
-_MAX_SIZE: Final = (1 << 63) - 1
 _PAGE: Final = libc.page_size()
 
 
 _PID = os.getpid()
-
-
 
 
 class _Spin:
@@ -158,10 +140,12 @@ class _Spin:
             self.budget = max(SPIN_FLOOR, self.budget / 2)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Guards
 # ---------------------------------------------------------------------------------------------
+
+
+_G = TypeVar("_G", bound="_Guard")
 
 
 class _Guard:
@@ -184,6 +168,19 @@ class _Guard:
             raise ValueError(f"{type(self).__name__} for message {self.index} of "
                              f"{self._ring.name!r} {self._DONE_TEXT}")
         return self._buf
+
+    def __enter__(self: _G) -> _G:
+        return self
+
+    def _finish(self) -> None:
+        """Done: drop and release the view (under the ring lock).  A view exported further
+        (NumPy, ``memoryview(buf)``) cannot be released: the mapping outlives it anyway."""
+        self._done = True
+        buf, self._buf = self._buf, _EMPTY
+        try:
+            buf.release()
+        except BufferError:
+            pass
 
     def _check_here(self, what: str) -> None:
         if self._pid != _PID:
@@ -227,9 +224,6 @@ class ProducerGuard(_Guard):
         self._check_here("abort")
         if not self._done:
             self._ring._abort(self)
-
-    def __enter__(self) -> ProducerGuard:
-        return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self._done:
@@ -277,9 +271,6 @@ class ConsumerGuard(_Guard):
         if not self._done:
             self._check_here("release")
             self._ring._complete(self.index, self)
-
-    def __enter__(self) -> ConsumerGuard:
-        return self
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
@@ -358,23 +349,15 @@ class ShmTraceRing(RingHandle, RingConveniences):
     # -- producer ----------------------------------------------------------------------------
     def acquire(self, timeout: Optional[float] = None, *, size: Optional[int] = None
                 ) -> ProducerGuard:
-        """Wait for a free slot (``None``: without bound) and return its guard.
+        """Wait for a free slot (``None``: without bound) and return its guard; ``size``: the
+        bytes you will write (default: the whole slot), the length of ``guard.buf``.
 
-        ``size``: how many bytes you will write (default: the whole slot).  The guard's
-        ``buf`` is then that long, and only that prefix of the slot needs backing store.
-
-        Backing store is reserved (``posix_fallocate``) before the slot is handed out, so a
-        full /dev/shm raises ``OSError(ENOSPC)`` here instead of killing the process with
-        SIGBUS on the first write.  Each process reserves a slot prefix once (a high-water
-        mark per slot), so the steady state costs no system call.
-
-        One slot is outstanding at a time: another thread's acquire waits (within its
-        ``timeout``) until this guard is committed, aborted or dropped.
-
-        Raises ``TimeoutError`` on timeout, ``ConsumerGone`` if the registered consumer died
-        while we waited, ``RuntimeError`` if this thread already holds an outstanding guard
-        or the ring was finished.
-        """
+        The slot prefix is reserved (``posix_fallocate``, once per slot and process) before
+        it is handed out: a full /dev/shm raises ``OSError(ENOSPC)`` here, never SIGBUS.  One
+        slot is outstanding at a time: other threads wait (within their ``timeout``) until it
+        is committed, aborted or dropped.  ``TimeoutError``, ``ConsumerGone`` (the consumer
+        died while we waited), ``RuntimeError`` (this thread holds the outstanding guard, or
+        the ring ended)."""
         if self._closed:
             self._check_open()
         timeout = check_timeout(timeout, f"ring {self.name!r}: acquire")
@@ -464,14 +447,10 @@ class ShmTraceRing(RingHandle, RingConveniences):
         self._backed[slot] = size
 
     def _space(self) -> bool:
-        """Is slot write_idx free (write_idx - read_idx < capacity)?
-
-        The ``empty`` semaphore is only a wake-up hint; this is what makes writing safe.  A
-        consumer killed between storing read_idx and posting ``empty`` loses that token for
-        good; a producer waiting for it takes the visibly free slot after a wait slice
-        instead (see _wait_space), and the late token, if it ever comes, finds the ring
-        full and is dropped here.
-        """
+        """Is slot write_idx free?  The ``empty`` tokens are only hints; this makes writing
+        safe.  A token lost by a consumer killed between storing read_idx and posting is
+        replaced by the visibly free slot after a wait slice (see _wait_space); a late token
+        finds the ring full and is dropped here."""
         ld = self._load
         return bool(ld(_W) - ld(_R) < self.capacity)
 
@@ -581,13 +560,11 @@ class ShmTraceRing(RingHandle, RingConveniences):
             self._check_open()
             idx = guard.index
             if self._load(_FIN) == _CRASHED:
-                guard._done = True
+                guard._finish()
                 self._ps.end_turn()
                 raise RuntimeError(f"ring {self.name!r} crashed (notify_crash) while "
                                    f"{guard!r} was being written: it is not published")
-            guard._done = True
-            guard._buf = _EMPTY
-            buf.release()  # no writes through this guard after publication
+            guard._finish()  # no writes through this guard after publication
             self._publish(idx, nbytes)
             self._ps.end_turn()
             if self._post(self._h_filled) == -1:
@@ -610,12 +587,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
         with self._lock:
             if guard._done:
                 return
-            guard._done = True
-            buf, guard._buf = guard._buf, _EMPTY
-            try:
-                buf.release()
-            except BufferError:
-                pass
+            guard._finish()
             ps = self._ps
             mine = ps.pg_ref is not None and ps.pg_ref() in (guard, None)
             if mine:
@@ -628,7 +600,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
         try:
             src = memoryview(data).cast("B")
         except TypeError:
-            raise TypeError(_not_bytes(self.name, "put", data)) from None
+            raise TypeError(not_bytes(self.name, "put", data)) from None
         n = src.nbytes
         if n > self.slot_size:
             raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
@@ -684,18 +656,14 @@ class ShmTraceRing(RingHandle, RingConveniences):
 
     def notify_crash(self, signal: int, addr: int = 0, operation: int = 0,
                      message: str = "") -> None:
-        """Report a crash to the consumer.  Only loads, stores, a compare-exchange and
-        ``sem_post``: no ring lock, no allocation beyond Python's own, so it may be called
-        from a signal handler.  ``message`` (ctshm consumers only) is truncated to 1020
-        UTF-8 bytes.
-
-        The crash is recorded at the current ``write_idx``: ctshm consumers deliver every
-        message committed before it, and none after, so an outstanding ``ProducerGuard`` is
-        never delivered, even if its ``commit()`` was in progress when this ran (a signal
-        handler interrupting it).  A stream that already ended (finished or crashed) stays
-        as it is: every consumer thread sees the same end."""
-        if not (_is_int(signal) and -(1 << 31) <= signal < (1 << 31) and _is_int(addr)
-                and 0 <= addr < (1 << 64) and _is_int(operation)
+        """Report a crash to the consumer: loads, stores, a compare-exchange, ``sem_post``,
+        no ring lock, so a signal handler may call it.  ``message`` (ctshm consumers only):
+        at most 1020 UTF-8 bytes.  Recorded at the current ``write_idx``: every message
+        committed before is delivered, none after (an outstanding guard never is, even with
+        its ``commit()`` interrupted by the handler).  A stream that already ended stays
+        ended: the first end wins, so every consumer thread sees the same end."""
+        if not (is_int(signal) and -(1 << 31) <= signal < (1 << 31) and is_int(addr)
+                and 0 <= addr < (1 << 64) and is_int(operation)
                 and -(1 << 31) <= operation < (1 << 31)):
             raise ValueError(f"ring {self.name!r}: notify_crash({signal!r}, {addr!r}, "
                              f"{operation!r}): signal and operation must be 32-bit ints and "
@@ -725,7 +693,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
         if self._closed:
             self._check_open()
         if "_ctshm_aio_consumer" in self.__dict__:  # async calls may have kept a message
-            kept = _aio_take_pending(self)
+            kept = take_pending(self)
             if kept is not None:
                 return kept
         if not self._consumer_registered:
@@ -904,12 +872,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
             if guard is not None:
                 if guard._done:  # another thread released it first
                     return
-                guard._done = True
-                buf, guard._buf = guard._buf, _EMPTY
-                try:
-                    buf.release()
-                except BufferError:
-                    pass  # exported further (e.g. numpy): the mapping outlives it anyway
+                guard._finish()
             if self._closed:
                 return
             pending = self._pending
@@ -928,22 +891,3 @@ class ShmTraceRing(RingHandle, RingConveniences):
                 self._hq[_CS + STAT_WAKEUPS] += 1
                 if self._post(self._h_empty) == -1:
                     self._empty.post()
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _aio_take_pending(ring: ShmTraceRing) -> Optional[AccessResult]:
-    from .aio import take_pending
-    return take_pending(ring)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _not_bytes(name: str, what: str, data: Any) -> str:
-    hint = " (encode text first: .encode())" if isinstance(data, str) else ""
-    return (f"ring {name!r}: {what}() needs a bytes-like object (bytes, bytearray, "
-            f"memoryview, array, numpy array), not {type(data).__name__}{hint}")
