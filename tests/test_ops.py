@@ -1,4 +1,4 @@
-"""``python -m ctshm ls / stat / rm / gc`` (ctshm/ops.py) on live, dead, Rust-created and
+"""``python -m ctshm ls / stat / rm / gc`` (ctshm/ops/) on live, dead, Rust-created and
 corrupt rings, segments and orphan semaphores.
 
 Most tests run the CLI in a subprocess (``sys.executable -m ctshm``), as an operator would,
@@ -212,7 +212,7 @@ def test_gc_leaves_a_successor_alone(shm_id: str) -> None:
     _dead_ring(shm_id)
     objs = ops.collect(shm_id)
     (dead,) = objs
-    assert ops._gc_decision(dead, False)[0] is True
+    assert ops.gc_decision(dead, False)[0] is True
     with ShmTraceRing.create(shm_id, 2, 4096) as successor:  # replaces the dead ring
         assert ops.remove("ring", dead["name"], dead) == []
         assert ring_files(shm_id) == [True, True, True]
