@@ -233,10 +233,11 @@ def _top_row(r: TopRecord) -> list[str]:
             _alive_text(r["consumer"])]
 
 
-def format_top(records: list[TopRecord], interval: float, title: str = "") -> str:
+def format_top(records: list[TopRecord], interval: float, live: bool = True) -> str:
     """One ``top`` screen: a title line, then one row per ring."""
-    head = title or (f"ctshm top: {len(records)} ring{'s' if len(records) != 1 else ''} in "
-                     f"{SHM_DIR}, every {interval:g} s (q or Ctrl-C quits)")
+    rings = f"{len(records)} ring{'s' if len(records) != 1 else ''} in {SHM_DIR}"
+    head = (f"ctshm top: {rings}, every {interval:g} s (q or Ctrl-C quits)" if live
+            else f"ctshm top: {rings}, rates over {interval:g} s")
     if not records:
         return f"{head}\n\nno rings in {SHM_DIR}"
     rows = [_top_row(r) for r in records]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import sys
+import threading
 import time
 from typing import Any, Optional, TextIO
 
@@ -152,11 +154,14 @@ def run_top(prefix: str, interval: float, once: bool, as_json: bool,
         if as_json:
             out.write(json.dumps(records, indent=2) + "\n")
         else:
-            out.write(format_top(records, interval) + "\n")
+            out.write(format_top(records, interval, live=False) + "\n")
         out.flush()
         return 0
     live_tty = not as_json and out.isatty()
     keys = Keys(stdin if stdin is not None else sys.stdin)
+    # Ctrl-C / SIGINT quits (exit code 0), even where SIGINT was inherited as ignored.
+    on_main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.default_int_handler) if on_main else None
     try:
         prev: Sample = {}
         while True:
@@ -169,4 +174,6 @@ def run_top(prefix: str, interval: float, once: bool, as_json: bool,
         pass
     finally:
         keys.close()
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
     return 0
