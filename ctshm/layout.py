@@ -245,6 +245,9 @@ class HeaderSnapshot:
     #: False if ``write_idx - read_idx > capacity`` in every attempt (a corrupt header, or
     #: peers far faster than the reader): the indices are then the last attempt's.
     indices_consistent: bool = True
+    #: False if a peer's pid changed during every attempt at reading its (pid, start) (a
+    #: peer re-registering over and over): that pair may then be torn.
+    peers_consistent: bool = True
 
     @property
     def is_ctshm(self) -> bool:
@@ -273,7 +276,7 @@ class HeaderSnapshot:
 
 #: Attempts at a snapshot with ``write - read <= capacity``, and at a stable (pid, start).
 _INDEX_ATTEMPTS: Final = 5
-_PEER_ATTEMPTS: Final = 100
+_PEER_ATTEMPTS: Final = 1000
 
 
 def _byte_view(view: Buffer, what: str, need: int) -> memoryview:
@@ -288,15 +291,15 @@ def _byte_view(view: Buffer, what: str, need: int) -> memoryview:
     return mv
 
 
-def _peer(hq: memoryview, word: int) -> PeerId:
+def _peer(hq: memoryview, word: int) -> tuple[PeerId, bool]:
     # A peer publishes (pid, start) as pid 0, start, pid: read pid, start, pid again until
-    # both pids agree.
+    # both pids agree (False: they never did, the pair is the last attempt's).
     pid, start = int(hq[word]), int(hq[word + 1])
     for _ in range(_PEER_ATTEMPTS):
         if int(hq[word]) == pid:
-            break
+            return PeerId(pid, start), True
         pid, start = int(hq[word]), int(hq[word + 1])
-    return PeerId(pid, start)
+    return PeerId(pid, start), False
 
 
 def _stats(hq: memoryview, word: int) -> SideStats:
@@ -310,7 +313,8 @@ def read_header(view: Buffer) -> HeaderSnapshot:
     Indices are read in the order read, reserved, write (each monotonic, so ``read <=
     reserved <= write`` holds in the snapshot), retried a few times while ``write - read >
     capacity``.  Each peer's (pid, start) is read as its writer publishes it (pid 0 while
-    changing, start, pid): pid, start, pid again until both pids agree.  Stats words are
+    changing, start, pid): pid, start, pid again until both pids agree (``peers_consistent``
+    False if they never did).  Stats words are
     plain u64 loads (each written by one side only).  ``view`` itself is not released.
     """
     mv = _byte_view(view, "read_header", HEADER_WORDS_SIZE)
@@ -324,6 +328,8 @@ def read_header(view: Buffer) -> HeaderSnapshot:
             if w - r <= cap:
                 consistent = True
                 break
+        (creator, c_ok), (producer, p_ok), (consumer, k_ok) = (
+            _peer(hq, word) for word in (CREATOR_PID, PRODUCER_PID, CONSUMER_PID))
         sig, addr, op = CRASH.unpack_from(head, CRASH_OFF)
         n = min(MSG_LEN.unpack_from(head, MSG_OFF)[0], MSG_MAX)
         return HeaderSnapshot(
@@ -331,14 +337,14 @@ def read_header(view: Buffer) -> HeaderSnapshot:
             slot_size=int(hq[SLOT_SIZE]), finished=int(hq[FINISHED]),
             crash_signal=sig, crash_addr=addr, crash_operation=op,
             magic=int(hq[EXT_MAGIC]), version=int(hq[EXT_VERSION]),
-            ext_state=int(hq[EXT_STATE]), creator=_peer(hq, CREATOR_PID),
-            nonce=int(hq[NONCE]), producer=_peer(hq, PRODUCER_PID),
-            consumer=_peer(hq, CONSUMER_PID), len_records=int(hq[LEN_RECORDS]),
+            ext_state=int(hq[EXT_STATE]), creator=creator,
+            nonce=int(hq[NONCE]), producer=producer,
+            consumer=consumer, len_records=int(hq[LEN_RECORDS]),
             dead_pid=int(hq[DEAD_PID]), crash_w=int(hq[CRASH_W]),
             producer_stats=_stats(hq, PRODUCER_STATS),
             consumer_stats=_stats(hq, CONSUMER_STATS),
             crash_message=bytes(head[MSG_OFF + 4:MSG_OFF + 4 + n]),
-            indices_consistent=consistent,
+            indices_consistent=consistent, peers_consistent=c_ok and p_ok and k_ok,
         )
     finally:
         hq.release()
