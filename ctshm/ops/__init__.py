@@ -1,9 +1,9 @@
-"""Operations on the objects ctshm (or the Rust original) leaves in ``/dev/shm``.
+"""Operations on the objects ctshm (or the Rust original) leaves in the shm directory.
 
 ``python -m ctshm ls | stat NAME | rm NAME | gc | top`` (each with ``--json``) dispatch here.
 
-What is recognised (Linux keeps POSIX shm objects as ``/dev/shm/NAME`` and named semaphores
-as ``/dev/shm/sem.NAME``)::
+What is recognised (Linux keeps POSIX shm objects as ``SHM_DIR/NAME`` and named semaphores
+as ``SHM_DIR/sem.NAME``; ``SHM_DIR`` is ``ctshm._shm.SHM_DIR``)::
 
     /X_t                        ring        (ShmTraceRing, created by ctshm or by Rust)
     sem.X_t_filled, sem.X_t_empty  its semaphores; without /X_t: orphan semaphores
