@@ -209,6 +209,25 @@ def test_top_once_text_and_empty(shm_id: str) -> None:
         assert row.split()[1:4] == ["crashed", "1/4", "25%"], row
 
 
+def test_top_not_a_ring(shm_id: str) -> None:
+    """A /X_t of garbage is listed as "not a ring", with no fill level and no rate."""
+    path = f"{SHM_DIR}/{shm_id}_t"
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, L.HEADER_SIZE + L.HUGE_PAGE_SIZE)
+        os.pwrite(fd, bytes((i * 37 + 11) % 251 + 3 for i in range(4096)), 0)
+        (rec,) = top_once(shm_id)
+        assert rec["state"] == "not a ring" and rec["stats"] is None
+        assert (rec["fill"], rec["msg_s"], rec["mb_s"], rec["rate_source"]) == (0, None, None,
+                                                                                None)
+        r = run_cli("top", "--once", "--interval", "0.05", "--prefix", shm_id)
+        row = next(ln for ln in r.stdout.splitlines() if ln.startswith(f"/{shm_id}_t"))
+        assert row.split()[1:] == ["not", "a", "ring"] + ["-"] * 6, row
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 @pytest.mark.parametrize("bad", ["0", "-1", "abc", "99999"])
 def test_top_bad_interval_is_a_usage_error(bad: str) -> None:
     r = run_cli("top", "--once", "--interval", bad)

@@ -228,6 +228,8 @@ def _alive_text(p: Optional[Party]) -> str:
 
 def _top_row(r: TopRecord) -> list[str]:
     src = {"counters": "", "write_idx": "*", None: ""}.get(r["rate_source"], "")
+    if r["stats"] is None:  # not a ring: its "indices" are garbage
+        return [r["name"], r["state"], "-", "-", "-", "-", "-", "-"]
     return [r["name"], r["state"], f"{r['fill']}/{r['capacity']}", f"{r['fill_pct']:.0f}%",
             _rate(r["msg_s"], 1) + src, _rate(r["mb_s"], 2), _alive_text(r["producer"]),
             _alive_text(r["consumer"])]
