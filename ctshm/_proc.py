@@ -4,7 +4,11 @@ live peer."""
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Final, Optional
+
+#: Enough for any ``/proc/PID/stat`` line (a few hundred bytes: the command name is at most
+#: 16 bytes).
+_STAT_READ: Final = 4096
 
 
 def start_time(pid: int) -> int:
@@ -33,7 +37,7 @@ def _read_stat(pid: int) -> Optional[bytes]:
     try:
         fd = os.open(f"{pid}/stat", os.O_RDONLY, dir_fd=dfd)
         try:
-            return os.read(fd, 4096)
+            return os.read(fd, _STAT_READ)
         finally:
             os.close(fd)
     except OSError:
@@ -71,8 +75,3 @@ def me() -> tuple[int, int]:
     pid = os.getpid()
     return pid, start_time(pid)
 
-
-def describe(pid: int, start: int) -> Optional[str]:
-    if pid <= 0:
-        return None
-    return f"pid {pid} ({'alive' if is_alive(pid, start) else 'dead'})"

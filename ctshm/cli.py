@@ -1,4 +1,4 @@
-"""Command line: ``python -m ctshm [info | bench | ls | stat | rm | gc]``.
+"""Command line: ``python -m ctshm [info | bench | ls | stat | rm | gc | top]``.
 
 Only the chosen subcommand's module is imported (``info`` imports neither ``ctshm.ops`` nor
 ``ctshm.bench``); help texts are plain text, not reST.
@@ -14,20 +14,22 @@ import sys
 from typing import Any, Optional
 
 from . import __version__, atomics, libc, semaphore
+from ._shm import SHM_DIR
 
 DESCRIPTION = "Shared-memory IPC for Python processes: environment report, benchmark, and " \
-    "inspection / cleanup of what ctshm (or the Rust original) leaves in /dev/shm."
+    f"inspection / cleanup of what ctshm (or the Rust original) leaves in {SHM_DIR}."
 
 #: Subcommand -> one-line help (the modules behind them are imported only when chosen).
 COMMANDS: dict[str, str] = {
     "info": "environment report (default): libraries, wait mode, atomics backend, page size",
     "bench": "benchmark against other IPC mechanisms (python -m ctshm bench --help)",
-    "ls": "list rings, segments and orphan semaphores in /dev/shm",
-    "stat": "full header, semaphores and slots of one object",
+    "ls": f"list rings, segments and orphan semaphores in {SHM_DIR}",
+    "stat": "full header, live statistics, semaphores and slots of one object",
     "rm": "remove a ring (with its semaphores), a segment or orphan semaphores",
     "gc": "remove objects whose owners are dead",
+    "top": f"live view of every ring in {SHM_DIR}: message and byte rates, fill, peers",
 }
-OPS_COMMANDS = ("ls", "stat", "rm", "gc")
+OPS_COMMANDS = ("ls", "stat", "rm", "gc", "top")
 
 
 def plain(text: str) -> str:
@@ -108,7 +110,7 @@ def build_parser(cmd: Optional[str]) -> argparse.ArgumentParser:
             continue
         sp = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
         if name == cmd and name in OPS_COMMANDS:
-            from . import ops  # ls / stat / rm / gc
+            from . import ops  # ls / stat / rm / gc / top
             ops.add_arguments(name, sp)
         elif name == "info":
             sp.add_argument("--json", action="store_true",

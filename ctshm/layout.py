@@ -57,7 +57,16 @@ offsets.
 from __future__ import annotations
 
 import struct
-from typing import Final, Optional
+from dataclasses import dataclass
+from typing import Final, NamedTuple, Optional, Union
+
+#: Object names: id ``X`` -> ring ``/X_t`` with semaphores ``/X_t_filled`` and ``/X_t_empty``,
+#: segment ``/X_m`` (the Rust original's names).
+RING_SUFFIX: Final = "_t"
+FILLED_SUFFIX: Final = "_filled"
+EMPTY_SUFFIX: Final = "_empty"
+SEM_SUFFIXES: Final = (FILLED_SUFFIX, EMPTY_SUFFIX)
+SEGMENT_SUFFIX: Final = "_m"
 
 HUGE_PAGE_SIZE: Final = 2 * 1024 * 1024
 #: The header region before slot 0: one huge page (the Rust original's layout).
@@ -120,7 +129,11 @@ MSG_LEN: Final = struct.Struct("<I")
 #: Length records: 16 bytes per slot from byte 4096 (word LEN_WORD).
 LEN_OFF: Final = 4096
 LEN_WORD: Final = LEN_OFF // 8
+LEN_RECORD: Final = struct.Struct("<QQ")
 MAX_LEN_RECORDS: Final = (HEADER_SIZE - LEN_OFF) // 16
+#: Bytes ``[0, HEADER_WORDS_SIZE)`` hold every header word, the extension and the crash
+#: message (everything :func:`read_header` reads); length records follow.
+HEADER_WORDS_SIZE: Final = LEN_OFF
 #: The header pages a ring touches (extension, crash message, length records of up to
 #: 256 slots); ``create`` reserves them before writing any.
 HEADER_TOUCHED: Final = LEN_OFF + 16 * 256
@@ -169,3 +182,189 @@ def validate_geometry(name: str, cap: int, slot: int, size: int) -> Optional[str
                 f"slot_size={slot} + 2 MiB header = {expect} bytes, but the object is "
                 f"{size} bytes")
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a live header
+# ---------------------------------------------------------------------------------------------
+
+Buffer = Union[memoryview, bytes, bytearray]
+
+
+class PeerId(NamedTuple):
+    """A registered process: pid and start time (0, 0: none registered)."""
+
+    pid: int
+    start: int
+
+
+class SideStats(NamedTuple):
+    """One side's live statistics words (:data:`STAT_FIELDS`, in that order)."""
+
+    messages: int
+    bytes: int
+    waits: int
+    wakeups: int
+    spins: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(zip(STAT_FIELDS, self))
+
+
+_NO_PEER: Final = PeerId(0, 0)
+_NO_STATS: Final = SideStats(0, 0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class HeaderSnapshot:
+    """One consistent reading of a ring's header page (see :func:`read_header`)."""
+
+    write_idx: int = 0
+    read_idx: int = 0
+    reserved_idx: int = 0
+    capacity: int = 0
+    slot_size: int = 0
+    finished: int = 0
+    crash_signal: int = 0
+    crash_addr: int = 0
+    crash_operation: int = 0
+    magic: int = 0
+    version: int = 0
+    ext_state: int = 0
+    creator: PeerId = _NO_PEER
+    nonce: int = 0
+    producer: PeerId = _NO_PEER
+    consumer: PeerId = _NO_PEER
+    len_records: int = 0
+    dead_pid: int = 0
+    crash_w: int = 0
+    producer_stats: SideStats = _NO_STATS
+    consumer_stats: SideStats = _NO_STATS
+    #: The raw crash message (at most :data:`MSG_MAX` bytes; not decoded).
+    crash_message: bytes = b""
+    #: False if ``write_idx - read_idx > capacity`` in every attempt (a corrupt header, or
+    #: peers far faster than the reader): the indices are then the last attempt's.
+    indices_consistent: bool = True
+    #: False if a peer's pid changed during every attempt at reading its (pid, start) (a
+    #: peer re-registering over and over): that pair may then be torn.
+    peers_consistent: bool = True
+
+    @property
+    def is_ctshm(self) -> bool:
+        """True if a ctshm creator wrote the extension (magic ``CTSHMRG1``)."""
+        return self.magic == MAGIC
+
+    @property
+    def backlog(self) -> int:
+        """Messages committed and not yet released: ``write_idx - read_idx``."""
+        return self.write_idx - self.read_idx
+
+    def words(self) -> dict[str, int]:
+        """The words of :data:`WORDS`, by name (``ctshm stat``'s keys)."""
+        return {
+            "write_idx": self.write_idx, "read_idx": self.read_idx,
+            "reserved_idx": self.reserved_idx, "capacity": self.capacity,
+            "slot_size": self.slot_size, "finished": self.finished,
+            "magic": self.magic, "version": self.version, "ext_state": self.ext_state,
+            "creator_pid": self.creator.pid, "creator_start": self.creator.start,
+            "nonce": self.nonce, "producer_pid": self.producer.pid,
+            "producer_start": self.producer.start, "consumer_pid": self.consumer.pid,
+            "consumer_start": self.consumer.start, "len_records": self.len_records,
+            "dead_pid": self.dead_pid,
+        }
+
+
+#: Attempts at a snapshot with ``write - read <= capacity``, and at a stable (pid, start).
+_INDEX_ATTEMPTS: Final = 5
+_PEER_ATTEMPTS: Final = 1000
+
+
+def _byte_view(view: Buffer, what: str, need: int) -> memoryview:
+    mv = memoryview(view)
+    if mv.format not in ("B", "b", "c") or mv.ndim != 1:
+        mv = mv.cast("B")
+    if mv.nbytes < need:
+        n = mv.nbytes
+        mv.release()
+        raise ValueError(f"{what}: view has {n} bytes, the ring header needs at least "
+                         f"{need} (from the ring's byte 0)")
+    return mv
+
+
+def _peer(hq: memoryview, word: int) -> tuple[PeerId, bool]:
+    # A peer publishes (pid, start) as pid 0, start, pid: read pid, start, pid again until
+    # both pids agree (False: they never did, the pair is the last attempt's).
+    pid, start = int(hq[word]), int(hq[word + 1])
+    for _ in range(_PEER_ATTEMPTS):
+        if int(hq[word]) == pid:
+            return PeerId(pid, start), True
+        pid, start = int(hq[word]), int(hq[word + 1])
+    return PeerId(pid, start), False
+
+
+def _stats(hq: memoryview, word: int) -> SideStats:
+    return SideStats(*(int(hq[word + k]) for k in range(len(STAT_FIELDS))))
+
+
+def read_header(view: Buffer) -> HeaderSnapshot:
+    """A snapshot of the header of the ring mapped at ``view`` (its first
+    :data:`HEADER_WORDS_SIZE` bytes at least, from byte 0), safe while peers run.
+
+    Indices are read in the order read, reserved, write (each monotonic, so ``read <=
+    reserved <= write`` holds in the snapshot), retried a few times while ``write - read >
+    capacity``.  Each peer's (pid, start) is read as its writer publishes it (pid 0 while
+    changing, start, pid): pid, start, pid again until both pids agree (``peers_consistent``
+    False if they never did).  Stats words are
+    plain u64 loads (each written by one side only).  ``view`` itself is not released.
+    """
+    mv = _byte_view(view, "read_header", HEADER_WORDS_SIZE)
+    head = mv[:HEADER_WORDS_SIZE]
+    hq = head.cast("Q")
+    try:
+        consistent = False
+        for _ in range(_INDEX_ATTEMPTS):
+            r, res, w = int(hq[READ_IDX]), int(hq[RESERVED_IDX]), int(hq[WRITE_IDX])
+            cap = int(hq[CAPACITY])
+            if w - r <= cap:
+                consistent = True
+                break
+        (creator, c_ok), (producer, p_ok), (consumer, k_ok) = (
+            _peer(hq, word) for word in (CREATOR_PID, PRODUCER_PID, CONSUMER_PID))
+        sig, addr, op = CRASH.unpack_from(head, CRASH_OFF)
+        n = min(MSG_LEN.unpack_from(head, MSG_OFF)[0], MSG_MAX)
+        return HeaderSnapshot(
+            write_idx=w, read_idx=r, reserved_idx=res, capacity=cap,
+            slot_size=int(hq[SLOT_SIZE]), finished=int(hq[FINISHED]),
+            crash_signal=sig, crash_addr=addr, crash_operation=op,
+            magic=int(hq[EXT_MAGIC]), version=int(hq[EXT_VERSION]),
+            ext_state=int(hq[EXT_STATE]), creator=creator,
+            nonce=int(hq[NONCE]), producer=producer,
+            consumer=consumer, len_records=int(hq[LEN_RECORDS]),
+            dead_pid=int(hq[DEAD_PID]), crash_w=int(hq[CRASH_W]),
+            producer_stats=_stats(hq, PRODUCER_STATS),
+            consumer_stats=_stats(hq, CONSUMER_STATS),
+            crash_message=bytes(head[MSG_OFF + 4:MSG_OFF + 4 + n]),
+            indices_consistent=consistent, peers_consistent=c_ok and p_ok and k_ok,
+        )
+    finally:
+        hq.release()
+        head.release()
+        mv.release()
+
+
+def read_len_record(view: Buffer, slot: int) -> tuple[int, int]:
+    """Slot ``slot``'s length record ``(tag, nbytes)`` from ``view``, a buffer holding the
+    ring from byte 0 (at least up to the end of that record).  ``tag`` is ``seq + 1`` of the
+    message the record describes (0 or stale: no record, e.g. the Rust original's slot)."""
+    if isinstance(slot, bool) or not isinstance(slot, int):
+        raise TypeError(f"read_len_record: slot must be an int, not {type(slot).__name__}")
+    if not 0 <= slot < MAX_LEN_RECORDS:
+        raise ValueError(f"read_len_record: slot {slot} is outside the length records "
+                         f"(0 <= slot < {MAX_LEN_RECORDS})")
+    off = len_record_offset(slot)
+    mv = _byte_view(view, f"read_len_record(slot={slot})", off + LEN_RECORD.size)
+    try:
+        tag, nbytes = LEN_RECORD.unpack_from(mv, off)
+    finally:
+        mv.release()
+    return int(tag), int(nbytes)

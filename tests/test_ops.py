@@ -1,4 +1,4 @@
-"""``python -m ctshm ls / stat / rm / gc`` (ctshm/ops.py) on live, dead, Rust-created and
+"""``python -m ctshm ls / stat / rm / gc`` (ctshm/ops/) on live, dead, Rust-created and
 corrupt rings, segments and orphan semaphores.
 
 Most tests run the CLI in a subprocess (``sys.executable -m ctshm``), as an operator would,
@@ -212,7 +212,7 @@ def test_gc_leaves_a_successor_alone(shm_id: str) -> None:
     _dead_ring(shm_id)
     objs = ops.collect(shm_id)
     (dead,) = objs
-    assert ops._gc_decision(dead, False)[0] is True
+    assert ops.gc_decision(dead, False)[0] is True
     with ShmTraceRing.create(shm_id, 2, 4096) as successor:  # replaces the dead ring
         assert ops.remove("ring", dead["name"], dead) == []
         assert ring_files(shm_id) == [True, True, True]
@@ -546,19 +546,22 @@ def test_ls_json_shape_and_empty_prefix(shm_id: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cmd", [None, "info", "ls", "stat", "rm", "gc", "bench"])
+@pytest.mark.parametrize("cmd", [None, "info", "ls", "stat", "rm", "gc", "top", "bench"])
 def test_help_is_plain_text_and_every_json_option_explained(cmd: str | None) -> None:
     r = run_cli(*([cmd] if cmd else []), "--help")
     assert r.returncode == 0, r.stderr
     for markup in ("``", ":class:", ":func:", "::\n"):
         assert markup not in r.stdout, (markup, r.stdout)
     if cmd is None:
-        for c in ("info", "bench", "ls", "stat", "rm", "gc"):
+        for c in ("info", "bench", "ls", "stat", "rm", "gc", "top"):
             assert re.search(rf"^    {c}\s+\S", r.stdout, re.M), (c, r.stdout)
     else:
         assert re.search(r"^  --json\s+\S", r.stdout, re.M), r.stdout  # with a help text
     if cmd == "rm":
         assert re.search(r"^  --force\s+\S", r.stdout, re.M), r.stdout
+    if cmd == "top":
+        for opt in ("--interval S", "--once", "--prefix PREFIX"):
+            assert re.search(rf"^  {opt}\s+\S", r.stdout, re.M), (opt, r.stdout)
 
 
 _MODULES = """

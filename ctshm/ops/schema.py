@@ -1,0 +1,198 @@
+"""The typed records ``ctshm.ops`` produces (each is what ``--json`` prints for it).
+
+TypedDicts, so that a record is its JSON object: keys and shapes are part of the interface
+(new keys may be added, none renamed or removed).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, TypedDict, Union
+
+__all__ = ["CrashInfo", "Extension", "GcEntry", "GcResult", "ObjectInfo", "Party",
+           "RingInfo", "SegmentInfo", "SemState", "SemaphoreInfo", "SideStatsInfo",
+           "SlotInfo", "StatsInfo", "TopRecord"]
+
+
+
+class Party(TypedDict):
+    """A process a ring records: ``pid`` None where unknown (Rust peer, not a ring)."""
+
+    pid: Optional[int]
+    start: Optional[int]
+    alive: Optional[bool]
+    text: str
+
+
+class _SemStateBase(TypedDict):
+    name: str
+    exists: bool
+
+
+class SemState(_SemStateBase, total=False):
+    """One of a ring's semaphores, as ``ring["semaphores"]`` lists it."""
+
+    error: str
+    identity: list[int]
+    value: int
+    users: Optional[list[int]]
+
+
+class _CrashBase(TypedDict):
+    signal: int
+    addr: int
+    operation: int
+    message: str
+
+
+class CrashInfo(_CrashBase, total=False):
+    operation_text: str  # stat only
+
+
+class SlotInfo(TypedDict):
+    slot: int
+    state: str  # free, committed-unread, reserved-by-consumer, being-written
+    message: Optional[int]
+    length: Optional[int]
+
+
+class Extension(TypedDict):
+    """The ctshm extension words (``stat`` only)."""
+
+    magic: str
+    magic_text: str
+    version: int
+    state: str
+    creator_pid: int
+    creator_start: int
+    nonce: str
+    producer_pid: int
+    producer_start: int
+    consumer_pid: int
+    consumer_start: int
+    len_records: int
+    dead_pid: int
+    crash_w: int
+
+
+class SideStatsInfo(TypedDict):
+    """One side's live counters (``layout.STAT_FIELDS``)."""
+
+    messages: int
+    bytes: int
+    waits: int
+    wakeups: int
+    spins: int
+
+
+class StatsInfo(TypedDict):
+    producer: SideStatsInfo
+    consumer: SideStatsInfo
+
+
+class _StatFields(TypedDict):
+    name: str
+    path: str
+    size: int
+    allocated: int
+    mode: str
+    uid: int
+    users: Optional[list[int]]
+
+
+class _RingBase(_StatFields):
+    kind: Literal["ring"]
+    id: str
+    identity: list[int]
+    semaphores: list[SemState]
+    state: str
+    state_reason: Optional[str]
+    ctshm: bool
+    write_idx: int
+    read_idx: int
+    reserved_idx: int
+    capacity: int
+    slot_size: int
+    finished: int
+    crash: CrashInfo
+    creator: Party
+    producer: Optional[Party]
+    consumer: Optional[Party]
+    dead_pid: int
+    backlog: Optional[int]  # write_idx - read_idx (None: not a ring)
+    stats: Optional[StatsInfo]  # None: not a ring
+
+
+class RingInfo(_RingBase, total=False):
+    """A ring ``/X_t`` (``extension`` and ``slots`` with ``stat`` only)."""
+
+    extension: Extension
+    slots: list[SlotInfo]
+
+
+class SegmentInfo(_StatFields):
+    """A segment ``/X_m`` (no header: no owner record)."""
+
+    kind: Literal["segment"]
+    id: str
+    identity: list[int]
+    state: None
+    creator: Party
+
+
+class _SemaphoreBase(_StatFields):
+    kind: Literal["semaphore"]
+    ring: str
+    identity: list[int]
+    orphan: bool
+    state: Optional[str]
+
+
+class SemaphoreInfo(_SemaphoreBase, total=False):
+    """A ring semaphore listed on its own (its ring is gone, or ``stat`` of an orphan)."""
+
+    value: int
+    error: str
+
+
+ObjectInfo = Union[RingInfo, SegmentInfo, SemaphoreInfo]
+
+
+class _GcEntryBase(TypedDict):
+    kind: str
+    name: str
+    reason: str
+
+
+class GcEntry(_GcEntryBase, total=False):
+    objects: list[str]
+    error: str
+
+
+class GcResult(TypedDict):
+    dry_run: bool
+    removed: list[GcEntry]
+    kept: list[GcEntry]
+    errors: list[GcEntry]
+
+
+class TopRecord(TypedDict):
+    """One ring in ``top``: rates over the last refresh (None on the first sample, or after
+    the ring was re-created)."""
+
+    name: str
+    id: str
+    state: str
+    capacity: int
+    write_idx: int
+    read_idx: int
+    fill: int  # write_idx - read_idx, of capacity
+    fill_pct: float
+    msg_s: Optional[float]
+    mb_s: Optional[float]  # None where only write_idx moved (no byte counter)
+    rate_source: Optional[str]  # "counters" (producer stats) or "write_idx"
+    interval_s: Optional[float]
+    producer: Optional[Party]
+    consumer: Optional[Party]
+    crashed: bool
+    finished: bool
+    stats: Optional[StatsInfo]
