@@ -1462,6 +1462,16 @@ class ShmTraceRing:
         from .objects import aget_object
         return await aget_object(self, timeout)
 
+    # -- message channel over records (ctshm.records) --
+    def sender(self, linger: Optional[float] = 100e-6, *, max_bytes: Optional[int] = None,
+               timeout: Optional[float] = None) -> Any:
+        from .channel import Sender
+        return Sender(self, linger=linger, max_bytes=max_bytes, timeout=timeout)
+
+    def receiver(self) -> Any:
+        from .channel import Receiver
+        return Receiver(self)
+
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
