@@ -110,7 +110,8 @@ class Receiver:
     to keep it.  A receiver holds at most one slot; ``close()`` releases it.
     """
 
-    __slots__ = ("_batch", "_guard", "_i", "_last", "_ring", "messages_received")
+    __slots__ = ("_batch", "_guard", "_i", "_last", "_ring", "messages_received",
+                 "slots_received")
 
     def __init__(self, ring: ShmTraceRing) -> None:
         self._ring = ring
@@ -119,6 +120,7 @@ class Receiver:
         self._i = 0
         self._last: Optional[memoryview] = None
         self.messages_received = 0
+        self.slots_received = 0  # record slots taken from the ring
 
     def recv_view(self, timeout: Optional[float] = None) -> memoryview:
         """The next message as a read-only view, valid until the next call (see the class)."""
@@ -160,6 +162,7 @@ class Receiver:
                     g.release()
                     continue
                 self._guard, self._batch, self._i = g, batch, 0
+                self.slots_received += 1
                 return
             if type(r) is Finished:
                 raise RingFinished(f"ring {ring.name!r} is finished")

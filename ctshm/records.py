@@ -138,8 +138,8 @@ class RecordWriter:
     """
 
     __slots__ = ("__weakref__", "_buf", "_clock", "_closed", "_cond", "_count", "_deadline",
-                 "_failure", "_flusher", "_guard", "_hq", "_idle", "_limit", "_linger", "_max",
-                 "_pos", "_reserving", "_ring", "_slot", "records_written", "slots_written",
+                 "_failure", "_flusher", "_guard", "_hq", "_idle", "_limit", "_linger", "_lock",
+                 "_max", "_pos", "_reserving", "_ring", "_slot", "records_written", "slots_written",
                  "timeout")
 
     def __init__(self, ring: ShmTraceRing, *, max_bytes: Optional[int] = None,
@@ -180,8 +180,11 @@ class RecordWriter:
         # Linger bound (None: off).  _cond is the lock the methods and the flusher share.
         self._linger: Optional[float] = None if linger is None else float(linger)
         self._clock: Callable[[], float] = time.perf_counter if clock is None else clock
+        # Reentrant: a dropped writer's finalizer (which notifies) may run in the flusher
+        # thread while it holds the lock.
+        self._lock: Optional[threading.RLock] = None if linger is None else threading.RLock()
         self._cond: Optional[threading.Condition] = (
-            None if linger is None else threading.Condition(threading.RLock()))
+            None if self._lock is None else threading.Condition(self._lock))
         self._deadline = 0.0  # when the oldest pending record must be published
         self._reserving = False  # a reserve() view not yet filled: the flusher waits
         self._flusher: Optional[threading.Thread] = None
@@ -192,61 +195,66 @@ class RecordWriter:
     # -- writing -------------------------------------------------------------------------------
     def append(self, data: Any) -> None:
         """Copy one record (any bytes-like object) into the current slot."""
-        cond = self._cond
-        if cond is None:
-            self._add(data)
-            return
-        with cond:
-            if self._failure is not None:
-                self._raise_failure()
-            self._reserving = False
-            self._add(data)
-            self._after_add()
-
-    def _add(self, data: Any) -> None:
-        t = type(data)
-        if t is bytes or t is bytearray:
-            n = len(data)
-            st = _record_structs.get(n, 0)
-            if st == 0:
-                st = _record_struct(n)
-        else:
-            data = memoryview(data).cast("B")
-            n = data.nbytes
-            st = None
-        pos = self._pos
-        end = pos + RECORD_HEADER + n
-        if end > self._limit:
-            self._make_room(n)
+        # One body for both modes (no extra Python call on the hot path): with a linger
+        # bound the lock is held throughout and the rule runs after the record is written.
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            if lock is not None and (self._failure is not None or self._reserving):
+                self._reserving = False
+                if self._failure is not None:
+                    self._raise_failure()
+            t = type(data)
+            if t is bytes or t is bytearray:
+                n = len(data)
+                st = _record_structs.get(n, 0)
+                if st == 0:
+                    st = _record_struct(n)
+            else:
+                data = memoryview(data).cast("B")
+                n = data.nbytes
+                st = None
             pos = self._pos
             end = pos + RECORD_HEADER + n
-        if st is not None:
-            st.pack_into(self._buf, pos, n, 0, data)
-        else:
-            buf = self._buf
-            _pack_pair(buf, pos, n, 0)
-            buf[pos + RECORD_HEADER:end] = data
-        self._pos = (end + 7) & ~7
-        self._count += 1
-
-    def _after_add(self) -> None:
-        """The linger rule, after a record was added (under the lock)."""
-        hq = self._hq
-        try:
-            empty = hq[WRITE_IDX] == hq[READ_IDX]
-        except ValueError:  # the ring's header view is gone: the ring was closed
-            self._ring._check_open()
-            raise
-        if empty:  # the consumer has released every published slot: it waits (or will)
-            self._flush()
-        elif self._count == 1:  # the oldest record of this slot: its clock starts
-            self._deadline = self._clock() + cast(float, self._linger)
-            if self._linger:
-                self._wake_flusher()
+            if end > self._limit:
+                self._make_room(n)
+                pos = self._pos
+                end = pos + RECORD_HEADER + n
+            if st is not None:
+                st.pack_into(self._buf, pos, n, 0, data)
             else:
-                self._flush()  # linger=0
-        elif self._clock() >= self._deadline:
-            self._flush()
+                buf = self._buf
+                _pack_pair(buf, pos, n, 0)
+                buf[pos + RECORD_HEADER:end] = data
+            self._pos = (end + 7) & ~7
+            self._count += 1
+            if lock is not None:
+                # The linger rule (module docstring, "Linger").
+                hq = self._hq
+                try:
+                    empty = hq[WRITE_IDX] == hq[READ_IDX]
+                except ValueError:  # the ring's header view is gone: the ring was closed
+                    self._ring._check_open()
+                    raise
+                if empty:  # the consumer has released every published slot: it waits
+                    self._flush()
+                elif self._count == 1:  # the oldest record of this slot: its clock starts
+                    self._start_clock()
+                elif self._clock() >= self._deadline:
+                    self._flush()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _start_clock(self) -> None:
+        """The slot's first record was added while the ring is not empty (under the lock)."""
+        linger = cast(float, self._linger)
+        self._deadline = self._clock() + linger
+        if linger:
+            self._wake_flusher()
+        else:
+            self._flush()  # linger=0
 
     def _wake_flusher(self) -> None:
         """A deadline now exists: start the flusher, or wake it when it waits without one
@@ -317,6 +325,7 @@ class RecordWriter:
                 self._deadline = self._clock() + cast(float, self._linger)
                 if self._linger:
                     self._wake_flusher()
+            # linger=0 included: the view must be filled first, so it waits for the next call
             self._reserving = True
             return view
 
