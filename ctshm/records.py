@@ -3,9 +3,9 @@
 A ring slot is 2 MiB or more; sending one 64-byte message per slot pays the whole per-slot
 protocol (two semaphore operations and the header updates on each side) for 64 bytes.
 :class:`RecordWriter` packs many records into the slot it holds and publishes the slot when
-it is full, when ``max_bytes`` is reached, on :meth:`RecordWriter.flush` or on
-:meth:`RecordWriter.close`; :class:`RecordReader` hands the records back, in order, as
-zero-copy read-only memoryviews.
+it is full, when ``max_bytes`` is reached, when the linger bound says so (below), on
+:meth:`RecordWriter.flush` or on :meth:`RecordWriter.close`; :class:`RecordReader` hands
+the records back, in order, as zero-copy read-only memoryviews.
 
 Slot framing (all integers little-endian; every offset below is from the start of the slot)::
 
@@ -35,6 +35,32 @@ that the view is *released* (``ValueError`` on use) unless you exported it furth
 ``bytes(rec)`` to keep a record.  ``reserve(n)`` returns a writable view of the record's
 payload that must be filled before the slot is published (the next ``flush()``, ``close()``
 or an ``append``/``reserve`` that does not fit).
+
+Linger (``RecordWriter(linger=...)``, default :data:`DEFAULT_LINGER` = 100 µs): a record
+never waits in the writer for a full slot.  The exact rule, applied by every ``append`` after
+the record is written (and by ``reserve`` to the records before its own):
+
+1. publish the slot **at once when the ring is empty**, i.e. ``write_idx == read_idx``
+   in the shared header (the consumer has released every published slot, so it waits or is
+   about to; two memoryview loads, no foreign call);
+2. otherwise, if this is the slot's first record, its deadline is ``clock() + linger``
+   (``linger=0``: publish at once);
+3. otherwise publish when ``clock() >= deadline`` (one ``time.perf_counter()`` compare);
+4. when no further call comes, the writer's **flusher thread** publishes the slot at its
+   deadline.  It is started at the first deadline, sleeps on a ``threading.Condition``
+   (no polling: woken only when a deadline appears while it has none), shares the writer's
+   lock, and exits on ``close()``/``abort()`` (or when the writer is garbage-collected).
+   A publication it fails (the ring crashed or was closed) is raised by the writer's next
+   call.
+
+So a record is published at most ``linger`` after it was appended, except: a slot with an
+unfilled ``reserve()`` view waits for the writer's next call; and while the producing thread
+runs Python code without calling the writer, the flusher needs the GIL, which CPython hands
+over within ``sys.getswitchinterval()`` (5 ms).  Rule 1 can publish slots with few records
+when the consumer keeps up (that is the point: it is waiting); a full-rate stream then pays
+more slots than ``linger=None``, which publishes only full slots, on ``flush()`` and on
+``close()`` (no lock, no thread, the fastest for bulk streams).  The consumer-waiting test
+is this header heuristic for now: the ring has no consumer-waiting flag.
 
 Example::
 
