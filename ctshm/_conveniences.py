@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional, Union, cast,
 from .results import AccessResult, Crashed, Data, Finished, ProducerCrashed, RingFinished
 
 if TYPE_CHECKING:
+    from .channel import Receiver, Sender
     from .ring import ProducerGuard, ShmTraceRing
 
 __all__ = ["Buffer", "RingConveniences", "take_pending"]
@@ -132,3 +133,13 @@ class RingConveniences:
     async def aget_object(self, timeout: Optional[float] = None) -> Any:
         from .objects import aget_object
         return await aget_object(self._as_ring(), timeout)
+
+    # -- message channel over records (ctshm.records) --
+    def sender(self, linger: Optional[float] = 100e-6, *, max_bytes: Optional[int] = None,
+               timeout: Optional[float] = None) -> Sender:
+        from .channel import Sender
+        return Sender(self._as_ring(), linger=linger, max_bytes=max_bytes, timeout=timeout)
+
+    def receiver(self) -> Receiver:
+        from .channel import Receiver
+        return Receiver(self._as_ring())

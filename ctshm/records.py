@@ -3,9 +3,9 @@
 A ring slot is 2 MiB or more; sending one 64-byte message per slot pays the whole per-slot
 protocol (two semaphore operations and the header updates on each side) for 64 bytes.
 :class:`RecordWriter` packs many records into the slot it holds and publishes the slot when
-it is full, when ``max_bytes`` is reached, on :meth:`RecordWriter.flush` or on
-:meth:`RecordWriter.close`; :class:`RecordReader` hands the records back, in order, as
-zero-copy read-only memoryviews.
+it is full, when ``max_bytes`` is reached, when the linger bound says so (below), on
+:meth:`RecordWriter.flush` or on :meth:`RecordWriter.close`; :class:`RecordReader` hands
+the records back, in order, as zero-copy read-only memoryviews.
 
 Slot framing (all integers little-endian; every offset below is from the start of the slot)::
 
@@ -36,6 +36,32 @@ that the view is *released* (``ValueError`` on use) unless you exported it furth
 payload that must be filled before the slot is published (the next ``flush()``, ``close()``
 or an ``append``/``reserve`` that does not fit).
 
+Linger (``RecordWriter(linger=...)``, default :data:`DEFAULT_LINGER` = 100 µs): a record
+never waits in the writer for a full slot.  The exact rule, applied by every ``append`` after
+the record is written (and by ``reserve`` to the records before its own):
+
+1. publish the slot **at once when the ring is empty**, i.e. ``write_idx == read_idx``
+   in the shared header (the consumer has released every published slot, so it waits or is
+   about to; two memoryview loads, no foreign call);
+2. otherwise, if this is the slot's first record, its deadline is ``clock() + linger``
+   (``linger=0``: publish at once);
+3. otherwise publish when ``clock() >= deadline`` (one ``time.perf_counter()`` compare);
+4. when no further call comes, the writer's **flusher thread** publishes the slot at its
+   deadline.  It is started at the first deadline, sleeps on a ``threading.Condition``
+   (no polling: woken only when a deadline appears while it has none), shares the writer's
+   lock, and exits on ``close()``/``abort()`` (or when the writer is garbage-collected).
+   A publication it fails (the ring crashed or was closed) is raised by the writer's next
+   call.
+
+So a record is published at most ``linger`` after it was appended, except: a slot with an
+unfilled ``reserve()`` view waits for the writer's next call; and while the producing thread
+runs Python code without calling the writer, the flusher needs the GIL, which CPython hands
+over within ``sys.getswitchinterval()`` (5 ms).  Rule 1 can publish slots with few records
+when the consumer keeps up (that is the point: it is waiting); a full-rate stream then pays
+more slots than ``linger=None``, which publishes only full slots, on ``flush()`` and on
+``close()`` (no lock, no thread, the fastest for bulk streams).  The consumer-waiting test
+is this header heuristic for now: the ring has no consumer-waiting flag.
+
 Example::
 
     with RecordWriter(ring) as w:          # producer process
@@ -48,10 +74,15 @@ Example::
 
 from __future__ import annotations
 
+import math
 import struct
+import threading
+import time
+import weakref
 from itertools import chain
-from typing import Any, AsyncIterator, Final, Generator, Iterator, Optional, cast
+from typing import Any, AsyncIterator, Callable, Final, Generator, Iterator, Optional, cast
 
+from .layout import READ_IDX, WRITE_IDX
 from .ring import (
     ConsumerGuard,
     CorruptRingError,
@@ -63,7 +94,12 @@ from .ring import (
     ShmTraceRing,
 )
 
-__all__ = ["RECORD_HEADER", "SLOT_HEADER", "RecordReader", "RecordWriter", "max_record_size"]
+__all__ = ["DEFAULT_LINGER", "RECORD_HEADER", "SLOT_HEADER", "RecordReader", "RecordWriter",
+           "max_record_size"]
+
+#: Default linger bound of :class:`RecordWriter` (seconds): a record is published at most this
+#: long after it was appended.
+DEFAULT_LINGER: Final = 100e-6
 
 #: Bytes before the first record of a slot (u32 count + u32 reserved).
 SLOT_HEADER: Final = 8
@@ -103,32 +139,58 @@ class RecordWriter:
     """Producer side: ``append(data)`` / ``reserve(n)`` records, published slot by slot.
 
     ``max_bytes`` (default: the whole slot) publishes a slot as soon as the next record would
-    take it past that many bytes; a smaller value lowers latency and the memory touched per
-    slot (only that prefix of each slot is reserved and written), at the price of more slots
-    per record.  For streams of small records ``max_bytes=64 * 1024`` is usually fastest: a
-    batch stays in the CPU caches and the consumer starts sooner.  A record larger than
-    ``max_bytes`` (but not than the slot) goes alone into its own slot.  ``timeout`` bounds
-    each wait for a free slot (``TimeoutError``; default: wait without bound).
+    take it past that many bytes; a smaller value lowers the memory touched per slot (only
+    that prefix of each slot is reserved and written), at the price of more slots per record.
+    For streams of small records ``max_bytes=64 * 1024`` is usually fastest: a batch stays in
+    the CPU caches and the consumer starts sooner.  A record larger than ``max_bytes`` (but
+    not than the slot) goes alone into its own slot.  ``timeout`` bounds each wait for a free
+    slot (``TimeoutError``; default: wait without bound).
+
+    ``linger`` (seconds, default :data:`DEFAULT_LINGER` = 100 µs) bounds how long a record
+    waits in the writer (the rule is in the module docstring, "Linger"): the slot is also
+    published when the ring is empty (the consumer has released everything and would wait),
+    and, when no further call comes, by a background flusher thread.  ``linger=0`` publishes
+    every record at once; ``linger=None`` turns the bound off (records wait for a full slot,
+    ``flush()`` or ``close()``; no thread, no lock).  ``clock`` (default
+    ``time.perf_counter``) is the monotonic clock the bound is measured with (tests inject a
+    fake one).
 
     The writer acquires a slot lazily (at the first record after a flush) and holds at most
     one.  As a context manager it calls ``close()`` on success (flush + ``mark_finished``)
     and ``abort()`` on an exception (unpublished records are dropped, the ring is not
-    finished).  Not thread-safe: one writer per ring, used from one thread at a time.
+    finished).  With a linger bound the writer's methods and its flusher share one lock, so
+    the writer may be used from several threads (one call at a time; a call waiting for a
+    free slot holds it); with ``linger=None`` it is not thread-safe (one thread at a time).
     """
 
-    __slots__ = ("_buf", "_closed", "_count", "_guard", "_limit", "_max", "_pos", "_ring",
-                 "_slot", "records_written", "slots_written", "timeout")
+    __slots__ = ("__weakref__", "_buf", "_clock", "_closed", "_cond", "_count", "_deadline",
+                 "_failure", "_flusher", "_guard", "_hq", "_idle", "_limit", "_linger", "_lock",
+                 "_max", "_pos", "_reserving", "_ring", "_slot", "records_written", "slots_written",
+                 "timeout")
 
     def __init__(self, ring: ShmTraceRing, *, max_bytes: Optional[int] = None,
-                 timeout: Optional[float] = None) -> None:
+                 timeout: Optional[float] = None,
+                 linger: Optional[float] = DEFAULT_LINGER,
+                 clock: Optional[Callable[[], float]] = None) -> None:
         slot = ring.slot_size
         if max_bytes is None:
             max_bytes = slot
         elif isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
-            raise TypeError(f"max_bytes must be an int, not {type(max_bytes).__name__}")
+            raise TypeError(f"RecordWriter({ring.name!r}): max_bytes must be an int, not "
+                            f"{type(max_bytes).__name__}")
         elif max_bytes < SLOT_HEADER + RECORD_HEADER:
-            raise ValueError(f"max_bytes must be >= {SLOT_HEADER + RECORD_HEADER}, "
-                             f"not {max_bytes}")
+            raise ValueError(f"RecordWriter({ring.name!r}): max_bytes must be >= "
+                             f"{SLOT_HEADER + RECORD_HEADER}, not {max_bytes}")
+        if linger is not None:
+            if isinstance(linger, bool) or not isinstance(linger, (int, float)):
+                raise TypeError(f"RecordWriter({ring.name!r}): linger must be a number of "
+                                f"seconds or None, not {type(linger).__name__}")
+            if not (linger >= 0 and math.isfinite(linger)):
+                raise ValueError(f"RecordWriter({ring.name!r}): linger must be a finite "
+                                 f"number of seconds >= 0 (or None: no bound), not {linger!r}")
+        if clock is not None and not callable(clock):
+            raise TypeError(f"RecordWriter({ring.name!r}): clock must be a callable returning "
+                            f"seconds, not {type(clock).__name__}")
         self._ring = ring
         self._slot = slot
         self._max = min(max_bytes, slot) & ~7
@@ -141,45 +203,159 @@ class RecordWriter:
         self._closed = False
         self.records_written = 0  # records published so far
         self.slots_written = 0  # slots published so far
+        # Linger bound (None: off).  _cond is the lock the methods and the flusher share.
+        self._linger: Optional[float] = None if linger is None else float(linger)
+        self._clock: Callable[[], float] = time.perf_counter if clock is None else clock
+        # Reentrant: a dropped writer's finalizer (which notifies) may run in the flusher
+        # thread while it holds the lock.
+        self._lock: Optional[threading.RLock] = None if linger is None else threading.RLock()
+        self._cond: Optional[threading.Condition] = (
+            None if self._lock is None else threading.Condition(self._lock))
+        self._deadline = 0.0  # when the oldest pending record must be published
+        self._reserving = False  # a reserve() view not yet filled: the flusher waits
+        self._flusher: Optional[threading.Thread] = None
+        self._idle = False  # the flusher waits without a deadline (needs a notify)
+        self._failure: Optional[BaseException] = None  # a publication the flusher failed
+        self._hq: Any = ring._hq if linger is not None else None
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, data: Any) -> None:
         """Copy one record (any bytes-like object) into the current slot."""
-        t = type(data)
-        if t is bytes or t is bytearray:
-            n = len(data)
-            st = _record_structs.get(n, 0)
-            if st == 0:
-                st = _record_struct(n)
-        else:
-            data = memoryview(data).cast("B")
-            n = data.nbytes
-            st = None
-        pos = self._pos
-        end = pos + RECORD_HEADER + n
-        if end > self._limit:
-            self._make_room(n)
+        # One body for both modes (no extra Python call on the hot path): with a linger
+        # bound the lock is held throughout and the rule runs after the record is written.
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            if lock is not None and (self._failure is not None or self._reserving):
+                self._reserving = False
+                if self._failure is not None:
+                    self._raise_failure()
+            t = type(data)
+            if t is bytes or t is bytearray:
+                n = len(data)
+                st = _record_structs.get(n, 0)
+                if st == 0:
+                    st = _record_struct(n)
+            else:
+                data = memoryview(data).cast("B")
+                n = data.nbytes
+                st = None
             pos = self._pos
             end = pos + RECORD_HEADER + n
-        if st is not None:
-            st.pack_into(self._buf, pos, n, 0, data)
+            if end > self._limit:
+                self._make_room(n)
+                pos = self._pos
+                end = pos + RECORD_HEADER + n
+            if st is not None:
+                st.pack_into(self._buf, pos, n, 0, data)
+            else:
+                buf = self._buf
+                _pack_pair(buf, pos, n, 0)
+                buf[pos + RECORD_HEADER:end] = data
+            self._pos = (end + 7) & ~7
+            self._count += 1
+            if lock is not None:
+                # The linger rule (module docstring, "Linger").
+                hq = self._hq
+                try:
+                    empty = hq[WRITE_IDX] == hq[READ_IDX]
+                except ValueError:  # the ring's header view is gone: the ring was closed
+                    self._ring._check_open()
+                    raise
+                if empty:  # the consumer has released every published slot: it waits
+                    self._flush()
+                elif self._count == 1:  # the oldest record of this slot: its clock starts
+                    self._start_clock()
+                elif self._clock() >= self._deadline:
+                    self._flush()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _start_clock(self) -> None:
+        """The slot's first record was added while the ring is not empty (under the lock)."""
+        linger = cast(float, self._linger)
+        self._deadline = self._clock() + linger
+        if linger:
+            self._wake_flusher()
         else:
-            buf = self._buf
-            _pack_pair(buf, pos, n, 0)
-            buf[pos + RECORD_HEADER:end] = data
-        self._pos = (end + 7) & ~7
-        self._count += 1
+            self._flush()  # linger=0
+
+    def _wake_flusher(self) -> None:
+        """A deadline now exists: start the flusher, or wake it when it waits without one
+        (under the lock)."""
+        cond = self._cond
+        assert cond is not None
+        t = self._flusher
+        if t is None:
+            t = threading.Thread(target=_flusher_main, args=(weakref.ref(self), cond),
+                                 name=f"ctshm-linger[{self._ring.name}]", daemon=True)
+            self._flusher = t
+            weakref.finalize(self, _wake, cond)  # a dropped writer stops its flusher
+            t.start()
+        elif self._idle:
+            self._idle = False
+            cond.notify()
+
+    def _flusher_step(self) -> Optional[float]:
+        """One turn of the flusher (under the lock): publish the slot when it is due; how
+        long to wait (None: until notified)."""
+        if self._count and not self._reserving:
+            delay = self._deadline - self._clock()
+            if delay > 0:
+                self._idle = False
+                return delay
+            try:
+                self._flush()
+            except BaseException as e:  # raised by the writer's next call
+                self._failure = e
+        self._idle = True
+        return None
+
+    def _raise_failure(self) -> None:
+        e, self._failure = self._failure, None
+        assert e is not None
+        raise RuntimeError(f"RecordWriter for {self._ring.name!r}: the linger flusher could "
+                           f"not publish a slot ({type(e).__name__}: {e}); its records are "
+                           "lost") from e
 
     def reserve(self, n: int) -> memoryview:
         """Add a record of ``n`` bytes and return a writable view of its payload.
 
         Fill the view before the slot is published (``flush()``, ``close()``, or the next
-        ``append``/``reserve`` that needs a new slot); do not keep it afterwards.
+        ``append``/``reserve``); do not keep it afterwards.  With a linger bound the slot is
+        not published while the view is outstanding: the flusher leaves it alone until the
+        writer's next call (which applies the linger rule, counting from the reserve), so
+        call ``flush()`` after filling a record that is the last for a while.
         """
         if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"record size must be an int, not {type(n).__name__}")
+            raise TypeError(f"RecordWriter for {self._ring.name!r}: record size must be an "
+                            f"int, not {type(n).__name__}")
         if n < 0:
-            raise ValueError(f"record size must be >= 0, not {n}")
+            raise ValueError(f"RecordWriter for {self._ring.name!r}: record size must be "
+                             f">= 0, not {n}")
+        cond = self._cond
+        if cond is None:
+            return self._reserve(n)
+        with cond:
+            if self._failure is not None:
+                self._raise_failure()
+            self._reserving = False
+            if self._count:  # the linger rule for the records before this one
+                hq = self._hq
+                if hq[WRITE_IDX] == hq[READ_IDX] or self._clock() >= self._deadline:
+                    self._flush()
+            view = self._reserve(n)
+            if self._count == 1:
+                self._deadline = self._clock() + cast(float, self._linger)
+                if self._linger:
+                    self._wake_flusher()
+            # linger=0 included: the view must be filled first, so it waits for the next call
+            self._reserving = True
+            return view
+
+    def _reserve(self, n: int) -> memoryview:
         pos = self._pos
         end = pos + RECORD_HEADER + n
         if end > self._limit:
@@ -204,12 +380,26 @@ class RecordWriter:
         self._limit = self._max
 
     async def _amake_room(self, n: int) -> None:
-        """_make_room, waiting for a free slot without blocking the event loop."""
-        size = self._room_needed(n)
+        """_make_room, waiting for a free slot without blocking the event loop (the lock is
+        not held while waiting; nothing is pending then, so the flusher has nothing to do)."""
+        cond = self._cond
+        if cond is None:
+            size = self._room_needed(n)
+        else:
+            with cond:
+                size = self._room_needed(n)
         if size is not None:
             from .aio import aacquire
 
-            self._use_slot(await aacquire(self._ring, self.timeout, size=size))
+            g = await aacquire(self._ring, self.timeout, size=size)
+            if cond is None:
+                self._use_slot(g)
+            else:
+                with cond:
+                    if self._guard is not None:  # another thread took a slot meanwhile
+                        g.abort()
+                        return
+                    self._use_slot(g)
         self._limit = self._max
 
     def _room_needed(self, n: int) -> Optional[int]:
@@ -225,7 +415,7 @@ class RecordWriter:
                 "the slot also holds an 8-byte slot header and an 8-byte record header); "
                 "send it with ring.acquire()/commit() in a ring with larger slots")
         if self._count:
-            self.flush()  # publishes the records so far; the new one starts a fresh slot
+            self._flush()  # publishes the records so far; the new one starts a fresh slot
         if self._guard is None:
             # Ask only for the bytes we may use: the ring reserves backing store for that
             # prefix of the slot (and guard.buf is that long), not for the whole slot.
@@ -271,6 +461,17 @@ class RecordWriter:
 
     def flush(self) -> None:
         """Publish the current slot now (nothing happens when it holds no record)."""
+        cond = self._cond
+        if cond is None:
+            self._flush()
+            return
+        with cond:
+            if self._failure is not None:
+                self._raise_failure()
+            self._reserving = False
+            self._flush()
+
+    def _flush(self) -> None:
         count = self._count
         if not count:
             return
@@ -292,25 +493,70 @@ class RecordWriter:
         """Records written into the current slot but not yet published."""
         return self._count
 
+    @property
+    def linger(self) -> Optional[float]:
+        """The linger bound in seconds (None: off)."""
+        return self._linger
+
+    @property
+    def flusher(self) -> Optional[threading.Thread]:
+        """The background flusher thread, once started (None before; stopped after close)."""
+        return self._flusher
+
     # -- ending --------------------------------------------------------------------------------
     def close(self, finish: bool = True) -> None:
-        """Flush, give back an unused slot, and (``finish=True``) ``mark_finished()`` the ring
-        so the reader ends.  Idempotent."""
+        """Flush, give back an unused slot, stop the flusher thread, and (``finish=True``)
+        ``mark_finished()`` the ring so the reader ends.  Idempotent."""
         if self._closed:
             return
-        try:
-            self.flush()
-        finally:
-            self._closed = True
-            self._release_slot()
+        cond = self._cond
+        if cond is None:
+            self._close()
+        else:
+            with cond:
+                if self._closed:
+                    return
+                self._reserving = False
+                try:
+                    if self._failure is not None:
+                        self._raise_failure()
+                    self._close()
+                finally:
+                    self._closed = True
+                    cond.notify_all()
+            self._join_flusher()
         if finish:
             self._ring.mark_finished()
 
+    def _close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._flush()
+        finally:
+            self._closed = True
+            self._release_slot()
+
     def abort(self) -> None:
         """Drop the unpublished records and give the slot back; the writer is closed."""
+        cond = self._cond
+        if cond is None:
+            self._abort()
+            return
+        with cond:
+            self._abort()
+            cond.notify_all()
+        self._join_flusher()
+
+    def _abort(self) -> None:
         self._count = 0
         self._closed = True
         self._release_slot()
+
+    def _join_flusher(self) -> None:
+        t = self._flusher
+        if t is not None and t is not threading.current_thread():
+            t.join(10.0)
 
     def _release_slot(self) -> None:
         g, self._guard = self._guard, None
@@ -333,8 +579,24 @@ class RecordWriter:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self._count} pending"
         return (f"<RecordWriter {self._ring.name!r} {state} records={self.records_written} "
-                f"slots={self.slots_written}>")
+                f"slots={self.slots_written} linger={self._linger}>")
 
+
+def _flusher_main(ref: weakref.ReferenceType[RecordWriter], cond: threading.Condition) -> None:
+    """The flusher thread: holds the writer only weakly, so a dropped writer ends it."""
+    with cond:
+        while True:
+            w = ref()
+            if w is None or w._closed:
+                return
+            delay = w._flusher_step()
+            del w
+            cond.wait(delay)
+
+
+def _wake(cond: threading.Condition) -> None:
+    with cond:
+        cond.notify_all()
 
 class RecordReader:
     """Consumer side: iterate the records of successive slots until the ring is Finished.

@@ -140,7 +140,7 @@ def test_round_trip_spawned_reader(shm_id: str) -> None:
 
 def test_slot_bytes_follow_the_documented_framing(ring: ShmTraceRing) -> None:
     recs = [b"", b"abc", b"12345678", b"x" * 9]
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     for r in recs:
         w.append(r)
     w.flush()
@@ -160,7 +160,7 @@ def test_slot_bytes_follow_the_documented_framing(ring: ShmTraceRing) -> None:
 
 
 def test_zero_length_records(ring: ShmTraceRing) -> None:
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     for _ in range(1000):
         w.append(b"")
     w.append(memoryview(b""))
@@ -173,7 +173,7 @@ def test_zero_length_records(ring: ShmTraceRing) -> None:
 def test_record_exactly_filling_a_slot(ring: ShmTraceRing) -> None:
     biggest = max_record_size(ring.slot_size)
     assert biggest == ring.slot_size - 16
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     w.append(b"a" * biggest)
     w.append(b"b")  # does not fit behind it: a new slot
     # Two records that fill a slot to its last byte.
@@ -194,7 +194,7 @@ def test_record_exactly_filling_a_slot(ring: ShmTraceRing) -> None:
 
 
 def test_record_larger_than_a_slot_is_a_clear_error(ring: ShmTraceRing) -> None:
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     w.append(b"before")
     too_big = max_record_size(ring.slot_size) + 1
     with pytest.raises(ValueError, match=r"does not fit a slot .*at most \d+ bytes per record"):
@@ -209,7 +209,7 @@ def test_record_larger_than_a_slot_is_a_clear_error(ring: ShmTraceRing) -> None:
 
 def test_bytes_like_inputs(ring: ShmTraceRing) -> None:
     a = array.array("I", [1, 2, 3])
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     w.append(a)
     w.append(bytearray(b"ba"))
     w.append(memoryview(b"xyz")[1:])
@@ -218,7 +218,7 @@ def test_bytes_like_inputs(ring: ShmTraceRing) -> None:
 
 
 def test_reserve_returns_a_writable_view_of_the_payload(ring: ShmTraceRing) -> None:
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     v = w.reserve(5)
     assert len(v) == 5 and not v.readonly
     v[:] = b"hello"
@@ -233,7 +233,7 @@ def test_reserve_returns_a_writable_view_of_the_payload(ring: ShmTraceRing) -> N
 
 
 def test_flush_semantics(ring: ShmTraceRing) -> None:
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     w.flush()  # nothing pending: no slot is published (nor even acquired)
     assert ring.header()["write_idx"] == 0
     w.append(b"one")
@@ -266,7 +266,8 @@ def test_max_bytes_flushes_when_the_next_record_would_exceed_it(shm_id: str) -> 
 
 
 def _check_max_bytes(ring: ShmTraceRing) -> None:
-    w = RecordWriter(ring, max_bytes=SLOT_HEADER + 3 * (RECORD_HEADER + 8), timeout=5)
+    w = RecordWriter(ring, max_bytes=SLOT_HEADER + 3 * (RECORD_HEADER + 8), timeout=5,
+                     linger=None)
     for i in range(7):
         w.append(bytes([i]) * 8)
     assert w.slots_written == 2 and w.pending == 1
@@ -281,7 +282,7 @@ def _check_max_bytes(ring: ShmTraceRing) -> None:
 
 def test_finished_ends_iteration_and_crash_raises(shm_id: str) -> None:
     with ShmTraceRing.create(shm_id, 4, SLOT) as ring:
-        w = RecordWriter(ring, timeout=5)
+        w = RecordWriter(ring, timeout=5, linger=None)
         w.append(b"last words")
         w.flush()
         ring.notify_crash(11, 0x10, 2)
@@ -293,7 +294,7 @@ def test_finished_ends_iteration_and_crash_raises(shm_id: str) -> None:
 
 
 def test_views_are_released_when_the_reader_moves_on(ring: ShmTraceRing) -> None:
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     w.append(b"first slot")
     w.flush()
     w.append(b"second slot")
@@ -309,7 +310,7 @@ def test_views_are_released_when_the_reader_moves_on(ring: ShmTraceRing) -> None
 
 
 def test_closing_the_iterator_releases_the_slot(ring: ShmTraceRing) -> None:
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     for i in range(3):
         w.append(bytes([i]))
     w.close()
@@ -323,7 +324,7 @@ def test_closing_the_iterator_releases_the_slot(ring: ShmTraceRing) -> None:
 
 
 def test_break_releases_the_slot(ring: ShmTraceRing) -> None:
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     for i in range(10):
         w.append(bytes([i]))
     w.close()
@@ -334,7 +335,7 @@ def test_break_releases_the_slot(ring: ShmTraceRing) -> None:
 
 
 def test_exception_in_with_block_aborts(ring: ShmTraceRing) -> None:
-    with pytest.raises(KeyError), RecordWriter(ring, timeout=5) as w:
+    with pytest.raises(KeyError), RecordWriter(ring, timeout=5, linger=None) as w:
         w.append(b"lost")
         raise KeyError("boom")
     h = ring.header()
@@ -346,7 +347,7 @@ def test_exception_in_with_block_aborts(ring: ShmTraceRing) -> None:
 
 
 def test_closed_writer_refuses_records(ring: ShmTraceRing) -> None:
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     w.close()
     w.close()  # idempotent
     with pytest.raises(ValueError, match="closed"):
@@ -374,7 +375,7 @@ def test_invalid_arguments(ring: ShmTraceRing) -> None:
         RecordWriter(ring, max_bytes=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         RecordWriter(ring, max_bytes=8)
-    w = RecordWriter(ring, timeout=5)
+    w = RecordWriter(ring, timeout=5, linger=None)
     with pytest.raises(ValueError):
         w.reserve(-1)
     with pytest.raises(TypeError):

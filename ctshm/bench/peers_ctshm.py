@@ -1,4 +1,6 @@
-"""ctshm's own peers: one message per slot, and small records packed into slots."""
+"""ctshm's own peers: one message per slot, small records packed into slots (no linger
+bound: the batching reference), and the message channel (``ring.sender()`` /
+``ring.receiver()``: records with the default 100 µs linger bound)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import time
 from typing import Any
 
 from ..records import RecordReader, RecordWriter
-from ..ring import Data, Finished
+from ..ring import Data, Finished, RingFinished
 from . import sp1
 from .harness import (
     _SEQ,
@@ -146,7 +148,9 @@ class CtshmRecords(Peer):
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
         ring = spec.open()
         msg = message(wl.size)
-        w = RecordWriter(ring, max_bytes=max(RECORD_BATCH, 2 * wl.size))
+        # linger=None: slots are published only when full (the batching reference);
+        # ctshm-channel measures the same stream with the linger bound on.
+        w = RecordWriter(ring, max_bytes=max(RECORD_BATCH, 2 * wl.size), linger=None)
         pack, append = _SEQ.pack_into, w.append
         sync.go()
         t0 = time.perf_counter()
@@ -173,5 +177,56 @@ class CtshmRecords(Peer):
             n += 1
         chk.n = n
         out = chk.result(slots=reader.slots_read)
+        ring.close()
+        return out
+
+
+class CtshmChannel(Peer):
+    """``ring.sender()`` / ``ring.receiver()``: one record per message with the default linger
+    bound (100 µs; a slot is also published at once when the ring is empty)."""
+
+    name = "ctshm-channel"
+    kinds = ("stream",)
+
+    def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
+        return ctx.ring(RING_CAPACITY, RING_SLOT, settings)
+
+    @staticmethod
+    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        msg = message(wl.size)
+        tx = ring.sender(max_bytes=max(RECORD_BATCH, 2 * wl.size))
+        pack, send = _SEQ.pack_into, tx.send
+        sync.go()
+        t0 = time.perf_counter()
+        for i in range(count):
+            pack(msg, 0, i)
+            send(msg)
+        tx.close()  # flush + mark_finished
+        t1 = time.perf_counter()
+        ring.close()
+        return {"t_start": t0, "t_sent": t1, "slots": tx.writer.slots_written}
+
+    @staticmethod
+    def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        chk = Check(wl.size)
+        unpack, size = _SEQ.unpack_from, wl.size
+        rx = ring.receiver()
+        recv_view = rx.recv_view
+        sync.go()
+        n = 0
+        while True:
+            try:
+                rec = recv_view()
+            except RingFinished:
+                break
+            if len(rec) != size or unpack(rec, 0)[0] != n:
+                chk.n = n
+                chk.bad(len(rec), unpack(rec, 0)[0] if len(rec) >= 8 else -1)
+            n += 1
+        chk.n = n
+        rx.close()
+        out = chk.result(slots=rx.slots_received)
         ring.close()
         return out

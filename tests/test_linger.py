@@ -1,0 +1,270 @@
+"""RecordWriter's linger bound: a record is published at most ``linger`` seconds after it was
+appended, at once when the ring is empty, by a flusher thread when no further call comes.
+
+No assertion measures time: the bound is checked structurally (an injected fake clock, or a
+publication that only the flusher thread can have made).
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+
+import pytest
+
+from ctshm import ShmTraceRing
+from ctshm.records import DEFAULT_LINGER, RecordReader, RecordWriter
+
+from .helpers import SPAWN, join_all
+
+SLOT = 1 << 16
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def flusher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("ctshm-linger[")]
+
+
+@pytest.fixture
+def ring(shm_id: str):  # type: ignore[no-untyped-def]
+    r = ShmTraceRing.create(shm_id, 4, SLOT)
+    yield r
+    r.close()
+
+
+def write_idx(ring: ShmTraceRing) -> int:
+    return int(ring.header()["write_idx"])
+
+
+def make_busy(ring: ShmTraceRing) -> None:
+    """Publish one plain message nobody has read: the ring is not empty."""
+    ring.put(b"blocker")
+
+
+def records_of_slots(ring: ShmTraceRing, slots: int) -> list[list[bytes]]:
+    out = []
+    it = RecordReader(ring, timeout=10).batches()
+    for _ in range(slots):
+        out.append([bytes(r) for r in next(it)])
+    it.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Across processes: the flusher publishes a lone record while the producer only waits
+# ---------------------------------------------------------------------------------------------
+
+
+def child_consume(id: str, expected_record: bytes) -> None:
+    """Read the plain blocker message, then one record; exit 3 on a mismatch.  Times out
+    (exit != 0) if the record is never published."""
+    ring = ShmTraceRing.open(id, timeout=30)
+    if ring.get(timeout=30) != b"blocker":
+        sys.exit(3)
+    rx = ring.receiver()
+    if rx.recv(timeout=30) != expected_record:
+        sys.exit(4)
+    rx.close()
+    ring.close()
+
+
+@pytest.mark.timeout_s(90)
+def test_lone_record_is_published_by_the_flusher_while_the_producer_waits(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 4, SLOT) as ring:
+        make_busy(ring)  # not empty: append cannot publish at once
+        w = RecordWriter(ring, timeout=5)  # default linger
+        assert w.linger == DEFAULT_LINGER
+        w.append(b"lone record")
+        assert w.flusher is not None and w.flusher.is_alive()
+        # The consumer starts only now (the blocker was unread when append ran), and this
+        # process makes no further call on the writer until the child is done: only the
+        # flusher thread can publish the record.
+        p = SPAWN.Process(target=child_consume, args=(shm_id, b"lone record"), daemon=True)
+        p.start()
+        assert join_all([p]) == [0]
+        assert (w.slots_written, w.records_written, w.pending) == (1, 1, 0)
+        t = w.flusher
+        w.close()
+        assert not t.is_alive()
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule, with an injected clock
+# ---------------------------------------------------------------------------------------------
+
+
+def test_append_publishes_when_the_oldest_record_reaches_linger(ring: ShmTraceRing) -> None:
+    clock = FakeClock()
+    make_busy(ring)
+    # A fake linger of 1000 s: the flusher's real-time wait never ends during the test.
+    w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
+    w.append(b"a")  # t = 0: the deadline is 1000
+    clock.t = 500.0
+    w.append(b"b")
+    clock.t = 999.9
+    w.append(b"c")
+    assert (w.pending, write_idx(ring)) == (3, 1)  # held: not due, ring not empty
+    clock.t = 1000.0
+    w.append(b"d")  # the oldest record ("a") is linger old: the slot is published
+    assert (w.pending, w.slots_written, write_idx(ring)) == (0, 1, 2)
+    clock.t = 1500.0
+    w.append(b"e")  # a new slot: its clock starts now (deadline 2500)
+    clock.t = 2499.0
+    w.append(b"f")
+    assert w.pending == 2
+    w.close()
+    assert ring.get(timeout=5) == b"blocker"
+    assert records_of_slots(ring, 2) == [[b"a", b"b", b"c", b"d"], [b"e", b"f"]]
+
+
+def test_flusher_publishes_a_due_slot_without_further_calls(ring: ShmTraceRing) -> None:
+    clock = FakeClock()
+    make_busy(ring)
+    w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
+    w.append(b"x")
+    w.append(b"y")
+    t = w.flusher
+    assert t is not None
+    clock.t = 1000.0  # due now; wake the flusher (its real-time wait is 1000 s)
+    with w._cond:  # type: ignore[union-attr]
+        w._cond.notify_all()  # type: ignore[union-attr]
+    assert ring.get(timeout=5) == b"blocker"
+    # Blocks until the flusher has published: nothing else in this process calls the writer.
+    assert records_of_slots(ring, 1) == [[b"x", b"y"]]
+    assert (w.pending, w.slots_written) == (0, 1)
+    w.close()
+    assert not t.is_alive()
+
+
+def test_publishes_at_once_when_the_ring_is_empty(ring: ShmTraceRing) -> None:
+    clock = FakeClock()  # never advances: only the empty-ring rule can publish
+    w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
+    w.append(b"first")  # write_idx == read_idx: the consumer would wait
+    assert (w.pending, write_idx(ring)) == (0, 1)
+    w.append(b"held")  # the first slot is unread: the ring is not empty
+    w.append(b"held too")
+    assert (w.pending, write_idx(ring)) == (2, 1)
+    assert records_of_slots(ring, 1) == [[b"first"]]  # read and released: empty again
+    w.append(b"now")  # published with the two held records
+    assert (w.pending, write_idx(ring)) == (0, 2)
+    assert records_of_slots(ring, 1) == [[b"held", b"held too", b"now"]]
+    w.close()
+
+
+def test_reserve_applies_the_rule_to_earlier_records_and_holds_its_own(
+        ring: ShmTraceRing) -> None:
+    clock = FakeClock()
+    make_busy(ring)
+    w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
+    w.append(b"early")
+    clock.t = 1000.0
+    v = w.reserve(4)  # "early" is due: published first, the reserved record starts a slot
+    assert (w.pending, write_idx(ring)) == (1, 2)
+    clock.t = 5000.0
+    with w._cond:  # type: ignore[union-attr]
+        assert w._flusher_step() is None  # an unfilled view: the flusher leaves it alone
+    assert (w.pending, write_idx(ring)) == (1, 2)
+    v[:] = b"late"
+    w.flush()
+    assert ring.get(timeout=5) == b"blocker"
+    assert records_of_slots(ring, 2) == [[b"early"], [b"late"]]
+    w.close()
+
+
+def test_linger_zero_publishes_every_append(ring: ShmTraceRing) -> None:
+    make_busy(ring)
+    w = RecordWriter(ring, timeout=5, linger=0)
+    w.append(b"1")
+    w.append(b"2")
+    assert (w.pending, w.slots_written, write_idx(ring)) == (0, 2, 3)
+    assert w.flusher is None  # nothing ever lingers: no thread
+    w.close()
+
+
+def test_linger_none_keeps_records_until_flush(ring: ShmTraceRing) -> None:
+    w = RecordWriter(ring, timeout=5, linger=None)
+    w.append(b"a")  # the ring is empty, but without a bound nothing is published early
+    w.append(b"b")
+    assert (w.pending, write_idx(ring)) == (2, 0)
+    assert w.flusher is None and flusher_threads() == []
+    w.flush()
+    assert (w.pending, write_idx(ring)) == (0, 1)
+    w.close()
+    assert records_of_slots(ring, 1) == [[b"a", b"b"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The flusher thread's life
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("end", ["close", "close_no_finish", "abort", "with", "with_error"])
+def test_flusher_thread_stops_when_the_writer_ends(ring: ShmTraceRing, end: str) -> None:
+    make_busy(ring)
+    before = set(flusher_threads())
+    w = RecordWriter(ring, timeout=5, linger=1000.0)
+    w.append(b"r")
+    t = w.flusher
+    assert t is not None and t in threading.enumerate()
+    if end == "close":
+        w.close()
+    elif end == "close_no_finish":
+        w.close(finish=False)
+    elif end == "abort":
+        w.abort()
+    elif end == "with":
+        with w:
+            pass
+    else:
+        with pytest.raises(KeyError), w:
+            raise KeyError("x")
+    assert not t.is_alive() and t not in threading.enumerate()
+    assert set(flusher_threads()) == before
+
+
+def test_a_dropped_writer_stops_its_flusher(ring: ShmTraceRing) -> None:
+    make_busy(ring)
+    w = RecordWriter(ring, timeout=5, linger=1000.0)
+    w.append(b"dropped")
+    t = w.flusher
+    assert t is not None
+    del w
+    gc.collect()
+    t.join(30)  # bounded: the finalizer wakes the thread, which finds its writer gone
+    assert not t.is_alive()
+
+
+def test_a_failed_flusher_publication_is_reported_by_the_next_call(
+        ring: ShmTraceRing) -> None:
+    clock = FakeClock()
+    make_busy(ring)
+    w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
+    w.append(b"doomed")
+    ring.notify_crash(6, 0, 0, "boom")  # commit refuses after a crash
+    clock.t = 1000.0
+    with w._cond:  # type: ignore[union-attr]
+        w._flusher_step()
+    with pytest.raises(RuntimeError, match="linger flusher could not publish"):
+        w.append(b"next")
+    w.abort()
+
+
+def test_invalid_linger_and_clock(ring: ShmTraceRing) -> None:
+    with pytest.raises(ValueError, match=r"RecordWriter\('/.*'\): linger must be"):
+        RecordWriter(ring, linger=-1)
+    with pytest.raises(ValueError, match="linger"):
+        RecordWriter(ring, linger=float("inf"))
+    with pytest.raises(TypeError, match="linger must be a number"):
+        RecordWriter(ring, linger="1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="linger"):
+        RecordWriter(ring, linger=True)
+    with pytest.raises(TypeError, match="clock must be a callable"):
+        RecordWriter(ring, clock=1.0)  # type: ignore[arg-type]
