@@ -17,7 +17,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar
 
-from . import _peers, _proc, _shm, atomics, libc
+from . import _peers, _proc, _shm, atomics, layout as L, libc
 from ._ringobjects import RingObjects
 from .layout import (
     CAPACITY as _CAP,
@@ -220,7 +220,7 @@ class RingHandle:
         anything is written, so a full /dev/shm raises ``OSError(ENOSPC)`` here, never
         SIGBUS; slots are reserved when first acquired (see :meth:`acquire`).
         """
-        name = _shm.object_name("ShmTraceRing", id, "_t", ("_filled", "_empty"))
+        name = _shm.object_name("ShmTraceRing", id, L.RING_SUFFIX, L.SEM_SUFFIXES)
         capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
         slot_size = _shm.check_size("ShmTraceRing", slot_size, "slot_size")
         if replace is not None and not isinstance(replace, bool):
@@ -262,7 +262,7 @@ class RingHandle:
         ``capacity`` / ``slot_size``, when given, must match the header (``slot_size`` is
         compared after rounding up to 2 MiB).
         """
-        name = _shm.object_name("ShmTraceRing", id, "_t", ("_filled", "_empty"))
+        name = _shm.object_name("ShmTraceRing", id, L.RING_SUFFIX, L.SEM_SUFFIXES)
         if capacity is not None:
             capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
         if slot_size is not None:
@@ -290,8 +290,9 @@ class RingHandle:
             self.close()
             if end is not None and time.monotonic() >= end:
                 if why == "absent":
+                    hint = _shm.id_hint(id, L.RING_SUFFIX, "open")
                     raise FileNotFoundError(2, f"no such ring (waited {timeout} s for its "
-                                            f"creator){_id_hint(id, '_t')}", name)
+                                            f"creator){hint}", name)
                 raise TimeoutError(f"ring {name!r} did not become ready within {timeout} s: "
                                    f"{why}")
             time.sleep(delay)
@@ -563,15 +564,6 @@ def check_timeout(timeout: Optional[float], where: str = "") -> Optional[float]:
     if timeout >= _MAX_TIMEOUT:
         return None
     return float(timeout)
-
-
-def _id_hint(id: str, suffix: str) -> str:
-    """A hint when ``id`` looks like an object name rather than an id."""
-    body = id.lstrip("/")
-    if body.endswith(suffix) and os.path.exists(_shm.SHM_DIR + "/" + body):
-        return (f"; {id!r} looks like the object's name: pass the id without {suffix!r} "
-                f"(open({body[:-len(suffix)]!r}))")
-    return ""
 
 
 def is_int(v: Any) -> bool:

@@ -32,7 +32,7 @@ __all__ = ["RingObjects", "peek", "reserve_range", "sem_names"]
 
 def sem_names(name: str) -> tuple[str, str]:
     """The ``filled`` and ``empty`` semaphore names of ring object ``name``."""
-    return (name + "_filled", name + "_empty")
+    return (name + L.FILLED_SUFFIX, name + L.EMPTY_SUFFIX)
 
 
 class RingObjects:

@@ -57,6 +57,16 @@ def object_name(kind: str, id: Any, suffix: str, extra_suffixes: tuple[str, ...]
     return name
 
 
+def id_hint(id: str, suffix: str, call: str) -> str:
+    """A hint for a "not found" error when ``id`` looks like an object's name (``x_t`` for
+    the ring ``x``): the name exists, the id was meant."""
+    body = id.lstrip("/")
+    if body.endswith(suffix) and os.path.exists(SHM_DIR + "/" + body):
+        return (f"; {id!r} looks like the object's name: pass its id without {suffix!r} "
+                f"({call}({body[:-len(suffix)]!r}))")
+    return ""
+
+
 def check_size(kind: str, value: Any, what: str = "size") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{kind} {what} must be an int, not {type(value).__name__}")

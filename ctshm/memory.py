@@ -34,10 +34,11 @@ from typing import Any, Final, Optional
 
 from . import _shm, libc
 from ._inflight import InFlight
+from .layout import SEGMENT_SUFFIX
 
 __all__ = ["ShmMemory"]
 
-_SUFFIX: Final = "_m"
+_SUFFIX: Final = SEGMENT_SUFFIX
 
 
 def _check_flag(name: str, what: str, value: Any) -> None:
@@ -133,14 +134,10 @@ class ShmMemory:
         self._arm_finalizer()
         try:
             libc.ftruncate(self._fd, size, name)
-            self._size = size
-            if reserve:
-                self.reserve(0, size)
-            self._mapping = _shm.Mapping(self._fd, size, writable=writable, name=name)
+            self._map(size, reserve, writable)
         except BaseException:
             self.close()
             raise
-        self._readonly = not writable
         return self
 
     @classmethod
@@ -160,28 +157,27 @@ class ShmMemory:
         try:
             self._fd = libc.shm_open(name, libc.O_RDWR, 0)
         except FileNotFoundError as e:
-            hint = ""
-            body = id.lstrip("/")
-            if body.endswith(_SUFFIX) and os.path.exists(_shm.SHM_DIR + "/" + body):
-                hint = (f"; {id!r} looks like the segment's name: pass its id without "
-                        f"{_SUFFIX!r} (open_readwrite({body[:-len(_SUFFIX)]!r}))")
             raise FileNotFoundError(e.errno, f"{e.strerror}: no such shared memory segment"
-                                    f"{hint}", name) from None
+                                    f"{_shm.id_hint(id, _SUFFIX, 'open_readwrite')}",
+                                    name) from None
         self._arm_finalizer()
         try:
             size = os.fstat(self._fd).st_size
             if size <= 0:
                 raise ValueError(f"shared memory segment {name!r} has size 0: its creator has "
                                  "not sized it yet (or it is not a ShmMemory); retry later")
-            self._size = size
-            if reserve:
-                self.reserve(0, size)
-            self._mapping = _shm.Mapping(self._fd, size, writable=True, name=name)
+            self._map(size, reserve, writable=True)
         except BaseException:
             self.close()
             raise
-        self._readonly = False
         return self
+
+    def _map(self, size: int, reserve: bool, writable: bool) -> None:
+        self._size = size
+        if reserve:
+            self.reserve(0, size)
+        self._mapping = _shm.Mapping(self._fd, size, writable=writable, name=self.name)
+        self._readonly = not writable
 
     def _arm_finalizer(self) -> None:
         self._finalizer = weakref.finalize(self, _finalize, self._fd, self.name, self._identity,

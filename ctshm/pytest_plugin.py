@@ -29,9 +29,11 @@ from typing import Any, Optional
 import pytest
 
 from . import libc
+from ._shm import SHM_DIR as _SHM_DIR
+from .layout import RING_SUFFIX, SEM_SUFFIXES
 from .semaphore import NamedSemaphore
 
-SHM_DIR = "/dev/shm"
+SHM_DIR = _SHM_DIR
 
 _STATE = pytest.StashKey["_Session"]()
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -109,7 +111,7 @@ def _exact_leftovers(id: str) -> list[str]:
             found.append(name)
         except OSError:
             pass
-    for name in (f"/{id}_t_filled", f"/{id}_t_empty"):
+    for name in (f"/{id}{RING_SUFFIX}{s}" for s in SEM_SUFFIXES):
         try:
             NamedSemaphore(name, wait_mode="polling").close()
             found.append(name + " (semaphore)")

@@ -35,6 +35,7 @@ from typing import Final, Optional
 
 from . import libc
 from ._inflight import InFlight
+from ._shm import SHM_DIR
 from .libc import fn
 
 __all__ = ["WAIT_MODES", "NamedSemaphore", "default_wait_mode"]
@@ -293,7 +294,7 @@ def _check_sem_file(name: str) -> None:
     if not libc.IS_LINUX:
         return
     try:
-        size = os.stat("/dev/shm/sem." + name.lstrip("/")).st_size
+        size = os.stat(SHM_DIR + "/sem." + name.lstrip("/")).st_size
     except OSError:
         return  # sem_open reports it
     if size < _SEM_T_SIZE:
@@ -307,7 +308,7 @@ def sem_file_identity(name: str) -> Optional[tuple[int, int]]:
     if not libc.IS_LINUX:
         return None
     try:
-        st = os.stat("/dev/shm/sem." + name.lstrip("/"))
+        st = os.stat(SHM_DIR + "/sem." + name.lstrip("/"))
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
