@@ -121,9 +121,12 @@ class _Spin:
     similar wait ends while spinning), within [SPIN_FLOOR, SPIN_CEILING]; a wait longer than
     the ceiling halves it."""
 
-    __slots__ = ("adaptive", "budget")
+    __slots__ = ("adaptive", "budget", "yielding")
 
     def __init__(self, spin: Optional[float]) -> None:
+        # Yield the CPU between polls while spinning is not paying (the last wait outlasted
+        # its spin): with more runnable processes than cores the peer may need this core.
+        self.yielding = False
         if spin is None:
             self.budget, self.adaptive = DEFAULT_SPIN, True
         else:
@@ -132,6 +135,7 @@ class _Spin:
             self.budget, self.adaptive = float(spin), False
 
     def record(self, waited: float) -> None:
+        self.yielding = waited > self.budget
         if not self.adaptive:
             return
         if waited <= SPIN_CEILING:
@@ -508,6 +512,8 @@ class ShmTraceRing(RingHandle, RingConveniences):
                         spin.record(time.perf_counter() - t0)
                         self._count(stats + STAT_SPINS)
                         return r
+                elif spin.yielding:
+                    os.sched_yield()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._closed:
