@@ -23,7 +23,7 @@ from ctshm import (
     ShmTraceRing,
 )
 from ctshm import ring as ringmod
-from ctshm.ring import HEADER_SIZE, HUGE_PAGE_SIZE, MAX_LEN_RECORDS
+from ctshm.layout import HEADER_SIZE, HUGE_PAGE_SIZE, MAX_LEN_RECORDS
 
 from .helpers import REPO_ROOT
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from ctshm import CrashDetails, Crashed, Data, Finished, ShmMemory, ShmTraceRing
-from ctshm.ring import _CRASH_OFF, EXT_OFF, HEADER_SIZE, HEADER_STRUCT_SIZE, HUGE_PAGE_SIZE
+from ctshm.layout import CRASH_OFF as _CRASH_OFF
+from ctshm.layout import EXT_OFF, HEADER_SIZE, HEADER_STRUCT_SIZE, HUGE_PAGE_SIZE
 
 from . import ring_children as rc
 from .helpers import REPO_ROOT

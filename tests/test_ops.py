@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ctshm import Data, ShmMemory, ShmTraceRing, cli, ops
-from ctshm.ring import HEADER_SIZE, HUGE_PAGE_SIZE
+from ctshm.layout import HEADER_SIZE, HUGE_PAGE_SIZE
 from ctshm.semaphore import NamedSemaphore
 
 from .helpers import REPO_ROOT, SHM_DIR, run_python, sem_exists, shm_exists

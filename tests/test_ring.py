@@ -25,7 +25,7 @@ from ctshm import (
     Timeout,
     atomics,
 )
-from ctshm.ring import HEADER_SIZE, HUGE_PAGE_SIZE
+from ctshm.layout import HEADER_SIZE, HUGE_PAGE_SIZE
 
 from . import ring_children as rc
 from .helpers import SPAWN, join_all, sem_exists, shm_exists
