@@ -15,6 +15,9 @@ from typing import Any, ClassVar, Final, Optional
 from . import libc
 
 _OFF_T_MAX: Final = (1 << 63) - 1
+_PYPY: Final = sys.implementation.name == "pypy"
+if _PYPY:
+    from . import _pypy
 
 
 def object_name(kind: str, id: Any, suffix: str, extra_suffixes: tuple[str, ...] = ()) -> str:
@@ -132,6 +135,8 @@ class Mapping:
             raise ValueError(f"range [{offset}, {offset + length}) outside {self.name!r} "
                              f"({self.size} bytes)")
         ro = readonly or not self.writable
+        if _PYPY:  # slices of ctypes-array views neither write nor keep the array alive there
+            return _pypy.view(self.addr + offset, length, self, ro)
         arr = _Exporter.make(length, self.addr + offset, self, ro)
         mv = memoryview(arr).cast("B")
         if not ro:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from typing import Any, Optional
@@ -31,7 +32,8 @@ def environment() -> dict[str, Any]:
     return {
         "ctshm": __version__,
         "python": sys.version.split()[0],
-        "platform": f"{platform.system()} {platform.machine()}",
+        # os.uname(), not platform.system(): PyPy 3.9's platform.uname() runs `uname -p`.
+        "platform": f"{os.uname().sysname} {os.uname().machine}",
         "libc": platform.libc_ver()[0] + " " + platform.libc_ver()[1],
         "libraries": libc.libraries,
         "optional_functions": have,

@@ -49,6 +49,7 @@ Example::
 from __future__ import annotations
 
 import struct
+import sys
 from itertools import chain
 from typing import Any, Final, Generator, Iterator, Optional, cast
 
@@ -80,6 +81,8 @@ _unpack_u32 = _U32.unpack_from
 #: for sizes up to _STRUCT_MAX, at most _STRUCT_CACHE of them.
 _STRUCT_MAX: Final = 1024
 _STRUCT_CACHE: Final = 512
+#: The fast path packs bytearrays too, except on PyPy, whose struct "s" takes only bytes.
+_STRUCT_TYPES: Final = (bytes,) if sys.implementation.name == "pypy" else (bytes, bytearray)
 _record_structs: dict[int, Any] = {}
 
 
@@ -146,7 +149,7 @@ class RecordWriter:
     def append(self, data: Any) -> None:
         """Copy one record (any bytes-like object) into the current slot."""
         t = type(data)
-        if t is bytes or t is bytearray:
+        if t in _STRUCT_TYPES:
             n = len(data)
             st = _record_structs.get(n, 0)
             if st == 0:
