@@ -9,7 +9,7 @@ import platform
 import sys
 from typing import Any, Optional
 
-from . import __version__, atomics, libc, semaphore
+from . import __version__, _space, atomics, libc, semaphore
 
 
 def _read(path: str) -> str:
@@ -18,6 +18,21 @@ def _read(path: str) -> str:
             return f.read().strip()
     except OSError as e:
         return f"unavailable ({e.strerror})"
+
+
+def _implementation() -> str:
+    """``cpython``, ``pypy 7.3.11``, ``cpython free-threaded (GIL disabled)``..."""
+    impl = sys.implementation
+    out = impl.name
+    if impl.name == "pypy":
+        v = impl.version
+        out += f" {v.major}.{v.minor}.{v.micro}"
+    import sysconfig
+
+    gil = getattr(sys, "_is_gil_enabled", None)
+    if sysconfig.get_config_var("Py_GIL_DISABLED") and gil is not None:
+        out += " free-threaded build, GIL " + ("enabled" if gil() else "disabled")
+    return out
 
 
 def environment() -> dict[str, Any]:
@@ -32,6 +47,7 @@ def environment() -> dict[str, Any]:
     return {
         "ctshm": __version__,
         "python": sys.version.split()[0],
+        "implementation": _implementation(),
         # os.uname(), not platform.system(): PyPy 3.9's platform.uname() runs `uname -p`.
         "platform": f"{os.uname().sysname} {os.uname().machine}",
         "libc": platform.libc_ver()[0] + " " + platform.libc_ver()[1],
@@ -39,9 +55,12 @@ def environment() -> dict[str, Any]:
         "optional_functions": have,
         "atomics_backend": backend,
         "atomics_available": avail,
+        "atomics_unavailable": atomics.unavailable_backends(),
         "plain_ordered_access": atomics.PLAIN_ORDERED_ACCESS,
         "wait_mode": semaphore.default_wait_mode(),
         "page_size": libc.page_size(),
+        "shm_dir": _space.describe(),
+        "shm_dir_status": _space.status(),
         "shmem_thp": _read("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
         if libc.IS_LINUX else "n/a",
     }

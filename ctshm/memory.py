@@ -24,7 +24,7 @@ import os
 import weakref
 from typing import Any, Final, Optional
 
-from . import _shm, libc
+from . import _shm, _space, libc
 
 __all__ = ["ShmMemory"]
 
@@ -75,6 +75,7 @@ class ShmMemory:
         """
         name = _shm.object_name("ShmMemory", id, _SUFFIX)
         size = _shm.check_size("ShmMemory", size)
+        _space.check_free("ShmMemory", name, size, warn=True)  # sparse: a warning, not refusal
         self = cls()
         self.name = name
         if replace:

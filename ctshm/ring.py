@@ -48,7 +48,7 @@ import time
 import weakref
 from typing import Any, Callable, Final, Iterator, NamedTuple, Optional, Union
 
-from . import _proc, _shm, atomics, libc
+from . import _proc, _shm, _space, atomics, libc
 from .semaphore import NamedSemaphore, sem_file_identity
 
 __all__ = [
@@ -573,6 +573,7 @@ class ShmTraceRing:
         if total > _MAX_SIZE:
             raise ValueError(f"ShmTraceRing of {capacity} slots of {aligned} bytes "
                              f"({total} bytes) is beyond any address space")
+        _space.check_free("ShmTraceRing", name, total)  # ENOSPC with the figures
         self = cls()
         self.id, self.name = id, name
         self._wait_mode = wait_mode
