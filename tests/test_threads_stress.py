@@ -9,9 +9,11 @@ producers on a handle serialize inside ctshm, the lock can go.
 
 from __future__ import annotations
 
+import os
 import queue
 import struct
 import sys
+import sysconfig
 import threading
 import time
 from typing import Any
@@ -32,6 +34,9 @@ def _check_word(p: int, seq: int) -> int:
 
 @pytest.mark.timeout_s(180)
 def test_four_producers_one_handle_eight_releasers(shm_id: str) -> None:
+    if sysconfig.get_config_var("Py_GIL_DISABLED") and os.environ.get("PYTHON_GIL") == "0":
+        # tools/freethreaded/run-tests.sh: the threads below must really run at once.
+        assert not sys._is_gil_enabled(), "the GIL is on (something re-enabled it)"
     ring = ShmTraceRing.create(shm_id, 8, 4096)
     prod = ShmTraceRing.open(shm_id, timeout=10)
     turn = threading.Lock()  # see the module docstring
