@@ -64,7 +64,7 @@ def status() -> dict[str, Any]:
         return out
     out["size"] = vfs.f_blocks * vfs.f_frsize
     out["free"] = vfs.f_bavail * vfs.f_frsize
-    out["readonly"] = bool(vfs.f_flag & os.ST_RDONLY)
+    out["readonly"] = bool(vfs.f_flag & getattr(os, "ST_RDONLY", 1))  # PyPy lacks os.ST_RDONLY
     out["writable"] = not out["readonly"] and os.access(SHM_DIR, os.W_OK | os.X_OK)
     return out
 
