@@ -273,7 +273,14 @@ _ENOSPC_CHILD = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from ctshm import ShmTraceRing, ShmMemory
     results = []
-    ring = ShmTraceRing.create("nospc", 4, 4096)
+    try:
+        ShmTraceRing.create("nospcbig", 8, 4096)            # 18 MiB > 12 MiB: refused at once
+        results.append("big ring: created")
+    except OSError as e:
+        results.append(f"big ring: {{errno.errorcode[e.errno]}} {{e.filename}}")
+    ring = ShmTraceRing.create("nospc", 4, 4096)            # 10 MiB, sparse: fits at create
+    with open("/dev/shm/filler", "wb") as f:                # then /dev/shm fills up: ~3 MiB
+        f.write(bytes(9 << 20))                             # stay free
     g = ring.acquire(); g.buf[-1] = 1; g.commit()          # slot 0: fits (2 MiB of 3 MiB)
     try:
         ring.acquire()                                      # slot 1: 2 MiB more: no room
@@ -282,7 +289,7 @@ _ENOSPC_CHILD = textwrap.dedent("""
         results.append(f"ring: {{errno.errorcode[e.errno]}} {{e.filename}}")
     ring.put(b"x" * 100)                                    # a small message still fits
     results.append("ring: small put ok")
-    m = ShmMemory.create_readonly("nospcm", 8 << 20)        # sparse: creating is fine
+    m = ShmMemory.create_readonly("nospcm", 8 << 20)        # sparse: fine (ResourceWarning)
     try:
         ShmMemory.open_readwrite("nospcm")                  # the writer reserves: no room
         results.append("memory: no error")
@@ -310,11 +317,12 @@ def test_full_dev_shm_raises_enospc_not_sigbus() -> None:
     code = _ENOSPC_CHILD.format(root=REPO_ROOT)
     out = subprocess.run(
         ["unshare", "-m", "sh", "-c",
-         'mount --make-rprivate / && mount -t tmpfs -o size=3m tmpfs /dev/shm && '
+         'mount --make-rprivate / && mount -t tmpfs -o size=12m tmpfs /dev/shm && '
          'exec "$0" -c "$1"', sys.executable, code],
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, f"exit {out.returncode} (SIGBUS is -7):\n{out.stderr}"
     assert out.stdout.strip().split("|") == [
+        "big ring: ENOSPC /nospcbig_t",
         "ring: ENOSPC /nospc_t", "ring: small put ok",
         "memory: ENOSPC /nospcm_m", "reserve: ENOSPC", "reserve small ok",
     ]
