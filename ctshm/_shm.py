@@ -125,6 +125,8 @@ class Mapping:
         self.writable = writable
         self.name = name
         self._finalizer = weakref.finalize(self, _unmap, self.addr, size, os.getpid())
+        if _PYPY:  # a second, natively read-only mapping for read-only views (see _pypy)
+            self._ro_map = _pypy.readonly_map(fd, size)
 
     def view(self, offset: int = 0, length: Optional[int] = None, readonly: bool = False
              ) -> memoryview:
@@ -136,7 +138,7 @@ class Mapping:
                              f"({self.size} bytes)")
         ro = readonly or not self.writable
         if _PYPY:  # slices of ctypes-array views neither write nor keep the array alive there
-            return _pypy.view(self.addr + offset, length, self, ro)
+            return _pypy.view(self.addr + offset, length, self, ro, self._ro_map, offset)
         arr = _Exporter.make(length, self.addr + offset, self, ro)
         mv = memoryview(arr).cast("B")
         if not ro:

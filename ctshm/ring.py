@@ -811,6 +811,15 @@ class ShmTraceRing:
             self._slot_views[slot] = v
         return v
 
+    def _ro_view(self, slot: int) -> memoryview:
+        """Read-only view of ``slot``; on PyPy a natively read-only one (slices of PyPy's
+        ``toreadonly()`` views copy the whole buffer on every ``struct.unpack_from``)."""
+        v = self._view(slot)
+        m = self._mapping
+        if not _shm._PYPY or m is None:
+            return v.toreadonly()
+        return m.view(HEADER_SIZE + slot * self.slot_size, self.slot_size, readonly=True)
+
     def _check_open(self) -> None:
         if self._closed or self._mapping is None:
             raise ValueError(f"ring {self.name!r} is closed: open it again to use it")
@@ -1247,7 +1256,7 @@ class ShmTraceRing:
         slot = idx % self.capacity
         v = self._ro_views[slot]
         if v is None:
-            v = self._ro_views[slot] = self._view(slot).toreadonly()
+            v = self._ro_views[slot] = self._ro_view(slot)
         if self._has_len:
             k = _LEN + 2 * slot
             hq = self._hq
