@@ -17,7 +17,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar
 
-from . import _peers, _proc, _shm, atomics, layout as L, libc
+from . import _peers, _proc, _shm, _space, atomics, layout as L, libc
 from ._ringobjects import RingObjects
 from .layout import (
     CAPACITY as _CAP,
@@ -234,6 +234,7 @@ class RingHandle:
         if total > _MAX_SIZE:
             raise ValueError(f"ShmTraceRing of {capacity} slots of {aligned} bytes "
                              f"({total} bytes) is beyond any address space")
+        _space.check_free("ShmTraceRing", name, total)  # ENOSPC with the figures
         self = cls._new(id, name, wait_mode, spin)
         objs = self._objs
         assert objs is not None
@@ -374,6 +375,16 @@ class RingHandle:
             v = m.view(HEADER_SIZE + slot * self.slot_size, self.slot_size)
             self._slot_views[slot] = v
         return v
+
+    def _ro_view(self, slot: int) -> memoryview:
+        """Read-only view of ``slot``; on PyPy a natively read-only one (slices of PyPy's
+        ``toreadonly()`` views copy the whole buffer on every ``struct.unpack_from``)."""
+        v = self._view(slot)
+        objs = self._objs
+        m = objs.mapping if objs is not None else None
+        if not _shm._PYPY or m is None:
+            return v.toreadonly()
+        return m.view(HEADER_SIZE + slot * self.slot_size, self.slot_size, readonly=True)
 
     def _check_open(self) -> None:
         if self._closed:

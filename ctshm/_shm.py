@@ -15,6 +15,9 @@ from typing import Any, ClassVar, Final, Optional
 from . import libc
 
 _OFF_T_MAX: Final = (1 << 63) - 1
+_PYPY: Final = sys.implementation.name == "pypy"
+if _PYPY:
+    from . import _pypy
 
 #: Where Linux keeps POSIX shm objects (and glibc its named semaphores, as ``sem.NAME``).
 SHM_DIR: Final = "/dev/shm"
@@ -143,6 +146,8 @@ class Mapping:
         # Never at interpreter exit: a view (a consumer guard's, or one read by an object's
         # __del__ later in the shutdown) may still point here; the exit unmaps it anyway.
         self._finalizer.atexit = False
+        if _PYPY:  # a second, natively read-only mapping for read-only views (see _pypy)
+            self._ro_map = _pypy.readonly_map(fd, size)
 
     def view(self, offset: int = 0, length: Optional[int] = None, readonly: bool = False
              ) -> memoryview:
@@ -153,6 +158,8 @@ class Mapping:
             raise ValueError(f"range [{offset}, {offset + length}) outside {self.name!r} "
                              f"({self.size} bytes)")
         ro = readonly or not self.writable
+        if _PYPY:  # slices of ctypes-array views neither write nor keep the array alive there
+            return _pypy.view(self.addr + offset, length, self, ro, self._ro_map, offset)
         arr = _Exporter.make(length, self.addr + offset, self, ro)
         mv = memoryview(arr).cast("B")
         if not ro:

@@ -334,6 +334,17 @@ def get_backend(name: Optional[str] = None) -> Atomics:
     return b
 
 
+def unavailable_backends() -> dict[str, str]:
+    """Each backend that does not work here, with why (``python -m ctshm info``)."""
+    out = {}
+    for n in BACKENDS:
+        try:
+            get_backend(n)
+        except AtomicsUnavailable as e:
+            out[n] = str(e)
+    return out
+
+
 def available_backends() -> list[str]:
     out = []
     for n in BACKENDS:

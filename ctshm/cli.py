@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import sys
 from typing import Any, Optional
 
-from . import __version__, atomics, libc, semaphore
+from . import __version__, _space, atomics, libc, semaphore
 from ._shm import SHM_DIR
 
 DESCRIPTION = "Shared-memory IPC for Python processes: environment report, benchmark, and " \
@@ -52,6 +53,21 @@ def _read(path: str) -> str:
         return f"unavailable ({e.strerror})"
 
 
+def _implementation() -> str:
+    """``cpython``, ``pypy 7.3.11``, ``cpython free-threaded (GIL disabled)``..."""
+    impl = sys.implementation
+    out = impl.name
+    if impl.name == "pypy":
+        v = impl.version
+        out += f" {v.major}.{v.minor}.{v.micro}"
+    import sysconfig
+
+    gil = getattr(sys, "_is_gil_enabled", None)
+    if sysconfig.get_config_var("Py_GIL_DISABLED") and gil is not None:
+        out += " free-threaded build, GIL " + ("enabled" if gil() else "disabled")
+    return out
+
+
 def environment() -> dict[str, Any]:
     """What ctshm found on this machine."""
     try:
@@ -64,15 +80,20 @@ def environment() -> dict[str, Any]:
     return {
         "ctshm": __version__,
         "python": sys.version.split()[0],
-        "platform": f"{platform.system()} {platform.machine()}",
+        "implementation": _implementation(),
+        # os.uname(), not platform.system(): PyPy 3.9's platform.uname() runs `uname -p`.
+        "platform": f"{os.uname().sysname} {os.uname().machine}",
         "libc": platform.libc_ver()[0] + " " + platform.libc_ver()[1],
         "libraries": libc.libraries,
         "optional_functions": have,
         "atomics_backend": backend,
         "atomics_available": avail,
+        "atomics_unavailable": atomics.unavailable_backends(),
         "plain_ordered_access": atomics.PLAIN_ORDERED_ACCESS,
         "wait_mode": semaphore.default_wait_mode(),
         "page_size": libc.page_size(),
+        "shm_dir": _space.describe(),
+        "shm_dir_status": _space.status(),
         "shmem_thp": _read("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
         if libc.IS_LINUX else "n/a",
     }

@@ -268,6 +268,12 @@ def oserror(err: int, name: Optional[str] = None, call: Optional[str] = None) ->
     msg = os.strerror(err)
     if call:
         msg = f"{msg} ({call})"
+    if call in ("shm_open", "sem_open"):
+        from . import _space  # cold path: the directory may be the cause (absent, read-only)
+
+        problem = _space.dir_problem(err, call)
+        if problem is not None:
+            return _space.ShmDirError(err, f"{msg}: {problem}", name)
     if name is None:
         return OSError(err, msg)
     return OSError(err, msg, name)

@@ -32,7 +32,7 @@ import os
 import weakref
 from typing import Any, Final, Optional
 
-from . import _shm, libc
+from . import _shm, _space, libc
 from ._inflight import InFlight
 from .layout import SEGMENT_SUFFIX
 
@@ -115,6 +115,7 @@ class ShmMemory:
         size = _shm.check_size("ShmMemory", size)
         _check_flag(name, "replace", replace)
         _check_flag(name, "reserve", reserve)
+        _space.check_free("ShmMemory", name, size, warn=True)  # sparse: a warning, not refusal
         self = cls(_token=_MAKE)
         self.name = name
         if replace:

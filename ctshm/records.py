@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -116,6 +117,8 @@ _unpack_u32 = _U32.unpack_from
 #: for sizes up to _STRUCT_MAX, at most _STRUCT_CACHE of them.
 _STRUCT_MAX: Final = 1024
 _STRUCT_CACHE: Final = 512
+#: The fast path packs bytearrays too, except on PyPy, whose struct "s" takes only bytes.
+_STRUCT_TYPES: Final = (bytes,) if sys.implementation.name == "pypy" else (bytes, bytearray)
 _record_structs: dict[int, Any] = {}
 
 
@@ -232,7 +235,7 @@ class RecordWriter:
                 if self._failure is not None:
                     self._raise_failure()
             t = type(data)
-            if t is bytes or t is bytearray:
+            if t in _STRUCT_TYPES:
                 n = len(data)
                 st = _record_structs.get(n, 0)
                 if st == 0:

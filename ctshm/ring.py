@@ -790,7 +790,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
         slot = idx % self.capacity
         v = self._ro_views[slot]
         if v is None:
-            v = self._ro_views[slot] = self._view(slot).toreadonly()
+            v = self._ro_views[slot] = self._ro_view(slot)
         if self._has_len:
             k = _LEN + 2 * slot
             hq = self._hq

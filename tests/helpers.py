@@ -33,6 +33,19 @@ SPAWN = multiprocessing.get_context("spawn")
 #: Default bound on how long a test waits for a child process.
 CHILD_TIMEOUT = 60.0
 
+#: PyPy has no reference counting: what CPython frees when the last reference goes (a
+#: mapping after close(), a generator left by ``break``) goes at the next garbage collection.
+IS_PYPY = sys.implementation.name == "pypy"
+
+
+def collect_garbage() -> None:
+    """Run the collector until chains of finalizers have run (PyPy needs several passes:
+    a view's buffer, then its pointer's destructor, then the mapping's finalizer)."""
+    import gc
+
+    for _ in range(4):
+        gc.collect()
+
 
 # ---------------------------------------------------------------------------------------------
 # Parent-side utilities

@@ -268,7 +268,14 @@ _ENOSPC_CHILD = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from ctshm import ShmTraceRing, ShmMemory
     results = []
-    ring = ShmTraceRing.create("nospc", 4, 4096)
+    try:
+        ShmTraceRing.create("nospcbig", 8, 4096)            # 18 MiB > 12 MiB: refused at once
+        results.append("big ring: created")
+    except OSError as e:
+        results.append(f"big ring: {{errno.errorcode[e.errno]}} {{e.filename}}")
+    ring = ShmTraceRing.create("nospc", 4, 4096)            # 10 MiB, sparse: fits at create
+    with open("/dev/shm/filler", "wb") as f:                # then /dev/shm fills up: ~3 MiB
+        f.write(bytes(9 << 20))                             # stay free
     g = ring.acquire(); g.buf[-1] = 1; g.commit()          # slot 0: fits (2 MiB of 3 MiB)
     try:
         ring.acquire()                                      # slot 1: 2 MiB more: no room
@@ -277,7 +284,7 @@ _ENOSPC_CHILD = textwrap.dedent("""
         results.append(f"ring: {{errno.errorcode[e.errno]}} {{e.filename}}")
     ring.put(b"x" * 100)                                    # a small message still fits
     results.append("ring: small put ok")
-    m = ShmMemory.create_readonly("nospcm", 8 << 20)        # sparse: creating is fine
+    m = ShmMemory.create_readonly("nospcm", 8 << 20)        # sparse: fine (ResourceWarning)
     try:
         ShmMemory.open_readwrite("nospcm", reserve=True)    # the writer reserves: no room
         results.append("memory: no error")
@@ -311,9 +318,10 @@ def _in_tiny_dev_shm(code: str, size: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_full_dev_shm_raises_enospc_not_sigbus() -> None:
-    out = _in_tiny_dev_shm(_ENOSPC_CHILD.format(root=REPO_ROOT), "3m")
+    out = _in_tiny_dev_shm(_ENOSPC_CHILD.format(root=REPO_ROOT), "12m")
     assert out.returncode == 0, f"exit {out.returncode} (SIGBUS is -7):\n{out.stderr}"
     assert out.stdout.strip().split("|") == [
+        "big ring: ENOSPC /nospcbig_t",
         "ring: ENOSPC /nospc_t", "ring: small put ok",
         "memory: ENOSPC /nospcm_m", "reserve: ENOSPC", "reserve small ok",
     ]
@@ -342,7 +350,10 @@ _FULL_CHILD = textwrap.dedent("""
     ring.put(b"x" * 100)                                # its length record is reserved
     results.append("put ok")
     os.unlink("/dev/shm/filler"); fill(0)               # full
-    attempt("ring create", lambda: ShmTraceRing.create("full", 2, 4096))
+    attempt("ring create", lambda: ShmTraceRing.create("full", 2, 4096))  # the space check
+    import ctshm._space as space                        # without it (another process could
+    space.check_free = lambda *a, **k: None             # fill /dev/shm after the check), the
+    attempt("ring create, no check", lambda: ShmTraceRing.create("full", 2, 4096))  # reserve
     attempt("readonly create reserve", lambda: ShmMemory.create_readonly(
         "full2", 1 << 20, reserve=True))
     attempt("readwrite create reserve", lambda: ShmMemory.create_readwrite(
@@ -363,7 +374,7 @@ def test_full_dev_shm_create_and_small_put() -> None:
     out = _in_tiny_dev_shm(_FULL_CHILD.format(root=REPO_ROOT), "16m")
     assert out.returncode == 0, f"exit {out.returncode} (SIGBUS is -7):\n{out.stderr}"
     assert out.stdout.strip().split("|") == [
-        "acquire 4 MiB: ENOSPC", "put ok", "ring create: ENOSPC",
+        "acquire 4 MiB: ENOSPC", "put ok", "ring create: ENOSPC", "ring create, no check: ENOSPC",
         "readonly create reserve: ENOSPC", "readwrite create reserve: ENOSPC",
         "reserve: ENOSPC", "read reserved page 0",
     ]

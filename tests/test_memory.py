@@ -14,8 +14,10 @@ import pytest
 from ctshm import ShmMemory, libc
 
 from .helpers import (
+    IS_PYPY,
     child_write_pattern,
     child_write_pattern_pickled,
+    collect_garbage,
     our_shm_entries,
     pattern,
     run_children,
@@ -152,7 +154,10 @@ def test_writing_to_the_readonly_buf_raises_type_error(shm_id: str) -> None:
     # In a subprocess: if a write reached the read-only mapping it would die of SIGSEGV.
     r = run_python(_WRITE_READONLY.replace("sys.argv[1]", repr(shm_id)))
     assert r.returncode == 0, f"rc={r.returncode}\n{r.stderr}"
-    assert r.stdout == "RESULTS " + str(["TypeError"] * 6) + " b'\\x00\\x00\\x00\\x00'\n"
+    # PyPy's ctypes from_buffer() never checks readonly (a PyPy limit, README "Platforms"):
+    # it returns an object for the last two attempts; nothing is written (the bytes check).
+    expected = ["TypeError"] * 4 + (["wrote"] * 2 if IS_PYPY else ["TypeError"] * 2)
+    assert r.stdout == "RESULTS " + str(expected) + " b'\\x00\\x00\\x00\\x00'\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +174,8 @@ def test_creator_close_unlinks_and_is_idempotent(shm_id: str) -> None:
     m.close()
     m.close()
     assert not _fd_open_on(m.name)
+    if IS_PYPY:  # no reference counting: the Mapping goes at the next collection
+        collect_garbage()
     assert not _mapped(m.name)
 
 
@@ -203,7 +210,7 @@ def test_views_taken_before_close_stay_readable(shm_id: str) -> None:
     assert bytes(whole[4096:4099]) == b"xyz"  # still the same shared pages
     assert _mapped(_name(shm_id))
     del whole, part, rw_whole, rw_part
-    gc.collect()
+    collect_garbage()
     assert not _mapped(_name(shm_id)), "the mapping outlived its last view"
 
 
@@ -481,3 +488,25 @@ def test_fileno_and_address(shm_id: str) -> None:
         assert st.st_size == 4096
         assert m.address % libc.page_size() == 0
         assert ctypes.string_at(m.address, 4) == bytes(m.buf[:4])
+
+
+def test_reading_slices_of_read_only_views_is_cheap(shm_id: str) -> None:
+    # PyPy copied the whole buffer on every struct.unpack_from from a slice of a
+    # toreadonly() view (~10 ms for 64 KiB): 2,000 reads took ~20 s instead of ~1 ms.
+    import struct
+    import time
+
+    from ctshm import ShmTraceRing
+
+    u32 = struct.Struct("<I").unpack_from
+    with ShmMemory.create_readonly(shm_id, 1 << 16) as m, \
+            ShmTraceRing.create(shm_id + "r", 2, 1 << 16) as ring:
+        ring.put(bytes(1 << 16))
+        g = ring.access(timeout=5).guard  # type: ignore[union-attr]
+        for view in (m.buf[8:], g.buf[8:]):
+            assert view.readonly
+            t = time.perf_counter()
+            for i in range(2000):
+                u32(view, (i * 8) % 60000)
+            assert time.perf_counter() - t < 1.0, "slices of read-only views are slow"
+        g.release()
