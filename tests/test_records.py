@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from ctshm import CorruptRingError, ProducerCrashed, ShmTraceRing
+from ctshm.layout import HUGE_PAGE_SIZE
 from ctshm.records import (
     RECORD_HEADER,
     SLOT_HEADER,
@@ -22,7 +23,7 @@ from ctshm.records import (
 
 from .helpers import IS_PYPY, SPAWN, collect_garbage, join_all
 
-SLOT = 2 * 1024 * 1024
+SLOT = HUGE_PAGE_SIZE
 SIZES = [0, 1, 7, 8, 9, 63, 64, 65, 4096, 100_000, 0, 3, 1 << 20]
 
 
