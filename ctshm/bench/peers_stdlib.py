@@ -134,6 +134,16 @@ class MpPipe(Peer):
         return client_loop(wl, count, sync, a.send_bytes, a.recv_bytes)
 
 
+
+def _readv_copy(fd: int, bufs: list[memoryview]) -> int:
+    """``os.readv`` for one buffer where the os module lacks it (PyPy 3.9): read + copy."""
+    data = os.read(fd, len(bufs[0]))
+    bufs[0][:len(data)] = data
+    return len(data)
+
+
+_readv: Any = getattr(os, "readv", _readv_copy)
+
 def _write_all(fd: int, data: Any) -> None:
     mv = memoryview(data)
     while mv:
@@ -141,7 +151,7 @@ def _write_all(fd: int, data: Any) -> None:
 
 
 def _read_exact(fd: int, buf: bytearray, mv: memoryview) -> bytearray:
-    got = os.readv(fd, [mv])
+    got = _readv(fd, [mv])
     if got != len(buf):
         _read_rest(fd, mv, got)
     return buf
@@ -187,7 +197,7 @@ class OsPipe(Peer):
         chk = Check(wl.size)
         buf = bytearray(wl.size)
         mv = memoryview(buf)
-        unpack, readv, size = _SEQ.unpack_from, os.readv, wl.size
+        unpack, readv, size = _SEQ.unpack_from, _readv, wl.size
         bufs = [mv]
         sync.go()
         for i in range(count):
@@ -228,7 +238,7 @@ class OsPipe(Peer):
 def _read_rest(fd: int, mv: memoryview, got: int) -> None:
     size = len(mv)
     while got < size:
-        k = os.readv(fd, [mv[got:]])
+        k = _readv(fd, [mv[got:]])
         if k == 0:
             raise BenchError("pipe closed early")
         got += k
