@@ -57,7 +57,6 @@ offsets.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Final, NamedTuple, Optional, Union
 
 #: Object names: id ``X`` -> ring ``/X_t`` with semaphores ``/X_t_filled`` and ``/X_t_empty``,
@@ -215,8 +214,7 @@ _NO_PEER: Final = PeerId(0, 0)
 _NO_STATS: Final = SideStats(0, 0, 0, 0, 0)
 
 
-@dataclass(frozen=True)
-class HeaderSnapshot:
+class HeaderSnapshot(NamedTuple):
     """One consistent reading of a ring's header page (see :func:`read_header`)."""
 
     write_idx: int = 0
