@@ -718,10 +718,10 @@ class ShmTraceRing(RingHandle, RingConveniences):
             self._leave()
 
     def _count(self, word: int) -> None:
-        """A statistics word of this side += 1, under the lock (several threads may wait)."""
-        with self._lock:
-            if not self._closed:
-                self._hq[word] += 1
+        """A wait/spin statistics word of this side += 1.  In flight (the view is alive) and
+        without the lock: two consumer threads finishing waits at the same instant may count
+        one (messages and bytes are exact: they are counted under the lock)."""
+        self._hq[word] += 1
 
     def _wait_data(self, timeout: Optional[float]) -> AccessResult:
         """Take a ``filled`` token and claim its slot (see _wait)."""
