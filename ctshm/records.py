@@ -80,7 +80,17 @@ import threading
 import time
 import weakref
 from itertools import chain
-from typing import Any, AsyncIterator, Callable, Final, Generator, Iterator, Optional, cast
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Final,
+    Generator,
+    Iterator,
+    NoReturn,
+    Optional,
+    cast,
+)
 
 from .layout import READ_IDX, WRITE_IDX
 from .ring import (
@@ -637,24 +647,27 @@ class RecordReader:
                 g = r.guard
                 records = None
                 try:
-                    records = _split(g, self._ring.name)
-                    self.slots_read += 1
-                    self.records_read += len(records)
+                    records = self._take(g)
                     yield records
                 finally:
-                    if records is not None:
-                        for v in records:
-                            try:
-                                v.release()
-                            except BufferError:  # exported further by the caller
-                                pass
-                    g.release()
+                    _release(records, g)
             elif type(r) is Finished:
                 return
-            elif type(r) is Crashed:
-                raise ProducerCrashed(r)
             else:
-                raise TimeoutError(f"ring {self._ring.name!r}: no slot within {timeout} s")
+                self._not_data(r, timeout)
+
+    def _take(self, g: ConsumerGuard) -> list[memoryview]:
+        """The records of the slot ``g`` holds, counted as read."""
+        records = _split(g, self._ring.name)
+        self.slots_read += 1
+        self.records_read += len(records)
+        return records
+
+    def _not_data(self, r: Any, timeout: Optional[float]) -> NoReturn:
+        """Raise for an access result that is neither Data nor Finished."""
+        if type(r) is Crashed:
+            raise ProducerCrashed(r)
+        raise TimeoutError(f"ring {self._ring.name!r}: no slot within {timeout} s")
 
     # -- asyncio (see ctshm.aio) ------------------------------------------------------------
     async def abatches(self) -> AsyncIterator[list[memoryview]]:
@@ -669,24 +682,14 @@ class RecordReader:
                 g = r.guard
                 records = None
                 try:
-                    records = _split(g, ring.name)
-                    self.slots_read += 1
-                    self.records_read += len(records)
+                    records = self._take(g)
                     yield records
                 finally:
-                    if records is not None:
-                        for v in records:
-                            try:
-                                v.release()
-                            except BufferError:
-                                pass
-                    g.release()
+                    _release(records, g)
             elif type(r) is Finished:
                 return
-            elif type(r) is Crashed:
-                raise ProducerCrashed(r)
             else:
-                raise TimeoutError(f"ring {ring.name!r}: no slot within {timeout} s")
+                self._not_data(r, timeout)
 
     async def aiter(self) -> AsyncIterator[memoryview]:
         """``async for rec in reader.aiter():`` each record as a read-only memoryview (valid
@@ -717,6 +720,17 @@ class _Records(chain):  # type: ignore[type-arg]
 
     def close(self) -> None:
         self._batches.close()
+
+
+def _release(records: Optional[list[memoryview]], g: ConsumerGuard) -> None:
+    """Release a slot's record views (unless exported further by the caller), then it."""
+    if records is not None:
+        for v in records:
+            try:
+                v.release()
+            except BufferError:  # exported further by the caller
+                pass
+    g.release()
 
 
 def _split(guard: ConsumerGuard, name: str) -> list[memoryview]:
