@@ -48,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from typing import Any, AsyncIterator, Deque, Final, Optional, Union
+from typing import Any, AsyncIterator, Callable, Deque, Final, Optional, TypeVar, Union
 
 from ._conveniences import Buffer
 from ._handle import check_timeout as _check_timeout
@@ -77,6 +77,27 @@ THREAD_PREFIX: Final = "ctshm-aio "
 _CONSUMER_KEY: Final = "_ctshm_aio_consumer"
 _PRODUCER_KEY: Final = "_ctshm_aio_producer"
 _STATE_LOCK = threading.Lock()
+_S = TypeVar("_S")
+
+
+def _ring_state(ring: ShmTraceRing, key: str, cls: type[_S]) -> _S:
+    """The handle's ``cls`` state under ``key`` in its ``__dict__``, made once on first use."""
+    d = vars(ring)
+    st = d.get(key)
+    if st is None:
+        with _STATE_LOCK:
+            st = d.get(key)
+            if st is None:
+                st = d[key] = cls()
+    assert isinstance(st, cls)
+    return st
+
+
+def _helper_thread(target: Callable[[Any, ShmTraceRing], None], st: Any, ring: ShmTraceRing,
+                   role: str) -> threading.Thread:
+    """A daemon helper thread (not started yet) running ``target(st, ring)``."""
+    return threading.Thread(target=target, args=(st, ring), daemon=True,
+                            name=f"{THREAD_PREFIX}{role} {ring.name}")
 
 
 def _set(fut: asyncio.Future[None]) -> None:
@@ -164,24 +185,14 @@ class _Consumer:
     def start_helper(self, ring: ShmTraceRing) -> None:
         """Under lock: make sure the helper runs (it waits on `cond` while idle)."""
         if self.helper is None:
-            t = threading.Thread(target=_consumer_helper, args=(self, ring), daemon=True,
-                                 name=f"{THREAD_PREFIX}consumer {ring.name}")
-            self.helper = t
+            t = self.helper = _helper_thread(_consumer_helper, self, ring, "consumer")
             t.start()
         else:
             self.cond.notify()
 
 
 def _consumer_state(ring: ShmTraceRing) -> _Consumer:
-    d = vars(ring)
-    st = d.get(_CONSUMER_KEY)
-    if st is None:
-        with _STATE_LOCK:
-            st = d.get(_CONSUMER_KEY)
-            if st is None:
-                st = d[_CONSUMER_KEY] = _Consumer()
-    assert isinstance(st, _Consumer)
-    return st
+    return _ring_state(ring, _CONSUMER_KEY, _Consumer)
 
 
 def _consumer_helper(st: _Consumer, ring: ShmTraceRing) -> None:
@@ -409,9 +420,7 @@ class _Producer:
 
     def start_helper(self, ring: ShmTraceRing) -> None:
         if self.helper is None:
-            t = threading.Thread(target=_producer_helper, args=(self, ring), daemon=True,
-                                 name=f"{THREAD_PREFIX}producer {ring.name}")
-            self.helper = t
+            t = self.helper = _helper_thread(_producer_helper, self, ring, "producer")
             t.start()
         else:
             self.cond.notify_all()
@@ -424,15 +433,7 @@ class _Producer:
 
 
 def _producer_state(ring: ShmTraceRing) -> _Producer:
-    d = vars(ring)
-    st = d.get(_PRODUCER_KEY)
-    if st is None:
-        with _STATE_LOCK:
-            st = d.get(_PRODUCER_KEY)
-            if st is None:
-                st = d[_PRODUCER_KEY] = _Producer()
-    assert isinstance(st, _Producer)
-    return st
+    return _ring_state(ring, _PRODUCER_KEY, _Producer)
 
 
 def _producer_helper(st: _Producer, ring: ShmTraceRing) -> None:

@@ -137,18 +137,8 @@ def run(workloads: list[str], peers: list[str], scale: float, repeat: int, timeo
             if r_i == repeat - 1:
                 load[w].append(rep.loadavg())
     for w in workloads:
-        wl = wls[w]
-        d: dict[str, Any] = {"title": wl.title, "kind": wl.kind, "size": wl.size,
-                             "count": scaled(wl, scale), "depth": wl.depth,
-                             "reference": REFERENCE[w],
-                             "results": _summarize(runs[w], wl, REFERENCE[w]),
-                             "loadavg_before": load[w][0], "loadavg_after": load[w][-1]}
-        if wl.kind == "sp1":
-            d["reader"] = sp1.Verifier(wl.size, sp1_reader).name
-            d["baseline"] = _summarize(baseline, wl, "")
-        elif pairs > 1:
-            d["pairs"] = pairs
-        report["workloads"][w] = d
+        report["workloads"][w] = _workload_report(w, wls[w], scale, runs[w], baseline, load[w],
+                                                  sp1_reader, pairs)
     if with_memory:
         report["memory"] = memory_check(prefix)
     if with_import:
@@ -158,6 +148,24 @@ def run(workloads: list[str], peers: list[str], scale: float, repeat: int, timeo
     report["seconds"] = time.monotonic() - t_begin
     report["environment"]["loadavg_end"] = rep.loadavg()
     return report
+
+
+def _workload_report(w: str, wl: Workload, scale: float, runs: dict[str, list[dict[str, Any]]],
+                     baseline: dict[str, list[dict[str, Any]]],
+                     load: list[Optional[list[float]]], sp1_reader: str, pairs: int
+                     ) -> dict[str, Any]:
+    """The report's entry for workload ``w``: its figures, its peers' results, the load."""
+    d: dict[str, Any] = {"title": wl.title, "kind": wl.kind, "size": wl.size,
+                         "count": scaled(wl, scale), "depth": wl.depth,
+                         "reference": REFERENCE[w],
+                         "results": _summarize(runs, wl, REFERENCE[w]),
+                         "loadavg_before": load[0], "loadavg_after": load[-1]}
+    if wl.kind == "sp1":
+        d["reader"] = sp1.Verifier(wl.size, sp1_reader).name
+        d["baseline"] = _summarize(baseline, wl, "")
+    elif pairs > 1:
+        d["pairs"] = pairs
+    return d
 
 
 def _leftovers(prefix: str) -> list[str]:
@@ -215,25 +223,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spin", type=float, default=None, help=argparse.SUPPRESS)
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    scale = args.scale if args.scale is not None else (QUICK_SCALE if args.quick else 1.0)
-    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+def _selection(args: argparse.Namespace) -> tuple[list[str], list[str], Optional[str]]:
+    """The workloads and peers ``args`` names, and what is wrong with the arguments (None:
+    nothing)."""
     workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     for w in workloads:
         if w not in WORKLOADS:
-            print(f"unknown workload {w!r}: use {', '.join(WORKLOADS)}", file=sys.stderr)
-            return 2
+            return workloads, [], f"unknown workload {w!r}: use {', '.join(WORKLOADS)}"
     excluded = {x.strip() for x in args.exclude.split(",") if x.strip()}
     peers = [x.strip() for x in args.peers.split(",") if x.strip() and x.strip() not in excluded]
     for n in peers:
         if n not in PEERS:
-            print(f"unknown peer {n!r}: use {', '.join(PEERS)}", file=sys.stderr)
-            return 2
+            return workloads, peers, f"unknown peer {n!r}: use {', '.join(PEERS)}"
     if args.oversubscribe < 1 or args.sp1_slot_mib < 1:
-        print("--oversubscribe and --sp1-slot-mib must be >= 1", file=sys.stderr)
-        return 2
+        return workloads, peers, "--oversubscribe and --sp1-slot-mib must be >= 1"
     if not libc.IS_LINUX:
-        print("python -m ctshm bench runs on Linux only", file=sys.stderr)
+        return workloads, peers, "python -m ctshm bench runs on Linux only"
+    return workloads, peers, None
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    scale = args.scale if args.scale is not None else (QUICK_SCALE if args.quick else 1.0)
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    workloads, peers, problem = _selection(args)
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return 2
     prefix = args.id_prefix or f"cb{os.getpid():x}"
     out = sys.stderr if args.json else sys.stdout

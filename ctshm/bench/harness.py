@@ -133,6 +133,11 @@ class Check:
             self.first = (f"message {self.n}: {got_len} bytes (expected {self.size}), "
                           f"sequence {got_seq}")
 
+    def bad_message(self, n: int, m: Any) -> None:
+        """Message ``n`` arrived as ``m``: of the wrong length or sequence number."""
+        self.n = n
+        self.bad(len(m), _SEQ.unpack_from(m, 0)[0] if len(m) >= 8 else -1)
+
     def result(self, **extra: Any) -> dict[str, Any]:
         return {"count": self.n, "errors": self.errors, "first_error": self.first,
                 "t_end": time.perf_counter(), **extra}
@@ -175,6 +180,47 @@ def client_loop(wl: Workload, count: int, sync: Sync, send: Callable[[Any], Any]
             rtts.append(e - s)
             chk.n += 1
     return chk.result(t_start=t0, **pingpong_summary(rtts))
+
+
+def timed_sends(wl: Workload, count: int, sync: Sync, send: Callable[[Any], Any],
+                finish: Optional[Callable[[], Any]] = None) -> dict[str, Any]:
+    """Stream producer for the peers that send a message a call: ``send(msg)`` ``count``
+    times with the sequence number set, then ``finish()`` (if any) inside the timed window."""
+    msg = message(wl.size)
+    pack = _SEQ.pack_into
+    sync.go()
+    t0 = time.perf_counter()
+    for i in range(count):
+        pack(msg, 0, i)
+        send(msg)
+    if finish is not None:
+        finish()
+    t1 = time.perf_counter()
+    return {"t_start": t0, "t_sent": t1}
+
+
+def checked_receives(wl: Workload, count: int, sync: Sync, recv: Callable[[], Any]
+                     ) -> dict[str, Any]:
+    """Stream consumer for the peers that return a message a call: ``count`` times
+    ``recv()``, each message's length and sequence number checked."""
+    chk = Check(wl.size)
+    unpack, size = _SEQ.unpack_from, wl.size
+    sync.go()
+    for i in range(count):
+        m = recv()
+        if len(m) != size or unpack(m, 0)[0] != i:
+            chk.n = i
+            chk.bad(len(m), unpack(m, 0)[0])
+    chk.n = count
+    return chk.result()
+
+
+def queues(ctx: RunContext, wl: Workload, make: Callable[[], Any]) -> list[Any]:
+    """``make()`` one queue (stream) or two (ping-pong), each closed at cleanup."""
+    qs = [make() for _ in range(1 if wl.kind == "stream" else 2)]
+    for q in qs:
+        ctx.on_cleanup(q.close)
+    return qs
 
 
 def ignore(exc: type[BaseException], fn: Callable[..., Any], *args: Any) -> None:

@@ -25,6 +25,7 @@ from .harness import (
     Workload,
     message,
     pingpong_summary,
+    timed_sends,
     warmup,
 )
 
@@ -45,17 +46,9 @@ class CtshmSlot(Peer):
     @staticmethod
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
         ring = spec.open()
-        msg = message(wl.size)
-        pack, put = _SEQ.pack_into, ring.put
-        sync.go()
-        t0 = time.perf_counter()
-        for i in range(count):
-            pack(msg, 0, i)
-            put(msg)
-        ring.mark_finished()
-        t1 = time.perf_counter()
+        out = timed_sends(wl, count, sync, ring.put, ring.mark_finished)
         ring.close()
-        return {"t_start": t0, "t_sent": t1}
+        return out
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
@@ -69,7 +62,7 @@ class CtshmSlot(Peer):
                 g = r.guard
                 b = g.buf
                 if len(b) != size or unpack(b, 0)[0] != chk.n:
-                    chk.bad(len(b), unpack(b, 0)[0] if len(b) >= 8 else -1)
+                    chk.bad_message(chk.n, b)
                 chk.n += 1
                 g.release()
             elif type(r) is Finished:
@@ -135,32 +128,30 @@ class CtshmSlot(Peer):
     sp1_consumer = staticmethod(sp1.sp1_consumer)
 
 
-class CtshmRecords(Peer):
-    """:class:`~ctshm.records.RecordWriter` / :class:`~ctshm.records.RecordReader`."""
+class _StreamRing(Peer):
+    """A stream over one W ring."""
 
-    name = "ctshm-records"
     kinds = ("stream",)
 
     def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
         return ctx.ring(RING_CAPACITY, RING_SLOT, settings)
 
+
+class CtshmRecords(_StreamRing):
+    """:class:`~ctshm.records.RecordWriter` / :class:`~ctshm.records.RecordReader`."""
+
+    name = "ctshm-records"
+
     @staticmethod
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
         ring = spec.open()
-        msg = message(wl.size)
         # linger=None: slots are published only when full (the batching reference);
         # ctshm-channel measures the same stream with the linger bound on.
         w = RecordWriter(ring, max_bytes=max(RECORD_BATCH, 2 * wl.size), linger=None)
-        pack, append = _SEQ.pack_into, w.append
-        sync.go()
-        t0 = time.perf_counter()
-        for i in range(count):
-            pack(msg, 0, i)
-            append(msg)
-        w.close()  # flush + mark_finished
-        t1 = time.perf_counter()
+        out = timed_sends(wl, count, sync, w.append, w.close)  # close: flush + mark_finished
         ring.close()
-        return {"t_start": t0, "t_sent": t1, "slots": w.slots_written}
+        out["slots"] = w.slots_written
+        return out
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
@@ -172,8 +163,7 @@ class CtshmRecords(Peer):
         n = 0
         for rec in reader:
             if len(rec) != size or unpack(rec, 0)[0] != n:
-                chk.n = n
-                chk.bad(len(rec), unpack(rec, 0)[0] if len(rec) >= 8 else -1)
+                chk.bad_message(n, rec)
             n += 1
         chk.n = n
         out = chk.result(slots=reader.slots_read)
@@ -181,31 +171,20 @@ class CtshmRecords(Peer):
         return out
 
 
-class CtshmChannel(Peer):
+class CtshmChannel(_StreamRing):
     """``ring.sender()`` / ``ring.receiver()``: one record per message with the default linger
     bound (100 µs; a slot is also published at once when the ring is empty)."""
 
     name = "ctshm-channel"
-    kinds = ("stream",)
-
-    def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
-        return ctx.ring(RING_CAPACITY, RING_SLOT, settings)
 
     @staticmethod
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
         ring = spec.open()
-        msg = message(wl.size)
         tx = ring.sender(max_bytes=max(RECORD_BATCH, 2 * wl.size))
-        pack, send = _SEQ.pack_into, tx.send
-        sync.go()
-        t0 = time.perf_counter()
-        for i in range(count):
-            pack(msg, 0, i)
-            send(msg)
-        tx.close()  # flush + mark_finished
-        t1 = time.perf_counter()
+        out = timed_sends(wl, count, sync, tx.send, tx.close)  # close: flush + mark_finished
         ring.close()
-        return {"t_start": t0, "t_sent": t1, "slots": tx.writer.slots_written}
+        out["slots"] = tx.writer.slots_written
+        return out
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
@@ -222,8 +201,7 @@ class CtshmChannel(Peer):
             except RingFinished:
                 break
             if len(rec) != size or unpack(rec, 0)[0] != n:
-                chk.n = n
-                chk.bad(len(rec), unpack(rec, 0)[0] if len(rec) >= 8 else -1)
+                chk.bad_message(n, rec)
             n += 1
         chk.n = n
         rx.close()

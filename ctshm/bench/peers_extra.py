@@ -22,6 +22,8 @@ from .harness import (
     client_loop,
     ignore,
     message,
+    queues,
+    timed_sends,
     warmup,
 )
 
@@ -185,23 +187,13 @@ class FasterFifo(Peer):
         from faster_fifo import Queue  # type: ignore[import-not-found,unused-ignore]
 
         nbytes = max(1 << 20, wl.depth * (wl.size + 256))
-        qs = [Queue(max_size_bytes=nbytes) for _ in range(1 if wl.kind == "stream" else 2)]
-        for q in qs:
-            ctx.on_cleanup(q.close)
-        return qs
+        return queues(ctx, wl, lambda: Queue(max_size_bytes=nbytes))
 
     @staticmethod
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
-        q = spec[0]
-        msg = message(wl.size)
-        pack, put = _SEQ.pack_into, q.put
-        sync.go()
-        t0 = time.perf_counter()
-        for i in range(count):
-            pack(msg, 0, i)
-            put(msg, True, 60.0)  # serialized inside put(): msg may change afterwards
-        t1 = time.perf_counter()
-        return {"t_start": t0, "t_sent": t1}
+        put = spec[0].put
+        # serialized inside put(): msg may change afterwards
+        return timed_sends(wl, count, sync, lambda m: put(m, True, 60.0))
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:

@@ -15,10 +15,13 @@ from .harness import (
     Settings,
     Sync,
     Workload,
+    checked_receives,
     client_loop,
     close_quietly,
     message,
     mp_context,
+    queues,
+    timed_sends,
     warmup,
 )
 
@@ -27,39 +30,21 @@ class MpQueue(Peer):
     name = "mp.Queue"
 
     def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
-        qs = [mp_context().Queue(wl.depth) for _ in range(1 if wl.kind == "stream" else 2)]
-        for q in qs:
-            ctx.on_cleanup(q.close)
-        return qs
+        return queues(ctx, wl, lambda: mp_context().Queue(wl.depth))
 
     @staticmethod
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
         q = spec[0]
-        msg = message(wl.size)
-        pack, put = _SEQ.pack_into, q.put
-        sync.go()
-        t0 = time.perf_counter()
-        for i in range(count):
-            pack(msg, 0, i)
-            put(bytes(msg))  # the feeder thread pickles later: hand it an immutable copy
-        t1 = time.perf_counter()
+        put = q.put
+        # the feeder thread pickles later: hand it an immutable copy
+        out = timed_sends(wl, count, sync, lambda m: put(bytes(m)))
         q.close()
         q.join_thread()
-        return {"t_start": t0, "t_sent": t1}
+        return out
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
-        q = spec[0]
-        chk = Check(wl.size)
-        unpack, get, size = _SEQ.unpack_from, q.get, wl.size
-        sync.go()
-        for i in range(count):
-            m = get()
-            if len(m) != size or unpack(m, 0)[0] != i:
-                chk.n = i
-                chk.bad(len(m), unpack(m, 0)[0])
-        chk.n = count
-        return chk.result()
+        return checked_receives(wl, count, sync, spec[0].get)
 
     @staticmethod
     def server(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
@@ -92,30 +77,13 @@ class MpPipe(Peer):
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
         a, b = spec
         b.close()
-        msg = message(wl.size)
-        pack, send = _SEQ.pack_into, a.send_bytes
-        sync.go()
-        t0 = time.perf_counter()
-        for i in range(count):
-            pack(msg, 0, i)
-            send(msg)
-        t1 = time.perf_counter()
-        return {"t_start": t0, "t_sent": t1}
+        return timed_sends(wl, count, sync, a.send_bytes)
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
         a, b = spec
         a.close()
-        chk = Check(wl.size)
-        unpack, recv, size = _SEQ.unpack_from, b.recv_bytes, wl.size
-        sync.go()
-        for i in range(count):
-            m = recv()
-            if len(m) != size or unpack(m, 0)[0] != i:
-                chk.n = i
-                chk.bad(len(m), unpack(m, 0)[0])
-        chk.n = count
-        return chk.result()
+        return checked_receives(wl, count, sync, b.recv_bytes)
 
     @staticmethod
     def server(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
@@ -155,6 +123,23 @@ def _read_exact(fd: int, buf: bytearray, mv: memoryview) -> bytearray:
     if got != len(buf):
         _read_rest(fd, mv, got)
     return buf
+
+
+def _pingpong_ends(spec: Any, size: int, server: bool
+                   ) -> tuple[int, int, bytearray, memoryview]:
+    """One ping-pong side's read and write ends (the other two closed, server: ping's
+    read end and pong's write end) and its receive buffer."""
+    r1, w1, r2, w2 = spec
+    if server:
+        os.close(w1)
+        os.close(r2)
+        r, w = r1, w2
+    else:
+        os.close(r1)
+        os.close(w2)
+        r, w = r2, w1
+    buf = bytearray(size)
+    return r, w, buf, memoryview(buf)
 
 
 class OsPipe(Peer):
@@ -213,27 +198,19 @@ class OsPipe(Peer):
 
     @staticmethod
     def server(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
-        r1, w1, r2, w2 = spec
-        os.close(w1)
-        os.close(r2)
-        buf = bytearray(wl.size)
-        mv = memoryview(buf)
+        r, w, buf, mv = _pingpong_ends(spec, wl.size, server=True)
         total = count + warmup(count)
         sync.go()
         for _ in range(total):
-            _read_exact(r1, buf, mv)
-            _write_all(w2, buf)
+            _read_exact(r, buf, mv)
+            _write_all(w, buf)
         return {"count": total}
 
     @staticmethod
     def client(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
-        r1, w1, r2, w2 = spec
-        os.close(r1)
-        os.close(w2)
-        buf = bytearray(wl.size)
-        mv = memoryview(buf)
-        return client_loop(wl, count, sync, lambda m: _write_all(w1, m),
-                            lambda: _read_exact(r2, buf, mv))
+        r, w, buf, mv = _pingpong_ends(spec, wl.size, server=False)
+        return client_loop(wl, count, sync, lambda m: _write_all(w, m),
+                            lambda: _read_exact(r, buf, mv))
 
 def _read_rest(fd: int, mv: memoryview, got: int) -> None:
     size = len(mv)
