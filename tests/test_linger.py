@@ -104,8 +104,12 @@ def test_lone_record_is_published_by_the_flusher_while_the_producer_waits(shm_id
 def test_append_publishes_when_the_oldest_record_reaches_linger(ring: ShmTraceRing) -> None:
     clock = FakeClock()
     make_busy(ring)
-    # A fake linger of 1000 s: the flusher's real-time wait never ends during the test.
-    w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
+    main = threading.current_thread()
+    # A fake linger of 1000 s: the flusher's real-time wait never ends during the test, and
+    # its clock stays at 0 (this test is about the append path: a flusher first scheduled
+    # after t = 1000 below would otherwise publish "a".."c" before "d" is appended).
+    w = RecordWriter(ring, timeout=5, linger=1000.0,
+                     clock=lambda: clock() if threading.current_thread() is main else 0.0)
     w.append(b"a")  # t = 0: the deadline is 1000
     clock.t = 500.0
     w.append(b"b")
