@@ -88,6 +88,7 @@ from ._framing import (
     RecordReader,
     _pack_pair,
 )
+from ._handle import not_bytes
 from .layout import READ_IDX, WRITE_IDX
 from .ring import (
     ProducerGuard,
@@ -230,7 +231,11 @@ class RecordWriter:
                 if st == 0:
                     st = _record_struct(n)
             else:
-                data = memoryview(data).cast("B")
+                try:
+                    data = memoryview(data).cast("B")
+                except TypeError:
+                    raise TypeError(not_bytes(self._ring.name, "RecordWriter.append", data)
+                                    ) from None
                 n = data.nbytes
                 st = None
             pos = self._pos

@@ -90,6 +90,7 @@ class NamedSemaphore:
 
     def __init__(self, name: str, *, create: bool = False, value: int = 0, mode: int = 0o600,
                  wait_mode: Optional[str] = None) -> None:
+        _check_name(name)
         self.name = name
         self.wait_mode = _validate_mode(wait_mode) if wait_mode else default_wait_mode()
         bname = name.encode()
@@ -146,6 +147,7 @@ class NamedSemaphore:
     @staticmethod
     def unlink_name(name: str, missing_ok: bool = True) -> None:
         """``sem_unlink(3)``."""
+        _check_name(name)
         try:
             libc.retry_eintr("sem_unlink", fn.sem_unlink, name.encode(), name=name)
         except FileNotFoundError:
@@ -272,6 +274,12 @@ class NamedSemaphore:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"wait={self.wait_mode}"
         return f"<NamedSemaphore {self.name!r} {state}>"
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"NamedSemaphore name must be a str such as '/job1_sem', not "
+                        f"{type(name).__name__}")
 
 
 def _fill(ts: libc.timespec, t: float) -> None:

@@ -448,3 +448,17 @@ def test_semaphore_close_idempotent_and_refuses_use(shm_id: str) -> None:
             s.acquire(0)
     finally:
         NamedSemaphore.unlink_name(f"/{shm_id}_s")
+
+
+def test_semaphore_and_record_writer_name_bad_arguments(shm_id: str) -> None:
+    from ctshm.records import RecordWriter
+    with pytest.raises(TypeError, match="NamedSemaphore name must be a str"):
+        NamedSemaphore(0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="NamedSemaphore name must be a str"):
+        NamedSemaphore.unlink_name(0)  # type: ignore[arg-type]
+    with ShmTraceRing.create(shm_id, 1, 4096) as ring:
+        for linger in (None, 100e-6):
+            w = RecordWriter(ring, linger=linger)
+            with pytest.raises(TypeError, match=r"RecordWriter.append\(\) needs a bytes-like"):
+                w.append(0)
+            w.abort()
