@@ -151,6 +151,7 @@ class RingHandle:
     # Class-level defaults so a half-built object closes cleanly.
     _objs: Optional[RingObjects] = None
     _closed: bool = True
+    _fast: bool = False  # see "Fast mode" in ctshm.ring
     _wait_mode: Optional[str] = None
     name: str = ""
     id: str = ""
@@ -208,8 +209,13 @@ class RingHandle:
     @classmethod
     def create(cls: type[Self], id: str, capacity: int, slot_size: int, *,
                replace: Optional[bool] = None, wait_mode: Optional[str] = None,
-               spin: Optional[float] = None) -> Self:
+               spin: Optional[float] = None, fast: bool = False) -> Self:
         """Create ``/{id}_t`` and its semaphores; this handle is the owner.
+
+        ``fast``: a ring for ctshm peers only, whose steady state makes no foreign call per
+        message (the semaphores carry wake-ups only; see "Fast mode" in :mod:`ctshm.ring`).
+        The Rust original cannot use such a ring; the default (compat) ring is the seed's
+        protocol byte for byte.
 
         ``replace``: what to do if the name exists.  ``None`` (default) replaces it only when
         it is a ctshm ring whose creator is dead; ``True`` always replaces (the Rust
@@ -226,6 +232,9 @@ class RingHandle:
         if replace is not None and not isinstance(replace, bool):
             raise TypeError(f"ShmTraceRing.create({id!r}): replace must be None, True or "
                             f"False, not {replace!r}")
+        if not isinstance(fast, bool):
+            raise TypeError(f"ShmTraceRing.create({id!r}): fast must be True (ctshm peers "
+                            f"only) or False (the seed's protocol), not {fast!r}")
         if capacity > MAX_LEN_RECORDS:
             raise ValueError(f"ShmTraceRing capacity {capacity} is too large: at most "
                              f"{MAX_LEN_RECORDS} slots (each slot is >= 2 MiB)")
@@ -242,7 +251,7 @@ class RingHandle:
         self._closed = False
         objs.arm(self)
         try:
-            objs.initialize(capacity, aligned, wait_mode)
+            objs.initialize(capacity, aligned, wait_mode, fast)
             self._setup()
             self._fence()
             self._store(_STATE, STATE_READY)
@@ -310,6 +319,8 @@ class RingHandle:
         self.capacity = int(hq[_CAP])
         self.slot_size = int(hq[_SLOT])
         self._is_ctshm = hq[_MAGIC] == MAGIC
+        # Fast mode is the creator's choice, read once: it never changes for a ring.
+        self._fast = self._is_ctshm and hq[L.MODE] == L.MODE_FAST
         self._has_len = self.capacity <= MAX_LEN_RECORDS
         self._slot_views = [None] * self.capacity
         self._ro_views = [None] * self.capacity
@@ -327,6 +338,8 @@ class RingHandle:
         base = self._base
         self._a_res = base + 8 * _RES
         self._a_fin = base + 8 * _FIN
+        self._a_csleep = base + 8 * L.C_SLEEP
+        self._a_psleep = base + 8 * L.P_SLEEP
         self._cas = b.compare_exchange
         self._fence = b.fence
         self._bind_word_access()
@@ -454,6 +467,13 @@ class RingHandle:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def fast(self) -> bool:
+        """True if the ring was created with ``fast=True`` (ctshm peers only; see "Fast
+        mode" in :mod:`ctshm.ring`), False for the seed's protocol (and any Rust-created
+        ring)."""
+        return self._fast
+
     def __len__(self) -> int:
         """Messages committed and not yet released (``write_idx - read_idx``): the backlog."""
         with self._lock:
@@ -494,6 +514,8 @@ class RingHandle:
                 "ctshm": hq[_MAGIC] == MAGIC, "creator_pid": int(hq[_CREATOR_PID]),
                 "producer_pid": int(hq[_PRODUCER_PID]),
                 "consumer_pid": int(hq[_CONSUMER_PID]), "dead_pid": int(hq[_DEAD_PID]),
+                "mode": int(hq[L.MODE]), "c_sleep": int(hq[L.C_SLEEP]),
+                "p_sleep": int(hq[L.P_SLEEP]),
             }
 
     # -- teardown ------------------------------------------------------------------------------

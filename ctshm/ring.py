@@ -54,6 +54,7 @@ from ._conveniences import Buffer, RingConveniences, take_pending
 from ._handle import RingHandle, check_timeout, is_int, not_bytes
 from ._ringobjects import reserve_range
 from .layout import (
+    C_SLEEP as _CSLEEP,
     CONSUMER_PID as _CONSUMER_PID,
     CONSUMER_STATS as _CS,
     CRASH as _CRASH,
@@ -69,6 +70,7 @@ from .layout import (
     MSG_LEN,
     MSG_MAX,
     MSG_OFF,
+    P_SLEEP as _PSLEEP,
     PRODUCER_PID as _PRODUCER_PID,
     PRODUCER_STATS as _PS,
     READ_IDX as _R,
@@ -377,7 +379,8 @@ class ShmTraceRing(RingHandle, RingConveniences):
                                    "more messages can be produced")
             if not self._producer_registered:
                 self._register_producer()
-            if self._trywait(self._h_empty) == 0 and self._space():  # fast path: never blocks
+            # Fast path, never blocks: a free slot (compat: and its ``empty`` token).
+            if (self._fast or self._trywait(self._h_empty) == 0) and self._space():
                 return self._new_producer_guard(size)
             ps.acquiring = True
             ps.turn_owner = threading.get_ident()
@@ -429,7 +432,8 @@ class ShmTraceRing(RingHandle, RingConveniences):
             try:
                 self._reserve(slot, size)
             except BaseException:
-                self._post(self._h_empty)  # give the slot back: the ring stays usable
+                if not self._fast:
+                    self._post(self._h_empty)  # give the slot back: the ring stays usable
                 self._ps.end_turn()
                 raise
         v = self._slot_views[slot]
@@ -459,29 +463,12 @@ class ShmTraceRing(RingHandle, RingConveniences):
         return bool(ld(_W) - ld(_R) < self.capacity)
 
     def _wait_space(self, timeout: Optional[float]) -> bool:
-        """Take an ``empty`` token (see _wait): True, or False on timeout or close."""
-        cap = self.capacity
-
-        def free() -> bool:  # memoryview loads only: no foreign call while spinning
-            return bool(self._load(_W) - self._load(_R) < cap)
-
-        def taken() -> Optional[bool]:
-            return True if self._space() else None  # else a surplus token: dropped
-
-        def idle() -> Optional[bool]:
-            if self._space():  # free, but its token never came (see _space)
-                return True
-            cpid = _peers.dead(self._load, _CONSUMER_PID)
-            if cpid:
-                raise ConsumerGone(
-                    32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
-                    "producer waited for a free slot; a new consumer that opens the ring will "
-                    "resume (slots it had not released are delivered again)", self.name)
-            return None
-
+        """Wait for a free slot (compat: and take its ``empty`` token; see _wait): True, or
+        False on timeout or close."""
         self._enter("acquire")
         try:
-            return bool(self._wait(self._empty, free, taken, idle, timeout, "acquire"))
+            return bool(self._wait(self._empty, self._space_ready, self._space_taken,
+                                   self._space_idle, timeout, "acquire"))
         except ValueError:
             if self._closed:
                 return False
@@ -489,24 +476,46 @@ class ShmTraceRing(RingHandle, RingConveniences):
         finally:
             self._leave()
 
+    def _space_ready(self) -> bool:  # memoryview loads only: no foreign call while spinning
+        ld = self._load
+        return bool(ld(_W) - ld(_R) < self.capacity)
+
+    def _space_taken(self) -> Optional[bool]:
+        return True if self._space() else None  # else a surplus token: dropped
+
+    def _space_idle(self) -> Optional[bool]:
+        if self._space():  # free, but its token never came (see _space)
+            return True
+        cpid = _peers.dead(self._load, _CONSUMER_PID)
+        if cpid:
+            raise ConsumerGone(
+                32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
+                "producer waited for a free slot; a new consumer that opens the ring will "
+                "resume (slots it had not released are delivered again)", self.name)
+        return None
+
     def _wait(self, sem: NamedSemaphore, ready: Callable[[], Any], take: Callable[[], Any],
               idle: Callable[[], Any], timeout: Optional[float], what: str) -> Any:
         """The one wait loop of both sides; in flight (see close()).
 
-        Spin while the adaptive budget lasts, watching ``ready()`` (header loads only) and
-        taking a token once it says so; then sleep on ``sem`` in slices of at most
-        LIVENESS_SLICE.  After each token ``take()`` claims what it announced (None: a stale
-        token, keep waiting).  After each empty slice ``idle()`` runs the liveness check and
-        the self-healing claim of work visible without its token (None: keep waiting).
-        None on timeout; ``ValueError`` once this handle is closed by another thread.
+        Spin while the adaptive budget lasts, watching ``ready()`` (header loads only) and,
+        once it says so, claiming: in compat mode after taking a token of ``sem``, in fast
+        mode at once.  Then sleep in slices of at most LIVENESS_SLICE: compat on ``sem``,
+        fast through _doze (announce, re-check, sleep).  After each wake-up ``take()`` claims
+        what was announced (None: a stale token, or another thread was first: keep waiting).
+        After each empty slice ``idle()`` runs the liveness check and the self-healing claim
+        of work visible without its token (None: keep waiting).  None on timeout;
+        ``ValueError`` once this handle is closed by another thread.
         """
         spin = self._spin
-        stats = _PS if sem is self._empty else _CS
+        producer = sem is self._empty
+        stats = _PS if producer else _CS
+        fast = self._fast
         t0 = time.perf_counter()
         if spin.budget > 0 and (timeout is None or timeout > 0):
             end = t0 + spin.budget
             while time.perf_counter() < end and not self._closed:
-                if ready() and sem.try_acquire():
+                if ready() and (fast or sem.try_acquire()):
                     r = take()
                     if r is not None:
                         spin.record(time.perf_counter() - t0)
@@ -515,6 +524,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
                 elif spin.yielding:
                     os.sched_yield()
         deadline = None if timeout is None else time.monotonic() + timeout
+        word = _PSLEEP if producer else _CSLEEP
         while True:
             if self._closed:
                 raise self._closed_while(what)
@@ -525,9 +535,10 @@ class ShmTraceRing(RingHandle, RingConveniences):
                     spin.record(time.perf_counter() - t0)
                     return None
             self._count(stats + STAT_WAITS)
-            if sem.acquire(chunk):
+            if self._doze(sem, word, ready, chunk) if fast else sem.acquire(chunk):
                 if self._closed:
-                    sem.post()  # not ours to take any more: for the ring's other handles
+                    if not fast:
+                        sem.post()  # not ours to take any more: for the ring's other handles
                     raise self._closed_while(what)
                 r = take()
                 if r is not None:
@@ -537,6 +548,80 @@ class ShmTraceRing(RingHandle, RingConveniences):
             r = idle()
             if r is not None:
                 return r
+
+    # -- fast mode: wake-ups only when the other side sleeps -----------------------------------
+    def _doze(self, sem: NamedSemaphore, word: int, ready: Callable[[], Any], chunk: float
+              ) -> bool:
+        """Fast mode, in flight: sleep on ``sem`` for at most ``chunk`` seconds, announced in
+        ``word`` (see "Fast mode" in the module docstring).  True: a wake-up came, or
+        ``ready()`` held once announced (go and claim); False: the slice ended."""
+        addr = self._a_psleep if word == _PSLEEP else self._a_csleep
+        self._add_sleeper(word, addr)  # compare-exchange: a full fence before the re-check
+        try:
+            now = bool(ready())
+            if not now and sem.acquire(chunk):
+                return True  # the waker took our unit out of ``word``
+        except BaseException:
+            self._withdraw(sem, word, addr)
+            raise
+        return self._withdraw(sem, word, addr) or now
+
+    def _add_sleeper(self, word: int, addr: int) -> None:
+        ld, cas = self._load, self._cas
+        while True:
+            c = ld(word)
+            if cas(addr, c, c + 1) == c:
+                return
+
+    def _withdraw(self, sem: NamedSemaphore, word: int, addr: int) -> bool:
+        """Take our unit back out of ``word`` (False); if a waker already took every unit,
+        one token is posted (or about to be) for us: consume it, so that no stray token is
+        left (True: we were woken)."""
+        ld, cas = self._load, self._cas
+        while True:
+            c = ld(word)
+            if c == 0:
+                sem.acquire(LIVENESS_SLICE)  # a timeout: the waker died before its post
+                return True
+            if cas(addr, c, c - 1) == c:
+                return False
+
+    def _signal(self, hq: memoryview, word: int, stats: int) -> None:
+        """Fast mode, just after a publish (``write_idx`` or ``read_idx``) stored under the
+        handle lock and that lock's release: wake one sleeper of the other side if one is
+        announced in ``word``.  The release is the fence between the store and this load
+        (see "Fast mode"); a re-entrant call, where the release did not unlock, and other
+        architectures fence explicitly."""
+        if not self._plain or self._lock._is_owned():
+            self._fence()
+        try:
+            if not hq[word]:
+                return  # the steady state: nobody sleeps, no foreign call
+        except ValueError:
+            return  # closed by another thread meanwhile (its header view is released)
+        with self._lock:
+            if not self._closed:
+                self._wake(word, False, stats)
+
+    def _wake(self, word: int, every: bool, stats: int) -> None:
+        """Under the lock or in flight: take one unit (``every``: all of them) out of
+        ``word`` by compare-exchange and post one token per unit taken.  No lock of its own:
+        notify_crash may run it from a signal handler."""
+        addr = self._a_psleep if word == _PSLEEP else self._a_csleep
+        ld, cas = self._load, self._cas
+        while True:
+            c = ld(word)
+            if c == 0:
+                return
+            n = c if every else 1
+            if cas(addr, c, c - n) == c:
+                break
+        h, sem = (self._h_empty, self._empty) if word == _PSLEEP else (self._h_filled,
+                                                                          self._filled)
+        for _ in range(n):
+            if self._post(h) == -1:
+                sem.post()  # raises the OSError with the name
+        self._hq[stats + STAT_WAKEUPS] += n
 
     def _register_producer(self) -> None:
         # Under self._lock.
@@ -573,8 +658,12 @@ class ShmTraceRing(RingHandle, RingConveniences):
             guard._finish()  # no writes through this guard after publication
             self._publish(idx, nbytes)
             self._ps.end_turn()
-            if self._post(self._h_filled) == -1:
-                self._filled.post()  # raises the OSError with the name
+            if not self._fast:
+                if self._post(self._h_filled) == -1:
+                    self._filled.post()  # raises the OSError with the name
+                return
+            hq = self._hq
+        self._signal(hq, _CSLEEP, _PS)
 
     def _publish(self, idx: int, nbytes: int) -> None:
         """Length record, then write_idx (release): the slot's bytes and its record are
@@ -587,7 +676,8 @@ class ShmTraceRing(RingHandle, RingConveniences):
         self._store(_W, idx + 1)
         hq[_PS] += 1  # statistics: plain stores of the producer's own words
         hq[_PS + STAT_BYTES] += nbytes
-        hq[_PS + STAT_WAKEUPS] += 1  # the filled post that follows
+        if not self._fast:
+            hq[_PS + STAT_WAKEUPS] += 1  # the filled post that follows
 
     def _abort(self, guard: ProducerGuard) -> None:
         with self._lock:
@@ -598,7 +688,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
             mine = ps.pg_ref is not None and ps.pg_ref() in (guard, None)
             if mine:
                 ps.end_turn()
-            if not self._closed:
+            if not self._closed and not self._fast:  # fast mode took no token
                 self._post(self._h_empty)
 
     def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
@@ -616,12 +706,14 @@ class ShmTraceRing(RingHandle, RingConveniences):
         # no guard object (sem_trywait, copy, publish, sem_post).  Anything else - waiting,
         # first use of a slot, registration, finished, another producer thread, misuse -
         # takes the general path.
+        # Fast mode: no token, and after the lock a load of the consumer's sleep counter.
         ps = self._ps
         if self._producer_registered and not self._closed and not ps.busy():
+            fast = self._fast
             with self._lock:
                 if (not self._closed and not ps.busy()
                         and not self._load(_FIN)
-                        and self._trywait(self._h_empty) == 0):
+                        and (fast or self._trywait(self._h_empty) == 0)):
                     w = self._load(_W)
                     slot = w % self.capacity
                     v = self._slot_views[slot]
@@ -629,13 +721,24 @@ class ShmTraceRing(RingHandle, RingConveniences):
                         try:
                             v[:n] = src
                         except BaseException:
-                            self._post(self._h_empty)
+                            if not fast:
+                                self._post(self._h_empty)
                             raise
                         self._publish(w, n)
-                        if self._post(self._h_filled) == -1:
-                            self._filled.post()
-                        return
-                    self._post(self._h_empty)  # give the token back: the general path
+                        if not fast:
+                            if self._post(self._h_filled) == -1:
+                                self._filled.post()
+                            return
+                        hq = self._hq
+                    else:
+                        hq = None
+                        if not fast:
+                            self._post(self._h_empty)  # give it back: the general path
+                else:
+                    hq = None
+            if hq is not None:
+                self._signal(hq, _CSLEEP, _PS)
+                return
         g = self.acquire(timeout, size=n)
         try:
             g._buf[:n] = src
@@ -658,7 +761,10 @@ class ShmTraceRing(RingHandle, RingConveniences):
             if fin:
                 raise RuntimeError(f"ring {self.name!r} is already "
                                    f"{'finished' if fin == _FINISHED else 'crashed'}")
-            self._filled.post()
+            if self._fast:
+                self._wake(_CSLEEP, True, _PS)  # after a compare-exchange: fenced
+            else:
+                self._filled.post()
 
     def notify_crash(self, signal: int, addr: int = 0, operation: int = 0,
                      message: str = "") -> None:
@@ -707,7 +813,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
         timeout = check_timeout(timeout, f"ring {self.name!r}: access")
         with self._lock:
             self._check_open()
-            if self._trywait(self._h_filled) == 0:
+            if self._fast or self._trywait(self._h_filled) == 0:
                 r = self._claim()
                 if r is not None:
                     return r
@@ -724,31 +830,33 @@ class ShmTraceRing(RingHandle, RingConveniences):
         self._hq[word] += 1
 
     def _wait_data(self, timeout: Optional[float]) -> AccessResult:
-        """Take a ``filled`` token and claim its slot (see _wait)."""
-        ld = self._load
-
-        def ready() -> bool:  # memoryview loads only: no foreign call while spinning
-            return bool(ld(_W) != ld(_RES) or ld(_FIN))
-
-        def idle() -> Optional[AccessResult]:
-            self._check_producer_alive()
-            # Self-healing: a consumer that died between taking a token and reserving its
-            # slot lost that token.  Work that is visible in the header is claimed without a
-            # token; a token left over later finds nothing and is dropped by _claim().
-            if self._load(_RES) < self._load(_W) or self._load(_FIN):
-                return take()
-            return None
-
-        def take() -> Optional[AccessResult]:
-            with self._lock:
-                return None if self._closed else self._claim()
-
-        r = self._wait(self._filled, ready, take, idle, timeout, "access")
+        """Wait for a slot (compat: take a ``filled`` token) and claim it (see _wait)."""
+        r = self._wait(self._filled, self._data_ready, self._take_data, self._data_idle,
+                       timeout, "access")
         return self._on_timeout() if r is None else r
 
+    def _data_ready(self) -> bool:  # memoryview loads only: no foreign call while spinning
+        ld = self._load
+        return bool(ld(_W) != ld(_RES) or ld(_FIN))
+
+    def _take_data(self) -> Optional[AccessResult]:
+        with self._lock:
+            return None if self._closed else self._claim()
+
+    def _data_idle(self) -> Optional[AccessResult]:
+        self._check_producer_alive()
+        # Self-healing: a consumer that died between taking a token and reserving its slot
+        # lost that token.  Work that is visible in the header is claimed without a token; a
+        # token left over later finds nothing and is dropped by _claim().
+        if self._load(_RES) < self._load(_W) or self._load(_FIN):
+            return self._take_data()
+        return None
+
     def _claim(self) -> Optional[AccessResult]:
-        """We hold one ``filled`` token: reserve a slot, or report the end."""
-        ld, cas, a_res = self._load, self._cas, self._a_res
+        """Under the lock, holding one ``filled`` token (fast mode: none): reserve a slot, or
+        report the end.  The reservation is a plain store: only this consumer process
+        writes reserved_idx, and its threads hold the lock here."""
+        ld, st = self._load, self._store
         while True:
             # `finished` first: the producer sets it after its last commit, so having seen it
             # we also see every write_idx it published (loaded after).  The other order lets
@@ -768,17 +876,20 @@ class ShmTraceRing(RingHandle, RingConveniences):
                     raise CorruptRingError(
                         f"ring {self.name!r} header is corrupt: write_idx={w} is more than "
                         f"capacity={self.capacity} ahead of reserved_idx={res}")
-                if cas(a_res, res, res + 1) == res:
-                    return self._data(res)
-                continue
-            if fin == _CRASHED:
-                self._filled.post()  # wake the other consumer threads
-                return self._crashed()
-            if fin == _FINISHED:
-                self._filled.post()
-                return _FINISHED_RESULT
+                st(_RES, res + 1)
+                return self._data(res)
+            if fin:
+                self._wake_consumers()  # every consumer thread sees the end
+                return self._crashed() if fin == _CRASHED else _FINISHED_RESULT
             # A token with nothing behind it (only after a hostile or corrupt peer): drop it.
             return None
+
+    def _wake_consumers(self) -> None:
+        """The stream ended: wake the other consumer threads (compat: re-post the token)."""
+        if self._fast:
+            self._wake(_CSLEEP, True, _CS)
+        else:
+            self._filled.post()
 
     def _crash_limit(self, w: int) -> int:
         """After a crash, messages from the recorded write_idx on do not exist."""
@@ -850,7 +961,10 @@ class ShmTraceRing(RingHandle, RingConveniences):
         _CRASH.pack_into(hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
         self._fence()  # details before the flag
         if self._cas(self._a_fin, 0, _CRASHED) == 0:
-            self._filled.post()
+            if self._fast:  # the compare-exchange fenced the flag before this load
+                self._wake(_CSLEEP, True, _CS if dead_pid else _PS)
+            else:
+                self._filled.post()
 
     def _register_consumer(self) -> None:
         with self._lock:
@@ -867,13 +981,26 @@ class ShmTraceRing(RingHandle, RingConveniences):
                         f"read_idx={r} capacity={self.capacity}")
                 if res > r:
                     self._store(_RES, r)
-                    for _ in range(res - r):
-                        self._filled.post()
+                    if not self._fast:  # fast mode: the indices are the truth
+                        for _ in range(res - r):
+                            self._filled.post()
+                if self._fast:
+                    self._forget_sleepers()
             self._consumer_registered = True
+
+    def _forget_sleepers(self) -> None:
+        """Fast mode, under the lock, replacing a dead consumer: its announced sleepers are
+        gone; drop the wake-ups already posted for them (a late one stays a spurious
+        wake-up: its sleeper finds nothing and sleeps again)."""
+        self._store(_CSLEEP, 0)
+        while self._trywait(self._h_filled) == 0:
+            pass
 
     def _complete(self, idx: int, guard: Optional[ConsumerGuard]) -> None:
         """A guard was released: advance read_idx over every in-order completion (the reorder
-        buffer: a min-heap of released indices, under the lock, so any thread may release)."""
+        buffer: a min-heap of released indices, under the lock, so any thread may release).
+        Compat: one ``empty`` post per slot freed; fast: one wake-up, if the producer
+        sleeps."""
         with self._lock:
             if guard is not None:
                 if guard._done:  # another thread released it first
@@ -885,15 +1012,22 @@ class ShmTraceRing(RingHandle, RingConveniences):
             cur = self._load(_R)
             if idx == cur and not pending:  # the common in-order case
                 self._store(_R, cur + 1)
-                self._hq[_CS + STAT_WAKEUPS] += 1
-                if self._post(self._h_empty) == -1:
-                    self._empty.post()
+                freed = 1
+            else:
+                heapq.heappush(pending, idx)
+                freed = 0
+                while pending and pending[0] == cur:
+                    heapq.heappop(pending)
+                    cur += 1
+                    freed += 1
+                    self._store(_R, cur)
+            if not self._fast:
+                hq = self._hq
+                for _ in range(freed):
+                    hq[_CS + STAT_WAKEUPS] += 1
+                    if self._post(self._h_empty) == -1:
+                        self._empty.post()
                 return
-            heapq.heappush(pending, idx)
-            while pending and pending[0] == cur:
-                heapq.heappop(pending)
-                cur += 1
-                self._store(_R, cur)
-                self._hq[_CS + STAT_WAKEUPS] += 1
-                if self._post(self._h_empty) == -1:
-                    self._empty.post()
+            hq = self._hq
+        if freed:
+            self._signal(hq, _PSLEEP, _CS)
