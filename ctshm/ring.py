@@ -36,6 +36,15 @@ Protocol (the Rust original's, with its bugs fixed):
   delivered again (at-least-once across a consumer restart).
 * Openers never create: ``open()`` waits (bounded) until the creator has finished
   initializing; a stale owner never unlinks a successor's objects.
+* Both sides wait in one loop (spin on header loads, then sleep in liveness slices):
+  :mod:`ctshm._waiting`.
+
+Fast mode (``create(..., fast=True)``, ctshm peers only): the same indices, words and steps,
+but no token per message: the semaphores start at 0 and carry wake-ups only, posted when the
+other side announced in ``c_sleep`` / ``p_sleep`` that it sleeps; in the steady state a
+message costs no foreign call.  Where the steps above take or post a token, fast mode
+does not, except where it says so.  The argument (lost wake-ups, fences, accounting) is
+in :mod:`ctshm._waiting`.
 """
 
 from __future__ import annotations
@@ -51,8 +60,9 @@ from typing import Any, Callable, Final, Optional, TypeVar
 
 from . import _peers, libc
 from ._conveniences import Buffer, RingConveniences, take_pending
-from ._handle import RingHandle, check_timeout, is_int, not_bytes
+from ._handle import check_timeout, is_int, not_bytes
 from ._ringobjects import reserve_range
+from ._waiting import DEFAULT_SPIN, LIVENESS_SLICE, SPIN_CEILING, SPIN_FLOOR, Waiting, _Spin  # noqa: F401 (public here)
 from .layout import (
     C_SLEEP as _CSLEEP,
     CONSUMER_PID as _CONSUMER_PID,
@@ -76,8 +86,6 @@ from .layout import (
     READ_IDX as _R,
     RESERVED_IDX as _RES,
     STAT_BYTES,
-    STAT_SPINS,
-    STAT_WAITS,
     STAT_WAKEUPS,
     WRITE_IDX as _W,
 )
@@ -94,56 +102,16 @@ from .results import (
     RingFinished,
     Timeout,
 )
-from .semaphore import NamedSemaphore
 
 __all__ = [
     "ConsumerGone", "ConsumerGuard", "CorruptRingError", "CrashDetails", "Crashed", "Data",
     "Finished", "ProducerCrashed", "ProducerGuard", "RingFinished", "ShmTraceRing", "Timeout",
 ]
 
-#: Longest a blocked wait goes without checking that the peer is alive.
-LIVENESS_SLICE: Final = 0.2
-#: Busy-wait before sleeping (seconds): where the adaptive spin starts, and its bounds.  A
-#: wake-up costs the poster 15-70 µs (futex wake + reschedule), far more than a message, so a
-#: wait that usually ends within a millisecond is better spun; longer waits (idle peer,
-#: oversubscribed CPU) shrink the spin to the floor, bounding the CPU a blocked call burns.
-DEFAULT_SPIN: Final = 50e-6
-SPIN_FLOOR: Final = 20e-6
-SPIN_CEILING: Final = 1e-3
-
 _PAGE: Final = libc.page_size()
 
 
 _PID = os.getpid()
-
-
-class _Spin:
-    """A spin budget.  Fixed when the user gave one; else adaptive: after each wait that did
-    not end on the first try, the budget becomes twice the time that wait took (so the next
-    similar wait ends while spinning), within [SPIN_FLOOR, SPIN_CEILING]; a wait longer than
-    the ceiling halves it."""
-
-    __slots__ = ("adaptive", "budget", "yielding")
-
-    def __init__(self, spin: Optional[float]) -> None:
-        # Yield the CPU between polls while spinning is not paying (the last wait outlasted
-        # its spin): with more runnable processes than cores the peer may need this core.
-        self.yielding = False
-        if spin is None:
-            self.budget, self.adaptive = DEFAULT_SPIN, True
-        else:
-            if isinstance(spin, bool) or not isinstance(spin, (int, float)) or not spin >= 0:
-                raise ValueError(f"spin must be >= 0 seconds or None (adaptive), not {spin!r}")
-            self.budget, self.adaptive = float(spin), False
-
-    def record(self, waited: float) -> None:
-        self.yielding = waited > self.budget
-        if not self.adaptive:
-            return
-        if waited <= SPIN_CEILING:
-            self.budget = min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
-        else:
-            self.budget = max(SPIN_FLOOR, self.budget / 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +289,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class ShmTraceRing(RingHandle, RingConveniences):
+class ShmTraceRing(Waiting, RingConveniences):
     """A ring of large slots in POSIX shared memory (see :mod:`ctshm.layout` for the bytes).
 
     Create with :meth:`create` (the owner: unlinks everything on close) or :meth:`open`.
@@ -493,135 +461,6 @@ class ShmTraceRing(RingHandle, RingConveniences):
                 "producer waited for a free slot; a new consumer that opens the ring will "
                 "resume (slots it had not released are delivered again)", self.name)
         return None
-
-    def _wait(self, sem: NamedSemaphore, ready: Callable[[], Any], take: Callable[[], Any],
-              idle: Callable[[], Any], timeout: Optional[float], what: str) -> Any:
-        """The one wait loop of both sides; in flight (see close()).
-
-        Spin while the adaptive budget lasts, watching ``ready()`` (header loads only) and,
-        once it says so, claiming: in compat mode after taking a token of ``sem``, in fast
-        mode at once.  Then sleep in slices of at most LIVENESS_SLICE: compat on ``sem``,
-        fast through _doze (announce, re-check, sleep).  After each wake-up ``take()`` claims
-        what was announced (None: a stale token, or another thread was first: keep waiting).
-        After each empty slice ``idle()`` runs the liveness check and the self-healing claim
-        of work visible without its token (None: keep waiting).  None on timeout;
-        ``ValueError`` once this handle is closed by another thread.
-        """
-        spin = self._spin
-        producer = sem is self._empty
-        stats = _PS if producer else _CS
-        fast = self._fast
-        t0 = time.perf_counter()
-        if spin.budget > 0 and (timeout is None or timeout > 0):
-            end = t0 + spin.budget
-            while time.perf_counter() < end and not self._closed:
-                if ready() and (fast or sem.try_acquire()):
-                    r = take()
-                    if r is not None:
-                        spin.record(time.perf_counter() - t0)
-                        self._count(stats + STAT_SPINS)
-                        return r
-                elif spin.yielding:
-                    os.sched_yield()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        word = _PSLEEP if producer else _CSLEEP
-        while True:
-            if self._closed:
-                raise self._closed_while(what)
-            chunk = LIVENESS_SLICE
-            if deadline is not None:
-                chunk = min(chunk, deadline - time.monotonic())
-                if chunk <= 0:
-                    spin.record(time.perf_counter() - t0)
-                    return None
-            self._count(stats + STAT_WAITS)
-            if self._doze(sem, word, ready, chunk) if fast else sem.acquire(chunk):
-                if self._closed:
-                    if not fast:
-                        sem.post()  # not ours to take any more: for the ring's other handles
-                    raise self._closed_while(what)
-                r = take()
-                if r is not None:
-                    spin.record(time.perf_counter() - t0)
-                    return r
-                continue
-            r = idle()
-            if r is not None:
-                return r
-
-    # -- fast mode: wake-ups only when the other side sleeps -----------------------------------
-    def _doze(self, sem: NamedSemaphore, word: int, ready: Callable[[], Any], chunk: float
-              ) -> bool:
-        """Fast mode, in flight: sleep on ``sem`` for at most ``chunk`` seconds, announced in
-        ``word`` (see "Fast mode" in the module docstring).  True: a wake-up came, or
-        ``ready()`` held once announced (go and claim); False: the slice ended."""
-        addr = self._a_psleep if word == _PSLEEP else self._a_csleep
-        self._add_sleeper(word, addr)  # compare-exchange: a full fence before the re-check
-        try:
-            now = bool(ready())
-            if not now and sem.acquire(chunk):
-                return True  # the waker took our unit out of ``word``
-        except BaseException:
-            self._withdraw(sem, word, addr)
-            raise
-        return self._withdraw(sem, word, addr) or now
-
-    def _add_sleeper(self, word: int, addr: int) -> None:
-        ld, cas = self._load, self._cas
-        while True:
-            c = ld(word)
-            if cas(addr, c, c + 1) == c:
-                return
-
-    def _withdraw(self, sem: NamedSemaphore, word: int, addr: int) -> bool:
-        """Take our unit back out of ``word`` (False); if a waker already took every unit,
-        one token is posted (or about to be) for us: consume it, so that no stray token is
-        left (True: we were woken)."""
-        ld, cas = self._load, self._cas
-        while True:
-            c = ld(word)
-            if c == 0:
-                sem.acquire(LIVENESS_SLICE)  # a timeout: the waker died before its post
-                return True
-            if cas(addr, c, c - 1) == c:
-                return False
-
-    def _signal(self, hq: memoryview, word: int, stats: int) -> None:
-        """Fast mode, just after a publish (``write_idx`` or ``read_idx``) stored under the
-        handle lock and that lock's release: wake one sleeper of the other side if one is
-        announced in ``word``.  The release is the fence between the store and this load
-        (see "Fast mode"); a re-entrant call, where the release did not unlock, and other
-        architectures fence explicitly."""
-        if not self._plain or self._lock._is_owned():
-            self._fence()
-        try:
-            if not hq[word]:
-                return  # the steady state: nobody sleeps, no foreign call
-        except ValueError:
-            return  # closed by another thread meanwhile (its header view is released)
-        with self._lock:
-            if not self._closed:
-                self._wake(word, False, stats)
-
-    def _wake(self, word: int, every: bool, stats: int) -> None:
-        """Under the lock or in flight: take one unit (``every``: all of them) out of
-        ``word`` by compare-exchange and post one token per unit taken.  No lock of its own:
-        notify_crash may run it from a signal handler."""
-        addr = self._a_psleep if word == _PSLEEP else self._a_csleep
-        ld, cas = self._load, self._cas
-        while True:
-            c = ld(word)
-            if c == 0:
-                return
-            n = c if every else 1
-            if cas(addr, c, c - n) == c:
-                break
-        h, sem = (self._h_empty, self._empty) if word == _PSLEEP else (self._h_filled,
-                                                                          self._filled)
-        for _ in range(n):
-            if self._post(h) == -1:
-                sem.post()  # raises the OSError with the name
-        self._hq[stats + STAT_WAKEUPS] += n
 
     def _register_producer(self) -> None:
         # Under self._lock.
@@ -823,12 +662,6 @@ class ShmTraceRing(RingHandle, RingConveniences):
         finally:
             self._leave()
 
-    def _count(self, word: int) -> None:
-        """A wait/spin statistics word of this side += 1.  In flight (the view is alive) and
-        without the lock: two consumer threads finishing waits at the same instant may count
-        one (messages and bytes are exact: they are counted under the lock)."""
-        self._hq[word] += 1
-
     def _wait_data(self, timeout: Optional[float]) -> AccessResult:
         """Wait for a slot (compat: take a ``filled`` token) and claim it (see _wait)."""
         r = self._wait(self._filled, self._data_ready, self._take_data, self._data_idle,
@@ -987,14 +820,6 @@ class ShmTraceRing(RingHandle, RingConveniences):
                 if self._fast:
                     self._forget_sleepers()
             self._consumer_registered = True
-
-    def _forget_sleepers(self) -> None:
-        """Fast mode, under the lock, replacing a dead consumer: its announced sleepers are
-        gone; drop the wake-ups already posted for them (a late one stays a spurious
-        wake-up: its sleeper finds nothing and sleeps again)."""
-        self._store(_CSLEEP, 0)
-        while self._trywait(self._h_filled) == 0:
-            pass
 
     def _complete(self, idx: int, guard: Optional[ConsumerGuard]) -> None:
         """A guard was released: advance read_idx over every in-order completion (the reorder

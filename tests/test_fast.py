@@ -14,9 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-import ctshm.ring as ring_mod
-from ctshm import Crashed, Data, Finished, ShmTraceRing, Timeout, atomics, libc
-from ctshm import layout as L
+import ctshm._waiting as ring_mod
+from ctshm import Crashed, Data, Finished, ShmTraceRing, Timeout, atomics, layout as L, libc
 
 from .helpers import SPAWN, join_all, run_children
 
