@@ -49,6 +49,7 @@ from .layout import (
     aligned_slot_size,
 )
 from .results import CorruptRingError, CrashDetails, Crashed
+from .semaphore import check_wait_mode
 
 if TYPE_CHECKING:
     from .ring import ProducerGuard
@@ -196,6 +197,8 @@ class RingHandle:
     @classmethod
     def _new(cls: type[Self], id: str, name: str, wait_mode: Optional[str], spin: Optional[float]
              ) -> Self:
+        if wait_mode is not None:  # before anything is made: the error names the ring
+            wait_mode = check_wait_mode(f"ShmTraceRing {name!r}", wait_mode)
         self = cls(_token=_MAKE)
         self.id, self.name = id, name
         self._wait_mode = wait_mode

@@ -61,6 +61,14 @@ CREATE_CASES: dict[str, BadCase] = {
     "open: timeout negative": (lambda i: ShmTraceRing.open(i, timeout=-1), ValueError,
                                "timeout"),
     "open: capacity 0": (lambda i: ShmTraceRing.open(i, 0, timeout=0), ValueError, "capacity"),
+    "ring wait_mode 0": (lambda i: ShmTraceRing.create(i, 1, 1, wait_mode=0),  # type: ignore[arg-type]
+                         TypeError, "_t': wait_mode must be one of"),
+    "ring wait_mode []": (lambda i: ShmTraceRing.create(i, 1, 1, wait_mode=[]),  # type: ignore[arg-type]
+                          TypeError, "_t': wait_mode must be one of"),
+    "ring wait_mode unknown": (lambda i: ShmTraceRing.create(i, 1, 1, wait_mode="fast"),
+                               ValueError, "_t': unknown wait mode 'fast'"),
+    "open: wait_mode 0": (lambda i: ShmTraceRing.open(i, timeout=0, wait_mode=0),  # type: ignore[arg-type]
+                          TypeError, "_t': wait_mode must be one of"),
     "memory id empty": (lambda i: ShmMemory.create_readonly("", 10), ValueError, "empty"),
     "memory id NUL": (lambda i: ShmMemory.create_readonly("a\0", 10), ValueError, "NUL"),
     "memory id too long": (lambda i: ShmMemory.create_readonly("m" * 256, 10), ValueError,
