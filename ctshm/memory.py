@@ -115,7 +115,8 @@ class ShmMemory:
         size = _shm.check_size("ShmMemory", size)
         _check_flag(name, "replace", replace)
         _check_flag(name, "reserve", reserve)
-        _space.check_free("ShmMemory", name, size, warn=True)  # sparse: a warning, not refusal
+        # Sparse: a warning, not a refusal; stacklevel 4 is the caller of create_*.
+        _space.check_free("ShmMemory", name, size, _space.SPARSE_SEGMENT, 4)
         self = cls(_token=_MAKE)
         self.name = name
         if replace:
