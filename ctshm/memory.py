@@ -230,10 +230,12 @@ class ShmMemory:
         ``OSError(ENOSPC)`` if /dev/shm is full.  False where the platform cannot reserve
         (macOS): writes there may still fail with SIGBUS when memory runs out.
         """
-        for what, v in (("offset", offset), ("length", length)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-                raise TypeError(f"ShmMemory {self.name!r}: reserve({what}=) must be an int, "
-                                f"not {type(v).__name__}")
+        for what, v, hint in (("offset", offset, "0: from the start"),
+                              ("length", length, "None: to the end")):
+            if (v is not None or what == "offset") and (isinstance(v, bool)
+                                                        or not isinstance(v, int)):
+                raise TypeError(f"ShmMemory {self.name!r}: reserve({what}=) must be an int "
+                                f"({hint}), not {type(v).__name__}")
         if length is None:
             length = self._size - offset
         if offset < 0 or length < 0 or offset + length > self._size:
