@@ -108,6 +108,8 @@ LIVENESS_SLICE: Final = 0.2
 DEFAULT_SPIN: Final = 50e-6
 SPIN_FLOOR: Final = 20e-6
 SPIN_CEILING: Final = 1e-3
+#: A fixed spin must be below this (the bound of a finite timeout in ``check_timeout``).
+_SPIN_MAX: Final = 1e9
 
 _PAGE: Final = libc.page_size()
 
@@ -123,15 +125,22 @@ class _Spin:
 
     __slots__ = ("adaptive", "budget", "yielding")
 
-    def __init__(self, spin: Optional[float]) -> None:
+    def __init__(self, spin: Optional[float], where: str = "") -> None:
         # Yield the CPU between polls while spinning is not paying (the last wait outlasted
         # its spin): with more runnable processes than cores the peer may need this core.
         self.yielding = False
         if spin is None:
             self.budget, self.adaptive = DEFAULT_SPIN, True
         else:
+            pre = f"{where}: " if where else ""
             if isinstance(spin, bool) or not isinstance(spin, (int, float)) or not spin >= 0:
-                raise ValueError(f"spin must be >= 0 seconds or None (adaptive), not {spin!r}")
+                raise ValueError(f"{pre}spin must be >= 0 seconds or None (adaptive), not "
+                                 f"{spin!r}")
+            if not spin < _SPIN_MAX:  # inf; 2**1024 would overflow float()
+                shown = repr(spin) if len(repr(spin)) < 30 else f"{repr(spin)[:20]}..."
+                raise ValueError(f"{pre}spin must be below {_SPIN_MAX:.0e} seconds (the "
+                                 "busy-wait before a wait sleeps: microseconds; None: "
+                                 f"adaptive), not {shown}")
             self.budget, self.adaptive = float(spin), False
 
     def record(self, waited: float) -> None:
@@ -185,6 +194,12 @@ class _Guard:
             buf.release()
         except BufferError:
             pass
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{type(self).__name__} for message {self.index} of "
+                        f"{self._ring.name!r} cannot be pickled: it holds a slot of shared "
+                        "memory mapped in this process; send bytes(guard.buf) instead (the "
+                        "other process can also open the ring by its id)")
 
     def _check_here(self, what: str) -> None:
         if self._pid != _PID:
@@ -339,7 +354,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
     _spin: _Spin = _Spin(None)
 
     def _configure(self, spin: Optional[float]) -> None:
-        self._spin = _Spin(spin)
+        self._spin = _Spin(spin, f"ShmTraceRing {self.name!r}")
 
     # Per-process shared state.
     @property
