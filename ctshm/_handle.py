@@ -49,6 +49,7 @@ from .layout import (
     aligned_slot_size,
 )
 from .results import CorruptRingError, CrashDetails, Crashed
+from .semaphore import check_wait_mode
 
 if TYPE_CHECKING:
     from .ring import ProducerGuard
@@ -197,6 +198,8 @@ class RingHandle:
     @classmethod
     def _new(cls: type[Self], id: str, name: str, wait_mode: Optional[str], spin: Optional[float]
              ) -> Self:
+        if wait_mode is not None:  # before anything is made: the error names the ring
+            wait_mode = check_wait_mode(f"ShmTraceRing {name!r}", wait_mode)
         self = cls(_token=_MAKE)
         self.id, self.name = id, name
         self._wait_mode = wait_mode
@@ -224,7 +227,9 @@ class RingHandle:
 
         The header pages ctshm writes (page 0 and the length records) are reserved before
         anything is written, so a full /dev/shm raises ``OSError(ENOSPC)`` here, never
-        SIGBUS; slots are reserved when first acquired (see :meth:`acquire`).
+        SIGBUS; slots are reserved when first acquired (see :meth:`acquire`).  A ring larger
+        than the free space of /dev/shm is sparse, so it is made, with a ``ResourceWarning``
+        giving the figures: ``acquire``/``put`` raise ``OSError(ENOSPC)`` if it runs out.
         """
         name = _shm.object_name("ShmTraceRing", id, L.RING_SUFFIX, L.SEM_SUFFIXES)
         capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
@@ -243,7 +248,8 @@ class RingHandle:
         if total > _MAX_SIZE:
             raise ValueError(f"ShmTraceRing of {capacity} slots of {aligned} bytes "
                              f"({total} bytes) is beyond any address space")
-        _space.check_free("ShmTraceRing", name, total)  # ENOSPC with the figures
+        # Sparse: a warning with the figures; the header reserve below raises ENOSPC.
+        _space.check_free("ShmTraceRing", name, total, _space.SPARSE_RING, 3)
         self = cls._new(id, name, wait_mode, spin)
         objs = self._objs
         assert objs is not None

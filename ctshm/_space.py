@@ -5,9 +5,9 @@
   cause (absent, as on AWS Lambda; mounted read-only; not writable), with the fix.  libc
   then raises :class:`ShmDirError`, which is not a ``FileNotFoundError``: ``ShmTraceRing.open``
   must not mistake a missing /dev/shm for a ring whose creator has not started yet.
-* :func:`check_free`: a ring larger than the free space is refused at create
-  (``OSError(ENOSPC)`` with the figures); segments are sparse by design, so for them the
-  same finding is a ``ResourceWarning``.
+* :func:`check_free`: a ring or segment larger than the free space gets a
+  ``ResourceWarning`` with the figures at create; both are sparse, so it is not refused (what
+  is really written is reserved first and raises ``OSError(ENOSPC)`` when it cannot be had).
 
 glibc keeps shm objects and named semaphores (``sem.NAME``) in ``/dev/shm``; other systems
 (macOS) have no such directory and every function here does nothing there.
@@ -102,11 +102,27 @@ def dir_problem(err: int, call: str) -> Optional[str]:
     return None
 
 
-def check_free(kind: str, name: str, nbytes: int, *, warn: bool = False) -> None:
-    """Refuse (``OSError(ENOSPC)``) or, with ``warn``, warn (``ResourceWarning``) when the
-    object ``name`` of ``nbytes`` is larger than the free space of ``/dev/shm``.
+#: What fails when a sparse object outgrows /dev/shm, and what to do: the end of the warning.
+SPARSE_RING: Final = (
+    "the ring is sparse (create reserves only its header; a slot is reserved when first "
+    "acquired), so acquire()/put() raise OSError(ENOSPC) once /dev/shm runs out, never "
+    "SIGBUS. If that is a risk: use fewer or smaller slots, free space in /dev/shm "
+    "(`python -m ctshm gc`), or enlarge it (Docker: --shm-size; "
+    "`mount -o remount,size=2G /dev/shm`)")
+SPARSE_SEGMENT: Final = (
+    "writing all of it will fail with SIGBUS or ENOSPC (the object is sparse; reserve() "
+    "reports a shortage as ENOSPC)")
 
-    Silent where the free space cannot be read (no /dev/shm: ``shm_open`` reports that).
+
+def check_free(kind: str, name: str, nbytes: int, consequence: str, stacklevel: int) -> None:
+    """Warn (``ResourceWarning``, with the figures and ``consequence``) when the object
+    ``name`` of ``nbytes`` is larger than the free space of ``/dev/shm``.
+
+    Never refuses: rings and segments are sparse, so an object larger than the free space
+    works as long as what is really written fits, and what is reserved (a ring's header, a
+    slot, ``reserve=True``) raises ``OSError(ENOSPC)`` when it cannot be had.  ``stacklevel``
+    is that of ``warnings.warn`` from here (3: the caller's caller).  Silent where the free
+    space cannot be read (no /dev/shm: ``shm_open`` reports that).
     """
     if not _LINUX:
         return
@@ -118,13 +134,6 @@ def check_free(kind: str, name: str, nbytes: int, *, warn: bool = False) -> None
     if nbytes <= free:
         return
     size = vfs.f_blocks * vfs.f_frsize
-    msg = (f"{kind} {name!r} needs {nbytes:,} bytes ({_mib(nbytes)}), {SHM_DIR} has "
-           f"{free:,} bytes ({_mib(free)}) free of {_mib(size)}")
-    if warn:
-        warnings.warn(f"{msg}: writing all of it will fail with SIGBUS or ENOSPC (the object "
-                      "is sparse; reserve() reports a shortage as ENOSPC)",
-                      ResourceWarning, stacklevel=3)
-        return
-    raise OSError(errno.ENOSPC, f"{msg}: use fewer or smaller slots, free space in "
-                  f"{SHM_DIR} (`python -m ctshm gc`), or enlarge it (Docker: --shm-size; "
-                  "`mount -o remount,size=2G /dev/shm`)", name)
+    warnings.warn(f"{kind} {name!r} needs {nbytes:,} bytes ({_mib(nbytes)}), {SHM_DIR} has "
+                  f"{free:,} bytes ({_mib(free)}) free of {_mib(size)}: {consequence}",
+                  ResourceWarning, stacklevel=stacklevel)

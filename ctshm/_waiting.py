@@ -110,6 +110,8 @@ LIVENESS_SLICE: Final = 0.2
 DEFAULT_SPIN: Final = 50e-6
 SPIN_FLOOR: Final = 20e-6
 SPIN_CEILING: Final = 1e-3
+#: A fixed spin must be below this (the bound of a finite timeout in ``check_timeout``).
+_SPIN_MAX: Final = 1e9
 
 
 class _Spin:
@@ -120,15 +122,22 @@ class _Spin:
 
     __slots__ = ("adaptive", "budget", "yielding")
 
-    def __init__(self, spin: Optional[float]) -> None:
+    def __init__(self, spin: Optional[float], where: str = "") -> None:
         # Yield the CPU between polls while spinning is not paying (the last wait outlasted
         # its spin): with more runnable processes than cores the peer may need this core.
         self.yielding = False
         if spin is None:
             self.budget, self.adaptive = DEFAULT_SPIN, True
         else:
+            pre = f"{where}: " if where else ""
             if isinstance(spin, bool) or not isinstance(spin, (int, float)) or not spin >= 0:
-                raise ValueError(f"spin must be >= 0 seconds or None (adaptive), not {spin!r}")
+                raise ValueError(f"{pre}spin must be >= 0 seconds or None (adaptive), not "
+                                 f"{spin!r}")
+            if not spin < _SPIN_MAX:  # inf; 2**1024 would overflow float()
+                shown = repr(spin) if len(repr(spin)) < 30 else f"{repr(spin)[:20]}..."
+                raise ValueError(f"{pre}spin must be below {_SPIN_MAX:.0e} seconds (the "
+                                 "busy-wait before a wait sleeps: microseconds; None: "
+                                 f"adaptive), not {shown}")
             self.budget, self.adaptive = float(spin), False
 
     def record(self, waited: float) -> None:
@@ -171,7 +180,8 @@ class Waiting(RingHandle):
         fast = self._fast
         t0 = time.perf_counter()
         if spin.budget > 0 and (timeout is None or timeout > 0):
-            end = t0 + spin.budget
+            # A fixed spin longer than the timeout stops at the timeout.
+            end = t0 + (spin.budget if timeout is None else min(spin.budget, timeout))
             while time.perf_counter() < end and not self._closed:
                 if ready() and (fast or sem.try_acquire()):
                     r = take()

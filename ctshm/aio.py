@@ -20,7 +20,9 @@ cancellation and ``close()``), and hand the outcome back with
 ``loop.call_soon_threadsafe``.  A handle has at most one consumer helper thread and at most
 one producer helper thread (a handle is normally used in one direction only); a helper
 serves every waiting call of its handle, from any event loop, in order, and exits
-:data:`LINGER` seconds after the last waiting call is over (or once the ring is closed).
+:data:`LINGER` seconds after the last waiting call is over (or once the ring is closed or
+dropped: a helper holds the ring only during a blocking call for a waiting caller, so a
+dropped ring is freed at once and its id can be created again).
 
 Cancellation loses nothing.  A message the helper claims after the waiting caller was
 cancelled (``task.cancel()``, ``asyncio.wait_for`` timing out, a ``TaskGroup`` shutting
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Deque, Final, Optional, TypeVar, Union
 
@@ -93,11 +96,24 @@ def _ring_state(ring: ShmTraceRing, key: str, cls: type[_S]) -> _S:
     return st
 
 
-def _helper_thread(target: Callable[[Any, ShmTraceRing], None], st: Any, ring: ShmTraceRing,
+_RingRef = Callable[[], Optional[ShmTraceRing]]
+
+
+def _helper_thread(target: Callable[[Any, _RingRef], None], st: Any, ring: ShmTraceRing,
                    role: str) -> threading.Thread:
-    """A daemon helper thread (not started yet) running ``target(st, ring)``."""
-    return threading.Thread(target=target, args=(st, ring), daemon=True,
+    """A daemon helper thread (not started yet) running ``target(st, weakref.ref(ring))``.
+
+    The helper holds the ring only while it makes a blocking call for a waiting caller (who
+    holds it too): a dropped ring is freed at once, its names with it, and its helper exits
+    (as for a closed ring)."""
+    return threading.Thread(target=target, args=(st, weakref.ref(ring)), daemon=True,
                             name=f"{THREAD_PREFIX}{role} {ring.name}")
+
+
+def _gone(ref: _RingRef) -> bool:
+    """The helper's ring was dropped or closed (no strong reference kept)."""
+    ring = ref()
+    return ring is None or ring.closed
 
 
 def _set(fut: asyncio.Future[None]) -> None:
@@ -195,31 +211,40 @@ def _consumer_state(ring: ShmTraceRing) -> _Consumer:
     return _ring_state(ring, _CONSUMER_KEY, _Consumer)
 
 
-def _consumer_helper(st: _Consumer, ring: ShmTraceRing) -> None:
+def _consumer_helper(st: _Consumer, ref: _RingRef) -> None:
     st.helper_ident = threading.get_ident()
     try:
-        while True:
-            with st.lock:
-                if st.demand() <= 0 and not ring.closed:
-                    st.cond.wait(LINGER)
-                if ring.closed or st.demand() <= 0:
-                    # Decided under the lock that also starts helpers: a call that starts
-                    # waiting from now on starts a new one.
-                    _consumer_exit(st)
-                    return
-            with st.claim:
-                try:
-                    r: _Item = ring.access(SLICE)
-                except BaseException as e:  # delivered to one caller, who raises it
-                    r = _Error(e)
-                if type(r) is not Timeout:
-                    with st.lock:
-                        st.pending.append(r)
-                        st.rebalance()
+        while _consumer_step(st, ref):
+            pass
     finally:
         with st.lock:
             if st.helper is threading.current_thread():
                 _consumer_exit(st)
+
+
+def _consumer_step(st: _Consumer, ref: _RingRef) -> bool:
+    """One blocking slice for the waiting calls; False once the helper is done.  The ring is
+    held only in this frame, never while the helper idles."""
+    with st.lock:
+        if st.demand() <= 0 and not _gone(ref):
+            st.cond.wait(LINGER)
+        ring = ref()
+        if ring is None or ring.closed or st.demand() <= 0:
+            # Decided under the lock that also starts helpers: a call that starts
+            # waiting from now on starts a new one.
+            _consumer_exit(st)
+            return False
+    with st.claim:
+        try:
+            r: _Item = ring.access(SLICE)
+        except BaseException as e:  # delivered to one caller, who raises it
+            r = _Error(e)
+        del ring  # before a caller is woken: the ring may be dropped as soon as it returns
+        if type(r) is not Timeout:
+            with st.lock:
+                st.pending.append(r)
+                st.rebalance()
+    return True
 
 
 def _consumer_exit(st: _Consumer) -> None:
@@ -436,41 +461,54 @@ def _producer_state(ring: ShmTraceRing) -> _Producer:
     return _ring_state(ring, _PRODUCER_KEY, _Producer)
 
 
-def _producer_helper(st: _Producer, ring: ShmTraceRing) -> None:
+def _producer_helper(st: _Producer, ref: _RingRef) -> None:
     try:
-        while True:
-            with st.lock:
-                q = st.queue
-                while q and (q[0].done or q[0].waiter.loop.is_closed()):
-                    q.popleft()
-                if not q and not ring.closed:
-                    st.cond.wait(LINGER)
-                if ring.closed or not q:
-                    _producer_exit(st)
-                    return
-                req = q[0]
-                if req.ready or req.done:  # its caller is taking the slot: wait until done
-                    st.cond.wait(SLICE)
-                    continue
-            try:
-                g = ring.acquire(SLICE, size=req.size)
-            except TimeoutError:
-                continue
-            except BaseException as e:
-                with st.lock:
-                    req.error = e
-                    req.ready = True
-                    req.waiter.wake()
-                continue
-            g.abort()  # the slot stays free for the caller: it acquires it on its loop
-            with st.lock:
-                if not req.done:
-                    req.ready = True
-                    req.waiter.wake()
+        while _producer_step(st, ref):
+            pass
     finally:
         with st.lock:
             if st.helper is threading.current_thread():
                 _producer_exit(st)
+
+
+def _producer_step(st: _Producer, ref: _RingRef) -> bool:
+    """One turn of the producer helper; False once it is done.  The ring is held only in
+    this frame, never while the helper idles."""
+    with st.lock:
+        q = st.queue
+        while q and (q[0].done or q[0].waiter.loop.is_closed()):
+            q.popleft()
+        if not q and not _gone(ref):
+            st.cond.wait(LINGER)
+        if not q or _gone(ref):
+            _producer_exit(st)
+            return False
+        req = q[0]
+        if req.ready or req.done:  # its caller is taking the slot: wait until done
+            st.cond.wait(SLICE)
+            return True
+    ring = ref()
+    if ring is None:  # dropped since the check: nobody is left to serve
+        with st.lock:
+            _producer_exit(st)
+        return False
+    try:
+        ring.acquire(SLICE, size=req.size).abort()  # the slot stays free for the caller: it
+    except TimeoutError:                            # acquires it on its loop
+        return True
+    except BaseException as e:
+        del ring  # before the caller is woken (see _consumer_step)
+        with st.lock:
+            req.error = e
+            req.ready = True
+            req.waiter.wake()
+        return True
+    del ring
+    with st.lock:
+        if not req.done:
+            req.ready = True
+            req.waiter.wake()
+    return True
 
 
 def _producer_exit(st: _Producer) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional
 
 from ._framing import _split
 from ._handle import check_timeout as _check_timeout
-from .records import DEFAULT_LINGER, RecordWriter
+from .records import DEFAULT_LINGER, RecordWriter, check_linger
 from .ring import (
     ConsumerGuard,
     Crashed,
@@ -56,7 +56,9 @@ class Sender:
     def __init__(self, ring: ShmTraceRing, *, linger: Optional[float] = DEFAULT_LINGER,
                  max_bytes: Optional[int] = None, timeout: Optional[float] = None) -> None:
         self._ring = ring
+        linger = check_linger(linger, f"ring {ring.name!r}: sender()")
         self._writer = RecordWriter(ring, max_bytes=max_bytes, timeout=timeout, linger=linger)
+        self._writer._what = "sender().send"  # the call its errors name
         #: ``send(data)``: queue one message (any bytes-like object, copied); ``ValueError``
         #: when it does not fit a slot or the sender is closed.
         self.send = self._writer.append

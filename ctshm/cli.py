@@ -12,7 +12,7 @@ import os
 import platform
 import re
 import sys
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from . import __version__, _space, atomics, libc, semaphore
 from ._shm import SHM_DIR
@@ -117,11 +117,41 @@ def _chosen(argv: list[str]) -> Optional[str]:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def build_parser(cmd: Optional[str]) -> argparse.ArgumentParser:
+def _wants_json(argv: list[str]) -> bool:
+    """``--json`` (or an abbreviation argparse accepts, ``--js``...) before any ``--``."""
+    for a in argv:
+        if a == "--":
+            return False
+        if len(a) >= 4 and "--json".startswith(a):
+            return True
+    return False
+
+
+class _JsonErrorParser(argparse.ArgumentParser):
+    """Usage errors as the JSON error object the subcommands print with ``--json``
+    (``{"error", "command", "name", ...}`` on stdout), exit code 2 as usual."""
+
+    command: Optional[str] = None
+
+    def error(self, message: str) -> NoReturn:
+        print(json.dumps({"error": message, "command": self.command, "name": None,
+                          "usage": self.format_usage().strip()}, indent=2))
+        self.exit(2)
+
+
+def build_parser(cmd: Optional[str], json_errors: bool = False) -> argparse.ArgumentParser:
     """The parser, with the arguments of subcommand ``cmd`` only (the others get their
-    one-line help, enough for ``python -m ctshm --help``)."""
-    p = argparse.ArgumentParser(prog="python -m ctshm", description=DESCRIPTION)
-    sub = p.add_subparsers(dest="cmd", metavar="{" + ",".join(COMMANDS) + "}")
+    one-line help, enough for ``python -m ctshm --help``).  ``json_errors``: usage errors
+    are printed as a JSON error object (``--json`` was given)."""
+    cls: type[argparse.ArgumentParser] = argparse.ArgumentParser
+    if json_errors:
+        class _Parser(_JsonErrorParser):
+            command = cmd if cmd in COMMANDS else None
+
+        cls = _Parser
+    p = cls(prog="python -m ctshm", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="cmd", metavar="{" + ",".join(COMMANDS) + "}",
+                           parser_class=cls)
     for name, help in COMMANDS.items():
         if name == "bench" and cmd == "bench":
             from . import bench  # throughput/latency against other IPC mechanisms
@@ -142,7 +172,7 @@ def build_parser(cmd: Optional[str]) -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = _chosen(argv)
-    p = build_parser(cmd)
+    p = build_parser(cmd, json_errors=_wants_json(argv))
     args = p.parse_args(argv)
     if args.cmd in (None, "info"):
         if args.cmd is None:

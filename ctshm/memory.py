@@ -115,7 +115,8 @@ class ShmMemory:
         size = _shm.check_size("ShmMemory", size)
         _check_flag(name, "replace", replace)
         _check_flag(name, "reserve", reserve)
-        _space.check_free("ShmMemory", name, size, warn=True)  # sparse: a warning, not refusal
+        # Sparse: a warning, not a refusal; stacklevel 4 is the caller of create_*.
+        _space.check_free("ShmMemory", name, size, _space.SPARSE_SEGMENT, 4)
         self = cls(_token=_MAKE)
         self.name = name
         if replace:
@@ -229,10 +230,12 @@ class ShmMemory:
         ``OSError(ENOSPC)`` if /dev/shm is full.  False where the platform cannot reserve
         (macOS): writes there may still fail with SIGBUS when memory runs out.
         """
-        for what, v in (("offset", offset), ("length", length)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-                raise TypeError(f"ShmMemory {self.name!r}: reserve({what}=) must be an int, "
-                                f"not {type(v).__name__}")
+        for what, v, hint in (("offset", offset, "0: from the start"),
+                              ("length", length, "None: to the end")):
+            if (v is not None or what == "offset") and (isinstance(v, bool)
+                                                        or not isinstance(v, int)):
+                raise TypeError(f"ShmMemory {self.name!r}: reserve({what}=) must be an int "
+                                f"({hint}), not {type(v).__name__}")
         if length is None:
             length = self._size - offset
         if offset < 0 or length < 0 or offset + length > self._size:

@@ -74,7 +74,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 import struct
 import sys
 import threading
@@ -158,8 +157,8 @@ class RecordWriter:
 
     __slots__ = ("__weakref__", "_buf", "_clock", "_closed", "_cond", "_count", "_deadline",
                  "_failure", "_flusher", "_guard", "_hq", "_idle", "_limit", "_linger", "_lock",
-                 "_max", "_pos", "_reserving", "_ring", "_slot", "records_written", "slots_written",
-                 "timeout")
+                 "_max", "_pos", "_reserving", "_ring", "_slot", "_what", "records_written",
+                 "slots_written", "timeout")
 
     def __init__(self, ring: ShmTraceRing, *, max_bytes: Optional[int] = None,
                  timeout: Optional[float] = None,
@@ -174,13 +173,7 @@ class RecordWriter:
         elif max_bytes < SLOT_HEADER + RECORD_HEADER:
             raise ValueError(f"RecordWriter({ring.name!r}): max_bytes must be >= "
                              f"{SLOT_HEADER + RECORD_HEADER}, not {max_bytes}")
-        if linger is not None:
-            if isinstance(linger, bool) or not isinstance(linger, (int, float)):
-                raise TypeError(f"RecordWriter({ring.name!r}): linger must be a number of "
-                                f"seconds or None, not {type(linger).__name__}")
-            if not (linger >= 0 and math.isfinite(linger)):
-                raise ValueError(f"RecordWriter({ring.name!r}): linger must be a finite "
-                                 f"number of seconds >= 0 (or None: no bound), not {linger!r}")
+        linger = check_linger(linger, f"RecordWriter({ring.name!r})")
         if clock is not None and not callable(clock):
             raise TypeError(f"RecordWriter({ring.name!r}): clock must be a callable returning "
                             f"seconds, not {type(clock).__name__}")
@@ -197,7 +190,7 @@ class RecordWriter:
         self.records_written = 0  # records published so far
         self.slots_written = 0  # slots published so far
         # Linger bound (None: off).  _cond is the lock the methods and the flusher share.
-        self._linger: Optional[float] = None if linger is None else float(linger)
+        self._linger: Optional[float] = linger
         self._clock: Callable[[], float] = time.perf_counter if clock is None else clock
         # Reentrant: a dropped writer's finalizer (which notifies) may run in the flusher
         # thread while it holds the lock.
@@ -210,6 +203,7 @@ class RecordWriter:
         self._idle = False  # the flusher waits without a deadline (needs a notify)
         self._failure: Optional[BaseException] = None  # a publication the flusher failed
         self._hq: Any = ring._hq if linger is not None else None
+        self._what = "RecordWriter.append"  # the call named by append's errors (a channel's)
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, data: Any) -> None:
@@ -234,8 +228,7 @@ class RecordWriter:
                 try:
                     data = memoryview(data).cast("B")
                 except TypeError:
-                    raise TypeError(not_bytes(self._ring.name, "RecordWriter.append", data)
-                                    ) from None
+                    raise TypeError(not_bytes(self._ring.name, self._what, data)) from None
                 n = data.nbytes
                 st = None
             pos = self._pos
@@ -577,6 +570,25 @@ class RecordWriter:
         state = "closed" if self._closed else f"{self._count} pending"
         return (f"<RecordWriter {self._ring.name!r} {state} records={self.records_written} "
                 f"slots={self.slots_written} linger={self._linger}>")
+
+
+#: A linger bound must be below this: the flusher's wait cannot be longer (threading.TIMEOUT_MAX
+#: is ~9.2e9 s), and it is the bound of a finite timeout in ``check_timeout``.
+_LINGER_MAX: Final = 1e9
+
+
+def check_linger(linger: Optional[float], where: str) -> Optional[float]:
+    """``linger=`` as a float (or None), for the error messages of ``where``."""
+    if linger is None:
+        return None
+    if isinstance(linger, bool) or not isinstance(linger, (int, float)):
+        raise TypeError(f"{where}: linger must be a number of seconds or None, not "
+                        f"{type(linger).__name__}")
+    if not (linger >= 0 and linger < _LINGER_MAX):  # NaN fails; 2**1024 is an int here
+        shown = repr(linger) if len(repr(linger)) < 30 else f"{repr(linger)[:20]}..."
+        raise ValueError(f"{where}: linger must be a finite number of seconds >= 0 and below "
+                         f"{_LINGER_MAX:.0e} (or None: no time bound), not {shown}")
+    return float(linger)
 
 
 def _flusher_main(ref: weakref.ReferenceType[RecordWriter], cond: threading.Condition) -> None:

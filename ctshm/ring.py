@@ -156,6 +156,12 @@ class _Guard:
         except BufferError:
             pass
 
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{type(self).__name__} for message {self.index} of "
+                        f"{self._ring.name!r} cannot be pickled: it holds a slot of shared "
+                        "memory mapped in this process; send bytes(guard.buf) instead (the "
+                        "other process can also open the ring by its id)")
+
     def _check_here(self, what: str) -> None:
         if self._pid != _PID:
             raise RuntimeError(
@@ -309,7 +315,7 @@ class ShmTraceRing(Waiting, RingConveniences):
     _spin: _Spin = _Spin(None)
 
     def _configure(self, spin: Optional[float]) -> None:
-        self._spin = _Spin(spin)
+        self._spin = _Spin(spin, f"ShmTraceRing {self.name!r}")
 
     # Per-process shared state.
     @property

@@ -46,6 +46,8 @@ _POLL_MIN: Final = 50e-6
 _POLL_MAX: Final = 1e-3
 # A timespec's tv_sec must not overflow; anything beyond ~30 years is "forever" for us.
 _MAX_TIMEOUT: Final = 1e9
+#: POSIX's lower bound for SEM_VALUE_MAX, for a platform whose sysconf does not say.
+_SEM_VALUE_MAX_POSIX: Final = 32767
 #: Longest one sleep of a wait: how soon a waiter notices that another thread closed the handle.
 CLOSE_SLICE: Final = 0.2
 
@@ -72,6 +74,46 @@ def _validate_mode(mode: str) -> str:
     return mode
 
 
+def check_wait_mode(where: str, mode: object) -> str:
+    """``wait_mode=`` given by the caller of ``where`` (None is handled by the caller)."""
+    if not isinstance(mode, str):
+        raise TypeError(f"{where}: wait_mode must be one of {', '.join(map(repr, WAIT_MODES))} "
+                        f"or None (the platform's best), not {mode!r}")
+    try:
+        return _validate_mode(mode)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def sem_value_max() -> int:
+    """``SEM_VALUE_MAX``: the largest count a semaphore holds (glibc: 2**31 - 1)."""
+    try:
+        v = os.sysconf("SC_SEM_VALUE_MAX")
+    except (AttributeError, ValueError, OSError):  # no sysconf, or the name is unknown here
+        v = -1
+    return v if v > 0 else _SEM_VALUE_MAX_POSIX
+
+
+def _check_create_args(name: str, value: object, mode: object) -> None:
+    """``value=`` and ``mode=`` of a create: ``c_uint`` would silently truncate them."""
+    where = f"NamedSemaphore({name!r}, create=True)"
+    top = sem_value_max()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: value (the initial count) must be an int from 0 to {top}, "
+                        f"not {type(value).__name__}")
+    if not 0 <= value <= top:
+        raise ValueError(f"{where}: value (the initial count) must be from 0 to {top} "
+                         f"(SEM_VALUE_MAX), not {value}")
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise TypeError(f"{where}: mode must be an int of permission bits such as 0o600, not "
+                        f"{type(mode).__name__}")
+    if not 0 <= mode <= 0o777:
+        shown = oct(mode) if mode >= 0 else repr(mode)
+        raise ValueError(f"{where}: mode must be permission bits from 0 to 0o777 such as "
+                         f"0o600 (setuid, setgid and sticky bits mean nothing for a "
+                         f"semaphore), not {shown}")
+
+
 def _close_handle(handle: int) -> None:
     # Finalizer: never raises.  sem_close only drops this process's mapping of the semaphore,
     # so running it in a forked child is harmless to the parent.
@@ -92,9 +134,11 @@ class NamedSemaphore:
                  wait_mode: Optional[str] = None) -> None:
         _check_name(name)
         self.name = name
-        self.wait_mode = _validate_mode(wait_mode) if wait_mode else default_wait_mode()
+        self.wait_mode = (default_wait_mode() if wait_mode is None
+                          else check_wait_mode(f"semaphore {name!r}", wait_mode))
         bname = name.encode()
         if create:
+            _check_create_args(name, value, mode)
             # O_EXCL: we never adopt a semaphore somebody else made with another count.
             h = libc.retry_eintr("sem_open", fn.sem_open, bname, libc.O_CREAT | libc.O_EXCL,
                                  c_uint(mode), c_uint(value), name=name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import sys
 import threading
@@ -299,6 +300,48 @@ def test_at_most_one_helper_thread_per_handle_and_none_at_the_end(shm_id: str) -
     with ShmTraceRing.create(shm_id, 4, 1 << 16) as ring, ShmTraceRing.open(shm_id) as prod:
         got = run(main(ring, prod))  # run() checks no helper thread is left
     assert sorted(got) == list(range(20))
+
+
+@pytest.mark.parametrize("side", ["consumer", "producer"])
+def test_dropped_ring_is_freed_at_once_though_its_helper_lingers(
+        shm_id: str, side: str, monkeypatch: Any) -> None:
+    # Outside review: a helper thread held its ring strongly until it exited (LINGER after
+    # the last call), so dropping the ring and creating the same id again raised
+    # FileExistsError.  A long LINGER keeps the idle helper alive past the re-create.
+    monkeypatch.setattr(aio, "LINGER", 2.0)
+    peer = None
+
+    async def use() -> list[threading.Thread]:
+        nonlocal peer
+        ring = ShmTraceRing.create(shm_id, 1, 4096)
+        peer = ShmTraceRing.open(shm_id)  # the other side (an opener: it never unlinks)
+        if side == "consumer":
+            t = asyncio.ensure_future(ring.aget(timeout=30))
+            await until(lambda: len(aio.helper_threads(ring)) == 1, "helper started")
+            peer.put(b"m")
+            assert await t == b"m"  # served by the helper
+        else:
+            ring.put(b"full")
+            t = asyncio.ensure_future(ring.aput(b"x", timeout=30))
+            await until(lambda: len(aio.helper_threads(ring)) == 1, "helper started")
+            assert peer.get(5) == b"full"
+            await t  # a slot found by the helper
+        return aio.helper_threads(ring)
+
+    loop = asyncio.new_event_loop()
+    try:
+        helpers = loop.run_until_complete(use())
+    finally:
+        loop.close()
+    assert helpers, "a helper thread served the call"
+    gc.collect()
+    again = ShmTraceRing.create(shm_id, 1, 4096)  # the old ring's names are gone already
+    again.close()
+    assert peer is not None
+    peer.close()
+    for t in helpers:  # a helper whose ring is gone exits (within LINGER)
+        t.join(30)
+    assert_no_helpers()
 
 
 def test_close_wakes_waiting_calls_and_ends_the_helper(shm_id: str) -> None:

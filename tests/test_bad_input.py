@@ -7,6 +7,7 @@ subprocess, so an interpreter crash would show as a signal exit code.
 from __future__ import annotations
 
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -61,6 +62,20 @@ CREATE_CASES: dict[str, BadCase] = {
     "open: timeout negative": (lambda i: ShmTraceRing.open(i, timeout=-1), ValueError,
                                "timeout"),
     "open: capacity 0": (lambda i: ShmTraceRing.open(i, 0, timeout=0), ValueError, "capacity"),
+    "ring wait_mode 0": (lambda i: ShmTraceRing.create(i, 1, 1, wait_mode=0),  # type: ignore[arg-type]
+                         TypeError, "_t': wait_mode must be one of"),
+    "ring wait_mode []": (lambda i: ShmTraceRing.create(i, 1, 1, wait_mode=[]),  # type: ignore[arg-type]
+                          TypeError, "_t': wait_mode must be one of"),
+    "ring wait_mode unknown": (lambda i: ShmTraceRing.create(i, 1, 1, wait_mode="fast"),
+                               ValueError, "_t': unknown wait mode 'fast'"),
+    "open: wait_mode 0": (lambda i: ShmTraceRing.open(i, timeout=0, wait_mode=0),  # type: ignore[arg-type]
+                          TypeError, "_t': wait_mode must be one of"),
+    "spin 2**1024": (lambda i: ShmTraceRing.create(i, 1, 1, spin=2**1024), ValueError,
+                     "_t': spin must be below 1e+09 seconds"),  # was OverflowError
+    "spin inf": (lambda i: ShmTraceRing.create(i, 1, 1, spin=float("inf")), ValueError,
+                 "_t': spin must be below"),  # a wait would never sleep (nor time out)
+    "open: spin 2**1024": (lambda i: ShmTraceRing.open(i, timeout=0, spin=2**1024),
+                           ValueError, "_t': spin must be below"),
     "memory id empty": (lambda i: ShmMemory.create_readonly("", 10), ValueError, "empty"),
     "memory id NUL": (lambda i: ShmMemory.create_readonly("a\0", 10), ValueError, "NUL"),
     "memory id too long": (lambda i: ShmMemory.create_readonly("m" * 256, 10), ValueError,
@@ -190,6 +205,31 @@ def test_acquire_size_beyond_slot(ring: ShmTraceRing) -> None:
         ring.acquire(size=ring.slot_size + 1)
     with pytest.raises(TypeError):
         ring.acquire(size="1")  # type: ignore[arg-type]
+
+
+def test_guards_refuse_pickling_with_what_to_send(ring: ShmTraceRing) -> None:
+    # Was: a bare "cannot pickle 'memoryview' object".
+    g = ring.acquire()
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        with pytest.raises(TypeError) as info:
+            pickle.dumps(g, protocol=proto)
+        assert str(info.value).startswith(f"ProducerGuard for message 0 of {ring.name!r} cannot "
+                                          "be pickled"), info.value
+        assert "send bytes(guard.buf) instead" in str(info.value)
+    g.commit(1)
+    r = ring.access(1)
+    assert isinstance(r, Data)
+    with r.guard as c, pytest.raises(TypeError, match=r"ConsumerGuard for message 0 of "
+                                     r"'/.*_t' cannot be pickled: .* bytes\(guard.buf\)"):
+        pickle.dumps(c)
+
+
+def test_memory_reserve_offset_none_names_the_segment(shm_id: str) -> None:
+    with ShmMemory.create_readwrite(shm_id, 8192) as m:
+        with pytest.raises(TypeError, match=rf"ShmMemory '/{shm_id}_m': reserve\(offset=\) "
+                           r"must be an int \(0: from the start\), not NoneType"):
+            m.reserve(None)  # type: ignore[arg-type]
+        assert m.reserve(0, None) is True  # length=None: to the end
 
 
 def test_commit_after_abort(ring: ShmTraceRing) -> None:

@@ -211,6 +211,11 @@ def test_recv_timeout_and_argument_errors(pair: tuple[ShmTraceRing, ShmTraceRing
     with pytest.raises(ValueError, match="linger"):
         prod.sender(linger=-1)
     tx = prod.sender()
+    for data in ("x", 0):  # named its own call: it said RecordWriter.append()
+        with pytest.raises(TypeError, match=rf"ring {prod.name!r}: sender\(\)\.send\(\) needs a "
+                           "bytes-like object") as info:
+            tx.send(data)  # type: ignore[arg-type]
+        assert "RecordWriter" not in str(info.value)
     with pytest.raises(ValueError, match="does not fit a slot"):
         tx.send(bytes(ring.slot_size))
     tx.close()

@@ -11,7 +11,6 @@ check itself is also tested without root, against a fake ``statvfs``.
 from __future__ import annotations
 
 import ctypes
-import errno
 import json
 import os
 import shutil
@@ -251,7 +250,9 @@ for f in (lambda: ShmMemory.open_readwrite("envn"), lambda: ShmTraceRing.open("e
 # ---------------------------------------------------------------------------------------------
 
 
-def test_small_dev_shm_info_shows_it_and_a_ring_too_large_is_refused_with_figures() -> None:
+def test_small_dev_shm_info_shows_it_and_a_ring_too_large_warns_then_acquire_raises() -> None:
+    # A ring larger than the free space is sparse: made with a warning (not refused), and
+    # acquire() raises ENOSPC when the slots it really backs run out (never SIGBUS).
     code = """
 import errno, json, subprocess, sys, warnings
 from ctshm import ShmMemory, ShmTraceRing
@@ -259,34 +260,45 @@ out = {}
 info = subprocess.run([sys.executable, "-m", "ctshm", "info", "--json"],
                       capture_output=True, text=True, check=True).stdout
 out["info"] = json.loads(info)["shm_dir"]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    ring = ShmTraceRing.create("envs", 40, 1 << 20)   # 2 MiB header + 40 x 2 MiB = 82 MiB
+out["big ring"] = [(w.category.__name__, str(w.message), w.filename) for w in caught]
 try:
-    ShmTraceRing.create("envs", 40, 1 << 20)       # 2 MiB header + 40 x 2 MiB = 82 MiB
-    out["big ring"] = "created"
+    for n in range(40):                            # whole slots: 2 MiB reserved each
+        g = ring.acquire(timeout=0); g.buf[-1] = 1; g.commit()
+    out["big ring full"] = "never"
 except OSError as e:
-    out["big ring"] = [errno.errorcode[e.errno], str(e)]
+    out["big ring full"] = [n, errno.errorcode[e.errno], e.filename]
+ring.close()
 with ShmTraceRing.create("envs", 8, 1 << 20) as ring:   # 18 MiB: fits
     ring.put(b"x")
     out["small ring"] = bytes(ring.get(timeout=5)).decode()
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     m = ShmMemory.create_readonly("envs", 100 << 20)  # sparse: allowed, with a warning
-    out["segment"] = [m.size, [(w.category.__name__, str(w.message)) for w in caught]]
+    out["segment"] = [m.size, [(w.category.__name__, str(w.message), w.filename)
+                               for w in caught]]
     m.close()
 print(json.dumps(out))
 """ + EMPTY_AT_END
     prelude = "mount -t tmpfs -o size=64m,mode=1777 ctshm-test /dev/shm\n"
     res = json.loads(_ok(run_in_namespace(prelude, code)))
     assert res["info"] == "/dev/shm size 64.0 MiB, free 64.0 MiB", res["info"]
-    code_, msg = res["big ring"]
-    assert code_ == "ENOSPC"
-    assert "needs 85,983,232 bytes (82.0 MiB), /dev/shm has 67,108,864 bytes (64.0 MiB) " \
-           "free of 64.0 MiB" in msg, msg
-    assert "--shm-size" in msg
+    [(category, msg, filename)] = res["big ring"]
+    assert category == "ResourceWarning"
+    assert filename == "<string>", "the warning points at the caller of create()"
+    assert "ShmTraceRing '/envs_t' needs 85,983,232 bytes (82.0 MiB), /dev/shm has " \
+           "67,108,864 bytes (64.0 MiB) free of 64.0 MiB" in msg, msg
+    assert "acquire()/put() raise OSError(ENOSPC)" in msg and "--shm-size" in msg, msg
+    # 64 MiB hold the two header pages and 31 slots of 2 MiB: the 32nd is refused.
+    assert res["big ring full"] == [31, "ENOSPC", "/envs_t"]
     assert res["small ring"] == "x"
     size, caught = res["segment"]
     assert size == 100 << 20
     assert len(caught) == 1 and caught[0][0] == "ResourceWarning", caught
     assert "needs 104,857,600 bytes (100.0 MiB), /dev/shm has 67,108,864 bytes" in caught[0][1]
+    assert caught[0][2] == "<string>", "the warning points at the caller of create_readonly()"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,17 +314,19 @@ class _FakeVfs:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/shm is Linux's")
-def test_check_free_refuses_or_warns_with_the_figures(monkeypatch: Any) -> None:
+def test_check_free_warns_with_the_figures(monkeypatch: Any) -> None:
     monkeypatch.setattr(_space.os, "statvfs", lambda path: _FakeVfs())
-    _space.check_free("ShmTraceRing", "/r_t", 10 << 20)  # exactly the free space: fine
-    with pytest.raises(OSError) as info:
-        _space.check_free("ShmTraceRing", "/r_t", (10 << 20) + 1)
-    assert info.value.errno == errno.ENOSPC and info.value.filename == "/r_t"
-    assert "needs 10,485,761 bytes" in str(info.value)
-    assert "/dev/shm has 10,485,760 bytes (10.0 MiB) free of 64.0 MiB" in str(info.value)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _space.check_free("ShmMemory", "/m_m", 11 << 20, warn=True)
-    assert [w.category for w in caught] == [ResourceWarning]
-    assert "ShmMemory '/m_m' needs 11,534,336 bytes" in str(caught[0].message)
+        _space.check_free("ShmTraceRing", "/r_t", 10 << 20, _space.SPARSE_RING, 2)  # fits
+        assert caught == []
+        _space.check_free("ShmTraceRing", "/r_t", (10 << 20) + 1, _space.SPARSE_RING, 2)
+        _space.check_free("ShmMemory", "/m_m", 11 << 20, _space.SPARSE_SEGMENT, 2)
+    assert [w.category for w in caught] == [ResourceWarning, ResourceWarning]
+    ring, seg = (str(w.message) for w in caught)
+    assert "ShmTraceRing '/r_t' needs 10,485,761 bytes" in ring
+    assert "/dev/shm has 10,485,760 bytes (10.0 MiB) free of 64.0 MiB" in ring
+    assert "raise OSError(ENOSPC) once /dev/shm runs out, never SIGBUS" in ring
+    assert "ShmMemory '/m_m' needs 11,534,336 bytes" in seg and "SIGBUS or ENOSPC" in seg
+    assert all(w.filename == __file__ for w in caught)
     assert _space.describe() == "/dev/shm size 64.0 MiB, free 10.0 MiB"

@@ -264,15 +264,22 @@ def test_crash_hook_reports_python_producer_death(shm_id: str, mode: str) -> Non
 # ---------------------------------------------------------------------------------------------
 
 _ENOSPC_CHILD = textwrap.dedent("""
-    import errno, sys
+    import errno, os, sys, warnings
     sys.path.insert(0, {root!r})
     from ctshm import ShmTraceRing, ShmMemory
     results = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        big = ShmTraceRing.create("nospcbig", 8, 4096)      # 18 MiB > 12 MiB: sparse, warned
+    results.append("big ring: " + ",".join(w.category.__name__ for w in caught))
     try:
-        ShmTraceRing.create("nospcbig", 8, 4096)            # 18 MiB > 12 MiB: refused at once
-        results.append("big ring: created")
+        for n in range(8):                                  # 2 MiB per slot: 5 fit, the 6th
+            g = big.acquire(timeout=0); g.buf[-1] = 1; g.commit()  # is refused
+        results.append("big ring: all slots")
     except OSError as e:
-        results.append(f"big ring: {{errno.errorcode[e.errno]}} {{e.filename}}")
+        results.append(f"big ring: {{n}} slots, then {{errno.errorcode[e.errno]}} {{e.filename}}")
+    big.close()
+    results.append(f"left: {{os.listdir('/dev/shm')}}")
     ring = ShmTraceRing.create("nospc", 4, 4096)            # 10 MiB, sparse: fits at create
     with open("/dev/shm/filler", "wb") as f:                # then /dev/shm fills up: ~3 MiB
         f.write(bytes(9 << 20))                             # stay free
@@ -321,7 +328,7 @@ def test_full_dev_shm_raises_enospc_not_sigbus() -> None:
     out = _in_tiny_dev_shm(_ENOSPC_CHILD.format(root=REPO_ROOT), "12m")
     assert out.returncode == 0, f"exit {out.returncode} (SIGBUS is -7):\n{out.stderr}"
     assert out.stdout.strip().split("|") == [
-        "big ring: ENOSPC /nospcbig_t",
+        "big ring: ResourceWarning", "big ring: 5 slots, then ENOSPC /nospcbig_t", "left: []",
         "ring: ENOSPC /nospc_t", "ring: small put ok",
         "memory: ENOSPC /nospcm_m", "reserve: ENOSPC", "reserve small ok",
     ]
@@ -350,7 +357,7 @@ _FULL_CHILD = textwrap.dedent("""
     ring.put(b"x" * 100)                                # its length record is reserved
     results.append("put ok")
     os.unlink("/dev/shm/filler"); fill(0)               # full
-    attempt("ring create", lambda: ShmTraceRing.create("full", 2, 4096))  # the space check
+    attempt("ring create", lambda: ShmTraceRing.create("full", 2, 4096))  # the header reserve
     import ctshm._space as space                        # without it (another process could
     space.check_free = lambda *a, **k: None             # fill /dev/shm after the check), the
     attempt("ring create, no check", lambda: ShmTraceRing.create("full", 2, 4096))  # reserve

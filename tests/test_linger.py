@@ -266,6 +266,14 @@ def test_invalid_linger_and_clock(ring: ShmTraceRing) -> None:
         RecordWriter(ring, linger=-1)
     with pytest.raises(ValueError, match="linger"):
         RecordWriter(ring, linger=float("inf"))
+    # Was OverflowError (2**1024), and a flusher thread dead of OverflowError (1e10: beyond
+    # threading.TIMEOUT_MAX) leaving the records unpublished.
+    for huge in (2**1024, 1e10, 10**9):
+        with pytest.raises(ValueError, match=r"RecordWriter\('/.*'\): linger must be a finite "
+                           r"number of seconds >= 0 and below 1e\+09"):
+            RecordWriter(ring, linger=huge)
+    with pytest.raises(ValueError, match=r"ring '/.*': sender\(\): linger must be"):
+        ring.sender(2**1024)
     with pytest.raises(TypeError, match="linger must be a number"):
         RecordWriter(ring, linger="1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="linger"):

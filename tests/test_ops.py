@@ -547,6 +547,25 @@ def test_usage_errors_exit_2() -> None:
     assert r.returncode == 1 and "not a ctshm name" in r.stderr
 
 
+@pytest.mark.parametrize("args,command,fragment", [
+    (("rm", "--json"), "rm", "the following arguments are required: name"),
+    (("stat", "--js"), "stat", "the following arguments are required: name"),  # abbreviated
+    (("gc", "--bogus", "--json"), "gc", "unrecognized arguments: --bogus"),
+    (("top", "--interval", "0", "--json"), "top", "--interval must be > 0"),
+    (("frobnicate", "--json"), None, "invalid choice: 'frobnicate'"),
+])
+def test_usage_errors_with_json_are_json(args: tuple[str, ...], command: str | None,
+                                         fragment: str) -> None:
+    # Was: argparse's plain-text usage on stderr.  Same object as the other --json errors.
+    r = run_cli(*args)
+    assert r.returncode == 2, r
+    assert r.stderr == ""
+    err = json.loads(r.stdout)
+    assert fragment in err["error"], err
+    assert err["command"] == command and err["name"] is None
+    assert err["usage"].startswith("usage: python -m ctshm")
+
+
 def test_ls_json_shape_and_empty_prefix(shm_id: str) -> None:
     data = cli_json("ls", "--prefix", shm_id)
     assert data["objects"] == [] and data["shm_dir"] == SHM_DIR

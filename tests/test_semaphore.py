@@ -403,3 +403,47 @@ def test_explicit_wait_mode_overrides_env(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("CTSHM_WAIT", "nonsense")
     with pytest.raises(ValueError, match="nonsense"):
         default_wait_mode()
+
+
+# ---------------------------------------------------------------------------------------------
+# create=True arguments: c_uint would truncate them silently (outside review)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs,exc,fragment", [
+    ({"value": -1}, ValueError, "value (the initial count) must be from 0 to"),
+    ({"value": 2**31}, ValueError, "not 2147483648"),
+    ({"value": 2**32 + 1}, ValueError, "not 4294967297"),  # c_uint made it 1
+    ({"value": 1.5}, TypeError, "value (the initial count) must be an int"),
+    ({"value": True}, TypeError, "not bool"),
+    ({"mode": -1}, ValueError, "mode must be permission bits from 0 to 0o777"),  # was 0o7755
+    ({"mode": 0o4600}, ValueError, "setuid, setgid and sticky bits mean nothing"),
+    ({"mode": 2**32 + 0o600}, ValueError, "mode must be permission bits"),  # c_uint: 0o600
+    ({"mode": "0o600"}, TypeError, "mode must be an int of permission bits"),
+    ({"wait_mode": 0}, TypeError, "wait_mode must be one of"),  # was: the default mode
+    ({"wait_mode": []}, TypeError, "wait_mode must be one of"),
+    ({"wait_mode": ""}, ValueError, "unknown wait mode ''"),
+])
+def test_create_refuses_bad_value_mode_and_wait_mode(sem_name: str, kwargs: dict[str, object],
+                                                     exc: type, fragment: str) -> None:
+    with pytest.raises(exc) as info:
+        NamedSemaphore(sem_name, create=True, **kwargs)  # type: ignore[arg-type]
+    assert fragment in str(info.value), info.value
+    assert repr(sem_name) in str(info.value), "names the semaphore"
+    assert not sem_exists(sem_name), "nothing created"
+
+
+def test_create_accepts_the_bounds(sem_name: str) -> None:
+    from ctshm.semaphore import sem_value_max
+    top = sem_value_max()
+    if libc.IS_LINUX:
+        assert top == os.sysconf("SC_SEM_VALUE_MAX") == 2**31 - 1
+    s = NamedSemaphore(sem_name, create=True, value=top, mode=0o777)
+    try:
+        assert s.value() in (top, -1)
+        if libc.IS_LINUX:  # the umask may clear bits, never add any
+            assert os.stat("/dev/shm/sem." + sem_name[1:]).st_mode & 0o7777 & ~0o777 == 0
+    finally:
+        s.close()
+    NamedSemaphore.unlink_name(sem_name)
+    NamedSemaphore(sem_name, create=True, value=0, mode=0).close()
