@@ -78,10 +78,15 @@ class _Shared:
     in turn.  The outstanding guard is held weakly: dropping it aborts it (its ``__del__``).
     """
 
-    __slots__ = ("__weakref__", "acquiring", "lock", "pending", "pg_ref", "turn", "turn_owner")
+    __slots__ = ("__weakref__", "acquiring", "lock", "opened", "pending", "pg_ref", "turn",
+                 "turn_owner")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        # This process's open handles of the ring (under ``lock``): a guard of a closed
+        # handle gives its token back through one of them; a consumer unregisters when its
+        # last registered handle closes.
+        self.opened: weakref.WeakSet[RingHandle] = weakref.WeakSet()
         self.turn = threading.Condition(self.lock)
         self.pending: list[int] = []
         self.pg_ref: Optional[weakref.ref[ProducerGuard]] = None
@@ -128,6 +133,8 @@ def _after_fork_in_child() -> None:
         st.__init__()  # type: ignore[misc]
     for ring in list(_RINGS):
         ring._lock = ring._ps.lock
+        if not ring._closed:
+            ring._ps.opened.add(ring)
         ring._producer_registered = False
         ring._consumer_registered = False
 
@@ -181,14 +188,29 @@ class RingHandle:
         self._lock = self._ps.lock
         self._backed = [0] * self.capacity  # bytes of each slot this process reserved
         self._len_backed = False  # length-record pages reserved by this process
+        with self._lock:
+            self._ps.opened.add(self)
         _RINGS.add(self)
 
     def _on_close(self) -> None:
-        # Under the lock: an outstanding producer slot of this handle ends its turn.
-        g = self._ps.producer_guard()
-        if g is not None and g._ring is self:
-            self._ps.end_turn()
+        # Under the lock.  An outstanding ProducerGuard of this handle keeps the producer
+        # turn: a view of its slot (``buf`` taken before the close, or exported further,
+        # e.g. to NumPy, which cannot be released) may still be written, and handing the slot
+        # to another handle of this process now would let those stale writes overwrite the
+        # message it publishes there.  The turn ends when the guard does (abort, drop, or a
+        # refused commit: see ShmTraceRing._commit/_abort).
+        self._ps.opened.discard(self)
         self._ps.turn.notify_all()  # producer threads waiting for their turn
+
+    def _post_empty_via_open_handle(self) -> None:
+        """Under the lock, this handle closed: give an ``empty`` token back through another
+        open handle of the ring in this process (its semaphores are open: it is not closed,
+        and closing needs this lock).  With none, the token is dropped: tokens are hints,
+        and a producer's wait finds the visibly free slot after a slice (see _space)."""
+        for h in list(self._ps.opened):
+            if not h._closed:
+                h._post(h._h_empty)
+                return
 
     def _detach(self) -> None:
         _RINGS.discard(self)
@@ -505,7 +527,9 @@ class RingHandle:
         the semaphores, descriptor and header views are released when the last of them has
         returned.  Outstanding consumer views stay readable (the mapping lives until they are
         gone); releasing their guards afterwards does nothing.  An outstanding ProducerGuard
-        can no longer be committed.  In a forked child nothing is unlinked.
+        can no longer be committed (``ValueError``, nothing published) and keeps this
+        process's producer turn until it is aborted, dropped or refused its commit.
+        In a forked child nothing is unlinked.
         """
         objs = self._objs
         if objs is None:

@@ -212,6 +212,8 @@ class ProducerGuard(_Guard):
     def buf(self) -> memoryview:
         """Writable view of the slot (``size`` bytes as given to acquire; default the whole
         slot)."""
+        if self._ring._closed and not self._done:
+            raise ValueError(self._ring._closed_guard_text(self, "buf"))
         return self._view()
 
     def __len__(self) -> int:
@@ -563,7 +565,10 @@ class ShmTraceRing(RingHandle, RingConveniences):
         with self._lock:
             if guard._done:
                 raise ValueError(f"{guard!r} was already committed or aborted")
-            self._check_open()
+            if self._closed:  # nothing published; the guard ends (and its turn)
+                text = self._closed_guard_text(guard, "commit()")
+                self._abort(guard)
+                raise ValueError(text)
             idx = guard.index
             if self._load(_FIN) == _CRASHED:
                 guard._finish()
@@ -600,6 +605,12 @@ class ShmTraceRing(RingHandle, RingConveniences):
                 ps.end_turn()
             if not self._closed:
                 self._post(self._h_empty)
+            else:
+                self._post_empty_via_open_handle()
+
+    def _closed_guard_text(self, guard: ProducerGuard, what: str) -> str:
+        return (f"ring {self.name!r} was closed: {what} of {guard!r} is refused and nothing "
+                "was published (abort() the guard, or drop it, to free the producer turn)")
 
     def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
         """Copy ``data`` (bytes-like) into a slot and commit exactly its length."""
