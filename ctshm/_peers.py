@@ -25,11 +25,12 @@ they follow whatever ordering the ring binds (plain on x86_64, atomics elsewhere
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from . import _proc
 
-__all__ = ["check_pid", "dead", "register", "set_pair"]
+__all__ = ["check_pid", "dead", "live_other", "register", "set_pair"]
 
 Load = Callable[[int], int]
 Store = Callable[[int, int], None]
@@ -49,6 +50,19 @@ def dead(load: Load, word: int) -> int:
         return 0
     start = load(word + 1)
     if load(word) != pid or _proc.is_alive(pid, start):
+        return 0
+    return pid
+
+
+def live_other(load: Load, word: int) -> int:
+    """The registered process's pid if it is alive and not this process, else 0 (none, this
+    process, dead, or changing).  Loads and ``kill(pid, 0)`` / a ``/proc`` read only: no
+    lock, so ``notify_crash`` may call it from a signal handler."""
+    pid = load(word)
+    if not pid or pid == os.getpid():
+        return 0
+    start = load(word + 1)
+    if load(word) != pid or not _proc.is_alive(pid, start):
         return 0
     return pid
 

@@ -659,6 +659,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
         """End of stream: the consumer gets ``Finished`` after every committed slot."""
         with self._lock:
             self._check_open()
+            self._check_may_end("mark_finished")
             g = self._producer_guard
             if g is not None:
                 raise RuntimeError(f"ring {self.name!r}: commit or abort {g!r} before "
@@ -692,12 +693,23 @@ class ShmTraceRing(RingHandle, RingConveniences):
         if self._closed or objs is None or not objs.inflight.enter():
             return
         try:
+            self._check_may_end("notify_crash")
             if self._load(_FIN):
                 return  # already finished or crashed: the first end wins
             raw = message.encode("utf-8", "replace")[:MSG_MAX] if message else b""
             self._record_crash(signal, addr, operation, raw, 0)
         finally:
             objs.inflight.leave()
+
+    def _check_may_end(self, what: str) -> None:
+        """Only the producer ends the stream: refuse while another live process (a forked
+        child's parent, say) is the registered producer.  Header loads only (no lock)."""
+        other = _peers.live_other(self._load, _PRODUCER_PID)
+        if other:
+            raise RuntimeError(
+                f"ring {self.name!r}: {what}() refused: the registered producer is pid "
+                f"{other}, alive, and this is pid {os.getpid()} (a forked child?); nothing "
+                "shared was changed. Only the producer process ends its stream")
 
     # -- consumer ------------------------------------------------------------------------------
     def access(self, timeout: Optional[float] = None) -> AccessResult:

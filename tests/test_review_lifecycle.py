@@ -4,11 +4,44 @@ while a producer waits."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
+import traceback
+from typing import Callable
 
 import pytest
 
-from ctshm import ShmTraceRing
+from ctshm import Crashed, Finished, ShmTraceRing
+
+
+def _fork(fn: Callable[[], None]) -> int:
+    """Fork a child that runs ``fn`` and exits 0, or 1 (traceback on stderr) if it raised."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            fn()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _reap(pid: int, timeout: float = 30) -> int:
+    """The child's exit code, waiting at most ``timeout`` s (then SIGKILL and fail)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"child {pid} did not exit within {timeout} s")
 
 
 def test_closed_handle_keeps_producer_turn_until_its_guard_ends(shm_id: str) -> None:
@@ -76,3 +109,55 @@ def test_abort_of_closed_handles_guard_gives_the_token_back(shm_id: str) -> None
         finally:
             p1.close()
             p2.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# A forked child cannot end the stream of its parent, the registered producer
+# ---------------------------------------------------------------------------------------------
+
+def test_forked_child_cannot_end_the_parents_stream(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 4, 4096) as ring:
+        ring.put(b"one")  # the parent is the registered producer now
+        parent = os.getpid()
+
+        def child() -> None:
+            for what, call in (("mark_finished", ring.mark_finished),
+                               ("notify_crash", lambda: ring.notify_crash(11, 0, 0, "x"))):
+                with pytest.raises(RuntimeError) as e:
+                    call()
+                text = str(e.value)
+                assert f"{what}() refused" in text, text
+                assert f"producer is pid {parent}" in text and f"pid {os.getpid()}" in text
+                assert "nothing shared was changed" in text and ring.name in text
+
+        assert _reap(_fork(child)) == 0
+        assert ring.header()["finished"] == 0
+        ring.put(b"two")
+        ring.mark_finished()
+        assert [ring.get(5), ring.get(5)] == [b"one", b"two"]
+        assert isinstance(ring.access(5), Finished)
+
+
+def test_forked_child_that_produces_may_finish(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 4, 4096) as ring:
+        def child() -> None:
+            ring.put(b"from the child")  # registers the child as producer
+            ring.mark_finished()
+
+        assert _reap(_fork(child)) == 0
+        assert ring.get(5) == b"from the child"
+        assert isinstance(ring.access(5), Finished)
+
+
+@pytest.mark.parametrize("end", ["mark_finished", "notify_crash"])
+def test_forked_child_may_end_a_stream_nobody_registered_for(shm_id: str, end: str) -> None:
+    with ShmTraceRing.create(shm_id, 4, 4096) as ring:
+        def child() -> None:
+            if end == "mark_finished":
+                ring.mark_finished()
+            else:
+                ring.notify_crash(6, 0, 0, "child")
+
+        assert _reap(_fork(child)) == 0
+        r = ring.access(5)
+        assert isinstance(r, Finished if end == "mark_finished" else Crashed), r
