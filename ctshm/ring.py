@@ -42,10 +42,8 @@ from __future__ import annotations
 
 import heapq
 import os
-import sys
 import threading
 import time
-import warnings
 import weakref
 from typing import Any, Callable, Final, Optional, TypeVar
 
@@ -282,18 +280,12 @@ class ConsumerGuard(_Guard):
         self.release()
 
     def __del__(self) -> None:
+        # No warning when the view outlives the guard: whether it will still be used cannot be
+        # told here (a function's locals are freed guard-first, a module's at exit, and a
+        # `bytes(view[:5])` returned from there is a correct use), and a refcount heuristic
+        # warned falsely for those.  The README says to keep the guard while reading.
         try:
             if not self._done and self._pid == _PID:
-                if _getrefcount is not None and _getrefcount(self._buf) > 2:
-                    # Somebody still holds the view (``x = ring.access().guard.buf``): it is
-                    # about to be released with the slot.  Say so before the bare
-                    # "released memoryview" error they will meet.
-                    warnings.warn(
-                        f"ConsumerGuard for message {self.index} of {self._ring.name!r} was "
-                        "dropped while its buf was still in use: the slot is released and "
-                        "the view stops working now. Keep the guard while reading (`with "
-                        "ring.access(t).guard as g:` or `g = result.guard`), or copy with "
-                        "ring.get()", RuntimeWarning, stacklevel=2)
                 self._ring._complete(self.index, self)
         except Exception:
             pass
@@ -303,7 +295,6 @@ class ConsumerGuard(_Guard):
         return f"<ConsumerGuard {self._ring.name!r} message={self.index} {state}>"
 
 
-_getrefcount: Optional[Callable[[Any], int]] = getattr(sys, "getrefcount", None)
 _EMPTY: Final = memoryview(b"")
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -14,6 +16,8 @@ from typing import Callable
 import pytest
 
 from ctshm import Crashed, Finished, ShmTraceRing
+
+from .helpers import REPO_ROOT
 
 
 def _fork(fn: Callable[[], None]) -> int:
@@ -161,3 +165,39 @@ def test_forked_child_may_end_a_stream_nobody_registered_for(shm_id: str, end: s
         assert _reap(_fork(child)) == 0
         r = ring.access(5)
         assert isinstance(r, Finished if end == "mark_finished" else Crashed), r
+
+
+# ---------------------------------------------------------------------------------------------
+# No false RuntimeWarning when a guard is dropped before its view
+# ---------------------------------------------------------------------------------------------
+
+_DROP_BEFORE_VIEW = """
+import sys
+from ctshm import ShmTraceRing
+
+ring = ShmTraceRing.create(sys.argv[1], 2, 4096)
+ring.put(b"hello world")
+ring.put(b"kept at exit")
+
+def first_five():
+    g = ring.access(5).guard
+    view = g.buf
+    return bytes(view[:5])  # correct: the locals are freed (guard first) after the copy
+
+assert first_five() == b"hello"
+assert ring.header()["read_idx"] == 1, ring.header()  # the dropped guard released its slot
+g = ring.access(5).guard  # module globals, alive at interpreter exit
+view = g.buf
+print("done")
+"""
+
+
+@pytest.mark.parametrize("flag", ["error::RuntimeWarning", "always::RuntimeWarning"])
+def test_no_warning_for_a_guard_freed_before_its_view(shm_id: str, flag: str) -> None:
+    # -W error: a warning raised inside __del__ used to skip the release (read_idx stuck);
+    # -W always: it used to be printed, for both cases.
+    out = subprocess.run([sys.executable, "-W", flag, "-c", _DROP_BEFORE_VIEW, shm_id],
+                         capture_output=True, text=True, timeout=60, check=False,
+                         cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": REPO_ROOT})
+    assert out.returncode == 0 and out.stdout == "done\n", out
+    assert "Warning" not in out.stderr, out.stderr
