@@ -283,8 +283,22 @@ class RingHandle:
         initializing (object sized, header written, both semaphores created), then raises
         ``FileNotFoundError`` (nothing there) or ``TimeoutError`` (never became ready).
         ``capacity`` / ``slot_size``, when given, must match the header (``slot_size`` is
-        compared after rounding up to 2 MiB).
+        compared after rounding up to 2 MiB).  A ctshm ring whose creator died before it was
+        ready raises ``FileNotFoundError`` at once: it will never be ready.
         """
+        return cls._open(id, capacity, slot_size, timeout, wait_mode, spin, wait_absent=True)
+
+    @classmethod
+    def _from_pickle(cls: type[Self], id: str) -> Self:
+        """Unpickling: the ring existed when it was pickled, so a missing one was unlinked
+        (its owner closed, or died): ``FileNotFoundError`` at once, no waiting for a creator.
+        Still waits (bounded) while a live creator re-creating the name initializes."""
+        return cls._open(id, None, None, 10.0, None, None, wait_absent=False)
+
+    @classmethod
+    def _open(cls: type[Self], id: str, capacity: Optional[int], slot_size: Optional[int],
+              timeout: Optional[float], wait_mode: Optional[str], spin: Optional[float], *,
+              wait_absent: bool) -> Self:
         name = _shm.object_name("ShmTraceRing", id, L.RING_SUFFIX, L.SEM_SUFFIXES)
         if capacity is not None:
             capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
@@ -311,6 +325,10 @@ class RingHandle:
                     self.close()
                     raise
             self.close()
+            if why == "absent" and not wait_absent:
+                raise FileNotFoundError(2, f"ring {name!r} does not exist any more: it existed "
+                                        "when this handle was pickled, and its owner has "
+                                        "closed (unlinked) it or died since", name)
             if end is not None and time.monotonic() >= end:
                 if why == "absent":
                     hint = _shm.id_hint(id, L.RING_SUFFIX, "open")
@@ -569,9 +587,9 @@ class RingHandle:
         self.close()
 
     def __reduce__(self) -> Any:
-        # A spawned child re-opens by id (never the owner).
+        # A spawned child re-opens by id (never the owner); see _from_pickle.
         self._check_open()
-        return (type(self).open, (self.id,))
+        return (type(self)._from_pickle, (self.id,))
 
     def __repr__(self) -> str:
         if self._closed:

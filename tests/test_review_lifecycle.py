@@ -5,6 +5,7 @@ while a producer waits."""
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -201,3 +202,42 @@ def test_no_warning_for_a_guard_freed_before_its_view(shm_id: str, flag: str) ->
                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": REPO_ROOT})
     assert out.returncode == 0 and out.stdout == "done\n", out
     assert "Warning" not in out.stderr, out.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Unpickling (or opening) a ring that can no longer become ready fails at once
+# ---------------------------------------------------------------------------------------------
+
+def test_unpickling_an_unlinked_ring_fails_at_once(shm_id: str) -> None:
+    ring = ShmTraceRing.create(shm_id, 2, 4096)
+    data = pickle.dumps(ring)
+    ring.close()  # the owner unlinks the names
+    # Before: a 10 s wait "for its creator", then "no such ring (waited 10.0 s ...)".
+    with pytest.raises(FileNotFoundError, match=rf"ring '/{shm_id}_t' does not exist any "
+                       "more: it existed when this handle was pickled"):
+        pickle.loads(data)
+
+
+def _dead_pid() -> int:
+    pid = _fork(lambda: None)
+    assert _reap(pid) == 0
+    return pid
+
+
+@pytest.mark.parametrize("how", ["unpickle", "open"])
+def test_ring_whose_creator_died_before_ready_fails_at_once(shm_id: str, how: str) -> None:
+    from ctshm.layout import CREATOR_PID, CREATOR_START, EXT_STATE
+
+    with ShmTraceRing.create(shm_id, 2, 4096) as ring:
+        data = pickle.dumps(ring)
+        # As a creator killed before it was ready leaves it: state 0, creator dead.
+        ring._hq[EXT_STATE] = 0
+        ring._hq[CREATOR_START] = 0
+        ring._hq[CREATOR_PID] = _dead_pid()
+        # Before: waited the whole timeout, then TimeoutError.
+        with pytest.raises(FileNotFoundError, match=rf"ring '/{shm_id}_t' was left "
+                           r"half-initialized by its creator \(pid \d+\), which died"):
+            if how == "unpickle":
+                pickle.loads(data)
+            else:
+                ShmTraceRing.open(shm_id, timeout=15)
