@@ -199,8 +199,19 @@ class RingHandle:
         # to another handle of this process now would let those stale writes overwrite the
         # message it publishes there.  The turn ends when the guard does (abort, drop, or a
         # refused commit: see ShmTraceRing._commit/_abort).
-        self._ps.opened.discard(self)
-        self._ps.turn.notify_all()  # producer threads waiting for their turn
+        ps = self._ps
+        ps.opened.discard(self)
+        ps.turn.notify_all()  # producer threads waiting for their turn
+        if self._consumer_registered:
+            self._consumer_registered = False
+            # The last registered consumer handle of this process, with every slot it took
+            # released: unregister, so a producer waiting on a ring whose names are gone is
+            # told no consumer is left (ShmTraceRing._wait_space).  With slots still taken
+            # the registration stays: a successor may take over (and deliver them again)
+            # only once this process is dead.
+            if (not any(h._consumer_registered for h in ps.opened)
+                    and self._load(_RES) == self._load(_R)):
+                _peers.unregister(self._load, self._store, _CONSUMER_PID)
 
     def _post_empty_via_open_handle(self) -> None:
         """Under the lock, this handle closed: give an ``empty`` token back through another

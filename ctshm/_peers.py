@@ -15,6 +15,9 @@ Policy:
 * A registered process that is dead may be replaced.  A consumer that replaces a dead one
   rewinds ``reserved_idx`` to ``read_idx`` and re-posts their tokens (done by the ring: the
   slots the dead consumer held are delivered again, at-least-once across a restart).
+* A consumer unregisters when its last registered handle in the process closes with every
+  slot it took released (nothing to deliver again).  The producer stays registered: its
+  death after a close without ``mark_finished`` must still reach the consumer.
 * Waiters check the peer between wait slices (``LIVENESS_SLICE``): a consumer reports
   ``Crashed`` (signal 0, ``pid``) once the producer is dead, a producer raises
   ``ConsumerGone`` once the consumer is dead.
@@ -30,7 +33,7 @@ from typing import Callable
 
 from . import _proc
 
-__all__ = ["check_pid", "dead", "live_other", "register", "set_pair"]
+__all__ = ["check_pid", "dead", "live_other", "register", "set_pair", "unregister"]
 
 Load = Callable[[int], int]
 Store = Callable[[int, int], None]
@@ -80,6 +83,13 @@ def register(load: Load, store: Store, word: int, ring: str, role: str) -> int:
         replaced = old
     set_pair(store, word, pid, start)
     return replaced
+
+
+def unregister(load: Load, store: Store, word: int) -> None:
+    """Clear the registration at ``word`` if it still names this process (a handle that
+    closes; a successor's registration is never touched)."""
+    if load(word) == os.getpid():
+        set_pair(store, word, 0, 0)
 
 
 def check_pid(ring: str, what: str, pid: object) -> int:

@@ -31,9 +31,11 @@ Protocol (the Rust original's, with its bugs fixed):
 * Dead peers: a consumer waiting for data checks the registered producer's pid + start time
   between wait slices (<= 0.2 s) and reports ``Crashed`` (signal 0, ``pid`` set) once it is
   dead; a producer waiting for space raises ``ConsumerGone`` when the registered consumer is
-  dead.  A consumer that registers after a dead one rewinds ``reserved_idx`` to ``read_idx``
-  and re-posts the tokens: slots the dead consumer had reserved but not released are
-  delivered again (at-least-once across a consumer restart).
+  dead, or when none is registered and the ring's names are gone (unlinked: nobody can open
+  it to consume).  A consumer unregisters when its last handle closes with nothing taken.
+  A consumer that registers after a dead one rewinds ``reserved_idx`` to ``read_idx`` and
+  re-posts the tokens: slots the dead consumer had reserved but not released are delivered
+  again (at-least-once across a consumer restart).
 * Openers never create: ``open()`` waits (bounded) until the creator has finished
   initializing; a stale owner never unlinks a successor's objects.
 """
@@ -470,6 +472,13 @@ class ShmTraceRing(RingHandle, RingConveniences):
                     32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
                     "producer waited for a free slot; a new consumer that opens the ring will "
                     "resume (slots it had not released are delivered again)", self.name)
+            if self._orphaned():
+                raise ConsumerGone(
+                    32, f"ring {self.name!r} was unlinked (its owner closed it) and no "
+                    "consumer is registered: no consumer can open it any more, so no slot "
+                    "will be freed (a consumer that opened it but never called access(), or "
+                    "a Rust consumer, counts only once registered with expect_consumer())",
+                    self.name)
             return None
 
         self._enter("acquire")
@@ -481,6 +490,17 @@ class ShmTraceRing(RingHandle, RingConveniences):
             raise
         finally:
             self._leave()
+
+    def _orphaned(self) -> bool:
+        """In flight: no consumer is registered and this incarnation's name is gone (unlinked
+        by its owner's close, or replaced): nobody can open the ring to consume it.  False
+        once this handle is closed (close() sets ``_closed`` before it unlinks: a waiter of
+        the owner's own handle reports the close, not this)."""
+        objs = self._objs
+        if self._load(_CONSUMER_PID) or objs is None or objs.fd < 0:
+            return False
+        unlinked = os.fstat(objs.fd).st_nlink == 0
+        return unlinked and not self._closed  # _closed read after: see above
 
     def _wait(self, sem: NamedSemaphore, ready: Callable[[], Any], take: Callable[[], Any],
               idle: Callable[[], Any], timeout: Optional[float], what: str) -> Any:

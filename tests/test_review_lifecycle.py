@@ -241,3 +241,64 @@ def test_ring_whose_creator_died_before_ready_fails_at_once(shm_id: str, how: st
                 pickle.loads(data)
             else:
                 ShmTraceRing.open(shm_id, timeout=15)
+
+
+# ---------------------------------------------------------------------------------------------
+# The owner (also the consumer) closed, its process alive: a waiting producer is told
+# ---------------------------------------------------------------------------------------------
+
+def test_last_consumer_handle_unregisters_on_close(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 2, 4096) as ring:
+        c1, c2 = ShmTraceRing.open(shm_id), ShmTraceRing.open(shm_id)
+        try:
+            ring.put(b"a")
+            ring.put(b"b")
+            assert c1.get(5) == b"a"
+            held = c2.access(5)  # c2 registered too, and holds a slot
+            c1.close()
+            assert ring.header()["consumer_pid"] == os.getpid()  # c2 is still registered
+            c2.close()
+            # A slot is still taken (never released: release after close does nothing):
+            # the registration stays, so only this process's death lets a successor take it.
+            assert ring.header()["consumer_pid"] == os.getpid()
+            del held
+        finally:
+            c1.close()
+            c2.close()
+    with ShmTraceRing.create(shm_id, 2, 4096) as ring:
+        c = ShmTraceRing.open(shm_id)
+        ring.put(b"a")
+        assert c.get(5) == b"a"
+        c.close()  # everything released: unregistered
+        assert ring.header()["consumer_pid"] == 0
+        ring.put(b"b")
+        assert ring.get(5) == b"b"  # a new consumer (this handle) registers and resumes
+        assert ring.header()["consumer_pid"] == os.getpid()
+
+
+def test_producer_waiting_on_a_ring_its_owner_closed_is_told(shm_id: str) -> None:
+    # A (this process) creates, consumes, and closes (unlinking the names) while alive; B
+    # (a forked child) waits in put(timeout=None) on the full ring: it must not wait forever.
+    r_pipe, w_pipe = os.pipe()
+    ring = ShmTraceRing.create(shm_id, 1, 4096)
+    try:
+        def producer() -> None:
+            from ctshm import ConsumerGone
+
+            p = ShmTraceRing.open(shm_id)
+            p.put(b"m0")
+            p.put(b"m1", timeout=30)  # after A released m0
+            os.write(w_pipe, b"1")
+            with pytest.raises(ConsumerGone, match=r"was unlinked .* no consumer is registered"):
+                p.put(b"m2", timeout=None)
+            p.close()
+
+        pid = _fork(producer)
+        os.close(w_pipe)
+        assert ring.get(30) == b"m0"  # A is the registered consumer
+        assert os.read(r_pipe, 1) == b"1"  # B has put m1: the ring is full
+        ring.close()
+        assert _reap(pid, 30) == 0
+    finally:
+        os.close(r_pipe)
+        ring.close()
