@@ -620,8 +620,10 @@ class ShmTraceRing(RingHandle, RingConveniences):
                 self._post_empty_via_open_handle()
 
     def _closed_guard_text(self, guard: ProducerGuard, what: str) -> str:
+        then = ("the guard is aborted" if what == "commit()" else
+                "abort() the guard, or drop it, to free the producer turn")
         return (f"ring {self.name!r} was closed: {what} of {guard!r} is refused and nothing "
-                "was published (abort() the guard, or drop it, to free the producer turn)")
+                f"was published ({then})")
 
     def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
         """Copy ``data`` (bytes-like) into a slot and commit exactly its length."""
