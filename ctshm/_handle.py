@@ -79,10 +79,15 @@ class _Shared:
     in turn.  The outstanding guard is held weakly: dropping it aborts it (its ``__del__``).
     """
 
-    __slots__ = ("__weakref__", "acquiring", "lock", "pending", "pg_ref", "turn", "turn_owner")
+    __slots__ = ("__weakref__", "acquiring", "lock", "opened", "pending", "pg_ref", "turn",
+                 "turn_owner")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        # This process's open handles of the ring (under ``lock``): a guard of a closed
+        # handle gives its token back through one of them; a consumer unregisters when its
+        # last registered handle closes.
+        self.opened: weakref.WeakSet[RingHandle] = weakref.WeakSet()
         self.turn = threading.Condition(self.lock)
         self.pending: list[int] = []
         self.pg_ref: Optional[weakref.ref[ProducerGuard]] = None
@@ -129,6 +134,8 @@ def _after_fork_in_child() -> None:
         st.__init__()  # type: ignore[misc]
     for ring in list(_RINGS):
         ring._lock = ring._ps.lock
+        if not ring._closed:
+            ring._ps.opened.add(ring)
         ring._producer_registered = False
         ring._consumer_registered = False
 
@@ -183,14 +190,40 @@ class RingHandle:
         self._lock = self._ps.lock
         self._backed = [0] * self.capacity  # bytes of each slot this process reserved
         self._len_backed = False  # length-record pages reserved by this process
+        with self._lock:
+            self._ps.opened.add(self)
         _RINGS.add(self)
 
     def _on_close(self) -> None:
-        # Under the lock: an outstanding producer slot of this handle ends its turn.
-        g = self._ps.producer_guard()
-        if g is not None and g._ring is self:
-            self._ps.end_turn()
-        self._ps.turn.notify_all()  # producer threads waiting for their turn
+        # Under the lock.  An outstanding ProducerGuard of this handle keeps the producer
+        # turn: a view of its slot (``buf`` taken before the close, or exported further,
+        # e.g. to NumPy, which cannot be released) may still be written, and handing the slot
+        # to another handle of this process now would let those stale writes overwrite the
+        # message it publishes there.  The turn ends when the guard does (abort, drop, or a
+        # refused commit: see ShmTraceRing._commit/_abort).
+        ps = self._ps
+        ps.opened.discard(self)
+        ps.turn.notify_all()  # producer threads waiting for their turn
+        if self._consumer_registered:
+            self._consumer_registered = False
+            # The last registered consumer handle of this process, with every slot it took
+            # released: unregister, so a producer waiting on a ring whose names are gone is
+            # told no consumer is left (ShmTraceRing._wait_space).  With slots still taken
+            # the registration stays: a successor may take over (and deliver them again)
+            # only once this process is dead.
+            if (not any(h._consumer_registered for h in ps.opened)
+                    and self._load(_RES) == self._load(_R)):
+                _peers.unregister(self._load, self._store, _CONSUMER_PID)
+
+    def _post_empty_via_open_handle(self) -> None:
+        """Under the lock, this handle closed: give an ``empty`` token back through another
+        open handle of the ring in this process (its semaphores are open: it is not closed,
+        and closing needs this lock).  With none, the token is dropped: tokens are hints,
+        and a producer's wait finds the visibly free slot after a slice (see _space)."""
+        for h in list(self._ps.opened):
+            if not h._closed:
+                h._post(h._h_empty)
+                return
 
     def _detach(self) -> None:
         _RINGS.discard(self)
@@ -276,8 +309,22 @@ class RingHandle:
         initializing (object sized, header written, both semaphores created), then raises
         ``FileNotFoundError`` (nothing there) or ``TimeoutError`` (never became ready).
         ``capacity`` / ``slot_size``, when given, must match the header (``slot_size`` is
-        compared after rounding up to 2 MiB).
+        compared after rounding up to 2 MiB).  A ctshm ring whose creator died before it was
+        ready raises ``FileNotFoundError`` at once: it will never be ready.
         """
+        return cls._open(id, capacity, slot_size, timeout, wait_mode, spin, wait_absent=True)
+
+    @classmethod
+    def _from_pickle(cls: type[Self], id: str) -> Self:
+        """Unpickling: the ring existed when it was pickled, so a missing one was unlinked
+        (its owner closed, or died): ``FileNotFoundError`` at once, no waiting for a creator.
+        Still waits (bounded) while a live creator re-creating the name initializes."""
+        return cls._open(id, None, None, 10.0, None, None, wait_absent=False)
+
+    @classmethod
+    def _open(cls: type[Self], id: str, capacity: Optional[int], slot_size: Optional[int],
+              timeout: Optional[float], wait_mode: Optional[str], spin: Optional[float], *,
+              wait_absent: bool) -> Self:
         name = _shm.object_name("ShmTraceRing", id, L.RING_SUFFIX, L.SEM_SUFFIXES)
         if capacity is not None:
             capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
@@ -304,6 +351,10 @@ class RingHandle:
                     self.close()
                     raise
             self.close()
+            if why == "absent" and not wait_absent:
+                raise FileNotFoundError(2, f"ring {name!r} does not exist any more: it existed "
+                                        "when this handle was pickled, and its owner has "
+                                        "closed (unlinked) it or died since", name)
             if end is not None and time.monotonic() >= end:
                 if why == "absent":
                     hint = _shm.id_hint(id, L.RING_SUFFIX, "open")
@@ -533,7 +584,9 @@ class RingHandle:
         the semaphores, descriptor and header views are released when the last of them has
         returned.  Outstanding consumer views stay readable (the mapping lives until they are
         gone); releasing their guards afterwards does nothing.  An outstanding ProducerGuard
-        can no longer be committed.  In a forked child nothing is unlinked.
+        can no longer be committed (``ValueError``, nothing published) and keeps this
+        process's producer turn until it is aborted, dropped or refused its commit.
+        In a forked child nothing is unlinked.
         """
         objs = self._objs
         if objs is None:
@@ -573,9 +626,9 @@ class RingHandle:
         self.close()
 
     def __reduce__(self) -> Any:
-        # A spawned child re-opens by id (never the owner).
+        # A spawned child re-opens by id (never the owner); see _from_pickle.
         self._check_open()
-        return (type(self).open, (self.id,))
+        return (type(self)._from_pickle, (self.id,))
 
     def __repr__(self) -> str:
         if self._closed:

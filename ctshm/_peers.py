@@ -15,6 +15,9 @@ Policy:
 * A registered process that is dead may be replaced.  A consumer that replaces a dead one
   rewinds ``reserved_idx`` to ``read_idx`` and re-posts their tokens (done by the ring: the
   slots the dead consumer held are delivered again, at-least-once across a restart).
+* A consumer unregisters when its last registered handle in the process closes with every
+  slot it took released (nothing to deliver again).  The producer stays registered: its
+  death after a close without ``mark_finished`` must still reach the consumer.
 * Waiters check the peer between wait slices (``LIVENESS_SLICE``): a consumer reports
   ``Crashed`` (signal 0, ``pid``) once the producer is dead, a producer raises
   ``ConsumerGone`` once the consumer is dead.
@@ -25,11 +28,12 @@ they follow whatever ordering the ring binds (plain on x86_64, atomics elsewhere
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from . import _proc
 
-__all__ = ["check_pid", "dead", "register", "set_pair"]
+__all__ = ["check_pid", "dead", "live_other", "register", "set_pair", "unregister"]
 
 Load = Callable[[int], int]
 Store = Callable[[int, int], None]
@@ -53,6 +57,19 @@ def dead(load: Load, word: int) -> int:
     return pid
 
 
+def live_other(load: Load, word: int) -> int:
+    """The registered process's pid if it is alive and not this process, else 0 (none, this
+    process, dead, or changing).  Loads and ``kill(pid, 0)`` / a ``/proc`` read only: no
+    lock, so ``notify_crash`` may call it from a signal handler."""
+    pid = load(word)
+    if not pid or pid == os.getpid():
+        return 0
+    start = load(word + 1)
+    if load(word) != pid or not _proc.is_alive(pid, start):
+        return 0
+    return pid
+
+
 def register(load: Load, store: Store, word: int, ring: str, role: str) -> int:
     """Register this process at ``word``.  Returns the pid of a dead process it replaced
     (0 if none); ``RuntimeError`` if another live process holds the role."""
@@ -66,6 +83,13 @@ def register(load: Load, store: Store, word: int, ring: str, role: str) -> int:
         replaced = old
     set_pair(store, word, pid, start)
     return replaced
+
+
+def unregister(load: Load, store: Store, word: int) -> None:
+    """Clear the registration at ``word`` if it still names this process (a handle that
+    closes; a successor's registration is never touched)."""
+    if load(word) == os.getpid():
+        set_pair(store, word, 0, 0)
 
 
 def check_pid(ring: str, what: str, pid: object) -> int:

@@ -179,6 +179,12 @@ class RingObjects:
         try:
             is_ctshm = hq[L.EXT_MAGIC] == L.MAGIC
             if is_ctshm and hq[L.EXT_STATE] != L.STATE_READY:
+                pid, start = int(hq[L.CREATOR_PID]), int(hq[L.CREATOR_START])
+                if pid and not _proc.is_alive(pid, start):  # pid 0: not written yet
+                    raise FileNotFoundError(
+                        2, f"ring {name!r} was left half-initialized by its creator (pid "
+                        f"{pid}), which died: it will never become ready (create() replaces "
+                        "it; `python -m ctshm rm` removes it)", name)
                 return "the ctshm creator has not finished initializing"
             cap, slot = hq[L.CAPACITY], hq[L.SLOT_SIZE]
         finally:

@@ -31,9 +31,11 @@ Protocol (the Rust original's, with its bugs fixed):
 * Dead peers: a consumer waiting for data checks the registered producer's pid + start time
   between wait slices (<= 0.2 s) and reports ``Crashed`` (signal 0, ``pid`` set) once it is
   dead; a producer waiting for space raises ``ConsumerGone`` when the registered consumer is
-  dead.  A consumer that registers after a dead one rewinds ``reserved_idx`` to ``read_idx``
-  and re-posts the tokens: slots the dead consumer had reserved but not released are
-  delivered again (at-least-once across a consumer restart).
+  dead, or when none is registered and the ring's names are gone (unlinked: nobody can open
+  it to consume).  A consumer unregisters when its last handle closes with nothing taken.
+  A consumer that registers after a dead one rewinds ``reserved_idx`` to ``read_idx`` and
+  re-posts the tokens: slots the dead consumer had reserved but not released are delivered
+  again (at-least-once across a consumer restart).
 * Openers never create: ``open()`` waits (bounded) until the creator has finished
   initializing; a stale owner never unlinks a successor's objects.
 * Both sides wait in one loop (spin on header loads, then sleep in liveness slices):
@@ -51,12 +53,10 @@ from __future__ import annotations
 
 import heapq
 import os
-import sys
 import threading
 import time
-import warnings
 import weakref
-from typing import Any, Callable, Final, Optional, TypeVar
+from typing import Any, Final, Optional, TypeVar
 
 from . import _peers, libc
 from ._conveniences import Buffer, RingConveniences, take_pending
@@ -188,6 +188,8 @@ class ProducerGuard(_Guard):
     def buf(self) -> memoryview:
         """Writable view of the slot (``size`` bytes as given to acquire; default the whole
         slot)."""
+        if self._ring._closed and not self._done:
+            raise ValueError(self._ring._closed_guard_text(self, "buf"))
         return self._view()
 
     def __len__(self) -> int:
@@ -256,18 +258,12 @@ class ConsumerGuard(_Guard):
         self.release()
 
     def __del__(self) -> None:
+        # No warning when the view outlives the guard: whether it will still be used cannot be
+        # told here (a function's locals are freed guard-first, a module's at exit, and a
+        # `bytes(view[:5])` returned from there is a correct use), and a refcount heuristic
+        # warned falsely for those.  The README says to keep the guard while reading.
         try:
             if not self._done and self._pid == _PID:
-                if _getrefcount is not None and _getrefcount(self._buf) > 2:
-                    # Somebody still holds the view (``x = ring.access().guard.buf``): it is
-                    # about to be released with the slot.  Say so before the bare
-                    # "released memoryview" error they will meet.
-                    warnings.warn(
-                        f"ConsumerGuard for message {self.index} of {self._ring.name!r} was "
-                        "dropped while its buf was still in use: the slot is released and "
-                        "the view stops working now. Keep the guard while reading (`with "
-                        "ring.access(t).guard as g:` or `g = result.guard`), or copy with "
-                        "ring.get()", RuntimeWarning, stacklevel=2)
                 self._ring._complete(self.index, self)
         except Exception:
             pass
@@ -277,7 +273,6 @@ class ConsumerGuard(_Guard):
         return f"<ConsumerGuard {self._ring.name!r} message={self.index} {state}>"
 
 
-_getrefcount: Optional[Callable[[Any], int]] = getattr(sys, "getrefcount", None)
 _EMPTY: Final = memoryview(b"")
 
 
@@ -454,6 +449,17 @@ class ShmTraceRing(Waiting, RingConveniences):
         ld = self._load
         return bool(ld(_W) - ld(_R) < self.capacity)
 
+    def _orphaned(self) -> bool:
+        """In flight: no consumer is registered and this incarnation's name is gone (unlinked
+        by its owner's close, or replaced): nobody can open the ring to consume it.  False
+        once this handle is closed (close() sets ``_closed`` before it unlinks: a waiter of
+        the owner's own handle reports the close, not this)."""
+        objs = self._objs
+        if self._load(_CONSUMER_PID) or objs is None or objs.fd < 0:
+            return False
+        unlinked = os.fstat(objs.fd).st_nlink == 0
+        return unlinked and not self._closed  # _closed read after: see above
+
     def _space_taken(self) -> Optional[bool]:
         return True if self._space() else None  # else a surplus token: dropped
 
@@ -466,6 +472,13 @@ class ShmTraceRing(Waiting, RingConveniences):
                 32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
                 "producer waited for a free slot; a new consumer that opens the ring will "
                 "resume (slots it had not released are delivered again)", self.name)
+        if self._orphaned():
+            raise ConsumerGone(
+                32, f"ring {self.name!r} was unlinked (its owner closed it) and no "
+                "consumer is registered: no consumer can open it any more, so no slot "
+                "will be freed (a consumer that opened it but never called access(), or "
+                "a Rust consumer, counts only once registered with expect_consumer())",
+                self.name)
         return None
 
     def _register_producer(self) -> None:
@@ -493,7 +506,10 @@ class ShmTraceRing(Waiting, RingConveniences):
         with self._lock:
             if guard._done:
                 raise ValueError(f"{guard!r} was already committed or aborted")
-            self._check_open()
+            if self._closed:  # nothing published; the guard ends (and its turn)
+                text = self._closed_guard_text(guard, "commit()")
+                self._abort(guard)
+                raise ValueError(text)
             idx = guard.index
             if self._load(_FIN) == _CRASHED:
                 guard._finish()
@@ -533,8 +549,18 @@ class ShmTraceRing(Waiting, RingConveniences):
             mine = ps.pg_ref is not None and ps.pg_ref() in (guard, None)
             if mine:
                 ps.end_turn()
-            if not self._closed and not self._fast:  # fast mode took no token
+            if self._fast:
+                return  # fast mode took no token
+            if not self._closed:
                 self._post(self._h_empty)
+            else:
+                self._post_empty_via_open_handle()
+
+    def _closed_guard_text(self, guard: ProducerGuard, what: str) -> str:
+        then = ("the guard is aborted" if what == "commit()" else
+                "abort() the guard, or drop it, to free the producer turn")
+        return (f"ring {self.name!r} was closed: {what} of {guard!r} is refused and nothing "
+                f"was published ({then})")
 
     def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
         """Copy ``data`` (bytes-like) into a slot and commit exactly its length."""
@@ -596,6 +622,7 @@ class ShmTraceRing(Waiting, RingConveniences):
         """End of stream: the consumer gets ``Finished`` after every committed slot."""
         with self._lock:
             self._check_open()
+            self._check_may_end("mark_finished")
             g = self._producer_guard
             if g is not None:
                 raise RuntimeError(f"ring {self.name!r}: commit or abort {g!r} before "
@@ -632,12 +659,23 @@ class ShmTraceRing(Waiting, RingConveniences):
         if self._closed or objs is None or not objs.inflight.enter():
             return
         try:
+            self._check_may_end("notify_crash")
             if self._load(_FIN):
                 return  # already finished or crashed: the first end wins
             raw = message.encode("utf-8", "replace")[:MSG_MAX] if message else b""
             self._record_crash(signal, addr, operation, raw, 0)
         finally:
             objs.inflight.leave()
+
+    def _check_may_end(self, what: str) -> None:
+        """Only the producer ends the stream: refuse while another live process (a forked
+        child's parent, say) is the registered producer.  Header loads only (no lock)."""
+        other = _peers.live_other(self._load, _PRODUCER_PID)
+        if other:
+            raise RuntimeError(
+                f"ring {self.name!r}: {what}() refused: the registered producer is pid "
+                f"{other}, alive, and this is pid {os.getpid()} (a forked child?); nothing "
+                "shared was changed. Only the producer process ends its stream")
 
     # -- consumer ------------------------------------------------------------------------------
     def access(self, timeout: Optional[float] = None) -> AccessResult:

@@ -426,11 +426,12 @@ def test_direct_construction_refused() -> None:
         ShmMemory()
 
 
-def test_dropped_guard_with_live_view_warns(shm_id: str) -> None:
+def test_dropped_guard_releases_its_slot_and_view(shm_id: str) -> None:
+    # No RuntimeWarning any more: __del__ cannot tell this misuse from correct code that
+    # drops a guard before its view (see test_review_lifecycle).
     with ShmTraceRing.create(shm_id, 1, 4096) as ring:
         ring.put(b"abc")
-        with pytest.warns(RuntimeWarning, match="dropped while its buf was still in use"):
-            view = ring.access(1).guard.buf  # type: ignore[union-attr]
+        view = ring.access(1).guard.buf  # type: ignore[union-attr]
         with pytest.raises(ValueError, match="released"):
             bytes(view)
         ring.put(b"next")  # the slot came back
