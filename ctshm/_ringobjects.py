@@ -157,6 +157,10 @@ class RingObjects:
                                         mode=0o644, wait_mode=wait_mode))
         self.sem_identity = tuple(s.identity() for s in self.sems)
 
+    def unlinked(self) -> bool:
+        """Is this incarnation's name gone (unlinked by its owner's close, or replaced)?"""
+        return self.fd >= 0 and os.fstat(self.fd).st_nlink == 0
+
     def open(self) -> bool:
         """``shm_open`` the existing object; False if there is none."""
         try:

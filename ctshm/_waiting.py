@@ -276,6 +276,13 @@ class Waiting(RingHandle):
             if not self._closed:
                 self._wake(word, False, stats)
 
+    def _wake_consumers(self) -> None:
+        """The stream ended: wake the other consumer threads (compat: re-post the token)."""
+        if self._fast:
+            self._wake(_CSLEEP, True, _CS)
+        else:
+            self._filled.post()
+
     def _wake(self, word: int, every: bool, stats: int) -> None:
         """Under the lock or in flight: take one unit (``every``: all of them) out of
         ``word`` by compare-exchange and post one token per unit taken.  No lock of its own:

@@ -189,11 +189,17 @@ class ProducerGuard(_Guard):
         """Writable view of the slot (``size`` bytes as given to acquire; default the whole
         slot)."""
         if self._ring._closed and not self._done:
-            raise ValueError(self._ring._closed_guard_text(self, "buf"))
+            raise ValueError(self._closed_text("buf"))
         return self._view()
 
     def __len__(self) -> int:
         return self.size
+
+    def _closed_text(self, what: str) -> str:
+        then = ("the guard is aborted" if what == "commit()" else
+                "abort() the guard, or drop it, to free the producer turn")
+        return (f"ring {self._ring.name!r} was closed: {what} of {self!r} is refused and "
+                f"nothing was published ({then})")
 
     def commit(self, nbytes: Optional[int] = None) -> None:
         """Publish the first ``nbytes`` bytes of the view (default: all of it)."""
@@ -450,15 +456,13 @@ class ShmTraceRing(Waiting, RingConveniences):
         return bool(ld(_W) - ld(_R) < self.capacity)
 
     def _orphaned(self) -> bool:
-        """In flight: no consumer is registered and this incarnation's name is gone (unlinked
-        by its owner's close, or replaced): nobody can open the ring to consume it.  False
-        once this handle is closed (close() sets ``_closed`` before it unlinks: a waiter of
-        the owner's own handle reports the close, not this)."""
+        """In flight: no consumer is registered and nobody can open the ring to be one (its
+        name is gone).  False once this handle is closed: close() sets ``_closed`` before it
+        unlinks, so a waiter of the owner's own handle reports the close, not this."""
         objs = self._objs
-        if self._load(_CONSUMER_PID) or objs is None or objs.fd < 0:
+        if self._load(_CONSUMER_PID) or objs is None or not objs.unlinked():
             return False
-        unlinked = os.fstat(objs.fd).st_nlink == 0
-        return unlinked and not self._closed  # _closed read after: see above
+        return not self._closed  # read after: see above
 
     def _space_taken(self) -> Optional[bool]:
         return True if self._space() else None  # else a surplus token: dropped
@@ -507,7 +511,7 @@ class ShmTraceRing(Waiting, RingConveniences):
             if guard._done:
                 raise ValueError(f"{guard!r} was already committed or aborted")
             if self._closed:  # nothing published; the guard ends (and its turn)
-                text = self._closed_guard_text(guard, "commit()")
+                text = guard._closed_text("commit()")
                 self._abort(guard)
                 raise ValueError(text)
             idx = guard.index
@@ -555,12 +559,6 @@ class ShmTraceRing(Waiting, RingConveniences):
                 self._post(self._h_empty)
             else:
                 self._post_empty_via_open_handle()
-
-    def _closed_guard_text(self, guard: ProducerGuard, what: str) -> str:
-        then = ("the guard is aborted" if what == "commit()" else
-                "abort() the guard, or drop it, to free the producer turn")
-        return (f"ring {self.name!r} was closed: {what} of {guard!r} is refused and nothing "
-                f"was published ({then})")
 
     def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
         """Copy ``data`` (bytes-like) into a slot and commit exactly its length."""
@@ -760,13 +758,6 @@ class ShmTraceRing(Waiting, RingConveniences):
                 return self._crashed() if fin == _CRASHED else _FINISHED_RESULT
             # A token with nothing behind it (only after a hostile or corrupt peer): drop it.
             return None
-
-    def _wake_consumers(self) -> None:
-        """The stream ended: wake the other consumer threads (compat: re-post the token)."""
-        if self._fast:
-            self._wake(_CSLEEP, True, _CS)
-        else:
-            self._filled.post()
 
     def _crash_limit(self, w: int) -> int:
         """After a crash, messages from the recorded write_idx on do not exist."""
