@@ -174,23 +174,13 @@ class Waiting(RingHandle):
         of work visible without its token (None: keep waiting).  None on timeout;
         ``ValueError`` once this handle is closed by another thread.
         """
-        spin = self._spin
         producer = sem is self._empty
         stats = _PS if producer else _CS
-        fast = self._fast
         t0 = time.perf_counter()
-        if spin.budget > 0 and (timeout is None or timeout > 0):
-            # A fixed spin longer than the timeout stops at the timeout.
-            end = t0 + (spin.budget if timeout is None else min(spin.budget, timeout))
-            while time.perf_counter() < end and not self._closed:
-                if ready() and (fast or sem.try_acquire()):
-                    r = take()
-                    if r is not None:
-                        spin.record(time.perf_counter() - t0)
-                        self._count(stats + STAT_SPINS)
-                        return r
-                elif spin.yielding:
-                    os.sched_yield()
+        r = self._spin_for(sem, ready, take, timeout, t0)
+        if r is not None:
+            self._count(stats + STAT_SPINS)
+            return r
         deadline = None if timeout is None else time.monotonic() + timeout
         word = _PSLEEP if producer else _CSLEEP
         while True:
@@ -200,22 +190,53 @@ class Waiting(RingHandle):
             if deadline is not None:
                 chunk = min(chunk, deadline - time.monotonic())
                 if chunk <= 0:
-                    spin.record(time.perf_counter() - t0)
+                    self._spin.record(time.perf_counter() - t0)
                     return None
             self._count(stats + STAT_WAITS)
-            if self._doze(sem, word, ready, chunk) if fast else sem.acquire(chunk):
-                if self._closed:
-                    if not fast:
-                        sem.post()  # not ours to take any more: for the ring's other handles
-                    raise self._closed_while(what)
+            if self._sleep(sem, word, ready, chunk, what):
                 r = take()
                 if r is not None:
-                    spin.record(time.perf_counter() - t0)
+                    self._spin.record(time.perf_counter() - t0)
                     return r
                 continue
             r = idle()
             if r is not None:
                 return r
+
+    def _spin_for(self, sem: NamedSemaphore, ready: Callable[[], Any],
+                  take: Callable[[], Any], timeout: Optional[float], t0: float) -> Any:
+        """The spin phase of _wait: what ``take()`` claimed, or None once the budget (or the
+        timeout, if shorter) is spent."""
+        spin, fast = self._spin, self._fast
+        if spin.budget <= 0 or (timeout is not None and timeout <= 0):
+            return None
+        # A fixed spin longer than the timeout stops at the timeout.
+        end = t0 + (spin.budget if timeout is None else min(spin.budget, timeout))
+        while time.perf_counter() < end and not self._closed:
+            if ready() and (fast or sem.try_acquire()):
+                r = take()
+                if r is not None:
+                    spin.record(time.perf_counter() - t0)
+                    return r
+            elif spin.yielding:
+                os.sched_yield()
+        return None
+
+    def _sleep(self, sem: NamedSemaphore, word: int, ready: Callable[[], Any], chunk: float,
+               what: str) -> bool:
+        """One slice of _wait's sleep: True if woken (go and claim), False if it ended."""
+        if not self._fast:
+            if not sem.acquire(chunk):
+                return False
+            if self._closed:
+                sem.post()  # not ours to take any more: for the ring's other handles
+                raise self._closed_while(what)
+            return True
+        if not self._doze(sem, word, ready, chunk):
+            return False
+        if self._closed:
+            raise self._closed_while(what)
+        return True
 
     def _count(self, word: int) -> None:
         """A wait/spin statistics word of this side += 1.  In flight (the view is alive) and

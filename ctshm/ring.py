@@ -571,42 +571,11 @@ class ShmTraceRing(Waiting, RingConveniences):
             raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
                              f"{self.slot_size} bytes")
         timeout = check_timeout(timeout, f"ring {self.name!r}: put")
-        # Fast path: a free slot right now whose prefix is already backed: one lock section,
-        # no guard object (sem_trywait, copy, publish, sem_post).  Anything else - waiting,
-        # first use of a slot, registration, finished, another producer thread, misuse -
-        # takes the general path.
-        # Fast mode: no token, and after the lock a load of the consumer's sleep counter.
-        ps = self._ps
-        if self._producer_registered and not self._closed and not ps.busy():
-            fast = self._fast
-            with self._lock:
-                if (not self._closed and not ps.busy()
-                        and not self._load(_FIN)
-                        and (fast or self._trywait(self._h_empty) == 0)):
-                    w = self._load(_W)
-                    slot = w % self.capacity
-                    v = self._slot_views[slot]
-                    if self._space() and n <= self._backed[slot] and v is not None:
-                        try:
-                            v[:n] = src
-                        except BaseException:
-                            if not fast:
-                                self._post(self._h_empty)
-                            raise
-                        self._publish(w, n)
-                        if not fast:
-                            if self._post(self._h_filled) == -1:
-                                self._filled.post()
-                            return
-                        hq = self._hq
-                    else:
-                        hq = None
-                        if not fast:
-                            self._post(self._h_empty)  # give it back: the general path
-                else:
-                    hq = None
+        if self._producer_registered and not self._closed and not self._ps.busy():
+            hq = self._put_at_once(src, n)
             if hq is not None:
-                self._signal(hq, _CSLEEP, _PS)
+                if self._fast:  # after the lock: a load of the consumer's sleep counter
+                    self._signal(hq, _CSLEEP, _PS)
                 return
         g = self.acquire(timeout, size=n)
         try:
@@ -615,6 +584,35 @@ class ShmTraceRing(Waiting, RingConveniences):
             g.abort()
             raise
         g.commit(n)
+
+    def _put_at_once(self, src: memoryview, n: int) -> Optional[memoryview]:
+        """put()'s fast path: a free slot right now whose prefix is already backed: one lock
+        section, no guard object (compat: sem_trywait, copy, publish, sem_post; fast mode:
+        no token).  The header view once published, or None: anything else - waiting, first
+        use of a slot, registration, finished, another producer thread - takes the general
+        path."""
+        fast, ps = self._fast, self._ps
+        with self._lock:
+            if (self._closed or ps.busy() or self._load(_FIN)
+                    or not (fast or self._trywait(self._h_empty) == 0)):
+                return None
+            w = self._load(_W)
+            slot = w % self.capacity
+            v = self._slot_views[slot]
+            if not (self._space() and n <= self._backed[slot] and v is not None):
+                if not fast:
+                    self._post(self._h_empty)  # give the token back: the general path
+                return None
+            try:
+                v[:n] = src
+            except BaseException:
+                if not fast:
+                    self._post(self._h_empty)
+                raise
+            self._publish(w, n)
+            if not fast and self._post(self._h_filled) == -1:
+                self._filled.post()
+            return self._hq
 
     def mark_finished(self) -> None:
         """End of stream: the consumer gets ``Finished`` after every committed slot."""
