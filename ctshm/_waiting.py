@@ -51,7 +51,10 @@ Sleeper (the slow path, after spinning)::
     else: withdraw; liveness check; loop
 
     withdraw:  c = load(SLEEP); if c > 0 and CAS(SLEEP, c, c - 1): done
-               if c == 0: a waker took our unit and posts one token for it: take that token
+               if c == 0: a waker took our unit and posts one token for it: take that token,
+               waiting for it while the waker may live (the other side's process alive; a
+               waker of this process posts under the handle lock, so taking the lock
+               outwaits it)
 
 The lost wake-up is the classic hazard: the waker stores the index then loads SLEEP, the
 sleeper stores SLEEP then loads the index (Dekker's pattern).  Each side needs its store
@@ -86,11 +89,14 @@ import os
 import time
 from typing import Any, Callable, Final, Optional
 
+from . import _peers
 from ._handle import RingHandle
 from .layout import (
     C_SLEEP as _CSLEEP,
+    CONSUMER_PID as _CONSUMER_PID,
     CONSUMER_STATS as _CS,
     P_SLEEP as _PSLEEP,
+    PRODUCER_PID as _PRODUCER_PID,
     PRODUCER_STATS as _PS,
     STAT_SPINS,
     STAT_WAITS,
@@ -150,8 +156,8 @@ class _Spin:
             self.budget = max(SPIN_FLOOR, self.budget / 2)
 
 
-#: A waker posts right after the compare-exchange that took a sleeper's unit; this bounds the
-#: sleeper's wait for that token should the waker die in between.
+#: A waker posts right after the compare-exchange that took a sleeper's unit: the sleeper
+#: waits for that token in slices this long, checking between them that the waker lives.
 OWED_TOKEN_WAIT: Final = 0.2
 
 
@@ -275,10 +281,23 @@ class Waiting(RingHandle):
         while True:
             c = ld(word)
             if c == 0:
-                sem.acquire(OWED_TOKEN_WAIT)  # a timeout: the waker died before its post
-                return True
+                break
             if cas(addr, c, c - 1) == c:
                 return False
+        # Wait for the owed token while its waker may still post it: a live waker that is
+        # only slow (descheduled between its compare-exchange and its post) would otherwise
+        # leave a stray token for good (model/README.md, finding F-1).
+        while not sem.acquire(OWED_TOKEN_WAIT):
+            if not self._waker_may_live(word):
+                with self._lock:  # this process's wakers post under the lock: they are done
+                    sem.try_acquire()
+                return True
+        return True
+
+    def _waker_may_live(self, word: int) -> bool:
+        """Could a process still post the token owed for a unit taken out of ``word``: the
+        other side's registered process, alive (this process's own wakers: see _withdraw)?"""
+        return _peers.alive(self._load, _PRODUCER_PID if word == _CSLEEP else _CONSUMER_PID)
 
     def _signal(self, hq: memoryview, word: int, stats: int) -> None:
         """Fast mode, just after a publish (``write_idx`` or ``read_idx``) stored under the

@@ -810,7 +810,8 @@ class ShmTraceRing(Waiting, RingConveniences):
         # called notify_crash (or mark_finished) just before dying keeps its own account.
         if self._load(_FIN):
             return
-        self._record_crash(0, 0, 0, b"", ppid)
+        with self._lock:  # its wake-ups post under the lock (see _waiting._withdraw)
+            self._record_crash(0, 0, 0, b"", ppid)
 
     def _record_crash(self, signal: int, addr: int, operation: int, message: bytes,
                       dead_pid: int) -> None:

@@ -313,3 +313,38 @@ def test_signal_fences_when_the_lock_release_did_not_unlock(
         with ring._lock:
             ring._signal(ring._hq, L.C_SLEEP, L.PRODUCER_STATS)
         assert fences == ([1] if atomics.PLAIN_ORDERED_ACCESS else [1, 1])
+
+
+def test_withdraw_outwaits_a_slow_live_waker(shm_id: str) -> None:
+    """Finding F-1 of the model: a waker that took the sleeper's unit may post its token
+    late (descheduled between its compare-exchange and its post).  While the waker lives,
+    withdraw waits for that token instead of giving up after one slice and leaving it
+    stray."""
+    from ctshm._waiting import OWED_TOKEN_WAIT
+
+    with ShmTraceRing.create(shm_id, 2, SLOT, fast=True) as ring:
+        ring.put(b"x")
+        assert ring.get(0) == b"x"  # this (live) process is producer and consumer
+        ring._add_sleeper(L.C_SLEEP, ring._a_csleep)
+        assert ring._cas(ring._a_csleep, 1, 0) == 1  # a waker takes the unit ...
+        late = threading.Timer(3 * OWED_TOKEN_WAIT, ring._filled.post)  # ... posts late
+        late.start()
+        assert ring._withdraw(ring._filled, L.C_SLEEP, ring._a_csleep) is True
+        late.join()
+        assert _sem_values(ring) == (0, 0)
+
+
+def test_withdraw_gives_up_when_the_waker_is_dead(shm_id: str) -> None:
+    import subprocess
+
+    from ctshm import _peers
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with ShmTraceRing.create(shm_id, 2, SLOT, fast=True) as ring:
+        assert isinstance(ring.access(0), Timeout)
+        _peers.set_pair(ring._store, L.PRODUCER_PID, dead.pid, 1)  # a dead producer ...
+        ring._add_sleeper(L.C_SLEEP, ring._a_csleep)
+        assert ring._cas(ring._a_csleep, 1, 0) == 1  # ... took the unit and never posted
+        assert ring._withdraw(ring._filled, L.C_SLEEP, ring._a_csleep) is True
+        assert _sem_values(ring) == (0, 0)
