@@ -5,7 +5,7 @@
 # state counts, memory and times, and checks the expected verdict of each run:
 #   pass      the model satisfies every property checked
 #   fail:Pn   spin must find a counterexample, and it must violate property Pn (a bug
-#             reproduced: old code put back, or a seeded mutant)
+#             reproduced: old code put back, a seeded mutant, or a design finding)
 # Exit status: 0 all verdicts as expected; 1 otherwise; 77 spin or a C compiler is missing and
 # cannot be installed (the caller may skip).
 #
@@ -69,6 +69,8 @@ FS="-DFAST -DFAST_WITHDRAW_FIX"
 # Unless listed: capacity 2, 3 messages, 2 consumer threads holding 1 guard each, 1 abort,
 # 1 EINTR.  ring-*: ring.py as it is (HEAD); regress-*: one piece of the code before the fixes
 # (b213613, d08ac82, 8c3b673) put back; mutant-*: seeded bugs (the Rust seed's and others).
+# fast-*: fast mode (-DFAST, README "Fast mode"); finding-fast-*: the design v1 problems the
+# model found (F-0, F-1); mutant-fast-*: the design's mutants (a)-(e).
 RUNS=$(cat <<EOF
 ring-base|pass|safety|||default configuration
 ring-base-L1|pass|live|||the same, liveness under weak fairness
