@@ -191,9 +191,12 @@ byte cwk[4];            /* FAST_WITHDRAW_FIX: threads of consumer process i betw
                 :: else fi
 #define DRAIN_C if :: cwb -> R = Rb; cwb = false; Rb = 0 :: else fi
 #define PWV (pwb -> Wb : W)  /* W as the producer's own thread sees it (store forwarding) */
+#define DRAIN_P_ DRAIN_P;
+#define DRAIN_C_ DRAIN_C;
 #else
-#define DRAIN_P skip
-#define DRAIN_C skip
+/* compat: nothing (so the compat model is statement for statement the one before FAST) */
+#define DRAIN_P_
+#define DRAIN_C_
 #endif
 
 /* ---- processes ---- */
@@ -259,7 +262,7 @@ proctype Producer() {
 #endif
         /* acquire(): with self._lock: fin = self._load(_FIN); if fin: raise RuntimeError */
         /* (FAST: taking the lock is a locked RMW: the producer's store buffer drains) */
-        atomic { DRAIN_P; if :: FIN != 0 -> goto exit :: else fi };  /* (written as a test) */
+        atomic { DRAIN_P_ if :: FIN != 0 -> goto exit :: else fi };  /* (written as a test) */
         /* if not self._producer_registered: self._register_producer()
                -> self._set_peer(_PRODUCER_PID, pid, start): pid 0, start, pid */
         atomic { if :: !p_reg -> p_reg = true :: else fi };
@@ -464,9 +467,12 @@ pslot:
             atomic { writing[s] = false; W = w + 1; INV };  /* P4 */
             atomic { sem_filled++; k++; w = 0; s = 0 }
 #endif
-        fi;
-pnext:
+        fi
+#ifdef FAST
+        ;
+pnext:                                          /* (after a commit without a wake) */
         skip
+#endif
     :: k == NMSG -> break
     od;
     if
@@ -484,7 +490,7 @@ pnext:
         };
 #else
         if
-        :: atomic { FIN == 0 -> DRAIN_P; FIN = 1 }   /* (FAST: a locked RMW drains) */
+        :: atomic { FIN == 0 -> DRAIN_P_ FIN = 1 }   /* (FAST: a locked RMW drains) */
         :: atomic { FIN != 0 -> goto exit }
         fi;
 #endif
@@ -501,7 +507,7 @@ pnext:
     :: NOFINISH -> skip                         /* the producer returns without finishing */
     fi;
 exit:
-    atomic { DRAIN_P; p_alive = false }         /* the process exits (its buffer drains) */
+    atomic { DRAIN_P_ p_alive = false }         /* the process exits (FAST: its buffer drains) */
 } unless { !p_alive || in_handler };
     nproc--
 }
@@ -510,9 +516,9 @@ exit:
 proctype PKiller() {
     if
 #ifdef PKILL_EARLY
-    :: atomic { p_alive -> DRAIN_P; p_alive = false }
+    :: atomic { p_alive -> DRAIN_P_ p_alive = false }
 #else
-    :: atomic { p_alive && p_reg -> DRAIN_P; p_alive = false }
+    :: atomic { p_alive && p_reg -> DRAIN_P_ p_alive = false }
 #endif
     :: skip
     fi;
@@ -577,11 +583,11 @@ proctype Signal() {
 sigdone:
 #if SIGCRASH >= 2
             if
-            :: atomic { DRAIN_P; p_alive = false }  /* the handler then ends the process */
+            :: atomic { DRAIN_P_ p_alive = false }  /* the handler then ends the process */
             :: skip                             /* ... or returns into the interrupted code */
             fi
 #else
-            atomic { DRAIN_P; p_alive = false } /* the handler then ends the process */
+            atomic { DRAIN_P_ p_alive = false } /* the handler then ends the process */
 #endif
         } unless { !p_alive }
     :: skip
@@ -748,7 +754,7 @@ check:
                                                    self._fence() */
     atomic {                                    /* if self._cas(self._a_fin, 0, _CRASHED) == 0: */
         if
-        :: FIN == 0 -> DRAIN_C; FIN = 2
+        :: FIN == 0 -> DRAIN_C_ FIN = 2
         :: else -> goto checked
         fi
     };
@@ -1151,7 +1157,7 @@ proctype CKiller() {
     do
     :: i <= CKILL ->
         atomic {
-            DRAIN_C;                            /* the dead process's buffer drains */
+            DRAIN_C_                            /* (FAST) the dead process's buffer drains */
             c_alive[i] = false;
             i++;
             c_alive[i] = true;
