@@ -5,7 +5,7 @@
 # state counts, memory and times, and checks the expected verdict of each run:
 #   pass      the model satisfies every property checked
 #   fail:Pn   spin must find a counterexample, and it must violate property Pn (a bug
-#             reproduced: old code put back, or a seeded mutant)
+#             reproduced: old code put back, a seeded mutant, or a design finding)
 # Exit status: 0 all verdicts as expected; 1 otherwise; 77 spin or a C compiler is missing and
 # cannot be installed (the caller may skip).
 #
@@ -62,9 +62,15 @@ command -v timeout >/dev/null 2>&1 || { echo "check.sh: needs timeout (coreutils
 #   counterexample);  live: the LTL claim `term` (L1) with weak fairness (pan -a -f).
 # --------------------------------------------------------------------------------------------
 SMALL="-DABORTS=0 -DEINTRS=0"
+# fast mode (README "Fast mode"): FN = waits never time out (no slices, no deaths: a lost
+# wake-up blocks the system, P13); FS = liveness slices, with the proposed fix of finding F-1.
+FN="-DFAST -DNOSLICE=1"
+FS="-DFAST -DFAST_WITHDRAW_FIX"
 # Unless listed: capacity 2, 3 messages, 2 consumer threads holding 1 guard each, 1 abort,
 # 1 EINTR.  ring-*: ring.py as it is (HEAD); regress-*: one piece of the code before the fixes
 # (b213613, d08ac82, 8c3b673) put back; mutant-*: seeded bugs (the Rust seed's and others).
+# fast-*: fast mode (-DFAST, README "Fast mode"); finding-fast-*: the design v1 problems the
+# model found (F-0, F-1); mutant-fast-*: the design's mutants (a)-(e).
 RUNS=$(cat <<EOF
 ring-base|pass|safety|||default configuration
 ring-base-L1|pass|live|||the same, liveness under weak fairness
@@ -101,6 +107,28 @@ mutant-len-after-publish|fail:P1|bfs||-DMUTANT_LEN_AFTER_PUBLISH|length record w
 mutant-release-unordered|fail:P[34]|bfs||-DMUTANT_RELEASE_UNORDERED|read_idx advanced per release, unordered
 mutant-no-liveness-check|fail:L1|live||-DMUTANT_NO_LIVENESS_CHECK -DPKILL=1 -DNMSG=2 $SMALL|no _check_producer_alive
 mutant-no-selfheal|fail:L1|live||-DMUTANT_NO_SELFHEAL -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|no self-healing claim
+fast-base|pass|safety||$FN -DEINTRS=0|fast mode, waits never time out (P13: no lost wake-up)
+fast-base-L1|pass|live||$FN -DEINTRS=0|... termination, everything delivered
+fast-cap1|pass|safety||$FN -DCAP=1 $SMALL|... capacity 1
+fast-cap1-1thr-L1|pass|live||$FN -DCAP=1 -DNTHR=1 $SMALL|... capacity 1, 1 thread, liveness
+fast-3threads|pass|safety||$FN -DNTHR=3 $SMALL|... 3 consumer threads
+fast-slices|pass|safety||$FS -DHOLD=2 -DCAP=3 -DTMO=1 $SMALL|liveness slices + access() deadlines, no deaths (P12 with F-1 fix)
+fast-slices-L1|pass|live||$FS $SMALL|... liveness
+fast-sigcrash|pass|safety||$FS -DSIGCRASH=1 -DNMSG=2 $SMALL|fast: notify_crash at any step, then death
+fast-sigcrash-L1|pass|live||$FS -DSIGCRASH=1 -DNMSG=2 -DNTHR=1 $SMALL|... the crash is always reported
+fast-sigreturn|pass|safety||$FS -DSIGCRASH=2 -DNMSG=2 -DNTHR=1 $SMALL|fast: notify_crash may return / another thread
+fast-pkill|pass|safety||$FS -DPKILL=1 -DNOFINISH=1 -DTMO=1 -DNMSG=2 $SMALL|fast: producer killed at any step / unfinished
+fast-pkill-L1|pass|live||$FS -DPKILL=1 -DNOFINISH=1 -DNMSG=2 -DNTHR=1 $SMALL|... a dead producer is always reported
+fast-ckill|pass|safety||$FS -DCKILL=1 -DNTHR=1 -DNTHR2=1 -DNMSG=2 $SMALL|fast: consumer killed at any step + restart, 1 thread
+fast-ckill-cap1-L1|pass|live||$FS -DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|... liveness, capacity 1
+fast-v1-slices|pass|safety||-DFAST -DSKIP_P12 $SMALL|design v1 (no F-1 fix): all but P12 hold
+finding-fast-withdraw-timeout|fail:P12|bfs||-DFAST $SMALL|F-1: v1 withdraw gives up on a live, slow waker
+finding-fast-empty-cap|fail:P12|bfs||$FN -DFAST_EMPTY_CAP $SMALL|F-0: empty created with capacity tokens
+mutant-fast-no-fence|fail:P13|bfs||$FN -DMUTANT_FAST_NO_FENCE -DCAP=1 -DNMSG=2 $SMALL|(a) waker's store buffered past its load
+mutant-fast-no-recheck|fail:P13|bfs||$FN -DMUTANT_FAST_NO_RECHECK $SMALL|(b) no re-check after announcing
+mutant-fast-announce-store|fail:P13|bfs||$FN -DMUTANT_FAST_ANNOUNCE_STORE $SMALL|(c) announce is a buffered plain store
+mutant-fast-withdraw-no-consume|fail:P12|bfs||$FN -DMUTANT_FAST_WITHDRAW_NO_CONSUME $SMALL|(d) withdraw skips the owed token
+mutant-fast-wake-no-cas|fail:P12|bfs||$FN -DMUTANT_FAST_WAKE_NO_CAS $SMALL|(e) wake posts without the CAS
 EOF
 )
 

@@ -34,6 +34,18 @@
  *                thread calls notify_crash(): it takes no lock)
  *   REOPEN=1     the producer process may open() the ring again between messages
  *   LTL_TERM     include the liveness claim `term` (compile without -DSAFETY, pan -a -f)
+ *   FAST         the ring is in fast mode (briefs/fast-design.md, README "Fast mode"): no
+ *                token per message; C_SLEEP / P_SLEEP sleep words, wake / wake_all / sleep /
+ *                withdraw; the waker's store of W (producer) or R (consumer) goes to a store
+ *                buffer (drained by the Drain process at any later step, by a FENCE, by a
+ *                locked RMW of the same process or by its death)
+ *   NOSLICE=1    (FAST) semaphore waits never time out: no liveness slices (no kills, TMO 0);
+ *                a lost wake-up is then a global block, caught by P13
+ *   FAST_WITHDRAW_FIX  (FAST) withdraw's wait for the owed token gives up (after a slice)
+ *                only when no waker can still post it (README "Fast mode", finding F-1):
+ *                consumer side: the producer is dead and no thread of this process is in a
+ *                wake_all; producer side: the consumer registered at the announce is dead
+ *   FAST_EMPTY_CAP  (FAST) `empty` starts with `capacity` tokens as in compat (finding F-0)
  * The races the model found in ring.py (README, "Findings") were fixed in ring.py: BUG-1 by
  * b213613, BUG-2..7 by d08ac82, BUG-8 by 8c3b673.  The model follows the fixed code; each OLD_*
  * flag puts one piece of the code before the fix back (spin must then find the counterexample
@@ -52,6 +64,12 @@
  *   MUTANT_NONATOMIC_RESERVE MUTANT_COMMIT_ON_ERROR MUTANT_OPENER_RECOVERY
  *   MUTANT_CRASH_FIRST MUTANT_EINTR_AS_TOKEN MUTANT_LEN_AFTER_PUBLISH
  *   MUTANT_RELEASE_UNORDERED MUTANT_NO_LIVENESS_CHECK MUTANT_NO_SELFHEAL
+ * Fast-mode mutants (the design's (a)-(e)):
+ *   MUTANT_FAST_NO_FENCE (a) the waker's W / R store stays buffered past its sleep-word load
+ *   MUTANT_FAST_NO_RECHECK (b) the sleeper does not re-check ready() after announcing
+ *   MUTANT_FAST_ANNOUNCE_STORE (c) the announce is a plain buffered store (no fence)
+ *   MUTANT_FAST_WITHDRAW_NO_CONSUME (d) withdraw finding the word 0 does not take the token
+ *   MUTANT_FAST_WAKE_NO_CAS (e) wake posts without decrementing the word
  *
  * Properties (assertion ids; README has the full statements):
  *   P0 _claim / _register_consumer never raise CorruptRingError on a healthy ring
@@ -70,6 +88,10 @@
  *      in progress)
  *   P10 a notify_crash is never overwritten by mark_finished (reported as Finished)
  *   P11 all threads of one consumer process get the same end (Finished or Crashed)
+ *   P12 (FAST) accounting: at the end of a run without deaths C_SLEEP == P_SLEEP == 0 and
+ *      both semaphores are 0 (no stray token, no phantom sleeper)
+ *   P13 (FAST) no lost wake-up: the system never blocks (spin's `timeout`) before every
+ *      process ended -- meaningful with NOSLICE (waits that never time out)
  *   L1 (ltl term) under weak fairness every process ends: no deadlock, no livelock, every
  *      consumer thread gets Finished/Crashed -- in particular a dead producer is reported
  *   Valid end states (pan's deadlock check): no process is stuck at a blocking step.
@@ -117,6 +139,9 @@
 #ifndef EXPECT_PRODUCER
 #define EXPECT_PRODUCER 0
 #endif
+#ifndef NOSLICE
+#define NOSLICE 0
+#endif
 
 #define NONE 255
 #define SIG 11          /* the signal number notify_crash reports */
@@ -142,7 +167,37 @@ byte tag[CAP];          /* length record k: tag = seq + 1 (nbytes is stored just
 
 /* ---- the named semaphores: counts ---- */
 byte sem_filled;        /* /X_t_filled, initial 0 */
+#if defined(FAST) && !defined(FAST_EMPTY_CAP)
+byte sem_empty;         /* /X_t_empty: FAST: initial 0 (its tokens only carry wake-ups; see
+                           README "Fast mode", finding F-0; FAST_EMPTY_CAP: capacity) */
+#else
 byte sem_empty = CAP;   /* /X_t_empty,  initial capacity */
+#endif
+
+#ifdef FAST
+/* ---- fast mode: the sleep words (ctshm extension) and the store buffers ---- */
+byte C_SLEEP;           /* consumer threads announced asleep on `filled` */
+byte P_SLEEP;           /* producer threads announced asleep on `empty` (0 or 1) */
+bool pwb; byte Wb;      /* the producer's store buffer: a store of W not yet visible */
+bool cwb; byte Rb;      /* the consumer process's store buffer: a store of R not yet visible
+                           (one live consumer process at a time: a dead one's buffer drained) */
+byte csb; byte psb;     /* MUTANT_FAST_ANNOUNCE_STORE: buffered announces (increments) */
+byte cwk[4];            /* FAST_WITHDRAW_FIX: threads of consumer process i between a
+                           wake_all's exchange and its last post (process-local count) */
+/* The store becomes visible (TSO: in order; a one-entry buffer -- a second store drains the
+   first).  DRAIN_P also keeps P9's ghost: a W that becomes visible after the crash flag. */
+#define DRAIN_P if :: pwb -> W = Wb; pwb = false; \
+                   if :: FIN == 2 -> lateb = lateb | (1 << (Wb - 1)) :: else fi; Wb = 0 \
+                :: else fi
+#define DRAIN_C if :: cwb -> R = Rb; cwb = false; Rb = 0 :: else fi
+#define PWV (pwb -> Wb : W)  /* W as the producer's own thread sees it (store forwarding) */
+#define DRAIN_P_ DRAIN_P;
+#define DRAIN_C_ DRAIN_C;
+#else
+/* compat: nothing (so the compat model is statement for statement the one before FAST) */
+#define DRAIN_P_
+#define DRAIN_C_
+#endif
 
 /* ---- processes ---- */
 bool p_alive = true;    /* the producer process exists: _proc.is_alive(ppid, start) */
@@ -176,6 +231,10 @@ ltl term { <> (nproc == 0) }
 proctype Producer() {
     byte w, s, k;
     byte ab = ABORTS, eintr = EINTRS;
+#ifdef FAST
+    byte ret;
+    byte snap;                                  /* FAST_WITHDRAW_FIX: the consumer at announce */
+#endif
 {
     do
     :: k < NMSG ->
@@ -202,10 +261,68 @@ proctype Producer() {
         fi;
 #endif
         /* acquire(): with self._lock: fin = self._load(_FIN); if fin: raise RuntimeError */
-        atomic { if :: FIN != 0 -> goto exit :: else fi };  /* (written as a test) */
+        /* (FAST: taking the lock is a locked RMW: the producer's store buffer drains) */
+        atomic { DRAIN_P_ if :: FIN != 0 -> goto exit :: else fi };  /* (written as a test) */
         /* if not self._producer_registered: self._register_producer()
                -> self._set_peer(_PRODUCER_PID, pid, start): pid 0, start, pid */
         atomic { if :: !p_reg -> p_reg = true :: else fi };
+#ifdef FAST
+pwait:
+        /* fast acquire: under the lock, space = W - R < capacity (header loads; no trywait) */
+        atomic { if :: W - R < CAP -> goto pslot :: else fi };
+        /* sleep(P_SLEEP, empty, space, slice):
+           1. CAS-increment P_SLEEP (a locked RMW: the producer's buffer drains) */
+#ifndef MUTANT_FAST_ANNOUNCE_STORE
+        atomic { DRAIN_P; P_SLEEP++; snap = cur_inc };
+#else
+        psb++;                                  /* mutant (c): a plain store, buffered */
+#endif
+#ifndef MUTANT_FAST_NO_RECHECK
+        /* 2./3. re-check ready(): if space: withdraw(); go (one load of R) */
+        atomic { if :: W - R < CAP -> ret = 0; goto pwd :: else fi };
+#endif
+        /* 4. got = empty.acquire(slice) */
+        if
+        :: atomic { sem_empty > 0 -> sem_empty--; goto pwait }  /* got: the waker decremented */
+#if !NOSLICE
+        :: atomic { sem_empty == 0 -> ret = 1 }  /* timed out: withdraw(), "slice over" */
+#endif
+        fi;
+pwd:
+        /* withdraw(P_SLEEP, empty): c = load; if c > 0 and CAS(c, c - 1) == c: return
+           (the load and the CAS in one step: a CAS that fails only loops -- no effect) */
+        if
+        :: atomic { P_SLEEP > 0 -> P_SLEEP--; goto pwdone }
+        :: atomic { P_SLEEP == 0 -> skip }      /* c == 0: a waker took our unit: its token */
+#ifdef MUTANT_FAST_WITHDRAW_NO_CONSUME
+            ; goto pwdone                       /* mutant (d): the owed token is not taken */
+#endif
+            ;
+            if
+            :: atomic { sem_empty > 0 -> sem_empty--; goto pwdone }
+#if !NOSLICE
+#ifndef FAST_WITHDRAW_FIX
+            :: atomic { sem_empty == 0 -> goto pwdone }   /* the owed token's wait timed out */
+#else
+            /* fix: after a slice without the token, give up only if the consumer registered
+               at the announce is dead (else wait another slice: its waker is alive) */
+            :: atomic { sem_empty == 0 && !c_alive[snap] -> goto pwdone }
+#endif
+#endif
+            fi
+        fi;
+pwdone:
+        atomic { if :: ret == 0 -> goto pwait :: else -> ret = 0 fi };
+        /* the slice is over: cpid = self._dead_peer(_CONSUMER_PID): raise ConsumerGone */
+        if
+        :: atomic { c_pid != 0 && !c_alive[c_pid] -> skip };
+            if
+            :: goto pwait                       /* the application retries acquire() */
+            :: goto exit                        /* ... or ConsumerGone ends the process */
+            fi
+        :: atomic { c_pid == 0 || c_alive[c_pid] -> goto pwait }
+        fi;
+#else
 pwait:
         /* if self._trywait(self._h_empty) == 0 and self._space():
                return self._new_producer_guard(size)
@@ -258,6 +375,7 @@ pcheck:
 #endif
            }
         fi;
+#endif
 pslot:
         /* _new_producer_guard(size), under self._lock: w = hq[_W]; slot = w % capacity
            (_reserve: posix_fallocate; on ENOSPC `self._empty.post()` and raise -- the same
@@ -281,6 +399,36 @@ pslot:
                 :: else
                 fi
             };
+#ifdef FAST
+            /* fast commit: length record, then store W+1 -- into the store buffer (the record
+               before it: TSO keeps store order, so writing it straight to memory is exact) */
+            atomic {
+                writing[s] = false;
+                tag[s] = w + 1;
+                DRAIN_P;
+                Wb = w + 1; pwb = true;
+                assert(R <= RES && RES <= w + 1 && w + 1 <= R + CAP)  /* P4 */
+            };
+            /* release the lock = FENCE (drains the buffer), then wake(C_SLEEP, filled):
+               c = load(C_SLEEP); if c == 0: return; if CAS(c, c - 1) == c: post
+               (fence and load in one step: the buffer may also drain at any earlier step, by
+               the Drain process; load + CAS in one step: a failed CAS only loops) */
+            atomic {
+#ifndef MUTANT_FAST_NO_FENCE
+                DRAIN_P;
+#endif
+                if
+                :: C_SLEEP > 0 ->
+#ifndef MUTANT_FAST_WAKE_NO_CAS
+                    C_SLEEP--
+#else
+                    skip                        /* mutant (e): post without the CAS */
+#endif
+                :: else -> k++; w = 0; s = 0; goto pnext
+                fi
+            };
+            atomic { sem_filled++; k++; w = 0; s = 0 }  /* filled.post() */
+#else
 #ifndef MUTANT_LEN_AFTER_PUBLISH
             /* guard._done = True; buf.release()
                hq[k + 1] = nbytes; hq[k] = idx + 1   (the length record)
@@ -302,11 +450,17 @@ pslot:
             tag[s] = w + 1;                     /* ... the length record after it */
 #endif
             atomic { sem_filled++; k++; w = 0; s = 0 }  /* self._filled.post() (after the lock) */
+#endif
         :: atomic { ab > 0 -> ab-- };           /* an exception in the with-block: */
 #ifndef MUTANT_COMMIT_ON_ERROR
             /* __exit__ -> abort() -> _abort(): guard._done = True; buf.release();
-               self._empty.post(): the half-written slot is never published */
+               self._empty.post(): the half-written slot is never published
+               (FAST: no token was taken, none is given back) */
+#ifdef FAST
+            atomic { writing[s] = false; w = 0; s = 0 }
+#else
             atomic { writing[s] = false; sem_empty++; w = 0; s = 0 }
+#endif
 #else
             /* seed: ProducerGuard::drop always publishes, a half-written slot too:
                write_idx.fetch_add(1, Release); sem_filled.post() */
@@ -314,6 +468,11 @@ pslot:
             atomic { sem_filled++; k++; w = 0; s = 0 }
 #endif
         fi
+#ifdef FAST
+        ;
+pnext:                                          /* (after a commit without a wake) */
+        skip
+#endif
     :: k == NMSG -> break
     od;
     if
@@ -331,15 +490,24 @@ pslot:
         };
 #else
         if
-        :: atomic { FIN == 0 -> FIN = 1 }
+        :: atomic { FIN == 0 -> DRAIN_P_ FIN = 1 }   /* (FAST: a locked RMW drains) */
         :: atomic { FIN != 0 -> goto exit }
         fi;
 #endif
+#ifdef FAST
+        /* wake_all(C_SLEEP, filled): c = load; CAS(c, 0) (one step); post c times */
+        atomic { k = C_SLEEP; C_SLEEP = 0 };
+        do
+        :: atomic { k > 0 -> sem_filled++; k-- }
+        :: else -> break
+        od
+#else
         sem_filled++
+#endif
     :: NOFINISH -> skip                         /* the producer returns without finishing */
     fi;
 exit:
-    p_alive = false                             /* the process exits */
+    atomic { DRAIN_P_ p_alive = false }         /* the process exits (FAST: its buffer drains) */
 } unless { !p_alive || in_handler };
     nproc--
 }
@@ -348,9 +516,9 @@ exit:
 proctype PKiller() {
     if
 #ifdef PKILL_EARLY
-    :: atomic { p_alive -> p_alive = false }
+    :: atomic { p_alive -> DRAIN_P_ p_alive = false }
 #else
-    :: atomic { p_alive && p_reg -> p_alive = false }
+    :: atomic { p_alive && p_reg -> DRAIN_P_ p_alive = false }
 #endif
     :: skip
     fi;
@@ -362,25 +530,50 @@ proctype PKiller() {
    step.  SIGCRASH=1: the handler runs in the interrupted thread, which never resumes. */
 proctype Signal() {
     byte k;
+#ifdef FAST
+    bool oth;   /* SIGCRASH=2: notify_crash from another thread (its loads do not see the
+                   producer's buffered W, its CAS does not drain it); else the handler runs in
+                   the producer's thread */
+#endif
     if
     :: p_alive ->
         {
+#if defined(FAST) && SIGCRASH >= 2
+            if :: oth = true :: skip fi;
+#endif
 #ifndef OLD_NOTIFY_STORE
             /* if self._load(_FIN): return   (already finished or crashed: the first end wins) */
             atomic { in_handler = (SIGCRASH == 1); if :: FIN != 0 -> goto sigdone :: else fi };
 #ifndef OLD_NO_CRASH_W
+#ifdef FAST
+            k = (oth -> W : PWV);               /* self._store(_CRASH_W, self._load(_W) + 1) */
+#else
             k = W;                              /* self._store(_CRASH_W, self._load(_W) + 1) */
+#endif
             crash_w = k + 1;
 #endif
             crash_sig = SIG;                    /* the message; _CRASH.pack_into(...) */
                                                 /* self._fence(): details before the flag */
             atomic {                            /* if self._cas(self._a_fin, 0, _CRASHED) == 0: */
                 if
-                :: FIN == 0 -> FIN = 2; notified = true
+                :: FIN == 0 ->
+#ifdef FAST
+                    if :: !oth -> DRAIN_P :: else fi;   /* the thread's own RMW drains */
+#endif
+                    FIN = 2; notified = true
                 :: else -> goto sigdone
                 fi
             };
+#ifdef FAST
+            /* wake_all(C_SLEEP, filled): exchange to 0, then post c times (no lock) */
+            atomic { k = C_SLEEP; C_SLEEP = 0 };
+            do
+            :: atomic { k > 0 -> sem_filled++; k-- }
+            :: else -> break
+            od;
+#else
             sem_filled++;                       /*     self._filled.post() */
+#endif
 #else
             /* before d08ac82: details, fence, self._store(_FIN, _CRASHED), post */
             atomic { crash_sig = SIG; in_handler = (SIGCRASH == 1) };
@@ -390,11 +583,11 @@ proctype Signal() {
 sigdone:
 #if SIGCRASH >= 2
             if
-            :: p_alive = false                  /* the handler then ends the process */
+            :: atomic { DRAIN_P_ p_alive = false }  /* the handler then ends the process */
             :: skip                             /* ... or returns into the interrupted code */
             fi
 #else
-            p_alive = false                     /* the handler then ends the process */
+            atomic { DRAIN_P_ p_alive = false } /* the handler then ends the process */
 #endif
         } unless { !p_alive }
     :: skip
@@ -409,6 +602,9 @@ sigdone:
  * ========================================================================================== */
 proctype CThread(byte inc; byte t) {
     byte res, w, fin, idx, k, ret, t2;
+#ifdef FAST
+    byte r0;                                    /* _complete: read_idx before the advance */
+#endif
     byte g0 = NONE, g1 = NONE;                  /* the guards this thread holds */
     byte tmo = TMO;
     bool ending;
@@ -435,12 +631,20 @@ proctype CThread(byte inc; byte t) {
     if
     :: res > k ->
         atomic { RES = k; INV };                /* P4: self._store(_RES, r) */
+#ifndef FAST
         do                                      /* for _ in range(res - r): */
         :: atomic { res > k -> sem_filled++; res-- }   /* self._filled.post() */
         :: else -> break
         od
+#else
+        res = 0                                 /* FAST: no tokens re-posted */
+#endif
     :: else
     fi;
+#ifdef FAST
+    /* FAST: store C_SLEEP = 0 (the dead process's announced sleepers are gone) */
+    atomic { C_SLEEP = 0; k = 0; res = 0 };
+#endif
 #else
     /* seed init(): every opener (not the owner) rewinds, without a liveness check and
        without re-posting the tokens */
@@ -460,6 +664,57 @@ registered:
     atomic { c_pid = inc; nexp[inc] = RES; c_reg[inc] = true; lk[inc] = 0; k = 0; res = 0 };
 
 wait:
+#ifdef FAST
+    /* fast access(): claim first (under the lock); sleep only when there is nothing */
+    goto claim;
+fsleep:
+    /* sleep(C_SLEEP, filled, ready, slice):
+       1. CAS-increment C_SLEEP (a locked RMW: the process's store buffer drains) */
+#ifndef MUTANT_FAST_ANNOUNCE_STORE
+    atomic { DRAIN_C; C_SLEEP++ };
+#else
+    csb++;                                      /* mutant (c): a plain store, buffered */
+#endif
+#ifndef MUTANT_FAST_NO_RECHECK
+    /* 2./3. re-check ready(): RES < W or FIN (header loads; one step: W and FIN only grow,
+       so two loads give the result of one load at the first or at the second: both are
+       explored); if ready: withdraw(); "go claim" */
+    atomic { if :: RES < W || FIN != 0 -> ret = 0; goto cwd :: else fi };
+#endif
+    /* 4. got = filled.acquire(slice) */
+    if
+    :: atomic { sem_filled > 0 -> sem_filled--; goto claim }  /* got: go claim */
+#if !NOSLICE
+    :: atomic { sem_filled == 0 -> ret = 1 }    /* the slice timed out: withdraw() */
+#endif
+    :: atomic { tmo > 0 -> tmo--; ret = 2 }     /* the access() deadline: withdraw() */
+    fi;
+cwd:
+    /* withdraw(C_SLEEP, filled) (load + CAS in one step, as in the producer's) */
+    if
+    :: atomic { C_SLEEP > 0 -> C_SLEEP--; goto cwdone }
+    :: atomic { C_SLEEP == 0 -> skip }          /* a waker took our unit: take its token */
+#ifdef MUTANT_FAST_WITHDRAW_NO_CONSUME
+        ; goto cwdone                           /* mutant (d) */
+#endif
+        ;
+        if
+        :: atomic { sem_filled > 0 -> sem_filled--; goto cwdone }
+#if !NOSLICE
+#ifndef FAST_WITHDRAW_FIX
+        :: atomic { sem_filled == 0 -> goto cwdone }  /* the owed token's wait timed out */
+#else
+        /* fix: after a slice without the token, give up only if the producer is dead and no
+           thread of this process is in a wake_all (else its waker is alive: wait again) */
+        :: atomic { sem_filled == 0 && !p_alive && cwk[inc] == 0 -> goto cwdone }
+#endif
+#endif
+        fi
+    fi;
+cwdone:
+    atomic { if :: ret == 0 -> goto claim :: else fi };  /* "go claim"; else "slice over" */
+    goto check;
+#endif
     /* access(): `self._trywait(self._h_filled)`, the spin (`if ready and
        filled.try_acquire()`) and `filled.acquire(chunk)` each take a token when there is
        one -> r = self._claim() */
@@ -499,11 +754,21 @@ check:
                                                    self._fence() */
     atomic {                                    /* if self._cas(self._a_fin, 0, _CRASHED) == 0: */
         if
-        :: FIN == 0 -> FIN = 2
+        :: FIN == 0 -> DRAIN_C_ FIN = 2
         :: else -> goto checked
         fi
     };
+#ifdef FAST
+    /* wake_all(C_SLEEP, filled) */
+    atomic { k = C_SLEEP; C_SLEEP = 0; cwk[inc]++ };
+    do
+    :: atomic { k > 0 -> sem_filled++; k-- }
+    :: else -> break
+    od;
+    cwk[inc]--;
+#else
     sem_filled++;                               /*     self._filled.post() */
+#endif
 checked:
     /* back in access(): (or in _on_timeout(), below)
        Self-healing: if self._load(_RES) < self._load(_W) or self._load(_FIN): self._claim() */
@@ -522,7 +787,11 @@ checked:
     atomic {
         if
         :: RES < W || FIN != 0 -> goto claim
+#ifdef FAST
+        :: else -> goto fsleep                  /* the wait loop: sleep again */
+#else
         :: else -> goto wait
+#endif
         fi
     };
 
@@ -559,6 +828,15 @@ ontimeout:
 
 claim:
     /* _claim(): while True: */
+#ifdef FAST
+    /* FAST: _claim runs under the handle lock (taking it: a locked RMW, the buffer drains);
+       the first load with it (the lock is process-local) */
+    atomic { lk[inc] == 0 -> lk[inc] = t; DRAIN_C; fin = FIN };
+    goto claimres;
+claimre:
+    fin = FIN;
+claimres:
+#else
 #ifdef MUTANT_CRASH_FIRST
     /* seed claim_read_slot(): `if finished == 2 { post; return Crashed }` before any data */
     atomic { if :: FIN == 2 -> fin = 2; goto endcheck :: else fi };
@@ -566,6 +844,7 @@ claim:
 #ifndef OLD_CLAIM_ORDER
     fin = FIN;                                  /* fin = hq[_FIN]  (first: then write_idx is
                                                    final once fin is set) */
+#endif
 #endif
 #ifndef MUTANT_NONATOMIC_RESERVE
     res = RES;                                  /* res, w = hq[_RES], hq[_W] */
@@ -586,7 +865,11 @@ claim:
        load to compare with, so no second one either) */
     atomic {
         if
-#ifndef OLD_CLAIM_ORDER
+#ifdef FAST
+        :: FIN != fin -> res = 0; w = 0; fin = 0; goto claimre
+        :: FIN == fin && fin == 2 -> skip
+        :: FIN == fin && fin != 2 -> goto decide
+#elif !defined(OLD_CLAIM_ORDER)
         :: FIN != fin -> res = 0; w = 0; fin = 0; goto claim
         :: FIN == fin && fin == 2 -> skip       /* if fin == _CRASHED: w = self._crash_limit(w) */
         :: FIN == fin && fin != 2 -> goto decide
@@ -615,9 +898,13 @@ decide:
     };
 cas:
     atomic {                                    /* if cas(a_res, res, res + 1) == res: */
-        if
+        if                                      /* (FAST: a plain store RES = res + 1 under
+                                                   the lock: the "CAS" always succeeds) */
         :: RES == res ->
             RES = res + 1;
+#ifdef FAST
+            lk[inc] = 0; DRAIN_C;               /* (the with-block ends: the lock release) */
+#endif
             INV;  /* P4 */
             /* return self._data(res): the view of slot res % cap; `if hq[k] == idx + 1:
                n = int(hq[k + 1])` (the length record) */
@@ -636,7 +923,11 @@ cas:
             fi;
             k = 0; res = 0; w = 0; fin = 0;
             goto use                                        /* Data(guard) */
+#ifdef FAST
+        :: else -> assert(false)                            /* P4: RES moved under the lock */
+#else
         :: else -> res = 0; w = 0; goto claim               /* continue */
+#endif
         fi
     };
 corrupt:
@@ -697,10 +988,30 @@ endcheck:
 #else
             skip
 #endif
+#ifdef FAST
+        :: else -> res = 0; w = 0; lk[inc] = 0; DRAIN_C; goto fsleep   /* return None: sleep */
+#else
         :: else -> res = 0; w = 0; goto wait    /* return None: the token is dropped */
+#endif
         fi;
         res = 0; w = 0
     };
+#ifdef FAST
+    /* return Finished / Crashed: the lock released, then wake_all(C_SLEEP, filled) so every
+       other consumer thread sees the end */
+    atomic { lk[inc] = 0; DRAIN_C; k = C_SLEEP; C_SLEEP = 0; cwk[inc]++ };
+    do
+    :: atomic { k > 0 -> sem_filled++; k-- }
+    :: else -> break
+    od;
+    atomic {
+        cwk[inc]--;
+        if
+        :: fin == 2 -> fin = 0; goto crashed
+        :: else -> fin = 0; goto finished
+        fi
+    };
+#else
     /* if fin == _CRASHED: self._filled.post(); return self._crashed()
        if fin == _FINISHED: self._filled.post(); return _FINISHED_RESULT  (wakes the others) */
     atomic {
@@ -710,6 +1021,7 @@ endcheck:
         :: else -> fin = 0; goto finished
         fi
     };
+#endif
 
 crashed:
     /* _crashed(): signal, addr, operation = _CRASH.unpack_from(self._hv, _CRASH_OFF)
@@ -762,6 +1074,48 @@ use:
        empty) is the same as the heap loop below doing one round; heappush(pending, idx) */
     /* (read_idx is only ever written under this lock -- the previous consumer process is
        dead -- so reading it as the lock is taken loses no behaviour) */
+#ifdef FAST
+    atomic {
+        lk[inc] == 0 -> lk[inc] = t; DRAIN_C;
+        pend[inc] = pend[inc] | (1 << idx);
+        k = R; r0 = k                           /* cur = hq[_R] */
+    };
+    do
+    :: atomic {                                 /* while pending and pending[0] == cur: */
+           (pend[inc] & (1 << k)) != 0 && (pend[inc] & ((1 << k) - 1)) == 0 ->
+           DRAIN_C;                             /* (one-entry buffer: the older store first) */
+           pend[inc] = pend[inc] & ~(1 << k);   /*     heapq.heappop(pending) */
+           k++;                                 /*     cur += 1 */
+           assert(R + 1 == k && k <= RES);      /* P4: one by one, over reserved slots */
+           Rb = k; cwb = true;                  /*     self._store(_R, cur): buffered */
+           assert(k <= RES && RES <= W && W <= k + CAP)  /* P4 */
+       }                                        /*     (no post) */
+    :: atomic {
+           !((pend[inc] & (1 << k)) != 0 && (pend[inc] & ((1 << k) - 1)) == 0) ->
+           lk[inc] = 0; idx = NONE;             /* the with-block ends: release = FENCE */
+#ifndef MUTANT_FAST_NO_FENCE
+           DRAIN_C;
+#endif
+           if
+           :: k == r0 -> k = 0; r0 = 0; goto use   /* read_idx did not move: no wake */
+           :: else -> k = 0; r0 = 0
+           fi
+       };
+       /* wake(P_SLEEP, empty): load + CAS in one step, then post */
+       atomic {
+           if
+           :: P_SLEEP > 0 ->
+#ifndef MUTANT_FAST_WAKE_NO_CAS
+               P_SLEEP--
+#else
+               skip
+#endif
+           :: else -> goto use
+           fi
+       };
+       atomic { sem_empty++; goto use }
+    od;
+#else
     atomic {
         lk[inc] == 0 -> lk[inc] = t;
         pend[inc] = pend[inc] | (1 << idx);
@@ -783,6 +1137,7 @@ use:
            goto use
        }
     od;
+#endif
 #else
     /* mutant: each release advances read_idx at once (no reorder buffer) */
     atomic { R = R + 1; INV };  /* P4 */
@@ -802,6 +1157,7 @@ proctype CKiller() {
     do
     :: i <= CKILL ->
         atomic {
+            DRAIN_C_                            /* (FAST) the dead process's buffer drains */
             c_alive[i] = false;
             i++;
             c_alive[i] = true;
@@ -819,6 +1175,28 @@ proctype CKiller() {
     od;
     nproc--
 }
+
+#ifdef FAST
+/* The store buffers drain at any later step (TSO: a store becomes visible eventually). */
+proctype Drain() {
+end:
+    do
+    :: atomic { pwb -> DRAIN_P; INV }           /* P4 */
+    :: atomic { cwb -> DRAIN_C; INV }           /* P4 */
+#ifdef MUTANT_FAST_ANNOUNCE_STORE
+    :: atomic { csb > 0 -> csb--; C_SLEEP++ }
+    :: atomic { psb > 0 -> psb--; P_SLEEP++ }
+#endif
+    od
+}
+
+/* P13: spin's `timeout` holds when no process can move: then every process must have ended.
+   With NOSLICE (semaphore waits that never time out) a lost wake-up is such a state. */
+proctype Watch() {
+end:
+    timeout -> assert(nproc == 0)               /* P13: no lost wake-up (nothing blocks forever) */
+}
+#endif
 
 init {
     atomic {
@@ -841,16 +1219,30 @@ init {
 #if CKILL
         nproc++; run CKiller();
 #endif
+#ifdef FAST
+        run Drain();
+        run Watch();
+#endif
     }
     /* The end of a run: every process ended. */
     nproc == 0;
+#ifdef FAST
+    atomic {
+        DRAIN_P; DRAIN_C;                       /* (the processes' exits drained them) */
+#if !PKILL && !CKILL && !SIGCRASH && !NOFINISH && !defined(PKILL_EARLY) && !defined(SKIP_P12)
+        /* P12: a run without deaths leaves no announced sleeper and no token */
+        assert(C_SLEEP == 0 && P_SLEEP == 0 && sem_filled == 0 && sem_empty == 0);  /* P12 */
+#endif
+        skip
+    };
+#endif
     if
     :: FIN == 1 ->                              /* a clean run */
 #ifndef SKIP_P6
         assert(R == W && RES == W);             /* P6: everything handed out and released */
         assert(nexp[cur_inc] == W);             /* P6: ... to the live consumer */
 #endif
-#if !defined(SKIP_P8) && (defined(OLD_TOKEN_ONLY) || CKILL == 0)
+#if !defined(SKIP_P8) && !defined(FAST) && (defined(OLD_TOKEN_ONLY) || CKILL == 0)
         /* P8: no `empty` token was lost: one per slot not holding an unreleased message.
            (Since d08ac82 a token a dead consumer lost is not restored -- nobody can know it
            is missing -- but the producer no longer needs it: with consumer deaths the model
