@@ -561,10 +561,15 @@ class RingHandle:
                     f"reserved={h[_RES]} finished={h[_FIN]}>")
 
 
-def check_timeout(timeout: Optional[float], where: str = "") -> Optional[float]:
-    """``timeout`` as a float (or None): a number of seconds >= 0; huge values mean forever."""
+def check_timeout(timeout: Optional[float], where: str = "", ring: str = ""
+                  ) -> Optional[float]:
+    """``timeout`` as a float (or None): a number of seconds >= 0; huge values mean forever.
+    Errors start with ``where`` (``ring``: with "ring NAME: " before it, formatted only then:
+    the hot paths call this once per message)."""
     if timeout is None:
         return None
+    if ring:
+        where = f"ring {ring!r}: {where}"
     pre = f"{where}: " if where else ""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{pre}timeout must be a number of seconds or None, not "

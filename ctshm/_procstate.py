@@ -56,7 +56,7 @@ class Shared:
 
     def busy(self) -> bool:
         """Is the producer turn taken (a guard outstanding, or a thread waiting for space)?"""
-        return self.acquiring or self.producer_guard() is not None
+        return self.acquiring or (self.pg_ref is not None and self.producer_guard() is not None)
 
     def end_turn(self) -> None:
         """Under ``lock``: the outstanding guard (or acquire) is over; wake one producer."""

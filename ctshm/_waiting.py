@@ -216,10 +216,13 @@ class Waiting(RingHandle):
         spin, fast = self._spin, self._fast
         if spin.budget <= 0 or (timeout is not None and timeout <= 0):
             return None
+        # In flight: the raw sem_trywait (no enter/leave of the semaphore's own; EINTR is
+        # just another miss), as on the lock-held fast paths.
+        trywait, h = self._trywait, sem._handle
         # A fixed spin longer than the timeout stops at the timeout.
         end = t0 + (spin.budget if timeout is None else min(spin.budget, timeout))
         while time.perf_counter() < end and not self._closed:
-            if ready() and (fast or sem.try_acquire()):
+            if ready() and (fast or trywait(h) == 0):
                 r = take()
                 if r is not None:
                     spin.record(time.perf_counter() - t0)

@@ -257,7 +257,8 @@ class ConsumerGuard(_Guard):
     def release(self) -> None:
         """Hand the slot back.  Idempotent, also when two threads race to release."""
         if not self._done:
-            self._check_here("release")
+            if self._pid != _PID:
+                self._check_here("release")
             self._ring._complete(self.index, self)
 
     def __exit__(self, *exc: Any) -> None:
@@ -341,7 +342,7 @@ class ShmTraceRing(Waiting, RingConveniences):
         the ring ended)."""
         if self._closed:
             self._check_open()
-        timeout = check_timeout(timeout, f"ring {self.name!r}: acquire")
+        timeout = check_timeout(timeout, "acquire", self.name)
         size = self._check_acquire_size(size)
         deadline = None if timeout is None else time.monotonic() + timeout
         ps = self._ps
@@ -570,8 +571,8 @@ class ShmTraceRing(Waiting, RingConveniences):
         if n > self.slot_size:
             raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
                              f"{self.slot_size} bytes")
-        timeout = check_timeout(timeout, f"ring {self.name!r}: put")
-        if self._producer_registered and not self._closed and not self._ps.busy():
+        timeout = check_timeout(timeout, "put", self.name)
+        if self._producer_registered and not self._closed:
             hq = self._put_at_once(src, n)
             if hq is not None:
                 if self._fast:  # after the lock: a load of the consumer's sleep counter
@@ -689,7 +690,7 @@ class ShmTraceRing(Waiting, RingConveniences):
                 return kept
         if not self._consumer_registered:
             self._register_consumer()
-        timeout = check_timeout(timeout, f"ring {self.name!r}: access")
+        timeout = check_timeout(timeout, "access", self.name)
         with self._lock:
             self._check_open()
             if self._fast or self._trywait(self._h_filled) == 0:
@@ -768,25 +769,22 @@ class ShmTraceRing(Waiting, RingConveniences):
         v = self._ro_views[slot]
         if v is None:
             v = self._ro_views[slot] = self._ro_view(slot)
+        hq = self._hq
+        hq[_CS] += 1  # statistics: messages and bytes (plain stores of the consumer's words)
         if self._has_len:
             k = _LEN + 2 * slot
-            hq = self._hq
             if hq[k] == idx + 1:
                 n = hq[k + 1]
                 if n > self.slot_size:
+                    hq[_CS] -= 1
                     self._complete(idx, None)
                     raise CorruptRingError(
                         f"ring {self.name!r}: length record of message {idx} says {n} bytes, "
                         f"more than the slot ({self.slot_size}); the message was skipped")
-                self._count_consumed(n)
+                hq[_CS + STAT_BYTES] += n
                 return Data(ConsumerGuard(self, idx, v[:n]))
-        self._count_consumed(len(v))
+        hq[_CS + STAT_BYTES] += len(v)
         return Data(ConsumerGuard(self, idx, v[:]))
-
-    def _count_consumed(self, nbytes: int) -> None:
-        hq = self._hq
-        hq[_CS] += 1
-        hq[_CS + STAT_BYTES] += nbytes
 
     def _on_timeout(self) -> AccessResult:
         self._check_producer_alive()
@@ -881,9 +879,8 @@ class ShmTraceRing(Waiting, RingConveniences):
                     freed += 1
                     self._store(_R, cur)
             if not self._fast:
-                hq = self._hq
+                self._hq[_CS + STAT_WAKEUPS] += freed
                 for _ in range(freed):
-                    hq[_CS + STAT_WAKEUPS] += 1
                     if self._post(self._h_empty) == -1:
                         self._empty.post()
                 return
