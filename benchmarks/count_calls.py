@@ -40,6 +40,8 @@ from ctshm.records import RecordReader, RecordWriter
 COUNTS: collections.Counter[str] = collections.Counter()
 SLOT = 2 << 20
 _SEQ = struct.Struct("<Q")
+#: ``--fast``: the rings are created in fast mode (ctshm peers only).
+MODE: dict[str, bool] = {"fast": False}
 
 
 def _wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,7 +91,7 @@ def diff(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 
 def slot_sequential(count: int) -> dict[str, Any]:
     rid = f"cc{os.getpid():x}_seq"
-    ring = ShmTraceRing.create(rid, 16, SLOT)
+    ring = ShmTraceRing.create(rid, 16, SLOT, fast=MODE["fast"])
     msg = bytearray(64)
     try:
         for _ in range(16):  # warm: per-slot one-time work (backing store) is not counted
@@ -143,7 +145,7 @@ def _collect(pid: int, r: int) -> dict[str, Any]:
 
 def slot_stream(count: int) -> dict[str, Any]:
     rid = f"cc{os.getpid():x}_st"
-    ring = ShmTraceRing.create(rid, 32, SLOT)
+    ring = ShmTraceRing.create(rid, 32, SLOT, fast=MODE["fast"])
 
     def producer() -> dict[str, Any]:
         COUNTS.clear()
@@ -189,7 +191,7 @@ def slot_stream(count: int) -> dict[str, Any]:
 
 def records_stream(count: int) -> dict[str, Any]:
     rid = f"cc{os.getpid():x}_rs"
-    ring = ShmTraceRing.create(rid, 32, SLOT)
+    ring = ShmTraceRing.create(rid, 32, SLOT, fast=MODE["fast"])
 
     def producer() -> dict[str, Any]:
         COUNTS.clear()
@@ -229,7 +231,8 @@ def records_stream(count: int) -> dict[str, Any]:
 
 def pingpong(count: int) -> dict[str, Any]:
     ida, idb = f"cc{os.getpid():x}_pa", f"cc{os.getpid():x}_pb"
-    A, B = ShmTraceRing.create(ida, 4, SLOT), ShmTraceRing.create(idb, 4, SLOT)
+    A, B = (ShmTraceRing.create(ida, 4, SLOT, fast=MODE["fast"]),
+            ShmTraceRing.create(idb, 4, SLOT, fast=MODE["fast"]))
 
     def server() -> dict[str, Any]:
         COUNTS.clear()
@@ -285,9 +288,12 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=50_000)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--fast", action="store_true", help="create the rings in fast mode")
     args = p.parse_args()
+    MODE["fast"] = args.fast
     instrument()
     report = {
+        "fast": args.fast,
         "atomics_backend": atomics.get_backend().name,
         "plain_ordered_access": atomics.PLAIN_ORDERED_ACCESS,
         "wait_mode": semaphore.default_wait_mode(),

@@ -186,3 +186,22 @@ def _truncated(name: str, index: int, k: int, count: int, size: int) -> CorruptR
     return CorruptRingError(
         f"ring {name!r}: message {index} announces {count} records but record {k} ends "
         f"beyond its {size} committed bytes (not a RecordWriter slot, or corrupt)")
+
+
+#: A linger bound must be below this: the flusher's wait cannot be longer (threading.TIMEOUT_MAX
+#: is ~9.2e9 s), and it is the bound of a finite timeout in ``check_timeout``.
+_LINGER_MAX: Final = 1e9
+
+
+def check_linger(linger: Optional[float], where: str) -> Optional[float]:
+    """``linger=`` as a float (or None), for the error messages of ``where``."""
+    if linger is None:
+        return None
+    if isinstance(linger, bool) or not isinstance(linger, (int, float)):
+        raise TypeError(f"{where}: linger must be a number of seconds or None, not "
+                        f"{type(linger).__name__}")
+    if not (linger >= 0 and linger < _LINGER_MAX):  # NaN fails; 2**1024 is an int here
+        shown = repr(linger) if len(repr(linger)) < 30 else f"{repr(linger)[:20]}..."
+        raise ValueError(f"{where}: linger must be a finite number of seconds >= 0 and below "
+                         f"{_LINGER_MAX:.0e} (or None: no time bound), not {shown}")
+    return float(linger)

@@ -12,12 +12,11 @@ in this process shares it; a forked child resets it.  The OS objects themselves 
 from __future__ import annotations
 
 import os
-import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar
 
 from . import _peers, _proc, _shm, _space, atomics, layout as L, libc
+from ._procstate import RINGS as _RINGS, Shared as _Shared, shared_for as _shared_for
 from ._ringobjects import RingObjects
 from .layout import (
     CAPACITY as _CAP,
@@ -52,7 +51,6 @@ from .results import CorruptRingError, CrashDetails, Crashed
 from .semaphore import check_wait_mode
 
 if TYPE_CHECKING:
-    from .ring import ProducerGuard
     from .semaphore import NamedSemaphore
 
 __all__ = ["RingHandle", "check_timeout", "is_int", "not_bytes"]
@@ -63,86 +61,6 @@ _MAKE: Final = object()  # create() / open() build rings; the class alone refuse
 _MAX_SIZE: Final = (1 << 63) - 1
 #: A timeout beyond this (about 30 years) waits without bound.
 _MAX_TIMEOUT: Final = 1e9
-
-
-class _Shared:
-    """This process's bookkeeping for one ring, shared by all its handles here.
-
-    Several handles of one ring in one process (opened twice, or a creator that also opens)
-    must not keep separate reorder buffers - guards released through different handles would
-    then never line up and read_idx would stall - nor separate producer slots - two handles
-    would hand out the same slot.  Keyed by the shm object's (st_dev, st_ino).
-
-    The lock is re-entrant: a guard's finalizer may run (garbage collection) in a thread that
-    is already inside a ring method.  ``turn`` is the producer's turn: one producer slot is
-    outstanding at a time (message order), and producer threads of this process wait for it
-    in turn.  The outstanding guard is held weakly: dropping it aborts it (its ``__del__``).
-    """
-
-    __slots__ = ("__weakref__", "acquiring", "lock", "opened", "pending", "pg_ref", "turn",
-                 "turn_owner")
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        # This process's open handles of the ring (under ``lock``): a guard of a closed
-        # handle gives its token back through one of them; a consumer unregisters when its
-        # last registered handle closes.
-        self.opened: weakref.WeakSet[RingHandle] = weakref.WeakSet()
-        self.turn = threading.Condition(self.lock)
-        self.pending: list[int] = []
-        self.pg_ref: Optional[weakref.ref[ProducerGuard]] = None
-        self.acquiring = False
-        self.turn_owner = 0  # thread ident of the producer thread that holds the turn
-
-    def producer_guard(self) -> Optional[ProducerGuard]:
-        r = self.pg_ref
-        g = r() if r is not None else None
-        return g if g is not None and not g._done else None
-
-    def busy(self) -> bool:
-        """Is the producer turn taken (a guard outstanding, or a thread waiting for space)?"""
-        return self.acquiring or self.producer_guard() is not None
-
-    def end_turn(self) -> None:
-        """Under ``lock``: the outstanding guard (or acquire) is over; wake one producer."""
-        self.pg_ref = None
-        self.acquiring = False
-        self.turn_owner = 0
-        self.turn.notify()
-
-
-_SHARED: weakref.WeakValueDictionary[tuple[int, int], _Shared] = weakref.WeakValueDictionary()
-_SHARED_LOCK = threading.Lock()
-_RINGS: weakref.WeakSet[RingHandle] = weakref.WeakSet()
-
-
-def _shared_for(identity: tuple[int, int]) -> _Shared:
-    with _SHARED_LOCK:
-        st = _SHARED.get(identity)
-        if st is None:
-            st = _SHARED[identity] = _Shared()
-        return st
-
-
-def _after_fork_in_child() -> None:
-    """A forked child is not the parent's producer or consumer: its handles must register
-    anew (refused while the parent lives), and locks held by the parent's other threads
-    would never be released here."""
-    global _SHARED_LOCK
-    _SHARED_LOCK = threading.Lock()
-    for st in list(_SHARED.values()):
-        st.__init__()  # type: ignore[misc]
-    for ring in list(_RINGS):
-        ring._lock = ring._ps.lock
-        if not ring._closed:
-            ring._ps.opened.add(ring)
-        ring._producer_registered = False
-        ring._consumer_registered = False
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 
 class RingHandle:
@@ -159,6 +77,7 @@ class RingHandle:
     # Class-level defaults so a half-built object closes cleanly.
     _objs: Optional[RingObjects] = None
     _closed: bool = True
+    _fast: bool = False  # see "Fast mode" in ctshm.ring
     _wait_mode: Optional[str] = None
     name: str = ""
     id: str = ""
@@ -244,8 +163,13 @@ class RingHandle:
     @classmethod
     def create(cls: type[Self], id: str, capacity: int, slot_size: int, *,
                replace: Optional[bool] = None, wait_mode: Optional[str] = None,
-               spin: Optional[float] = None) -> Self:
+               spin: Optional[float] = None, fast: bool = False) -> Self:
         """Create ``/{id}_t`` and its semaphores; this handle is the owner.
+
+        ``fast``: a ring for ctshm peers only, whose steady state makes no foreign call per
+        message (the semaphores carry wake-ups only; see "Fast mode" in :mod:`ctshm.ring`).
+        The Rust original cannot use such a ring; the default (compat) ring is the seed's
+        protocol byte for byte.
 
         ``replace``: what to do if the name exists.  ``None`` (default) replaces it only when
         it is a ctshm ring whose creator is dead; ``True`` always replaces (the Rust
@@ -264,6 +188,9 @@ class RingHandle:
         if replace is not None and not isinstance(replace, bool):
             raise TypeError(f"ShmTraceRing.create({id!r}): replace must be None, True or "
                             f"False, not {replace!r}")
+        if not isinstance(fast, bool):
+            raise TypeError(f"ShmTraceRing.create({id!r}): fast must be True (ctshm peers "
+                            f"only) or False (the seed's protocol), not {fast!r}")
         if capacity > MAX_LEN_RECORDS:
             raise ValueError(f"ShmTraceRing capacity {capacity} is too large: at most "
                              f"{MAX_LEN_RECORDS} slots (each slot is >= 2 MiB)")
@@ -281,7 +208,7 @@ class RingHandle:
         self._closed = False
         objs.arm(self)
         try:
-            objs.initialize(capacity, aligned, wait_mode)
+            objs.initialize(capacity, aligned, wait_mode, fast)
             self._setup()
             self._fence()
             self._store(_STATE, STATE_READY)
@@ -367,6 +294,8 @@ class RingHandle:
         self.capacity = int(hq[_CAP])
         self.slot_size = int(hq[_SLOT])
         self._is_ctshm = hq[_MAGIC] == MAGIC
+        # Fast mode is the creator's choice, read once: it never changes for a ring.
+        self._fast = self._is_ctshm and hq[L.MODE] == L.MODE_FAST
         self._has_len = self.capacity <= MAX_LEN_RECORDS
         self._slot_views = [None] * self.capacity
         self._ro_views = [None] * self.capacity
@@ -384,6 +313,8 @@ class RingHandle:
         base = self._base
         self._a_res = base + 8 * _RES
         self._a_fin = base + 8 * _FIN
+        self._a_csleep = base + 8 * L.C_SLEEP
+        self._a_psleep = base + 8 * L.P_SLEEP
         self._cas = b.compare_exchange
         self._fence = b.fence
         self._bind_word_access()
@@ -511,6 +442,13 @@ class RingHandle:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def fast(self) -> bool:
+        """True if the ring was created with ``fast=True`` (ctshm peers only; see "Fast
+        mode" in :mod:`ctshm.ring`), False for the seed's protocol (and any Rust-created
+        ring)."""
+        return self._fast
+
     def __len__(self) -> int:
         """Messages committed and not yet released (``write_idx - read_idx``): the backlog."""
         with self._lock:
@@ -551,6 +489,8 @@ class RingHandle:
                 "ctshm": hq[_MAGIC] == MAGIC, "creator_pid": int(hq[_CREATOR_PID]),
                 "producer_pid": int(hq[_PRODUCER_PID]),
                 "consumer_pid": int(hq[_CONSUMER_PID]), "dead_pid": int(hq[_DEAD_PID]),
+                "mode": int(hq[L.MODE]), "c_sleep": int(hq[L.C_SLEEP]),
+                "p_sleep": int(hq[L.P_SLEEP]),
             }
 
     # -- teardown ------------------------------------------------------------------------------
@@ -621,10 +561,15 @@ class RingHandle:
                     f"reserved={h[_RES]} finished={h[_FIN]}>")
 
 
-def check_timeout(timeout: Optional[float], where: str = "") -> Optional[float]:
-    """``timeout`` as a float (or None): a number of seconds >= 0; huge values mean forever."""
+def check_timeout(timeout: Optional[float], where: str = "", ring: str = ""
+                  ) -> Optional[float]:
+    """``timeout`` as a float (or None): a number of seconds >= 0; huge values mean forever.
+    Errors start with ``where`` (``ring``: with "ring NAME: " before it, formatted only then:
+    the hot paths call this once per message)."""
     if timeout is None:
         return None
+    if ring:
+        where = f"ring {ring!r}: {where}"
     pre = f"{where}: " if where else ""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{pre}timeout must be a number of seconds or None, not "

@@ -57,6 +57,12 @@ def dead(load: Load, word: int) -> int:
     return pid
 
 
+def alive(load: Load, word: int) -> bool:
+    """Is a process registered at ``word`` and alive (this process included)?"""
+    pid = load(word)
+    return bool(pid) and not dead(load, word)
+
+
 def live_other(load: Load, word: int) -> int:
     """The registered process's pid if it is alive and not this process, else 0 (none, this
     process, dead, or changing).  Loads and ``kill(pid, 0)`` / a ``/proc`` read only: no

@@ -122,7 +122,8 @@ class RingObjects:
         self.owner = True
         self.identity = _shm.fd_identity(self.fd)
 
-    def initialize(self, capacity: int, aligned: int, wait_mode: Optional[str]) -> None:
+    def initialize(self, capacity: int, aligned: int, wait_mode: Optional[str],
+                   fast: bool = False) -> None:
         """After :meth:`arm`: size, reserve, map and write the header, make the semaphores."""
         name = self.name
         total = L.ring_size(capacity, aligned)
@@ -141,6 +142,7 @@ class RingObjects:
             hq[L.CREATOR_PID], hq[L.CREATOR_START] = _proc.me()
             hq[L.NONCE] = int.from_bytes(os.urandom(8), "little")
             hq[L.LEN_RECORDS] = capacity
+            hq[L.MODE] = L.MODE_FAST if fast else L.MODE_COMPAT
         finally:
             hq.release()
         # Stale semaphores of a dead ring: we hold the shm name exclusively, so any semaphore
@@ -150,9 +152,14 @@ class RingObjects:
             NamedSemaphore.unlink_name(s)
         self.sems.append(NamedSemaphore(filled, create=True, value=0, mode=0o644,
                                         wait_mode=wait_mode))
-        self.sems.append(NamedSemaphore(empty, create=True, value=capacity, mode=0o644,
-                                        wait_mode=wait_mode))
+        # Fast mode: both semaphores carry wake-ups only, so ``empty`` starts at 0 too.
+        self.sems.append(NamedSemaphore(empty, create=True, value=0 if fast else capacity,
+                                        mode=0o644, wait_mode=wait_mode))
         self.sem_identity = tuple(s.identity() for s in self.sems)
+
+    def unlinked(self) -> bool:
+        """Is this incarnation's name gone (unlinked by its owner's close, or replaced)?"""
+        return self.fd >= 0 and os.fstat(self.fd).st_nlink == 0
 
     def open(self) -> bool:
         """``shm_open`` the existing object; False if there is none."""

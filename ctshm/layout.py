@@ -30,6 +30,9 @@ Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
              │   360 messages │ 368 bytes │ 376 waits │ 384 wake-ups sent │ 392 spins     │
          400 │ consumer stats, u64 each, written only by the consumer (plain stores):    │
              │   400 messages │ 408 bytes │ 416 waits │ 424 wake-ups sent │ 432 spins     │
+         448 │ mode         u64  0 compat, 1 fast (written once by the creator; see ring) │
+         512 │ c_sleep      u64  fast mode: consumer threads announced asleep on filled   │
+         576 │ p_sleep      u64  fast mode: producer threads announced asleep on empty    │
         1024 │ crash_msg    u32 length + up to 1020 bytes UTF-8 (why the producer died)    │
              └──────────────────────────────────────────────────────────────────────────┘
         4096 ┌──────────────────────── length records, 16 bytes per slot ────────────────┐
@@ -116,6 +119,16 @@ STAT_FIELDS: Final = ("messages", "bytes", "waits", "wakeups", "spins")
 PRODUCER_STATS: Final = _E + 13
 CONSUMER_STATS: Final = _E + 18
 
+#: Fast mode (``ShmTraceRing.create(..., fast=True)``; ctshm peers only, see ctshm.ring):
+#: ``MODE`` is written once by the creator before the ring is ready; the two sleep counters
+#: (each on a cache line of its own: the peer loads it once per message) count the threads of
+#: each side that announced they sleep on its semaphore.
+MODE: Final = _E + 24
+MODE_COMPAT: Final = 0
+MODE_FAST: Final = 1
+C_SLEEP: Final = _E + 32
+P_SLEEP: Final = _E + 40
+
 MAGIC: Final = int.from_bytes(b"CTSHMRG1", "little")
 VERSION: Final = 1
 STATE_READY: Final = 1
@@ -146,7 +159,7 @@ WORDS: Final = {
     "nonce": NONCE, "producer_pid": PRODUCER_PID,
     "producer_start": PRODUCER_START, "consumer_pid": CONSUMER_PID,
     "consumer_start": CONSUMER_START, "len_records": LEN_RECORDS,
-    "dead_pid": DEAD_PID,
+    "dead_pid": DEAD_PID, "mode": MODE, "c_sleep": C_SLEEP, "p_sleep": P_SLEEP,
 }
 
 
@@ -240,6 +253,10 @@ class HeaderSnapshot(NamedTuple):
     consumer_stats: SideStats = _NO_STATS
     #: The raw crash message (at most :data:`MSG_MAX` bytes; not decoded).
     crash_message: bytes = b""
+    #: Fast mode (MODE_FAST) or compat (MODE_COMPAT), and the two sleep counters.
+    mode: int = 0
+    c_sleep: int = 0
+    p_sleep: int = 0
     #: False if ``write_idx - read_idx > capacity`` in every attempt (a corrupt header, or
     #: peers far faster than the reader): the indices are then the last attempt's.
     indices_consistent: bool = True
@@ -268,7 +285,8 @@ class HeaderSnapshot(NamedTuple):
             "nonce": self.nonce, "producer_pid": self.producer.pid,
             "producer_start": self.producer.start, "consumer_pid": self.consumer.pid,
             "consumer_start": self.consumer.start, "len_records": self.len_records,
-            "dead_pid": self.dead_pid,
+            "dead_pid": self.dead_pid, "mode": self.mode, "c_sleep": self.c_sleep,
+            "p_sleep": self.p_sleep,
         }
 
 
@@ -342,6 +360,7 @@ def read_header(view: Buffer) -> HeaderSnapshot:
             producer_stats=_stats(hq, PRODUCER_STATS),
             consumer_stats=_stats(hq, CONSUMER_STATS),
             crash_message=bytes(head[MSG_OFF + 4:MSG_OFF + 4 + n]),
+            mode=int(hq[MODE]), c_sleep=int(hq[C_SLEEP]), p_sleep=int(hq[P_SLEEP]),
             indices_consistent=consistent, peers_consistent=c_ok and p_ok and k_ok,
         )
     finally:

@@ -86,6 +86,7 @@ from ._framing import (
     SLOT_HEADER,
     RecordReader,
     _pack_pair,
+    check_linger,
 )
 from ._handle import not_bytes
 from .layout import READ_IDX, WRITE_IDX
@@ -570,25 +571,6 @@ class RecordWriter:
         state = "closed" if self._closed else f"{self._count} pending"
         return (f"<RecordWriter {self._ring.name!r} {state} records={self.records_written} "
                 f"slots={self.slots_written} linger={self._linger}>")
-
-
-#: A linger bound must be below this: the flusher's wait cannot be longer (threading.TIMEOUT_MAX
-#: is ~9.2e9 s), and it is the bound of a finite timeout in ``check_timeout``.
-_LINGER_MAX: Final = 1e9
-
-
-def check_linger(linger: Optional[float], where: str) -> Optional[float]:
-    """``linger=`` as a float (or None), for the error messages of ``where``."""
-    if linger is None:
-        return None
-    if isinstance(linger, bool) or not isinstance(linger, (int, float)):
-        raise TypeError(f"{where}: linger must be a number of seconds or None, not "
-                        f"{type(linger).__name__}")
-    if not (linger >= 0 and linger < _LINGER_MAX):  # NaN fails; 2**1024 is an int here
-        shown = repr(linger) if len(repr(linger)) < 30 else f"{repr(linger)[:20]}..."
-        raise ValueError(f"{where}: linger must be a finite number of seconds >= 0 and below "
-                         f"{_LINGER_MAX:.0e} (or None: no time bound), not {shown}")
-    return float(linger)
 
 
 def _flusher_main(ref: weakref.ReferenceType[RecordWriter], cond: threading.Condition) -> None:

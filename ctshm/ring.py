@@ -38,6 +38,15 @@ Protocol (the Rust original's, with its bugs fixed):
   again (at-least-once across a consumer restart).
 * Openers never create: ``open()`` waits (bounded) until the creator has finished
   initializing; a stale owner never unlinks a successor's objects.
+* Both sides wait in one loop (spin on header loads, then sleep in liveness slices):
+  :mod:`ctshm._waiting`.
+
+Fast mode (``create(..., fast=True)``, ctshm peers only): the same indices, words and steps,
+but no token per message: the semaphores start at 0 and carry wake-ups only, posted when the
+other side announced in ``c_sleep`` / ``p_sleep`` that it sleeps; in the steady state a
+message costs no foreign call.  Where the steps above take or post a token, fast mode
+does not, except where it says so.  The argument (lost wake-ups, fences, accounting) is
+in :mod:`ctshm._waiting`.
 """
 
 from __future__ import annotations
@@ -47,13 +56,15 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Final, Optional, TypeVar
+from typing import Any, Final, Optional, TypeVar
 
 from . import _peers, libc
 from ._conveniences import Buffer, RingConveniences, take_pending
-from ._handle import RingHandle, check_timeout, is_int, not_bytes
+from ._handle import check_timeout, is_int, not_bytes
 from ._ringobjects import reserve_range
+from ._waiting import DEFAULT_SPIN, LIVENESS_SLICE, SPIN_CEILING, SPIN_FLOOR, Waiting, _Spin  # noqa: F401 (public here)
 from .layout import (
+    C_SLEEP as _CSLEEP,
     CONSUMER_PID as _CONSUMER_PID,
     CONSUMER_STATS as _CS,
     CRASH as _CRASH,
@@ -69,13 +80,12 @@ from .layout import (
     MSG_LEN,
     MSG_MAX,
     MSG_OFF,
+    P_SLEEP as _PSLEEP,
     PRODUCER_PID as _PRODUCER_PID,
     PRODUCER_STATS as _PS,
     READ_IDX as _R,
     RESERVED_IDX as _RES,
     STAT_BYTES,
-    STAT_SPINS,
-    STAT_WAITS,
     STAT_WAKEUPS,
     WRITE_IDX as _W,
 )
@@ -92,65 +102,16 @@ from .results import (
     RingFinished,
     Timeout,
 )
-from .semaphore import NamedSemaphore
 
 __all__ = [
     "ConsumerGone", "ConsumerGuard", "CorruptRingError", "CrashDetails", "Crashed", "Data",
     "Finished", "ProducerCrashed", "ProducerGuard", "RingFinished", "ShmTraceRing", "Timeout",
 ]
 
-#: Longest a blocked wait goes without checking that the peer is alive.
-LIVENESS_SLICE: Final = 0.2
-#: Busy-wait before sleeping (seconds): where the adaptive spin starts, and its bounds.  A
-#: wake-up costs the poster 15-70 µs (futex wake + reschedule), far more than a message, so a
-#: wait that usually ends within a millisecond is better spun; longer waits (idle peer,
-#: oversubscribed CPU) shrink the spin to the floor, bounding the CPU a blocked call burns.
-DEFAULT_SPIN: Final = 50e-6
-SPIN_FLOOR: Final = 20e-6
-SPIN_CEILING: Final = 1e-3
-#: A fixed spin must be below this (the bound of a finite timeout in ``check_timeout``).
-_SPIN_MAX: Final = 1e9
-
 _PAGE: Final = libc.page_size()
 
 
 _PID = os.getpid()
-
-
-class _Spin:
-    """A spin budget.  Fixed when the user gave one; else adaptive: after each wait that did
-    not end on the first try, the budget becomes twice the time that wait took (so the next
-    similar wait ends while spinning), within [SPIN_FLOOR, SPIN_CEILING]; a wait longer than
-    the ceiling halves it."""
-
-    __slots__ = ("adaptive", "budget", "yielding")
-
-    def __init__(self, spin: Optional[float], where: str = "") -> None:
-        # Yield the CPU between polls while spinning is not paying (the last wait outlasted
-        # its spin): with more runnable processes than cores the peer may need this core.
-        self.yielding = False
-        if spin is None:
-            self.budget, self.adaptive = DEFAULT_SPIN, True
-        else:
-            pre = f"{where}: " if where else ""
-            if isinstance(spin, bool) or not isinstance(spin, (int, float)) or not spin >= 0:
-                raise ValueError(f"{pre}spin must be >= 0 seconds or None (adaptive), not "
-                                 f"{spin!r}")
-            if not spin < _SPIN_MAX:  # inf; 2**1024 would overflow float()
-                shown = repr(spin) if len(repr(spin)) < 30 else f"{repr(spin)[:20]}..."
-                raise ValueError(f"{pre}spin must be below {_SPIN_MAX:.0e} seconds (the "
-                                 "busy-wait before a wait sleeps: microseconds; None: "
-                                 f"adaptive), not {shown}")
-            self.budget, self.adaptive = float(spin), False
-
-    def record(self, waited: float) -> None:
-        self.yielding = waited > self.budget
-        if not self.adaptive:
-            return
-        if waited <= SPIN_CEILING:
-            self.budget = min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
-        else:
-            self.budget = max(SPIN_FLOOR, self.budget / 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,11 +189,17 @@ class ProducerGuard(_Guard):
         """Writable view of the slot (``size`` bytes as given to acquire; default the whole
         slot)."""
         if self._ring._closed and not self._done:
-            raise ValueError(self._ring._closed_guard_text(self, "buf"))
+            raise ValueError(self._closed_text("buf"))
         return self._view()
 
     def __len__(self) -> int:
         return self.size
+
+    def _closed_text(self, what: str) -> str:
+        then = ("the guard is aborted" if what == "commit()" else
+                "abort() the guard, or drop it, to free the producer turn")
+        return (f"ring {self._ring.name!r} was closed: {what} of {self!r} is refused and "
+                f"nothing was published ({then})")
 
     def commit(self, nbytes: Optional[int] = None) -> None:
         """Publish the first ``nbytes`` bytes of the view (default: all of it)."""
@@ -290,7 +257,8 @@ class ConsumerGuard(_Guard):
     def release(self) -> None:
         """Hand the slot back.  Idempotent, also when two threads race to release."""
         if not self._done:
-            self._check_here("release")
+            if self._pid != _PID:
+                self._check_here("release")
             self._ring._complete(self.index, self)
 
     def __exit__(self, *exc: Any) -> None:
@@ -329,7 +297,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class ShmTraceRing(RingHandle, RingConveniences):
+class ShmTraceRing(Waiting, RingConveniences):
     """A ring of large slots in POSIX shared memory (see :mod:`ctshm.layout` for the bytes).
 
     Create with :meth:`create` (the owner: unlinks everything on close) or :meth:`open`.
@@ -374,7 +342,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
         the ring ended)."""
         if self._closed:
             self._check_open()
-        timeout = check_timeout(timeout, f"ring {self.name!r}: acquire")
+        timeout = check_timeout(timeout, "acquire", self.name)
         size = self._check_acquire_size(size)
         deadline = None if timeout is None else time.monotonic() + timeout
         ps = self._ps
@@ -387,7 +355,8 @@ class ShmTraceRing(RingHandle, RingConveniences):
                                    "more messages can be produced")
             if not self._producer_registered:
                 self._register_producer()
-            if self._trywait(self._h_empty) == 0 and self._space():  # fast path: never blocks
+            # Fast path, never blocks: a free slot (compat: and its ``empty`` token).
+            if (self._fast or self._trywait(self._h_empty) == 0) and self._space():
                 return self._new_producer_guard(size)
             ps.acquiring = True
             ps.turn_owner = threading.get_ident()
@@ -439,7 +408,8 @@ class ShmTraceRing(RingHandle, RingConveniences):
             try:
                 self._reserve(slot, size)
             except BaseException:
-                self._post(self._h_empty)  # give the slot back: the ring stays usable
+                if not self._fast:
+                    self._post(self._h_empty)  # give the slot back: the ring stays usable
                 self._ps.end_turn()
                 raise
         v = self._slot_views[slot]
@@ -469,36 +439,12 @@ class ShmTraceRing(RingHandle, RingConveniences):
         return bool(ld(_W) - ld(_R) < self.capacity)
 
     def _wait_space(self, timeout: Optional[float]) -> bool:
-        """Take an ``empty`` token (see _wait): True, or False on timeout or close."""
-        cap = self.capacity
-
-        def free() -> bool:  # memoryview loads only: no foreign call while spinning
-            return bool(self._load(_W) - self._load(_R) < cap)
-
-        def taken() -> Optional[bool]:
-            return True if self._space() else None  # else a surplus token: dropped
-
-        def idle() -> Optional[bool]:
-            if self._space():  # free, but its token never came (see _space)
-                return True
-            cpid = _peers.dead(self._load, _CONSUMER_PID)
-            if cpid:
-                raise ConsumerGone(
-                    32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
-                    "producer waited for a free slot; a new consumer that opens the ring will "
-                    "resume (slots it had not released are delivered again)", self.name)
-            if self._orphaned():
-                raise ConsumerGone(
-                    32, f"ring {self.name!r} was unlinked (its owner closed it) and no "
-                    "consumer is registered: no consumer can open it any more, so no slot "
-                    "will be freed (a consumer that opened it but never called access(), or "
-                    "a Rust consumer, counts only once registered with expect_consumer())",
-                    self.name)
-            return None
-
+        """Wait for a free slot (compat: and take its ``empty`` token; see _wait): True, or
+        False on timeout or close."""
         self._enter("acquire")
         try:
-            return bool(self._wait(self._empty, free, taken, idle, timeout, "acquire"))
+            return bool(self._wait(self._empty, self._space_ready, self._space_taken,
+                                   self._space_idle, timeout, "acquire"))
         except ValueError:
             if self._closed:
                 return False
@@ -506,65 +452,39 @@ class ShmTraceRing(RingHandle, RingConveniences):
         finally:
             self._leave()
 
+    def _space_ready(self) -> bool:  # memoryview loads only: no foreign call while spinning
+        ld = self._load
+        return bool(ld(_W) - ld(_R) < self.capacity)
+
     def _orphaned(self) -> bool:
-        """In flight: no consumer is registered and this incarnation's name is gone (unlinked
-        by its owner's close, or replaced): nobody can open the ring to consume it.  False
-        once this handle is closed (close() sets ``_closed`` before it unlinks: a waiter of
-        the owner's own handle reports the close, not this)."""
+        """In flight: no consumer is registered and nobody can open the ring to be one (its
+        name is gone).  False once this handle is closed: close() sets ``_closed`` before it
+        unlinks, so a waiter of the owner's own handle reports the close, not this."""
         objs = self._objs
-        if self._load(_CONSUMER_PID) or objs is None or objs.fd < 0:
+        if self._load(_CONSUMER_PID) or objs is None or not objs.unlinked():
             return False
-        unlinked = os.fstat(objs.fd).st_nlink == 0
-        return unlinked and not self._closed  # _closed read after: see above
+        return not self._closed  # read after: see above
 
-    def _wait(self, sem: NamedSemaphore, ready: Callable[[], Any], take: Callable[[], Any],
-              idle: Callable[[], Any], timeout: Optional[float], what: str) -> Any:
-        """The one wait loop of both sides; in flight (see close()).
+    def _space_taken(self) -> Optional[bool]:
+        return True if self._space() else None  # else a surplus token: dropped
 
-        Spin while the adaptive budget lasts, watching ``ready()`` (header loads only) and
-        taking a token once it says so; then sleep on ``sem`` in slices of at most
-        LIVENESS_SLICE.  After each token ``take()`` claims what it announced (None: a stale
-        token, keep waiting).  After each empty slice ``idle()`` runs the liveness check and
-        the self-healing claim of work visible without its token (None: keep waiting).
-        None on timeout; ``ValueError`` once this handle is closed by another thread.
-        """
-        spin = self._spin
-        stats = _PS if sem is self._empty else _CS
-        t0 = time.perf_counter()
-        if spin.budget > 0 and (timeout is None or timeout > 0):
-            end = t0 + spin.budget
-            while time.perf_counter() < end and not self._closed:
-                if ready() and sem.try_acquire():
-                    r = take()
-                    if r is not None:
-                        spin.record(time.perf_counter() - t0)
-                        self._count(stats + STAT_SPINS)
-                        return r
-                elif spin.yielding:
-                    os.sched_yield()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self._closed:
-                raise self._closed_while(what)
-            chunk = LIVENESS_SLICE
-            if deadline is not None:
-                chunk = min(chunk, deadline - time.monotonic())
-                if chunk <= 0:
-                    spin.record(time.perf_counter() - t0)
-                    return None
-            self._count(stats + STAT_WAITS)
-            if sem.acquire(chunk):
-                if self._closed:
-                    sem.post()  # not ours to take any more: for the ring's other handles
-                    raise self._closed_while(what)
-                r = take()
-                if r is not None:
-                    spin.record(time.perf_counter() - t0)
-                    return r
-                continue
-            r = idle()
-            if r is not None:
-                return r
+    def _space_idle(self) -> Optional[bool]:
+        if self._space():  # free, but its token never came (see _space)
+            return True
+        cpid = _peers.dead(self._load, _CONSUMER_PID)
+        if cpid:
+            raise ConsumerGone(
+                32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
+                "producer waited for a free slot; a new consumer that opens the ring will "
+                "resume (slots it had not released are delivered again)", self.name)
+        if self._orphaned():
+            raise ConsumerGone(
+                32, f"ring {self.name!r} was unlinked (its owner closed it) and no "
+                "consumer is registered: no consumer can open it any more, so no slot "
+                "will be freed (a consumer that opened it but never called access(), or "
+                "a Rust consumer, counts only once registered with expect_consumer())",
+                self.name)
+        return None
 
     def _register_producer(self) -> None:
         # Under self._lock.
@@ -592,7 +512,7 @@ class ShmTraceRing(RingHandle, RingConveniences):
             if guard._done:
                 raise ValueError(f"{guard!r} was already committed or aborted")
             if self._closed:  # nothing published; the guard ends (and its turn)
-                text = self._closed_guard_text(guard, "commit()")
+                text = guard._closed_text("commit()")
                 self._abort(guard)
                 raise ValueError(text)
             idx = guard.index
@@ -604,8 +524,12 @@ class ShmTraceRing(RingHandle, RingConveniences):
             guard._finish()  # no writes through this guard after publication
             self._publish(idx, nbytes)
             self._ps.end_turn()
-            if self._post(self._h_filled) == -1:
-                self._filled.post()  # raises the OSError with the name
+            if not self._fast:
+                if self._post(self._h_filled) == -1:
+                    self._filled.post()  # raises the OSError with the name
+                return
+            hq = self._hq
+        self._signal(hq, _CSLEEP, _PS)
 
     def _publish(self, idx: int, nbytes: int) -> None:
         """Length record, then write_idx (release): the slot's bytes and its record are
@@ -618,7 +542,8 @@ class ShmTraceRing(RingHandle, RingConveniences):
         self._store(_W, idx + 1)
         hq[_PS] += 1  # statistics: plain stores of the producer's own words
         hq[_PS + STAT_BYTES] += nbytes
-        hq[_PS + STAT_WAKEUPS] += 1  # the filled post that follows
+        if not self._fast:
+            hq[_PS + STAT_WAKEUPS] += 1  # the filled post that follows
 
     def _abort(self, guard: ProducerGuard) -> None:
         with self._lock:
@@ -629,16 +554,12 @@ class ShmTraceRing(RingHandle, RingConveniences):
             mine = ps.pg_ref is not None and ps.pg_ref() in (guard, None)
             if mine:
                 ps.end_turn()
+            if self._fast:
+                return  # fast mode took no token
             if not self._closed:
                 self._post(self._h_empty)
             else:
                 self._post_empty_via_open_handle()
-
-    def _closed_guard_text(self, guard: ProducerGuard, what: str) -> str:
-        then = ("the guard is aborted" if what == "commit()" else
-                "abort() the guard, or drop it, to free the producer turn")
-        return (f"ring {self.name!r} was closed: {what} of {guard!r} is refused and nothing "
-                f"was published ({then})")
 
     def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
         """Copy ``data`` (bytes-like) into a slot and commit exactly its length."""
@@ -650,31 +571,13 @@ class ShmTraceRing(RingHandle, RingConveniences):
         if n > self.slot_size:
             raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
                              f"{self.slot_size} bytes")
-        timeout = check_timeout(timeout, f"ring {self.name!r}: put")
-        # Fast path: a free slot right now whose prefix is already backed: one lock section,
-        # no guard object (sem_trywait, copy, publish, sem_post).  Anything else - waiting,
-        # first use of a slot, registration, finished, another producer thread, misuse -
-        # takes the general path.
-        ps = self._ps
-        if self._producer_registered and not self._closed and not ps.busy():
-            with self._lock:
-                if (not self._closed and not ps.busy()
-                        and not self._load(_FIN)
-                        and self._trywait(self._h_empty) == 0):
-                    w = self._load(_W)
-                    slot = w % self.capacity
-                    v = self._slot_views[slot]
-                    if self._space() and n <= self._backed[slot] and v is not None:
-                        try:
-                            v[:n] = src
-                        except BaseException:
-                            self._post(self._h_empty)
-                            raise
-                        self._publish(w, n)
-                        if self._post(self._h_filled) == -1:
-                            self._filled.post()
-                        return
-                    self._post(self._h_empty)  # give the token back: the general path
+        timeout = check_timeout(timeout, "put", self.name)
+        if self._producer_registered and not self._closed:
+            hq = self._put_at_once(src, n)
+            if hq is not None:
+                if self._fast:  # after the lock: a load of the consumer's sleep counter
+                    self._signal(hq, _CSLEEP, _PS)
+                return
         g = self.acquire(timeout, size=n)
         try:
             g._buf[:n] = src
@@ -682,6 +585,35 @@ class ShmTraceRing(RingHandle, RingConveniences):
             g.abort()
             raise
         g.commit(n)
+
+    def _put_at_once(self, src: memoryview, n: int) -> Optional[memoryview]:
+        """put()'s fast path: a free slot right now whose prefix is already backed: one lock
+        section, no guard object (compat: sem_trywait, copy, publish, sem_post; fast mode:
+        no token).  The header view once published, or None: anything else - waiting, first
+        use of a slot, registration, finished, another producer thread - takes the general
+        path."""
+        fast, ps = self._fast, self._ps
+        with self._lock:
+            if (self._closed or ps.busy() or self._load(_FIN)
+                    or not (fast or self._trywait(self._h_empty) == 0)):
+                return None
+            w = self._load(_W)
+            slot = w % self.capacity
+            v = self._slot_views[slot]
+            if not (self._space() and n <= self._backed[slot] and v is not None):
+                if not fast:
+                    self._post(self._h_empty)  # give the token back: the general path
+                return None
+            try:
+                v[:n] = src
+            except BaseException:
+                if not fast:
+                    self._post(self._h_empty)
+                raise
+            self._publish(w, n)
+            if not fast and self._post(self._h_filled) == -1:
+                self._filled.post()
+            return self._hq
 
     def mark_finished(self) -> None:
         """End of stream: the consumer gets ``Finished`` after every committed slot."""
@@ -698,7 +630,10 @@ class ShmTraceRing(RingHandle, RingConveniences):
             if fin:
                 raise RuntimeError(f"ring {self.name!r} is already "
                                    f"{'finished' if fin == _FINISHED else 'crashed'}")
-            self._filled.post()
+            if self._fast:
+                self._wake(_CSLEEP, True, _PS)  # after a compare-exchange: fenced
+            else:
+                self._filled.post()
 
     def notify_crash(self, signal: int, addr: int = 0, operation: int = 0,
                      message: str = "") -> None:
@@ -755,10 +690,10 @@ class ShmTraceRing(RingHandle, RingConveniences):
                 return kept
         if not self._consumer_registered:
             self._register_consumer()
-        timeout = check_timeout(timeout, f"ring {self.name!r}: access")
+        timeout = check_timeout(timeout, "access", self.name)
         with self._lock:
             self._check_open()
-            if self._trywait(self._h_filled) == 0:
+            if self._fast or self._trywait(self._h_filled) == 0:
                 r = self._claim()
                 if r is not None:
                     return r
@@ -768,38 +703,34 @@ class ShmTraceRing(RingHandle, RingConveniences):
         finally:
             self._leave()
 
-    def _count(self, word: int) -> None:
-        """A wait/spin statistics word of this side += 1.  In flight (the view is alive) and
-        without the lock: two consumer threads finishing waits at the same instant may count
-        one (messages and bytes are exact: they are counted under the lock)."""
-        self._hq[word] += 1
-
     def _wait_data(self, timeout: Optional[float]) -> AccessResult:
-        """Take a ``filled`` token and claim its slot (see _wait)."""
-        ld = self._load
-
-        def ready() -> bool:  # memoryview loads only: no foreign call while spinning
-            return bool(ld(_W) != ld(_RES) or ld(_FIN))
-
-        def idle() -> Optional[AccessResult]:
-            self._check_producer_alive()
-            # Self-healing: a consumer that died between taking a token and reserving its
-            # slot lost that token.  Work that is visible in the header is claimed without a
-            # token; a token left over later finds nothing and is dropped by _claim().
-            if self._load(_RES) < self._load(_W) or self._load(_FIN):
-                return take()
-            return None
-
-        def take() -> Optional[AccessResult]:
-            with self._lock:
-                return None if self._closed else self._claim()
-
-        r = self._wait(self._filled, ready, take, idle, timeout, "access")
+        """Wait for a slot (compat: take a ``filled`` token) and claim it (see _wait)."""
+        r = self._wait(self._filled, self._data_ready, self._take_data, self._data_idle,
+                       timeout, "access")
         return self._on_timeout() if r is None else r
 
+    def _data_ready(self) -> bool:  # memoryview loads only: no foreign call while spinning
+        ld = self._load
+        return bool(ld(_W) != ld(_RES) or ld(_FIN))
+
+    def _take_data(self) -> Optional[AccessResult]:
+        with self._lock:
+            return None if self._closed else self._claim()
+
+    def _data_idle(self) -> Optional[AccessResult]:
+        self._check_producer_alive()
+        # Self-healing: a consumer that died between taking a token and reserving its slot
+        # lost that token.  Work that is visible in the header is claimed without a token; a
+        # token left over later finds nothing and is dropped by _claim().
+        if self._load(_RES) < self._load(_W) or self._load(_FIN):
+            return self._take_data()
+        return None
+
     def _claim(self) -> Optional[AccessResult]:
-        """We hold one ``filled`` token: reserve a slot, or report the end."""
-        ld, cas, a_res = self._load, self._cas, self._a_res
+        """Under the lock, holding one ``filled`` token (fast mode: none): reserve a slot, or
+        report the end.  The reservation is a plain store: only this consumer process
+        writes reserved_idx, and its threads hold the lock here."""
+        ld, st = self._load, self._store
         while True:
             # `finished` first: the producer sets it after its last commit, so having seen it
             # we also see every write_idx it published (loaded after).  The other order lets
@@ -819,15 +750,11 @@ class ShmTraceRing(RingHandle, RingConveniences):
                     raise CorruptRingError(
                         f"ring {self.name!r} header is corrupt: write_idx={w} is more than "
                         f"capacity={self.capacity} ahead of reserved_idx={res}")
-                if cas(a_res, res, res + 1) == res:
-                    return self._data(res)
-                continue
-            if fin == _CRASHED:
-                self._filled.post()  # wake the other consumer threads
-                return self._crashed()
-            if fin == _FINISHED:
-                self._filled.post()
-                return _FINISHED_RESULT
+                st(_RES, res + 1)
+                return self._data(res)
+            if fin:
+                self._wake_consumers()  # every consumer thread sees the end
+                return self._crashed() if fin == _CRASHED else _FINISHED_RESULT
             # A token with nothing behind it (only after a hostile or corrupt peer): drop it.
             return None
 
@@ -842,25 +769,22 @@ class ShmTraceRing(RingHandle, RingConveniences):
         v = self._ro_views[slot]
         if v is None:
             v = self._ro_views[slot] = self._ro_view(slot)
+        hq = self._hq
+        hq[_CS] += 1  # statistics: messages and bytes (plain stores of the consumer's words)
         if self._has_len:
             k = _LEN + 2 * slot
-            hq = self._hq
             if hq[k] == idx + 1:
                 n = hq[k + 1]
                 if n > self.slot_size:
+                    hq[_CS] -= 1
                     self._complete(idx, None)
                     raise CorruptRingError(
                         f"ring {self.name!r}: length record of message {idx} says {n} bytes, "
                         f"more than the slot ({self.slot_size}); the message was skipped")
-                self._count_consumed(n)
+                hq[_CS + STAT_BYTES] += n
                 return Data(ConsumerGuard(self, idx, v[:n]))
-        self._count_consumed(len(v))
+        hq[_CS + STAT_BYTES] += len(v)
         return Data(ConsumerGuard(self, idx, v[:]))
-
-    def _count_consumed(self, nbytes: int) -> None:
-        hq = self._hq
-        hq[_CS] += 1
-        hq[_CS + STAT_BYTES] += nbytes
 
     def _on_timeout(self) -> AccessResult:
         self._check_producer_alive()
@@ -884,7 +808,8 @@ class ShmTraceRing(RingHandle, RingConveniences):
         # called notify_crash (or mark_finished) just before dying keeps its own account.
         if self._load(_FIN):
             return
-        self._record_crash(0, 0, 0, b"", ppid)
+        with self._lock:  # its wake-ups post under the lock (see _waiting._withdraw)
+            self._record_crash(0, 0, 0, b"", ppid)
 
     def _record_crash(self, signal: int, addr: int, operation: int, message: bytes,
                       dead_pid: int) -> None:
@@ -901,7 +826,10 @@ class ShmTraceRing(RingHandle, RingConveniences):
         _CRASH.pack_into(hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
         self._fence()  # details before the flag
         if self._cas(self._a_fin, 0, _CRASHED) == 0:
-            self._filled.post()
+            if self._fast:  # the compare-exchange fenced the flag before this load
+                self._wake(_CSLEEP, True, _CS if dead_pid else _PS)
+            else:
+                self._filled.post()
 
     def _register_consumer(self) -> None:
         with self._lock:
@@ -918,13 +846,18 @@ class ShmTraceRing(RingHandle, RingConveniences):
                         f"read_idx={r} capacity={self.capacity}")
                 if res > r:
                     self._store(_RES, r)
-                    for _ in range(res - r):
-                        self._filled.post()
+                    if not self._fast:  # fast mode: the indices are the truth
+                        for _ in range(res - r):
+                            self._filled.post()
+                if self._fast:
+                    self._forget_sleepers()
             self._consumer_registered = True
 
     def _complete(self, idx: int, guard: Optional[ConsumerGuard]) -> None:
         """A guard was released: advance read_idx over every in-order completion (the reorder
-        buffer: a min-heap of released indices, under the lock, so any thread may release)."""
+        buffer: a min-heap of released indices, under the lock, so any thread may release).
+        Compat: one ``empty`` post per slot freed; fast: one wake-up, if the producer
+        sleeps."""
         with self._lock:
             if guard is not None:
                 if guard._done:  # another thread released it first
@@ -936,15 +869,21 @@ class ShmTraceRing(RingHandle, RingConveniences):
             cur = self._load(_R)
             if idx == cur and not pending:  # the common in-order case
                 self._store(_R, cur + 1)
-                self._hq[_CS + STAT_WAKEUPS] += 1
-                if self._post(self._h_empty) == -1:
-                    self._empty.post()
+                freed = 1
+            else:
+                heapq.heappush(pending, idx)
+                freed = 0
+                while pending and pending[0] == cur:
+                    heapq.heappop(pending)
+                    cur += 1
+                    freed += 1
+                    self._store(_R, cur)
+            if not self._fast:
+                self._hq[_CS + STAT_WAKEUPS] += freed
+                for _ in range(freed):
+                    if self._post(self._h_empty) == -1:
+                        self._empty.post()
                 return
-            heapq.heappush(pending, idx)
-            while pending and pending[0] == cur:
-                heapq.heappop(pending)
-                cur += 1
-                self._store(_R, cur)
-                self._hq[_CS + STAT_WAKEUPS] += 1
-                if self._post(self._h_empty) == -1:
-                    self._empty.post()
+            hq = self._hq
+        if freed:
+            self._signal(hq, _PSLEEP, _CS)

@@ -8,6 +8,9 @@
   ``@pytest.mark.timeout_s(N)`` sets it for one test.
 * ``shm_id``: a short id unique per test and per xdist worker.
 * ``seedref``: the Rust peer's binary (session-scoped; skips where it cannot be built).
+* ``CTSHM_TEST_FAST=1``: ``ShmTraceRing.create`` defaults to ``fast=True`` in the test
+  process (the fast-mode pass of CI runs the ring's own suites this way); tests that need
+  the seed's protocol (a Rust peer, semaphore counts) pass ``fast=False`` explicitly.
 * An autouse leak check: a test that leaves an object or semaphore whose name starts with
   this worker's prefix in /dev/shm fails; the leftovers are then removed so one failure
   does not cascade into the next tests.
@@ -31,8 +34,25 @@ _dump_fd = -1
 _counter = itertools.count(1)
 
 
+def _default_fast() -> None:
+    """``CTSHM_TEST_FAST=1``: rings created by the tests default to fast mode."""
+    import functools
+
+    from ctshm._handle import RingHandle
+
+    create = RingHandle.create.__func__  # type: ignore[attr-defined]
+
+    @functools.wraps(create)
+    def create_fast(cls: type, *args: object, fast: bool = True, **kw: object) -> object:
+        return create(cls, *args, fast=fast, **kw)
+
+    RingHandle.create = classmethod(create_fast)  # type: ignore[assignment, method-assign]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _dump_fd
+    if os.environ.get("CTSHM_TEST_FAST") == "1":
+        _default_fast()
     config.addinivalue_line(
         "markers",
         "timeout_s(seconds): hang bound for this test (default "

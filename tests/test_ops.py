@@ -65,6 +65,22 @@ def blocks(name: str) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def test_stat_fast_ring_shows_its_mode_and_no_guessed_slot(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 3, 4096, fast=True) as ring:
+        ring.put(b"hello")
+        st = cli_json("stat", shm_id)["objects"][0]
+        assert st["extension"]["mode"] == "fast"
+        assert (st["extension"]["c_sleep"], st["extension"]["p_sleep"]) == (0, 0)
+        # The semaphores carry wake-ups only: an `empty` of 0 says nothing of a slot.
+        assert [s["state"] for s in st["slots"]] == ["committed-unread", "free", "free"]
+        text = run_cli("stat", shm_id)
+        assert text.returncode == 0, text.stderr
+        assert "fast (sleeping: consumer 0, producer 0)" in text.stdout
+        assert ring.get(1) == b"hello"
+    with ShmTraceRing.create(shm_id, 1, 4096, fast=False):
+        assert cli_json("stat", shm_id)["objects"][0]["extension"]["mode"] == "compat"
+
+
 def test_ls_and_stat_live_ring(shm_id: str) -> None:
     me = os.getpid()
     with ShmTraceRing.create(shm_id, 3, 4096) as ring:

@@ -41,3 +41,19 @@ def test_spin_loop_yields_while_not_paying(shm_id: str, monkeypatch: pytest.Monk
         assert calls == []  # the first spin polls without yielding
         assert isinstance(ring.access(0.05), Timeout)
         assert calls, "the second spin should yield between polls"
+
+
+def test_a_fixed_spin_longer_than_the_timeout_stops_at_the_timeout(shm_id: str) -> None:
+    """spin=30 with access(timeout=0.05): the call returns Timeout after about 0.05 s, not
+    after the 30 s spin (bounded by the subprocess-free join below, not timed)."""
+    import threading
+
+    from ctshm import ShmTraceRing, Timeout
+
+    with ShmTraceRing.create(shm_id, 1, 4096, spin=30) as ring:
+        out: list[object] = []
+        t = threading.Thread(target=lambda: out.append(ring.access(0.05)))
+        t.start()
+        t.join(15)  # a spin past the timeout would still be running here
+        assert not t.is_alive()
+        assert isinstance(out[0], Timeout)

@@ -31,7 +31,8 @@ def test_len_is_the_backlog_and_bool_stays_true(shm_id: str) -> None:
 
 def test_stats_count_both_sides_across_processes(shm_id: str) -> None:
     sizes = [10, 200, 3000, 4096, 1]
-    with ShmTraceRing.create(shm_id, 2, 4096) as ring:
+    # compat: one wake-up per message (fast mode posts only to a sleeper: test_fast.py)
+    with ShmTraceRing.create(shm_id, 2, 4096, fast=False) as ring:
         p = SPAWN.Process(target=_produce, args=(shm_id, sizes), daemon=True)
         p.start()
         got = [ring.get(30) for _ in sizes]

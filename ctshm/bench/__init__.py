@@ -22,6 +22,7 @@ Peers (each used the way its documentation suggests):
 ``ctshm-records``  :class:`~ctshm.records.RecordWriter` (``append``, 64 KiB batches) and
                    :class:`~ctshm.records.RecordReader` (zero-copy record views).
 ``ctshm-slot``     one message per slot: ``ring.put(msg)`` / ``ring.access()`` + ``release()``.
+``ctshm-fast``     the same on a ring created with ``fast=True`` (ctshm peers only).
 ``mp.Queue``       ``multiprocessing.Queue(maxsize)``: ``put(bytes)`` / ``get()``.
 ``mp.Pipe``        ``multiprocessing.Pipe()``: ``send_bytes`` / ``recv_bytes``.
 ``os.pipe``        raw ``os.write`` / ``os.readv`` of each message (no user-space buffering).

@@ -273,9 +273,11 @@ class RunContext:
     def on_cleanup(self, fn: Callable[[], None]) -> None:
         self._undo.append(fn)
 
-    def ring(self, capacity: int, slot_size: int, settings: Settings) -> RingSpec:
-        """Create a ctshm ring owned by the bench process (unlinked at cleanup)."""
-        ring = ShmTraceRing.create(self.new_id(), capacity, slot_size)
+    def ring(self, capacity: int, slot_size: int, settings: Settings, fast: bool = False
+             ) -> RingSpec:
+        """Create a ctshm ring owned by the bench process (unlinked at cleanup); ``fast``:
+        in fast mode (ctshm peers only)."""
+        ring = ShmTraceRing.create(self.new_id(), capacity, slot_size, fast=fast)
         self.on_cleanup(ring.close)
         return RingSpec(ring.id, settings.spin, settings.ring_class)
 

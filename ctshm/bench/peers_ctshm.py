@@ -35,13 +35,15 @@ class CtshmSlot(Peer):
 
     name = "ctshm-slot"
     kinds = ("stream", "pingpong", "sp1")
+    fast = False  # the seed's protocol (a Rust peer could take either end)
 
     def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
+        fast = self.fast
         if wl.kind == "stream":
-            return ctx.ring(RING_CAPACITY, RING_SLOT, settings)
+            return ctx.ring(RING_CAPACITY, RING_SLOT, settings, fast)
         if wl.kind == "sp1":
-            return (ctx.ring(SP1_CAPACITY, wl.size, settings), settings.sp1_reader)
-        return (ctx.ring(4, RING_SLOT, settings), ctx.ring(4, RING_SLOT, settings))
+            return (ctx.ring(SP1_CAPACITY, wl.size, settings, fast), settings.sp1_reader)
+        return (ctx.ring(4, RING_SLOT, settings, fast), ctx.ring(4, RING_SLOT, settings, fast))
 
     @staticmethod
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
@@ -126,6 +128,14 @@ class CtshmSlot(Peer):
 
     sp1_producer = staticmethod(sp1.sp1_producer)
     sp1_consumer = staticmethod(sp1.sp1_consumer)
+
+
+class CtshmFast(CtshmSlot):
+    """``ctshm-slot`` on a ring created with ``fast=True``: no foreign call per message while
+    neither side sleeps (ctshm peers only)."""
+
+    name = "ctshm-fast"
+    fast = True
 
 
 class _StreamRing(Peer):

@@ -128,6 +128,8 @@ def _stat_extension(o: RingInfo, kv: KV) -> None:
         kv("extension", f"magic {ext['magic_text']!r} version {ext['version']} state "
                         f"{ext['state']} nonce {ext['nonce']} len_records "
                         f"{ext['len_records']}")
+        kv("mode", f"{ext['mode']} (sleeping: consumer {ext['c_sleep']}, producer "
+                   f"{ext['p_sleep']})" if ext["mode"] == "fast" else ext["mode"])
     elif o["state"] == NOT_A_RING:
         kv("extension", f"magic {ext['magic']} (not ctshm's)")
     else:

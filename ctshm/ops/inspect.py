@@ -195,8 +195,10 @@ def slots(fd: int, h: L.HeaderSnapshot, empty_value: Optional[int]) -> list[Slot
             tag, n = L.read_len_record(records, k)
             if tag == i + 1:
                 s["length"] = n
-    # Free slots hold one `empty` token each, except the one a producer has taken.
-    if empty_value is not None and 0 <= empty_value < cap - (w - r) and h.finished == 0:
+    # Free slots hold one `empty` token each, except the one a producer has taken (compat
+    # mode: in fast mode the semaphores carry wake-ups only and say nothing of slots).
+    if (h.mode == L.MODE_COMPAT and empty_value is not None
+            and 0 <= empty_value < cap - (w - r) and h.finished == 0):
         s = out[w % cap]
         s["state"], s["message"] = "being-written", w
     return out
@@ -225,6 +227,8 @@ def _extension(h: L.HeaderSnapshot) -> Extension:
         "producer_pid": h.producer.pid, "producer_start": h.producer.start,
         "consumer_pid": h.consumer.pid, "consumer_start": h.consumer.start,
         "len_records": h.len_records, "dead_pid": h.dead_pid, "crash_w": h.crash_w,
+        "mode": "fast" if h.mode == L.MODE_FAST else "compat",
+        "c_sleep": h.c_sleep, "p_sleep": h.p_sleep,
     }
 
 

@@ -72,6 +72,9 @@ class Extension(TypedDict):
     len_records: int
     dead_pid: int
     crash_w: int
+    mode: str  # "compat" (the seed's protocol) or "fast" (ctshm peers only)
+    c_sleep: int
+    p_sleep: int
 
 
 class SideStatsInfo(TypedDict):

@@ -104,6 +104,7 @@ fi
 cp "$here/smoke.py" "$dest/tools/aarch64/smoke.py"
 if [ ${#targets[@]} -eq 0 ]; then
     [ -f "$dest/tests/test_atomics.py" ] && targets+=(tests/test_atomics.py)
+    [ -f "$dest/tests/test_fast.py" ] && targets+=(tests/test_fast.py)  # the explicit fence
     for f in "$dest"/tests/test_ring*.py; do
         [ -f "$f" ] && targets+=("tests/$(basename "$f")")
     done

@@ -1,0 +1,99 @@
+"""This process's bookkeeping for each open ring, shared by all its handles here, and its
+reset in a forked child.
+
+The OS objects of a handle belong to :class:`ctshm._ringobjects.RingObjects`; the protocol
+state every handle of one ring in this process must share (the lock, the reorder heap, the
+producer turn, the open handles) lives here, found by the ring object's identity.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from ._handle import RingHandle
+    from .ring import ProducerGuard
+
+__all__ = ["RINGS", "Shared", "shared_for"]
+
+
+class Shared:
+    """This process's bookkeeping for one ring, shared by all its handles here.
+
+    Several handles of one ring in one process (opened twice, or a creator that also opens)
+    must not keep separate reorder buffers - guards released through different handles would
+    then never line up and read_idx would stall - nor separate producer slots - two handles
+    would hand out the same slot.  Keyed by the shm object's (st_dev, st_ino).
+
+    The lock is re-entrant: a guard's finalizer may run (garbage collection) in a thread that
+    is already inside a ring method.  ``turn`` is the producer's turn: one producer slot is
+    outstanding at a time (message order), and producer threads of this process wait for it
+    in turn.  The outstanding guard is held weakly: dropping it aborts it (its ``__del__``).
+    """
+
+    __slots__ = ("__weakref__", "acquiring", "lock", "opened", "pending", "pg_ref", "turn",
+                 "turn_owner")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        # This process's open handles of the ring (under ``lock``): a guard of a closed
+        # handle gives its token back through one of them; a consumer unregisters when its
+        # last registered handle closes.
+        self.opened: weakref.WeakSet[RingHandle] = weakref.WeakSet()
+        self.turn = threading.Condition(self.lock)
+        self.pending: list[int] = []
+        self.pg_ref: Optional[weakref.ref[ProducerGuard]] = None
+        self.acquiring = False
+        self.turn_owner = 0  # thread ident of the producer thread that holds the turn
+
+    def producer_guard(self) -> Optional[ProducerGuard]:
+        r = self.pg_ref
+        g = r() if r is not None else None
+        return g if g is not None and not g._done else None
+
+    def busy(self) -> bool:
+        """Is the producer turn taken (a guard outstanding, or a thread waiting for space)?"""
+        return self.acquiring or (self.pg_ref is not None and self.producer_guard() is not None)
+
+    def end_turn(self) -> None:
+        """Under ``lock``: the outstanding guard (or acquire) is over; wake one producer."""
+        self.pg_ref = None
+        self.acquiring = False
+        self.turn_owner = 0
+        self.turn.notify()
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[int, int], Shared] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+RINGS: weakref.WeakSet[RingHandle] = weakref.WeakSet()
+
+
+def shared_for(identity: tuple[int, int]) -> Shared:
+    with _SHARED_LOCK:
+        st = _SHARED.get(identity)
+        if st is None:
+            st = _SHARED[identity] = Shared()
+        return st
+
+
+def _after_fork_in_child() -> None:
+    """A forked child is not the parent's producer or consumer: its handles must register
+    anew (refused while the parent lives), and locks held by the parent's other threads
+    would never be released here."""
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    for st in list(_SHARED.values()):
+        st.__init__()  # type: ignore[misc]
+    for ring in list(RINGS):
+        ring._lock = ring._ps.lock
+        if not ring._closed:
+            ring._ps.opened.add(ring)
+        ring._producer_registered = False
+        ring._consumer_registered = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
