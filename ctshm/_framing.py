@@ -79,11 +79,7 @@ class RecordReader:
                     yield records
                 finally:
                     if records is not None:
-                        for v in records:
-                            try:
-                                v.release()
-                            except BufferError:  # exported further by the caller
-                                pass
+                        _release_views(records)
                     g.release()
             elif type(r) is Finished:
                 return
@@ -111,11 +107,7 @@ class RecordReader:
                     yield records
                 finally:
                     if records is not None:
-                        for v in records:
-                            try:
-                                v.release()
-                            except BufferError:
-                                pass
+                        _release_views(records)
                     g.release()
             elif type(r) is Finished:
                 return
@@ -205,3 +197,13 @@ def check_linger(linger: Optional[float], where: str) -> Optional[float]:
         raise ValueError(f"{where}: linger must be a finite number of seconds >= 0 and below "
                          f"{_LINGER_MAX:.0e} (or None: no time bound), not {shown}")
     return float(linger)
+
+
+def _release_views(records: list[memoryview]) -> None:
+    """Release a batch's record views (one exported further by the caller stays valid: the
+    mapping outlives it)."""
+    for v in records:
+        try:
+            v.release()
+        except BufferError:
+            pass

@@ -97,6 +97,36 @@ def join_all(procs: Sequence[Any], timeout: float = CHILD_TIMEOUT) -> list[Optio
     return codes
 
 
+def fork_call(fn: Callable[[], Any]) -> int:
+    """``os.fork()`` a child that runs ``fn`` and ``os._exit``s: 0 if it returned, 1 if it
+    raised (the traceback goes to stderr).  Reap it with :func:`reap`."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            fn()
+            code = 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def reap(pid: int, timeout: float = 30) -> int:
+    """The forked child's exit code, waiting at most ``timeout`` s (then SIGKILL and fail)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"child {pid} did not exit within {timeout} s")
+
+
 def run_python(code: str, env: Optional[dict[str, str]] = None, timeout: float = 60.0,
                unset: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     """Run ``python -c code`` in a fresh interpreter that imports ctshm from this checkout.

@@ -12,14 +12,13 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any
 
 import pytest
 
 from ctshm import ConsumerGone, CrashDetails, Crashed, Data, ShmMemory, ShmTraceRing
 
 from . import ring_children as rc
-from .helpers import REPO_ROOT, SPAWN, join_all
+from .helpers import REPO_ROOT, SPAWN, fork_call, join_all, reap
 
 # ---------------------------------------------------------------------------------------------
 # Kill loops
@@ -28,31 +27,6 @@ from .helpers import REPO_ROOT, SPAWN, join_all
 KILL_ITERATIONS = int(os.environ.get("CTSHM_KILL_ITERATIONS", "50"))
 
 
-def _fork(fn: Any) -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 1
-        try:
-            fn()
-            code = 0
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _reap(pid: int, timeout: float = 10) -> int:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"child {pid} did not exit")
 
 
 @pytest.mark.timeout_s(600)
@@ -73,7 +47,7 @@ def test_sigkill_producer_at_random_points(shm_id: str) -> None:
                     n = rc.write_frame(g.buf, i, plen)
                     g.commit(n)
 
-            pid = _fork(producer)
+            pid = fork_call(producer)
             ring.expect_producer(pid)  # noticed even if killed before its first acquire
             kill_at = time.monotonic() + rnd.uniform(0.0, 0.05)
             killed: list[float] = []
@@ -101,7 +75,7 @@ def test_sigkill_producer_at_random_points(shm_id: str) -> None:
                 break
             t.join(10)
             assert r.pid == pid and r.details == CrashDetails(0, 0, 0)
-            assert _reap(pid) == -signal.SIGKILL
+            assert reap(pid, 10) == -signal.SIGKILL
             h = ring.header()
             assert seq == h["write_idx"], "every committed message delivered before Crashed"
             latencies.append(detected - killed[0])
@@ -134,7 +108,7 @@ def test_sigkill_consumer_at_random_points(shm_id: str) -> None:
                     else:
                         r.guard.release()
 
-            pid = _fork(consumer)
+            pid = fork_call(consumer)
             ring.expect_consumer(pid)
             sent = 0
             killed: list[float] = []
@@ -159,7 +133,7 @@ def test_sigkill_consumer_at_random_points(shm_id: str) -> None:
             killed_at = killed[0]
             assert killed_at is not None
             latencies.append(gone - killed_at)
-            assert _reap(pid) == -signal.SIGKILL
+            assert reap(pid, 10) == -signal.SIGKILL
             # Resume as the new consumer: everything from read_idx on comes (again), in order.
             h = ring.header()
             start = h["read_idx"]

@@ -6,47 +6,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import threading
-import time
-import traceback
-from typing import Callable
 
 import pytest
 
 from ctshm import Crashed, Finished, ShmTraceRing
 
-from .helpers import REPO_ROOT
-
-
-def _fork(fn: Callable[[], None]) -> int:
-    """Fork a child that runs ``fn`` and exits 0, or 1 (traceback on stderr) if it raised."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 1
-        try:
-            fn()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _reap(pid: int, timeout: float = 30) -> int:
-    """The child's exit code, waiting at most ``timeout`` s (then SIGKILL and fail)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"child {pid} did not exit within {timeout} s")
+from .helpers import REPO_ROOT, fork_call, reap
 
 
 def test_closed_handle_keeps_producer_turn_until_its_guard_ends(shm_id: str) -> None:
@@ -135,7 +103,7 @@ def test_forked_child_cannot_end_the_parents_stream(shm_id: str) -> None:
                 assert f"producer is pid {parent}" in text and f"pid {os.getpid()}" in text
                 assert "nothing shared was changed" in text and ring.name in text
 
-        assert _reap(_fork(child)) == 0
+        assert reap(fork_call(child)) == 0
         assert ring.header()["finished"] == 0
         ring.put(b"two")
         ring.mark_finished()
@@ -149,7 +117,7 @@ def test_forked_child_that_produces_may_finish(shm_id: str) -> None:
             ring.put(b"from the child")  # registers the child as producer
             ring.mark_finished()
 
-        assert _reap(_fork(child)) == 0
+        assert reap(fork_call(child)) == 0
         assert ring.get(5) == b"from the child"
         assert isinstance(ring.access(5), Finished)
 
@@ -163,7 +131,7 @@ def test_forked_child_may_end_a_stream_nobody_registered_for(shm_id: str, end: s
             else:
                 ring.notify_crash(6, 0, 0, "child")
 
-        assert _reap(_fork(child)) == 0
+        assert reap(fork_call(child)) == 0
         r = ring.access(5)
         assert isinstance(r, Finished if end == "mark_finished" else Crashed), r
 
@@ -219,8 +187,8 @@ def test_unpickling_an_unlinked_ring_fails_at_once(shm_id: str) -> None:
 
 
 def _dead_pid() -> int:
-    pid = _fork(lambda: None)
-    assert _reap(pid) == 0
+    pid = fork_call(lambda: None)
+    assert reap(pid) == 0
     return pid
 
 
@@ -293,12 +261,12 @@ def test_producer_waiting_on_a_ring_its_owner_closed_is_told(shm_id: str) -> Non
                 p.put(b"m2", timeout=None)
             p.close()
 
-        pid = _fork(producer)
+        pid = fork_call(producer)
         os.close(w_pipe)
         assert ring.get(30) == b"m0"  # A is the registered consumer
         assert os.read(r_pipe, 1) == b"1"  # B has put m1: the ring is full
         ring.close()
-        assert _reap(pid, 30) == 0
+        assert reap(pid, 30) == 0
     finally:
         os.close(r_pipe)
         ring.close()
