@@ -11,6 +11,7 @@ import struct
 from itertools import chain
 from typing import AsyncIterator, Final, Generator, Iterator, Optional, cast
 
+from .results import AccessResult
 from .ring import (
     ConsumerGuard,
     CorruptRingError,
@@ -73,20 +74,27 @@ class RecordReader:
                 g = r.guard
                 records = None
                 try:
-                    records = _split(g, self._ring.name)
-                    self.slots_read += 1
-                    self.records_read += len(records)
+                    records = self._take(g)
                     yield records
                 finally:
-                    if records is not None:
-                        _release_views(records)
-                    g.release()
-            elif type(r) is Finished:
+                    _release(g, records)
+            elif self._ended(r, timeout):
                 return
-            elif type(r) is Crashed:
-                raise ProducerCrashed(r)
-            else:
-                raise TimeoutError(f"ring {self._ring.name!r}: no slot within {timeout} s")
+
+    def _take(self, g: ConsumerGuard) -> list[memoryview]:
+        """A slot's records as views, counted."""
+        records = _split(g, self._ring.name)
+        self.slots_read += 1
+        self.records_read += len(records)
+        return records
+
+    def _ended(self, r: AccessResult, timeout: Optional[float]) -> bool:
+        """True at Finished; ``ProducerCrashed`` on a crash, ``TimeoutError`` on a timeout."""
+        if type(r) is Finished:
+            return True
+        if type(r) is Crashed:
+            raise ProducerCrashed(r)
+        raise TimeoutError(f"ring {self._ring.name!r}: no slot within {timeout} s")
 
     # -- asyncio (see ctshm.aio) ------------------------------------------------------------
     async def abatches(self) -> AsyncIterator[list[memoryview]]:
@@ -101,20 +109,12 @@ class RecordReader:
                 g = r.guard
                 records = None
                 try:
-                    records = _split(g, ring.name)
-                    self.slots_read += 1
-                    self.records_read += len(records)
+                    records = self._take(g)
                     yield records
                 finally:
-                    if records is not None:
-                        _release_views(records)
-                    g.release()
-            elif type(r) is Finished:
+                    _release(g, records)
+            elif self._ended(r, timeout):
                 return
-            elif type(r) is Crashed:
-                raise ProducerCrashed(r)
-            else:
-                raise TimeoutError(f"ring {ring.name!r}: no slot within {timeout} s")
 
     async def aiter(self) -> AsyncIterator[memoryview]:
         """``async for rec in reader.aiter():`` each record as a read-only memoryview (valid
@@ -199,11 +199,12 @@ def check_linger(linger: Optional[float], where: str) -> Optional[float]:
     return float(linger)
 
 
-def _release_views(records: list[memoryview]) -> None:
-    """Release a batch's record views (one exported further by the caller stays valid: the
-    mapping outlives it)."""
-    for v in records:
+def _release(g: ConsumerGuard, records: Optional[list[memoryview]]) -> None:
+    """A batch is done: its record views (one exported further by the caller stays valid:
+    the mapping outlives it), then its slot."""
+    for v in records or ():
         try:
             v.release()
         except BufferError:
             pass
+    g.release()
