@@ -79,8 +79,12 @@ Deaths: sleeps last at most one liveness slice, after which the sleeper withdraw
 the usual liveness checks (a dead producer is recorded as a crash; a dead consumer makes the
 producer raise ``ConsumerGone``).  A consumer that replaces a dead one rewinds
 ``reserved_idx`` as in compat mode (no tokens to re-post: the indices are the truth), zeroes
-``C_SLEEP`` (the dead process's sleepers are gone) and drops tokens already posted for them;
-a late one is a spurious wake-up: its sleeper finds nothing and sleeps again.
+``C_SLEEP`` (the dead process's sleepers are gone) and drops tokens already posted for them.
+A wake-up that lands after that drop (its waker was slow between its compare-exchange and its
+post while the consumer died and was replaced) stays a stray token: the sleeper that takes it
+keeps its unit, so later publishes post spurious wake-ups until the stream ends; none is
+lost.  Likewise a sleeper gives up an owed token once the process that could post it (the
+other side's, as registered when it announced) is dead.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ import os
 import time
 from typing import Any, Callable, Final, Optional
 
-from . import _peers
+from . import _peers, _proc
 from ._handle import RingHandle
 from .layout import (
     C_SLEEP as _CSLEEP,
@@ -259,15 +263,16 @@ class Waiting(RingHandle):
         ``word`` (see the module docstring).  True: a wake-up came, or
         ``ready()`` held once announced (go and claim); False: the slice ended."""
         addr = self._a_psleep if word == _PSLEEP else self._a_csleep
+        waker = self._waker_id(word)  # who may take our unit: the other side, as of now
         self._add_sleeper(word, addr)  # compare-exchange: a full fence before the re-check
         try:
             now = bool(ready())
             if not now and sem.acquire(chunk):
                 return True  # the waker took our unit out of ``word``
         except BaseException:
-            self._withdraw(sem, word, addr)
+            self._withdraw(sem, word, addr, waker)
             raise
-        return self._withdraw(sem, word, addr) or now
+        return self._withdraw(sem, word, addr, waker) or now
 
     def _add_sleeper(self, word: int, addr: int) -> None:
         ld, cas = self._load, self._cas
@@ -276,10 +281,11 @@ class Waiting(RingHandle):
             if cas(addr, c, c + 1) == c:
                 return
 
-    def _withdraw(self, sem: NamedSemaphore, word: int, addr: int) -> bool:
+    def _withdraw(self, sem: NamedSemaphore, word: int, addr: int,
+                  waker: tuple[int, int] = (0, 0)) -> bool:
         """Take our unit back out of ``word`` (False); if a waker already took every unit,
         one token is posted (or about to be) for us: consume it, so that no stray token is
-        left (True: we were woken)."""
+        left (True: we were woken).  ``waker``: the other side's process when we announced."""
         ld, cas = self._load, self._cas
         while True:
             c = ld(word)
@@ -291,15 +297,28 @@ class Waiting(RingHandle):
         # only slow (descheduled between its compare-exchange and its post) would otherwise
         # leave a stray token for good (model/README.md, finding F-1).
         while not sem.acquire(OWED_TOKEN_WAIT):
-            if not self._waker_may_live(word):
+            if not self._waker_may_live(word, waker):
                 with self._lock:  # this process's wakers post under the lock: they are done
                     sem.try_acquire()
                 return True
         return True
 
-    def _waker_may_live(self, word: int) -> bool:
-        """Could a process still post the token owed for a unit taken out of ``word``: the
-        other side's registered process, alive (this process's own wakers: see _withdraw)?"""
+    def _waker_id(self, word: int) -> tuple[int, int]:
+        """The other side's registered (pid, start): who may take a unit out of ``word``."""
+        w = _PRODUCER_PID if word == _CSLEEP else _CONSUMER_PID
+        return int(self._load(w)), int(self._load(w + 1))
+
+    def _waker_may_live(self, word: int, waker: tuple[int, int]) -> bool:
+        """Could a process still post the token owed for a unit taken out of ``word``?  The
+        other side's process registered when we announced, while it lives; if none was, the
+        one registered now.  Not whoever is registered now: a consumer killed between its
+        compare-exchange and its post, then replaced, would keep a producer waiting for as
+        long as the successor lives (review finding).  A successor that took the unit itself
+        and is slow to post then leaves a stray token: spurious wake-ups, never a lost one.
+        This process's own wakers: see _withdraw."""
+        pid, start = waker
+        if pid:
+            return _proc.is_alive(pid, start)
         return _peers.alive(self._load, _PRODUCER_PID if word == _CSLEEP else _CONSUMER_PID)
 
     def _signal(self, hq: memoryview, word: int, stats: int) -> None:
@@ -348,8 +367,8 @@ class Waiting(RingHandle):
 
     def _forget_sleepers(self) -> None:
         """Fast mode, under the lock, replacing a dead consumer: its announced sleepers are
-        gone; drop the wake-ups already posted for them (a late one stays a spurious
-        wake-up: its sleeper finds nothing and sleeps again)."""
+        gone; drop the wake-ups already posted for them (a late one stays a stray token: see
+        the module docstring)."""
         self._store(_CSLEEP, 0)
         while self._trywait(self._h_filled) == 0:
             pass

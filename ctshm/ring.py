@@ -376,9 +376,15 @@ class ShmTraceRing(Waiting, RingConveniences):
             if not got:
                 ps.end_turn()
                 raise TimeoutError(f"ring {self.name!r}: no free slot within {timeout} s "
-                                   "(the consumer is not releasing slots)")
+                                   f"(the consumer is not releasing slots){self._fast_hint()}")
             ps.acquiring = False
             return self._new_producer_guard(size)
+
+    def _fast_hint(self) -> str:
+        if not self._fast or self._load(_CONSUMER_PID):
+            return ""
+        return ("; this is a fast ring and no ctshm consumer has registered: the Rust "
+                "original cannot consume a fast ring (create it with fast=False for it)")
 
     def _take_turn(self, deadline: Optional[float], timeout: Optional[float]) -> None:
         """Under self._lock: wait until no other producer slot of this process is out."""

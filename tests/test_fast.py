@@ -348,3 +348,49 @@ def test_withdraw_gives_up_when_the_waker_is_dead(shm_id: str) -> None:
         assert ring._cas(ring._a_csleep, 1, 0) == 1  # ... took the unit and never posted
         assert ring._withdraw(ring._filled, L.C_SLEEP, ring._a_csleep) is True
         assert _sem_values(ring) == (0, 0)
+
+
+def test_withdraw_gives_up_when_the_waker_of_its_announce_died_though_a_successor_lives(
+        shm_id: str) -> None:
+    """Review finding: the producer announced while consumer X was registered; X took the
+    unit and was killed before its post; consumer Y registered since and lives.  The owed
+    token can never come: withdraw must give up once X is gone, not wait while Y lives."""
+    import subprocess
+
+    from ctshm import _peers
+
+    x = subprocess.Popen(["sleep", "30"])
+    try:
+        with ShmTraceRing.create(shm_id, 1, SLOT, fast=True) as ring:
+            _peers.set_pair(ring._store, L.CONSUMER_PID, x.pid, 0)  # X, alive
+            waker = ring._waker_id(L.P_SLEEP)
+            ring._add_sleeper(L.P_SLEEP, ring._a_psleep)
+            assert ring._cas(ring._a_psleep, 1, 0) == 1  # X takes the unit ...
+            x.kill()  # ... and dies before its post
+            x.wait()
+            me = os.getpid()
+            _peers.set_pair(ring._store, L.CONSUMER_PID, me, 0)  # Y (this process) lives
+            out: list[bool] = []
+            t = threading.Thread(target=lambda: out.append(
+                ring._withdraw(ring._empty, L.P_SLEEP, ring._a_psleep, waker)), daemon=True)
+            t.start()
+            t.join(20)  # the bug: waits for as long as Y lives
+            assert not t.is_alive() and out == [True]
+            assert _sem_values(ring) == (0, 0)
+    finally:
+        x.kill()
+        x.wait()
+
+
+def test_producer_timeout_on_a_fast_ring_without_consumer_says_why(shm_id: str) -> None:
+    """A Rust consumer never registers and cannot use a fast ring: the producer's timeout
+    says so (review finding: it blamed a consumer "not releasing slots")."""
+    with ShmTraceRing.create(shm_id, 1, SLOT, fast=True) as ring:
+        ring.put(b"a")
+        with pytest.raises(TimeoutError, match="fast ring and no ctshm consumer .* Rust"):
+            ring.put(b"b", timeout=0.05)
+    with ShmTraceRing.create(shm_id, 1, SLOT) as ring:
+        ring.put(b"a")
+        with pytest.raises(TimeoutError) as e:
+            ring.put(b"b", timeout=0.05)
+        assert "fast ring" not in str(e.value)
