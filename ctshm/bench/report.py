@@ -92,6 +92,17 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         _rate(report, "W2", "mp.Pipe"), 2.0, "msg/s")
     add("W2 >= 2x multiprocessing.Pipe (one-per-slot)", _rate(report, "W2", "ctshm-slot"),
         _rate(report, "W2", "mp.Pipe"), 2.0, "msg/s", note="informational")
+    fast1 = _rate(report, "W1", "ctshm-fast")
+    add("W1 one-per-slot, fast ring >= 0.6x Rust seed", fast1, seed1, 0.6, "msg/s")
+    add("W1 one-per-slot, fast ring >= os.pipe", fast1, _rate(report, "W1", "os.pipe"), 1.0,
+        "msg/s")
+    add("W2 one-per-slot, fast ring >= 2x os.pipe", _rate(report, "W2", "ctshm-fast"),
+        _rate(report, "W2", "os.pipe"), 2.0, "msg/s")
+    fast4 = _rate(report, "W4", "ctshm-fast", "median_us")
+    add("W4 median, fast ring <= 0.5x os.pipe", fast4,
+        _rate(report, "W4", "os.pipe", "median_us"), 0.5, "µs", higher_is_better=False)
+    add("W4 median, fast ring <= iceoryx2", fast4,
+        _rate(report, "W4", "iceoryx2", "median_us"), 1.0, "µs", higher_is_better=False)
     imp = report.get("import")
     if imp:
         it = imp["default"]["importtime_ms"]
