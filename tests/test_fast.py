@@ -387,7 +387,7 @@ def test_producer_timeout_on_a_fast_ring_without_consumer_says_why(shm_id: str) 
     says so (review finding: it blamed a consumer "not releasing slots")."""
     with ShmTraceRing.create(shm_id, 1, SLOT, fast=True) as ring:
         ring.put(b"a")
-        with pytest.raises(TimeoutError, match="fast ring and no ctshm consumer .* Rust"):
+        with pytest.raises(TimeoutError, match=r"fast ring and no ctshm consumer .* Rust"):
             ring.put(b"b", timeout=0.05)
     with ShmTraceRing.create(shm_id, 1, SLOT) as ring:
         ring.put(b"a")
