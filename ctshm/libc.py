@@ -29,7 +29,6 @@ import ctypes
 import errno as _errno
 import os
 import sys
-import time
 from ctypes import (
     POINTER,
     Structure,
@@ -375,6 +374,3 @@ def birth_time_ns(path: str) -> Optional[int]:
 def page_size() -> int:
     return int(os.sysconf("SC_PAGE_SIZE"))
 
-
-def monotonic_deadline(timeout: float) -> float:
-    return time.monotonic() + timeout
