@@ -62,7 +62,14 @@ from . import _peers, libc
 from ._conveniences import Buffer, RingConveniences, take_pending
 from ._handle import check_timeout, is_int, not_bytes
 from ._ringobjects import reserve_range
-from ._waiting import DEFAULT_SPIN, LIVENESS_SLICE, SPIN_CEILING, SPIN_FLOOR, Waiting, _Spin  # noqa: F401 (public here)
+from ._waiting import (  # noqa: F401 (the spin constants stay importable from here)
+    DEFAULT_SPIN,
+    LIVENESS_SLICE,
+    SPIN_CEILING,
+    SPIN_FLOOR,
+    Waiting,
+    _Spin,
+)
 from .layout import (
     C_SLEEP as _CSLEEP,
     CONSUMER_PID as _CONSUMER_PID,
@@ -458,9 +465,7 @@ class ShmTraceRing(Waiting, RingConveniences):
         finally:
             self._leave()
 
-    def _space_ready(self) -> bool:  # memoryview loads only: no foreign call while spinning
-        ld = self._load
-        return bool(ld(_W) - ld(_R) < self.capacity)
+    _space_ready = _space  # the spin's check (x86_64: a closure, see Waiting)
 
     def _orphaned(self) -> bool:
         """In flight: no consumer is registered and nobody can open the ring to be one (its
