@@ -16,17 +16,11 @@ if TYPE_CHECKING:
     from .channel import Receiver, Sender
     from .ring import ProducerGuard, ShmTraceRing
 
-__all__ = ["Buffer", "RingConveniences", "take_pending"]
+__all__ = ["Buffer", "RingConveniences"]
 
 #: What ``put()`` copies from: any object with the buffer protocol (bytes, bytearray,
 #: memoryview, array.array, NumPy arrays, ...); typed by the common ones.
 Buffer = Union[bytes, bytearray, memoryview]
-
-
-def take_pending(ring: ShmTraceRing) -> Optional[AccessResult]:
-    """A message an async call of ``ring`` kept (see ``ctshm.aio.take_pending``)."""
-    from .aio import take_pending
-    return take_pending(ring)
 
 
 class RingConveniences:

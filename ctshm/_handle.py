@@ -21,7 +21,6 @@ from ._ringobjects import RingObjects
 from .layout import (
     CAPACITY as _CAP,
     CONSUMER_PID as _CONSUMER_PID,
-    CONSUMER_STATS as _CS,
     CRASH as _CRASH,
     CRASH_OFF as _CRASH_OFF,
     CREATOR_PID as _CREATOR_PID,
@@ -38,16 +37,14 @@ from .layout import (
     MSG_MAX,
     MSG_OFF,
     PRODUCER_PID as _PRODUCER_PID,
-    PRODUCER_STATS as _PS,
     READ_IDX as _R,
     RESERVED_IDX as _RES,
     SLOT_SIZE as _SLOT,
-    STAT_FIELDS,
     STATE_READY,
     WRITE_IDX as _W,
     aligned_slot_size,
 )
-from .results import CorruptRingError, CrashDetails, Crashed
+from .results import AccessResult, CorruptRingError, CrashDetails, Crashed
 from .semaphore import check_wait_mode
 
 if TYPE_CHECKING:
@@ -78,6 +75,11 @@ class RingHandle:
     _objs: Optional[RingObjects] = None
     _closed: bool = True
     _fast: bool = False  # see "Fast mode" in ctshm.ring
+    # The quiet path of each side (see ctshm.ring): True only while nothing rare is going
+    # on (registered, open, no fork since); every rare event clears it.
+    _p_quiet: bool = False
+    _c_quiet: bool = False
+    _undelivered: Optional[Callable[[], Optional[AccessResult]]] = None  # set_undelivered_source
     _wait_mode: Optional[str] = None
     name: str = ""
     id: str = ""
@@ -119,6 +121,7 @@ class RingHandle:
         # to another handle of this process now would let those stale writes overwrite the
         # message it publishes there.  The turn ends when the guard does (abort, drop, or a
         # refused commit: see ShmTraceRing._commit/_abort).
+        self._p_quiet = self._c_quiet = False
         ps = self._ps
         ps.opened.discard(self)
         ps.turn.notify_all()  # producer threads waiting for their turn
@@ -466,8 +469,8 @@ class RingHandle:
             self._check_open()
             hq = self._hq
             out: dict[str, Any] = {
-                side: {f: int(hq[base + i]) for i, f in enumerate(STAT_FIELDS)}
-                for side, base in (("producer", _PS), ("consumer", _CS))}
+                side: L.side_stats(hq, producer).as_dict()
+                for side, producer in (("producer", True), ("consumer", False))}
             out["backlog"] = int(self._load(_W) - self._load(_R))
             return out
 

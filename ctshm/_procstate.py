@@ -93,6 +93,7 @@ def _after_fork_in_child() -> None:
             ring._ps.opened.add(ring)
         ring._producer_registered = False
         ring._consumer_registered = False
+        ring._p_quiet = ring._c_quiet = False
 
 
 if hasattr(os, "register_at_fork"):

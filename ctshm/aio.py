@@ -41,8 +41,10 @@ producer slot is outstanding per handle: ``aput`` calls of several tasks take tu
 order they started waiting); a guard from ``aacquire`` must be committed or aborted before
 the same task acquires again.
 
-Hook for the synchronous path: ``ShmTraceRing.access`` should return
-``take_pending(self)`` first when it is not None (see :func:`take_pending`).
+Hook for the synchronous path: the first async consumer call of a handle sets its pending
+buffer as the handle's undelivered source (``ShmTraceRing.set_undelivered_source``), so
+``access`` returns what it kept first (see :func:`take_pending`).  The per-handle state
+lives here, keyed weakly by the handle; the ring knows nothing of this module.
 """
 
 from __future__ import annotations
@@ -77,23 +79,31 @@ LINGER: Final = 0.1
 #: Helper threads are named ``THREAD_PREFIX + "consumer <ring name>"`` (or ``producer``).
 THREAD_PREFIX: Final = "ctshm-aio "
 
-_CONSUMER_KEY: Final = "_ctshm_aio_consumer"
-_PRODUCER_KEY: Final = "_ctshm_aio_producer"
 _STATE_LOCK = threading.Lock()
 _S = TypeVar("_S")
+#: Each handle's async state, by role; weak keys: a dropped handle drops its state.
+_STATES: dict[str, weakref.WeakKeyDictionary[ShmTraceRing, Any]] = {
+    "consumer": weakref.WeakKeyDictionary(), "producer": weakref.WeakKeyDictionary()}
 
 
-def _ring_state(ring: ShmTraceRing, key: str, cls: type[_S]) -> _S:
-    """The handle's ``cls`` state under ``key`` in its ``__dict__``, made once on first use."""
-    d = vars(ring)
-    st = d.get(key)
+def _ring_state(ring: ShmTraceRing, role: str, cls: type[_S]) -> _S:
+    """The handle's ``cls`` state for ``role``, made once on first use."""
+    states = _STATES[role]
+    st = states.get(ring)
     if st is None:
         with _STATE_LOCK:
-            st = d.get(key)
+            st = states.get(ring)
             if st is None:
-                st = d[key] = cls()
+                st = states[ring] = cls()
+                if isinstance(st, _Consumer):
+                    ring.set_undelivered_source(st.take)
     assert isinstance(st, cls)
     return st
+
+
+def _state(ring: ShmTraceRing, role: str) -> Any:
+    """The handle's state for ``role``, or None if it never made an async call."""
+    return _STATES[role].get(ring)
 
 
 _RingRef = Callable[[], Optional[ShmTraceRing]]
@@ -198,6 +208,20 @@ class _Consumer:
         for w in dead:
             _discard(self.waiters, w)
 
+    def take(self) -> Optional[AccessResult]:
+        """The oldest kept result, or None (see :func:`take_pending`)."""
+        if self.helper_ident == threading.get_ident():
+            return None
+        with self.lock:
+            if self.pending:
+                return _unwrap(self.pending.popleft())
+            idle_helper = self.helper is not None and not self.waiters
+        if idle_helper:
+            with self.claim, self.lock:  # the helper's slice in progress, if any, ends first
+                if self.pending:
+                    return _unwrap(self.pending.popleft())
+        return None
+
     def start_helper(self, ring: ShmTraceRing) -> None:
         """Under lock: make sure the helper runs (it waits on `cond` while idle)."""
         if self.helper is None:
@@ -208,7 +232,7 @@ class _Consumer:
 
 
 def _consumer_state(ring: ShmTraceRing) -> _Consumer:
-    return _ring_state(ring, _CONSUMER_KEY, _Consumer)
+    return _ring_state(ring, "consumer", _Consumer)
 
 
 def _consumer_helper(st: _Consumer, ref: _RingRef) -> None:
@@ -279,26 +303,13 @@ def take_pending(ring: ShmTraceRing) -> Optional[AccessResult]:
     is returned here, in order, and not overtaken.  An exception a helper caught for a
     cancelled caller (e.g. ``CorruptRingError``) is raised here.
     """
-    st = vars(ring).get(_CONSUMER_KEY)
-    if st is None:
-        return None
-    assert isinstance(st, _Consumer)
-    if st.helper_ident == threading.get_ident():
-        return None
-    with st.lock:
-        if st.pending:
-            return _unwrap(st.pending.popleft())
-        idle_helper = st.helper is not None and not st.waiters
-    if idle_helper:
-        with st.claim, st.lock:  # the helper's slice in progress, if any, ends first
-            if st.pending:
-                return _unwrap(st.pending.popleft())
-    return None
+    st = _state(ring, "consumer")
+    return None if st is None else st.take()
 
 
 def pending_count(ring: ShmTraceRing) -> int:
     """How many results async calls of ``ring`` set aside (claimed, not yet received)."""
-    st = vars(ring).get(_CONSUMER_KEY)
+    st = _state(ring, "consumer")
     if st is None:
         return 0
     assert isinstance(st, _Consumer)
@@ -310,11 +321,9 @@ def helper_threads(ring: Optional[ShmTraceRing] = None) -> list[threading.Thread
     """The live helper threads of the handle ``ring`` (default: of every handle)."""
     if ring is None:
         return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
-    d = vars(ring)
     out = []
-    for key in (_CONSUMER_KEY, _PRODUCER_KEY):
-        st = d.get(key)
-        t = getattr(st, "helper", None)
+    for role in ("consumer", "producer"):
+        t = getattr(_state(ring, role), "helper", None)
         if t is not None and t.is_alive():
             out.append(t)
     return out
@@ -458,7 +467,7 @@ class _Producer:
 
 
 def _producer_state(ring: ShmTraceRing) -> _Producer:
-    return _ring_state(ring, _PRODUCER_KEY, _Producer)
+    return _ring_state(ring, "producer", _Producer)
 
 
 def _producer_helper(st: _Producer, ref: _RingRef) -> None:

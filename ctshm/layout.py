@@ -17,7 +17,7 @@ Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
              ... unused by the Rust original ...
          256 ┌──────────────────────── ctshm extension (the Rust peer never reads it) ────┐
          256 │ magic        u64  b"CTSHMRG1" (written first by a ctshm creator)           │
-         264 │ version      u64  1                                                        │
+         264 │ version      u64  2 (1: the statistics at 360/400, see below)              │
          272 │ state        u64  0 initializing, 1 ready (written last by the creator)    │
          280 │ creator_pid  u64  │ 288 creator_start u64  (start time: pid reuse guard)   │
          296 │ nonce        u64  random, identifies this incarnation of the ring          │
@@ -26,13 +26,15 @@ Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
          336 │ len_records  u64  number of length records (= capacity when it fits)       │
          344 │ dead_pid     u64  producer found dead by a consumer (0: none)              │
          352 │ crash_w      u64  write_idx + 1 when the crash was recorded (0: unknown)   │
-         360 │ producer stats, u64 each, written only by the producer (plain stores):    │
-             │   360 messages │ 368 bytes │ 376 waits │ 384 wake-ups sent │ 392 spins     │
-         400 │ consumer stats, u64 each, written only by the consumer (plain stores):    │
-             │   400 messages │ 408 bytes │ 416 waits │ 424 wake-ups sent │ 432 spins     │
+         360 │ (version 1 only: the statistics of both sides, 360..439; 2: unused)        │
          448 │ mode         u64  0 compat, 1 fast (written once by the creator; see ring) │
          512 │ c_sleep      u64  fast mode: consumer threads announced asleep on filled   │
          576 │ p_sleep      u64  fast mode: producer threads announced asleep on empty    │
+         640 │ producer stats, own cache line, u64 each, written only by the producer:    │
+             │   640 (messages) │ 648 bytes │ 656 waits │ 664 wake-ups sent │ 672 spins   │
+         704 │ consumer stats, own cache line, u64 each, written only by the consumer:    │
+             │   704 (messages) │ 712 bytes │ 720 waits │ 728 wake-ups sent │ 736 spins   │
+             │   (messages: derived, write_idx / reserved_idx; see STAT_MESSAGES)         │
         1024 │ crash_msg    u32 length + up to 1020 bytes UTF-8 (why the producer died)    │
              └──────────────────────────────────────────────────────────────────────────┘
         4096 ┌──────────────────────── length records, 16 bytes per slot ────────────────┐
@@ -109,15 +111,23 @@ LEN_RECORDS: Final = _E + 10
 DEAD_PID: Final = _E + 11
 CRASH_W: Final = _E + 12
 #: Live statistics (``ring.stats()``, ``ctshm stat``/``top``): five u64 counters per side,
-#: each written only by its own side.  Offsets within a side's block:
+#: each written only by its own side (plain stores), each side's block on a cache line of its
+#: own (version 2) so the two processes never write one line.  Version 2 stores no message
+#: count (the producer's is ``write_idx``, the consumer's ``reserved_idx``) and, in compat
+#: mode, no per-message wake-up (one ``filled`` post per message, one ``empty`` post per
+#: released slot: ``write_idx`` and ``read_idx`` more); :func:`side_stats` adds them.
+#: Offsets within a side's block:
 STAT_MESSAGES: Final = 0
 STAT_BYTES: Final = 1
 STAT_WAITS: Final = 2  # blocking waits (sleeps on a semaphore)
 STAT_WAKEUPS: Final = 3  # semaphore posts that woke (or may have woken) the peer
 STAT_SPINS: Final = 4  # waits that ended while spinning
 STAT_FIELDS: Final = ("messages", "bytes", "waits", "wakeups", "spins")
-PRODUCER_STATS: Final = _E + 13
-CONSUMER_STATS: Final = _E + 18
+PRODUCER_STATS: Final = _E + 48
+CONSUMER_STATS: Final = _E + 56
+#: Version 1's blocks (every word stored; the two sides shared a cache line).
+PRODUCER_STATS_V1: Final = _E + 13
+CONSUMER_STATS_V1: Final = _E + 18
 
 #: Fast mode (``ShmTraceRing.create(..., fast=True)``; ctshm peers only, see ctshm.ring):
 #: ``MODE`` is written once by the creator before the ring is ready; the two sleep counters
@@ -130,7 +140,9 @@ C_SLEEP: Final = _E + 32
 P_SLEEP: Final = _E + 40
 
 MAGIC: Final = int.from_bytes(b"CTSHMRG1", "little")
-VERSION: Final = 1
+VERSION: Final = 2
+#: Extension versions this ctshm reads (``ctshm stat`` / ``top`` on rings of older peers).
+VERSIONS_READ: Final = (1, 2)
 STATE_READY: Final = 1
 
 #: Crash message (ctshm only): u32 length + UTF-8 text, written before the crash flag.
@@ -318,8 +330,19 @@ def _peer(hq: memoryview, word: int) -> tuple[PeerId, bool]:
     return PeerId(pid, start), False
 
 
-def _stats(hq: memoryview, word: int) -> SideStats:
-    return SideStats(*(int(hq[word + k]) for k in range(len(STAT_FIELDS))))
+def side_stats(hq: memoryview, producer: bool, version: int = VERSION) -> SideStats:
+    """One side's statistics from the header viewed as ``'Q'`` (see :data:`STAT_MESSAGES`):
+    version 1's stored words, or version 2's with the derived counts added."""
+    if version == 1:
+        word = PRODUCER_STATS_V1 if producer else CONSUMER_STATS_V1
+        return SideStats(*(int(hq[word + k]) for k in range(len(STAT_FIELDS))))
+    word = PRODUCER_STATS if producer else CONSUMER_STATS
+    done = int(hq[WRITE_IDX if producer else RESERVED_IDX])
+    posted = int(hq[word + STAT_WAKEUPS])
+    if int(hq[MODE]) != MODE_FAST:
+        posted += int(hq[WRITE_IDX if producer else READ_IDX])
+    return SideStats(done, int(hq[word + STAT_BYTES]), int(hq[word + STAT_WAITS]), posted,
+                     int(hq[word + STAT_SPINS]))
 
 
 def read_header(view: Buffer) -> HeaderSnapshot:
@@ -357,8 +380,8 @@ def read_header(view: Buffer) -> HeaderSnapshot:
             nonce=int(hq[NONCE]), producer=producer,
             consumer=consumer, len_records=int(hq[LEN_RECORDS]),
             dead_pid=int(hq[DEAD_PID]), crash_w=int(hq[CRASH_W]),
-            producer_stats=_stats(hq, PRODUCER_STATS),
-            consumer_stats=_stats(hq, CONSUMER_STATS),
+            producer_stats=side_stats(hq, True, int(hq[EXT_VERSION])),
+            consumer_stats=side_stats(hq, False, int(hq[EXT_VERSION])),
             crash_message=bytes(head[MSG_OFF + 4:MSG_OFF + 4 + n]),
             mode=int(hq[MODE]), c_sleep=int(hq[C_SLEEP]), p_sleep=int(hq[P_SLEEP]),
             indices_consistent=consistent, peers_consistent=c_ok and p_ok and k_ok,

@@ -56,10 +56,10 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Final, Optional, TypeVar
+from typing import Any, Callable, Final, Optional, TypeVar
 
 from . import _peers, libc
-from ._conveniences import Buffer, RingConveniences, take_pending
+from ._conveniences import Buffer, RingConveniences
 from ._handle import check_timeout, is_int, not_bytes
 from ._ringobjects import reserve_range
 from ._waiting import (  # noqa: F401 (the spin constants stay importable from here)
@@ -93,7 +93,6 @@ from .layout import (
     READ_IDX as _R,
     RESERVED_IDX as _RES,
     STAT_BYTES,
-    STAT_WAKEUPS,
     WRITE_IDX as _W,
 )
 from .results import (
@@ -508,6 +507,13 @@ class ShmTraceRing(Waiting, RingConveniences):
                            "the length records")
             self._len_backed = True
         self._producer_registered = True
+        self._p_quiet = self._plain  # the quiet path (x86_64's plain word access only)
+
+    def _quiet_consumer(self) -> bool:
+        """May access() take the quiet path?  Registered, open, x86_64 (plain word access),
+        no extension handing results back."""
+        return bool(self._consumer_registered and not self._closed and self._plain
+                    and self._undelivered is None)
 
     def _commit(self, guard: ProducerGuard, nbytes: Optional[int]) -> None:
         buf = guard._buf
@@ -551,10 +557,7 @@ class ShmTraceRing(Waiting, RingConveniences):
             hq[k + 1] = nbytes
             hq[k] = idx + 1
         self._store(_W, idx + 1)
-        hq[_PS] += 1  # statistics: plain stores of the producer's own words
-        hq[_PS + STAT_BYTES] += nbytes
-        if not self._fast:
-            hq[_PS + STAT_WAKEUPS] += 1  # the filled post that follows
+        hq[_PS + STAT_BYTES] += nbytes  # statistics: the producer's own word
 
     def _abort(self, guard: ProducerGuard) -> None:
         with self._lock:
@@ -582,12 +585,49 @@ class ShmTraceRing(Waiting, RingConveniences):
         if n > self.slot_size:
             raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
                              f"{self.slot_size} bytes")
-        timeout = check_timeout(timeout, "put", self.name)
-        if self._producer_registered and not self._closed:
-            hq = self._put_at_once(src, n)
+        if timeout is not None:
+            timeout = check_timeout(timeout, "put", self.name)
+        if self._p_quiet:
+            # The steady state, straight-line (see "The quiet path" in the module docstring):
+            # a free slot right now whose prefix is already backed, nobody else's turn: one
+            # lock section, no guard object (compat: sem_trywait, copy, publish, sem_post;
+            # fast mode: no token).  Anything else takes the general path below.
+            ps, fast, hq = self._ps, self._fast, None
+            with self._lock:
+                if self._p_quiet and ps.pg_ref is None and not ps.acquiring:
+                    hq = self._hq
+                    w = hq[_W]
+                    slot = w % self.capacity
+                    v = self._slot_views[slot]
+                    if (hq[_FIN] or w - hq[_R] >= self.capacity or v is None
+                            or n > self._backed[slot]
+                            or not (fast or self._trywait(self._h_empty) == 0)):
+                        hq = None
+                    else:
+                        try:
+                            v[:n] = src
+                        except BaseException:
+                            if not fast:
+                                self._post(self._h_empty)
+                            raise
+                        if self._has_len:
+                            k = _LEN + 2 * slot
+                            hq[k + 1] = n
+                            hq[k] = w + 1
+                        hq[_W] = w + 1  # x86_64 only (quiet): a plain store is a release
+                        hq[_PS + STAT_BYTES] += n  # statistics: the producer's own word
+                        if not fast:
+                            if self._post(self._h_filled) == -1:
+                                self._filled.post()  # raises the OSError with the name
+                            return
             if hq is not None:
-                if self._fast:  # after the lock: a load of the consumer's sleep counter
-                    self._signal(hq, _CSLEEP, _PS)
+                # Fast mode, after the lock's release (the fence, see _waiting): does the
+                # consumer sleep?  (Re-entrant: _signal fences first.)
+                try:
+                    if self._lock._is_owned() or hq[_CSLEEP]:
+                        self._signal(hq, _CSLEEP, _PS)
+                except ValueError:
+                    pass  # closed by another thread meanwhile (its header view is released)
                 return
         g = self.acquire(timeout, size=n)
         try:
@@ -596,35 +636,6 @@ class ShmTraceRing(Waiting, RingConveniences):
             g.abort()
             raise
         g.commit(n)
-
-    def _put_at_once(self, src: memoryview, n: int) -> Optional[memoryview]:
-        """put()'s fast path: a free slot right now whose prefix is already backed: one lock
-        section, no guard object (compat: sem_trywait, copy, publish, sem_post; fast mode:
-        no token).  The header view once published, or None: anything else - waiting, first
-        use of a slot, registration, finished, another producer thread - takes the general
-        path."""
-        fast, ps = self._fast, self._ps
-        with self._lock:
-            if (self._closed or ps.busy() or self._load(_FIN)
-                    or not (fast or self._trywait(self._h_empty) == 0)):
-                return None
-            w = self._load(_W)
-            slot = w % self.capacity
-            v = self._slot_views[slot]
-            if not (self._space() and n <= self._backed[slot] and v is not None):
-                if not fast:
-                    self._post(self._h_empty)  # give the token back: the general path
-                return None
-            try:
-                v[:n] = src
-            except BaseException:
-                if not fast:
-                    self._post(self._h_empty)
-                raise
-            self._publish(w, n)
-            if not fast and self._post(self._h_filled) == -1:
-                self._filled.post()
-            return self._hq
 
     def mark_finished(self) -> None:
         """End of stream: the consumer gets ``Finished`` after every committed slot."""
@@ -693,26 +704,71 @@ class ShmTraceRing(Waiting, RingConveniences):
         Keep the guard while you read ``guard.buf``: releasing or dropping it hands the slot
         back and invalidates the view.
         """
-        if self._closed:
-            self._check_open()
-        if "_ctshm_aio_consumer" in self.__dict__:  # async calls may have kept a message
-            kept = take_pending(self)
-            if kept is not None:
-                return kept
-        if not self._consumer_registered:
-            self._register_consumer()
-        timeout = check_timeout(timeout, "access", self.name)
-        with self._lock:
-            self._check_open()
-            if self._fast or self._trywait(self._h_filled) == 0:
-                r = self._claim()
-                if r is not None:
-                    return r
+        if timeout is not None:
+            timeout = check_timeout(timeout, "access", self.name)
+        if self._c_quiet:
+            with self._lock:
+                quiet = self._c_quiet
+                # The steady state, straight-line (see "The quiet path"): a committed
+                # message whose slot view exists, nothing ended, the header sane.  The
+                # checks are _claim's and _data's (`finished` loaded before and after the
+                # indices); anything else is _claim's.
+                if quiet and (self._fast or self._trywait(self._h_filled) == 0):
+                    hq = self._hq
+                    fin, res, w = hq[_FIN], hq[_RES], hq[_W]
+                    slot = res % self.capacity
+                    v = self._ro_views[slot]
+                    if (not fin and res < w and not hq[_FIN] and w - res <= self.capacity
+                            and v is not None):
+                        n = len(v)
+                        if self._has_len and hq[_LEN + 2 * slot] == res + 1:
+                            n = hq[_LEN + 2 * slot + 1]
+                        if n <= self.slot_size:
+                            hq[_RES] = res + 1
+                            hq[_CS + STAT_BYTES] += n
+                            return Data(ConsumerGuard(self, res, v[:n]))
+                    r = self._claim()  # holding the token (compat)
+                    if r is not None:
+                        return r
+            if quiet:
+                return self._access_wait(timeout)
+        r = self._access_now()
+        return r if r is not None else self._access_wait(timeout)
+
+    def _access_wait(self, timeout: Optional[float]) -> AccessResult:
         self._enter("access")
         try:
             return self._wait_data(timeout)
         finally:
             self._leave()
+
+    def _access_now(self) -> Optional[AccessResult]:
+        """access()'s general attempt without waiting: a result an extension took from this
+        handle and did not deliver (see :meth:`set_undelivered_source`), else registration
+        and one claim under the lock."""
+        self._check_open()
+        source = self._undelivered
+        if source is not None:
+            kept = source()  # outside the lock: it may wait for its own claim to end
+            if kept is not None:
+                return kept
+        with self._lock:
+            self._check_open()
+            if not self._consumer_registered:
+                self._register_consumer()
+            if self._fast or self._trywait(self._h_filled) == 0:
+                return self._claim()
+        return None
+
+    def set_undelivered_source(self, source: Optional[Callable[[], Optional[AccessResult]]]
+                               ) -> None:
+        """Let an extension hand results back: ``source()`` returns a result it took from
+        this handle and did not deliver (an asyncio call cancelled after its message was
+        claimed), or None; every :meth:`access` returns those first, in order.  The
+        handle's quiet path is off while a source is set (None removes it)."""
+        with self._lock:
+            self._undelivered = source
+            self._c_quiet = self._quiet_consumer()
 
     def _wait_data(self, timeout: Optional[float]) -> AccessResult:
         """Wait for a slot (compat: take a ``filled`` token) and claim it (see _wait)."""
@@ -781,18 +837,16 @@ class ShmTraceRing(Waiting, RingConveniences):
         if v is None:
             v = self._ro_views[slot] = self._ro_view(slot)
         hq = self._hq
-        hq[_CS] += 1  # statistics: messages and bytes (plain stores of the consumer's words)
         if self._has_len:
             k = _LEN + 2 * slot
             if hq[k] == idx + 1:
                 n = hq[k + 1]
                 if n > self.slot_size:
-                    hq[_CS] -= 1
                     self._complete(idx, None)
                     raise CorruptRingError(
                         f"ring {self.name!r}: length record of message {idx} says {n} bytes, "
                         f"more than the slot ({self.slot_size}); the message was skipped")
-                hq[_CS + STAT_BYTES] += n
+                hq[_CS + STAT_BYTES] += n  # statistics: the consumer's own word
                 return Data(ConsumerGuard(self, idx, v[:n]))
         hq[_CS + STAT_BYTES] += len(v)
         return Data(ConsumerGuard(self, idx, v[:]))
@@ -863,6 +917,7 @@ class ShmTraceRing(Waiting, RingConveniences):
                 if self._fast:
                     self._forget_sleepers()
             self._consumer_registered = True
+            self._c_quiet = self._quiet_consumer()
 
     def _complete(self, idx: int, guard: Optional[ConsumerGuard]) -> None:
         """A guard was released: advance read_idx over every in-order completion (the reorder
@@ -873,28 +928,51 @@ class ShmTraceRing(Waiting, RingConveniences):
             if guard is not None:
                 if guard._done:  # another thread released it first
                     return
-                guard._finish()
+                # Done: drop and release the view (as _Guard._finish, inline: the hot path).
+                guard._done = True
+                buf, guard._buf = guard._buf, _EMPTY
+                try:
+                    buf.release()
+                except BufferError:
+                    pass  # exported further (NumPy, memoryview(buf)): the mapping outlives it
             if self._closed:
                 return
-            pending = self._pending
-            cur = self._load(_R)
+            pending = self._ps.pending
+            hq = self._hq
+            cur = hq[_R] if self._plain else self._load(_R)
             if idx == cur and not pending:  # the common in-order case
-                self._store(_R, cur + 1)
+                if self._plain:
+                    hq[_R] = cur + 1
+                else:
+                    self._store(_R, cur + 1)
                 freed = 1
             else:
-                heapq.heappush(pending, idx)
-                freed = 0
-                while pending and pending[0] == cur:
-                    heapq.heappop(pending)
-                    cur += 1
-                    freed += 1
-                    self._store(_R, cur)
+                freed = self._complete_out_of_order(idx, cur)
             if not self._fast:
-                self._hq[_CS + STAT_WAKEUPS] += freed
                 for _ in range(freed):
                     if self._post(self._h_empty) == -1:
                         self._empty.post()
                 return
-            hq = self._hq
-        if freed:
-            self._signal(hq, _PSLEEP, _CS)
+            if not freed:
+                return
+        # Fast mode, after the lock's release (the fence, see _waiting): does the producer
+        # sleep?  (Re-entrant, or not x86_64: _signal fences first.)
+        try:
+            if self._plain and not self._lock._is_owned() and not hq[_PSLEEP]:
+                return
+        except ValueError:
+            return  # closed by another thread meanwhile (its header view is released)
+        self._signal(hq, _PSLEEP, _CS)
+
+    def _complete_out_of_order(self, idx: int, cur: int) -> int:
+        """Under the lock: park ``idx`` in the reorder heap and advance read_idx over every
+        in-order completion; the number of slots freed."""
+        pending = self._ps.pending
+        heapq.heappush(pending, idx)
+        freed = 0
+        while pending and pending[0] == cur:
+            heapq.heappop(pending)
+            cur += 1
+            freed += 1
+            self._store(_R, cur)
+        return freed

@@ -100,18 +100,38 @@ def test_crash_details_and_message(shm_id: str) -> None:
 
 
 def test_stats_words(shm_id: str) -> None:
-    with ShmTraceRing.create(shm_id, 2, 4096) as ring, mapped(ring.name, writable=True) as w:
+    with ShmTraceRing.create(shm_id, 2, 4096, fast=True) as ring, \
+            mapped(ring.name, writable=True) as w:
         for k in range(len(L.STAT_FIELDS)):
             put_word(w, L.PRODUCER_STATS + k, 10 + k)
             put_word(w, L.CONSUMER_STATS + k, 20 + k)
+        put_word(w, L.WRITE_IDX, 2)
+        put_word(w, L.RESERVED_IDX, 1)
         h = L.read_header(w)
-        assert h.producer_stats == L.SideStats(10, 11, 12, 13, 14)
-        assert h.consumer_stats == L.SideStats(20, 21, 22, 23, 24)
-        assert h.producer_stats.messages == 10 and h.consumer_stats.spins == 24
-        assert h.consumer_stats.as_dict() == dict(zip(L.STAT_FIELDS, range(20, 25)))
+        # version 2: the message counts are write_idx and reserved_idx (the words unused)
+        assert h.version == 2
+        assert h.producer_stats == L.SideStats(2, 11, 12, 13, 14)
+        assert h.consumer_stats == L.SideStats(1, 21, 22, 23, 24)
+        assert h.consumer_stats.as_dict() == dict(zip(L.STAT_FIELDS, (1, 21, 22, 23, 24)))
+        put_word(w, L.EXT_VERSION, 1)  # an older ctshm's ring: every counter stored
         for k in range(len(L.STAT_FIELDS)):
-            put_word(w, L.PRODUCER_STATS + k, 0)
-            put_word(w, L.CONSUMER_STATS + k, 0)
+            put_word(w, L.PRODUCER_STATS_V1 + k, 30 + k)
+            put_word(w, L.CONSUMER_STATS_V1 + k, 40 + k)
+        h = L.read_header(w)
+        assert h.producer_stats == L.SideStats(30, 31, 32, 33, 34)
+        assert h.consumer_stats == L.SideStats(40, 41, 42, 43, 44)
+        for word in (L.WRITE_IDX, L.RESERVED_IDX):
+            put_word(w, word, 0)
+        put_word(w, L.EXT_VERSION, L.VERSION)
+
+
+def test_the_two_sides_statistics_never_share_a_cache_line() -> None:
+    p = {(8 * (L.PRODUCER_STATS + k)) // 64 for k in range(len(L.STAT_FIELDS))}
+    c = {(8 * (L.CONSUMER_STATS + k)) // 64 for k in range(len(L.STAT_FIELDS))}
+    others = {8 * w // 64 for w in (L.WRITE_IDX, L.READ_IDX, L.RESERVED_IDX, L.C_SLEEP,
+                                    L.P_SLEEP)}
+    assert len(p) == 1 and len(c) == 1 and not p & c and not (p | c) & others
+    assert 8 * (L.CONSUMER_STATS + len(L.STAT_FIELDS)) <= L.MSG_OFF
 
 
 def test_inconsistent_indices_and_stale_pid_pair(shm_id: str) -> None:

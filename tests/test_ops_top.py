@@ -36,18 +36,35 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
-def write_stats(name: str, producer: tuple[int, ...], consumer: tuple[int, ...]) -> None:
+def write_stats_v1(name: str, producer: tuple[int, ...], consumer: tuple[int, ...]) -> None:
+    """Make the ring's extension version 1 (an older ctshm's) with these stored counters."""
     with mapped(name, writable=True) as w:
+        put_word(w, L.EXT_VERSION, 1)
         for k, (p, c) in enumerate(zip(producer, consumer)):
-            put_word(w, L.PRODUCER_STATS + k, p)
-            put_word(w, L.CONSUMER_STATS + k, c)
+            put_word(w, L.PRODUCER_STATS_V1 + k, p)
+            put_word(w, L.CONSUMER_STATS_V1 + k, c)
+
+
+def test_stat_shows_version_2_stats_derived_from_the_indices(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 4, 4096, fast=False) as ring:
+        ring.put(b"a" * 10)
+        ring.put(b"b" * 20)
+        assert ring.get(5) == b"a" * 10
+        (o,) = cli_json("stat", shm_id)["objects"]
+        # compat: one filled post per message, one empty post per released slot (derived)
+        assert o["stats"] == {
+            "producer": {"messages": 2, "bytes": 30, "waits": 0, "wakeups": 2, "spins": 0},
+            "consumer": {"messages": 1, "bytes": 10, "waits": 0, "wakeups": 1, "spins": 0}}
+        assert o["stats"] == {"producer": ring.stats()["producer"],
+                              "consumer": ring.stats()["consumer"]}
 
 
 def test_stat_shows_stats_and_backlog(shm_id: str) -> None:
+    """A version-1 ring (an older ctshm's): its stored counters are shown as they are."""
     with ShmTraceRing.create(shm_id, 4, 4096) as ring:
         ring.put(b"a" * 10)
         ring.put(b"b" * 20)
-        write_stats(ring.name, (7, 1536, 1, 2, 3), (5, 500, 4, 5, 6))
+        write_stats_v1(ring.name, (7, 1536, 1, 2, 3), (5, 500, 4, 5, 6))
         (o,) = cli_json("stat", shm_id)["objects"]
         assert o["backlog"] == 2
         assert o["stats"] == {
@@ -171,9 +188,11 @@ def first_moving(prefix: str) -> dict[str, Any]:
 
 
 def test_top_once_json_rates_from_counters(shm_id: str) -> None:
-    """Counters moving, write_idx not: the rates are the counters' (bytes too)."""
+    """A version-1 ring (stored message counters): counters moving, write_idx not: the rates
+    are the counters' (bytes too)."""
     with ShmTraceRing.create(shm_id, 4, 4096) as ring:
-        p = start(_COUNTER, SHM_DIR + ring.name, str(L.PRODUCER_STATS))
+        write_stats_v1(ring.name, (0,) * 5, (0,) * 5)
+        p = start(_COUNTER, SHM_DIR + ring.name, str(L.PRODUCER_STATS_V1))
         try:
             rec = first_moving(shm_id)
         finally:

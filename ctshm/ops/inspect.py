@@ -107,7 +107,7 @@ def _extension_verdict(h: L.HeaderSnapshot) -> Optional[Verdict]:
         return "corrupt", f"extension magic {h.magic:#x} is neither ctshm's nor 0 (Rust)"
     if not h.is_ctshm:
         return None
-    if h.version != L.VERSION:
+    if h.version not in L.VERSIONS_READ:
         return "corrupt", f"unsupported ctshm extension version {h.version}"
     if h.ext_state == L.STATE_READY:
         return None
