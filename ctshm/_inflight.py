@@ -20,10 +20,11 @@ are meaningless there and a lock one of them held would never be released, so ev
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from typing import Callable, Optional
+
+from . import _fork
 
 __all__ = ["InFlight"]
 
@@ -86,10 +87,7 @@ class InFlight:
 _LIVE: weakref.WeakSet[InFlight] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
+@_fork.on_fork
+def _reset_in_child() -> None:
     for f in list(_LIVE):
         f._reset_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

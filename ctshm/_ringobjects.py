@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from . import _proc, _shm, layout as L, libc
 from ._inflight import InFlight
-from .results import CorruptRingError
+from .errors import CorruptRingError
 from .semaphore import NamedSemaphore, sem_file_identity
 
 __all__ = ["RingObjects", "peek", "reserve_range", "sem_names"]
@@ -108,6 +108,47 @@ class RingObjects:
         _shm.unlink_if_same(self.name, identity)
 
     # -- create / open -------------------------------------------------------------------
+    @classmethod
+    def made(cls, name: str, capacity: int, aligned: int, replace: Optional[bool],
+             wait_mode: Optional[str], fast: bool) -> RingObjects:
+        """A new ring's objects, this holder their owner: created (``O_EXCL``, after the
+        ``replace`` policy), sized, reserved, mapped, header written, semaphores made; not
+        yet ready (the ring stores ``STATE_READY`` once it is assembled).  On failure what
+        was made is released and unlinked."""
+        objs = cls(name)
+        try:
+            objs.create(replace)
+            objs.initialize(capacity, aligned, wait_mode, fast)
+        except BaseException:
+            objs.discard()
+            raise
+        return objs
+
+    @classmethod
+    def opened(cls, name: str, capacity: Optional[int], slot_size: Optional[int],
+               wait_mode: Optional[str]) -> Union[RingObjects, str]:
+        """One attempt at opening a ready ring: its objects, mapped, or why not yet
+        (``"absent"``: no such object); raises if it never will be ready."""
+        objs = cls(name)
+        if not objs.open():
+            return "absent"
+        try:
+            why = objs.try_ready(capacity, slot_size, wait_mode)
+        except BaseException:
+            objs.release()
+            raise
+        if why is not None:
+            objs.release()
+            return why
+        return objs
+
+    def discard(self) -> None:
+        """Release everything and, as owner, unlink the names (a failed create)."""
+        try:
+            self.unlink_names()
+        finally:
+            self.release()
+
     def create(self, replace: Optional[bool]) -> None:
         """Create the object (``O_EXCL``, after the ``replace`` policy): this holder owns
         it.  Then :meth:`arm` and :meth:`initialize`; on failure the caller closes the ring

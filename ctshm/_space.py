@@ -22,6 +22,11 @@ import sys
 import warnings
 from typing import Any, Final, Optional
 
+from .errors import ShmDirError
+
+__all__ = ["SHM_DIR", "SPARSE_RING", "SPARSE_SEGMENT", "ShmDirError", "check_free", "describe",
+           "dir_problem", "status"]
+
 SHM_DIR: Final = "/dev/shm"
 _LINUX: Final = sys.platform.startswith("linux")
 
@@ -33,12 +38,6 @@ _FIX_ABSENT: Final = (
 _FIX_READONLY: Final = (
     "remount it read-write (`mount -o remount,rw /dev/shm`) or, in a container, give it a "
     "writable tmpfs (Docker: --tmpfs /dev/shm:rw or --shm-size)")
-
-
-class ShmDirError(OSError):
-    """``shm_open`` / ``sem_open`` failed because of the shared memory directory itself
-    (absent, read-only, not writable), not because of the object named.  ``errno`` is the
-    system's (ENOENT, EROFS, EACCES); ``filename`` is the object name."""
 
 
 def _mib(n: int) -> str:

@@ -1,7 +1,8 @@
 """How a ring handle waits - the one wait loop of both sides - and fast mode's wake-ups.
 
-The wait loop (:meth:`Waiting._wait`): spin on header loads while the adaptive budget
-(:class:`_Spin`) lasts, yielding the CPU while spinning does not pay; then sleep on the
+A ring handle *has* one :class:`Waiter` (built when it opens).  The wait loop
+(:meth:`Waiter.wait`): spin on header loads while the adaptive budget
+(:class:`Spin`) lasts, yielding the CPU while spinning does not pay; then sleep on the
 side's semaphore in slices of at most :data:`LIVENESS_SLICE`, with the liveness check and
 the self-healing claim between slices.  The protocol around it (what is ready, what a claim
 is, who is dead) is :mod:`ctshm.ring`'s.
@@ -91,10 +92,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Final, Optional
+from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
-from . import _peers, _proc
-from ._handle import RingHandle
+from . import _peers, _proc, libc
 from .layout import (
     C_SLEEP as _CSLEEP,
     CONSUMER_PID as _CONSUMER_PID,
@@ -112,8 +112,12 @@ from .layout import (
 )
 from .semaphore import NamedSemaphore
 
+if TYPE_CHECKING:
+    from ._header import Header
+    from ._process_state import ProcessState
+
 __all__ = ["DEFAULT_SPIN", "LIVENESS_SLICE", "OWED_TOKEN_WAIT", "SPIN_CEILING", "SPIN_FLOOR",
-           "Waiting"]
+           "Spin", "Waiter"]
 
 #: Longest a blocked wait goes without checking that the peer is alive.
 LIVENESS_SLICE: Final = 0.2
@@ -128,7 +132,7 @@ SPIN_CEILING: Final = 1e-3
 _SPIN_MAX: Final = 1e9
 
 
-class _Spin:
+class Spin:
     """A spin budget.  Fixed when the user gave one; else adaptive: after each wait that did
     not end on the first try, the budget becomes twice the time that wait took (so the next
     similar wait ends while spinning), within [SPIN_FLOOR, SPIN_CEILING]; a wait longer than
@@ -169,58 +173,84 @@ class _Spin:
 OWED_TOKEN_WAIT: Final = 0.2
 
 
-class Waiting(RingHandle):
-    """How a ring handle waits (the one wait loop) and, in fast mode, sleeps and wakes its
-    peer (see the module docstring)."""
+class Waiter:
+    """How one ring handle waits (the one wait loop) and, in fast mode, sleeps and wakes its
+    peer (see the module docstring).  ``closed`` is set by the handle's ``close()`` (under
+    the lock): waits in other threads then end with ``ValueError``."""
 
-    _spin: _Spin
+    __slots__ = ("closed", "data_ready", "empty", "fast", "filled", "h_empty", "h_filled",
+                 "hdr", "name", "post", "ps", "space_ready", "spin", "trywait")
 
-    def _bind_word_access(self) -> None:
-        """Also bind the spin's two ready checks (the ring's ``_data_ready`` and
-        ``_space_ready``) as closures over the header view where loads are plain (x86_64):
-        a spin polls them back to back, and each saves two method calls per poll."""
-        super()._bind_word_access()
-        if self._plain:
-            hq, cap = self._hq, self.capacity
-            vars(self)["_data_ready"] = lambda: hq[_W] != hq[_RES] or hq[_FIN]
-            vars(self)["_space_ready"] = lambda: hq[_W] - hq[_R] < cap
+    def __init__(self, name: str, hdr: Header, sems: tuple[NamedSemaphore, NamedSemaphore],
+                 ps: ProcessState, spin: Spin) -> None:
+        self.name = name
+        self.hdr = hdr
+        self.filled, self.empty = sems
+        self.ps = ps  # its lock: this process's for the ring (renewed in a forked child)
+        self.spin = spin
+        self.fast = hdr.fast
+        self.closed = False
+        # In flight: the raw foreign functions and semaphore handles, one ctypes call each
+        # (never on a semaphore another thread has closed: see InFlight).
+        self.trywait = libc.fn.sem_trywait
+        self.post = libc.fn.sem_post
+        self.h_filled = self.filled._handle
+        self.h_empty = self.empty._handle
+        # The spin's two ready checks (header loads only, no foreign call): closures over
+        # the header view where loads are plain (x86_64), polled back to back.
+        cap = hdr.capacity
+        if hdr.plain:
+            hq = hdr.hq
+            self.data_ready: Callable[[], Any] = (
+                lambda: hq[_W] != hq[_RES] or hq[_FIN])
+            self.space_ready: Callable[[], Any] = lambda: hq[_W] - hq[_R] < cap
+        else:
+            ld = hdr.load
+            self.data_ready = lambda: ld(_W) != ld(_RES) or ld(_FIN)
+            self.space_ready = lambda: ld(_W) - ld(_R) < cap
 
-    def _wait(self, sem: NamedSemaphore, ready: Callable[[], Any], take: Callable[[], Any],
-              idle: Callable[[], Any], timeout: Optional[float], what: str) -> Any:
+    def closed_while(self, what: str) -> ValueError:
+        return ValueError(f"ring {self.name!r} was closed (by another thread) while {what}() "
+                          "waited")
+
+    def wait(self, producer: bool, take: Callable[[], Any], idle: Callable[[], Any],
+             timeout: Optional[float], what: str) -> Any:
         """The one wait loop of both sides; in flight (see close()).
 
-        Spin while the adaptive budget lasts, watching ``ready()`` (header loads only) and,
-        once it says so, claiming: in compat mode after taking a token of ``sem``, in fast
-        mode at once.  Then sleep in slices of at most LIVENESS_SLICE: compat on ``sem``,
-        fast through _doze (announce, re-check, sleep).  After each wake-up ``take()`` claims
-        what was announced (None: a stale token, or another thread was first: keep waiting).
-        After each empty slice ``idle()`` runs the liveness check and the self-healing claim
-        of work visible without its token (None: keep waiting).  None on timeout;
-        ``ValueError`` once this handle is closed by another thread.
+        Spin while the adaptive budget lasts, watching the side's ready check (header loads
+        only) and, once it says so, claiming: in compat mode after taking a token of the
+        side's semaphore (``empty`` for the producer, ``filled`` for the consumer), in fast
+        mode at once.  Then sleep in slices of at most LIVENESS_SLICE: compat on the
+        semaphore, fast through doze (announce, re-check, sleep).  After each wake-up
+        ``take()`` claims what was announced (None: a stale token, or another thread was
+        first: keep waiting).  After each empty slice ``idle()`` runs the liveness check and
+        the self-healing claim of work visible without its token (None: keep waiting).  None
+        on timeout; ``ValueError`` once this handle is closed by another thread.
         """
-        producer = sem is self._empty
-        stats = _PS if producer else _CS
+        if producer:
+            sem, ready, stats, word = self.empty, self.space_ready, _PS, _PSLEEP
+        else:
+            sem, ready, stats, word = self.filled, self.data_ready, _CS, _CSLEEP
         t0 = time.perf_counter()
         r = self._spin_for(sem, ready, take, timeout, t0)
         if r is not None:
-            self._count(stats + STAT_SPINS)
+            self.count(stats + STAT_SPINS)
             return r
         deadline = None if timeout is None else time.monotonic() + timeout
-        word = _PSLEEP if producer else _CSLEEP
         while True:
-            if self._closed:
-                raise self._closed_while(what)
+            if self.closed:
+                raise self.closed_while(what)
             chunk = LIVENESS_SLICE
             if deadline is not None:
                 chunk = min(chunk, deadline - time.monotonic())
                 if chunk <= 0:
-                    self._spin.record(time.perf_counter() - t0)
+                    self.spin.record(time.perf_counter() - t0)
                     return None
-            self._count(stats + STAT_WAITS)
+            self.count(stats + STAT_WAITS)
             if self._sleep(sem, word, ready, chunk, what):
                 r = take()
                 if r is not None:
-                    self._spin.record(time.perf_counter() - t0)
+                    self.spin.record(time.perf_counter() - t0)
                     return r
                 continue
             r = idle()
@@ -229,17 +259,17 @@ class Waiting(RingHandle):
 
     def _spin_for(self, sem: NamedSemaphore, ready: Callable[[], Any],
                   take: Callable[[], Any], timeout: Optional[float], t0: float) -> Any:
-        """The spin phase of _wait: what ``take()`` claimed, or None once the budget (or the
+        """The spin phase of wait: what ``take()`` claimed, or None once the budget (or the
         timeout, if shorter) is spent."""
-        spin, fast = self._spin, self._fast
+        spin, fast = self.spin, self.fast
         if spin.budget <= 0 or (timeout is not None and timeout <= 0):
             return None
         # In flight: the raw sem_trywait (no enter/leave of the semaphore's own; EINTR is
         # just another miss), as on the lock-held fast paths.
-        trywait, h = self._trywait, sem._handle
+        trywait, h = self.trywait, sem._handle
         # A fixed spin longer than the timeout stops at the timeout.
         end = t0 + (spin.budget if timeout is None else min(spin.budget, timeout))
-        while time.perf_counter() < end and not self._closed:
+        while time.perf_counter() < end and not self.closed:
             if ready() and (fast or trywait(h) == 0):
                 r = take()
                 if r is not None:
@@ -251,56 +281,56 @@ class Waiting(RingHandle):
 
     def _sleep(self, sem: NamedSemaphore, word: int, ready: Callable[[], Any], chunk: float,
                what: str) -> bool:
-        """One slice of _wait's sleep: True if woken (go and claim), False if it ended."""
-        if not self._fast:
+        """One slice of wait's sleep: True if woken (go and claim), False if it ended."""
+        if not self.fast:
             if not sem.acquire(chunk):
                 return False
-            if self._closed:
+            if self.closed:
                 sem.post()  # not ours to take any more: for the ring's other handles
-                raise self._closed_while(what)
+                raise self.closed_while(what)
             return True
-        if not self._doze(sem, word, ready, chunk):
+        if not self.doze(sem, word, ready, chunk):
             return False
-        if self._closed:
-            raise self._closed_while(what)
+        if self.closed:
+            raise self.closed_while(what)
         return True
 
-    def _count(self, word: int) -> None:
+    def count(self, word: int) -> None:
         """A wait/spin statistics word of this side += 1.  In flight (the view is alive) and
         without the lock: two consumer threads finishing waits at the same instant may count
-        one (messages and bytes are exact: they are counted under the lock)."""
-        self._hq[word] += 1
+        one (bytes are exact: they are counted under the lock)."""
+        self.hdr.hq[word] += 1
 
-    def _doze(self, sem: NamedSemaphore, word: int, ready: Callable[[], Any], chunk: float
-              ) -> bool:
+    def doze(self, sem: NamedSemaphore, word: int, ready: Callable[[], Any], chunk: float
+             ) -> bool:
         """Fast mode, in flight: sleep on ``sem`` for at most ``chunk`` seconds, announced in
         ``word`` (see the module docstring).  True: a wake-up came, or
         ``ready()`` held once announced (go and claim); False: the slice ended."""
-        addr = self._a_psleep if word == _PSLEEP else self._a_csleep
-        waker = self._waker_id(word)  # who may take our unit: the other side, as of now
-        self._add_sleeper(word, addr)  # compare-exchange: a full fence before the re-check
+        addr = self.hdr.a_psleep if word == _PSLEEP else self.hdr.a_csleep
+        waker = self.waker_id(word)  # who may take our unit: the other side, as of now
+        self.add_sleeper(word, addr)  # compare-exchange: a full fence before the re-check
         try:
             now = bool(ready())
             if not now and sem.acquire(chunk):
                 return True  # the waker took our unit out of ``word``
         except BaseException:
-            self._withdraw(sem, word, addr, waker)
+            self.withdraw(sem, word, addr, waker)
             raise
-        return self._withdraw(sem, word, addr, waker) or now
+        return self.withdraw(sem, word, addr, waker) or now
 
-    def _add_sleeper(self, word: int, addr: int) -> None:
-        ld, cas = self._load, self._cas
+    def add_sleeper(self, word: int, addr: int) -> None:
+        ld, cas = self.hdr.load, self.hdr.cas
         while True:
             c = ld(word)
             if cas(addr, c, c + 1) == c:
                 return
 
-    def _withdraw(self, sem: NamedSemaphore, word: int, addr: int,
-                  waker: tuple[int, int] = (0, 0)) -> bool:
+    def withdraw(self, sem: NamedSemaphore, word: int, addr: int,
+                 waker: tuple[int, int] = (0, 0)) -> bool:
         """Take our unit back out of ``word`` (False); if a waker already took every unit,
         one token is posted (or about to be) for us: consume it, so that no stray token is
         left (True: we were woken).  ``waker``: the other side's process when we announced."""
-        ld, cas = self._load, self._cas
+        ld, cas = self.hdr.load, self.hdr.cas
         while True:
             c = ld(word)
             if c == 0:
@@ -311,60 +341,63 @@ class Waiting(RingHandle):
         # only slow (descheduled between its compare-exchange and its post) would otherwise
         # leave a stray token for good (model/README.md, finding F-1).
         while not sem.acquire(OWED_TOKEN_WAIT):
-            if not self._waker_may_live(word, waker):
-                with self._lock:  # this process's wakers post under the lock: they are done
+            if not self.waker_may_live(word, waker):
+                with self.ps.lock:  # this process's wakers post under the lock: they are done
                     sem.try_acquire()
                 return True
         return True
 
-    def _waker_id(self, word: int) -> tuple[int, int]:
+    def waker_id(self, word: int) -> tuple[int, int]:
         """The other side's registered (pid, start): who may take a unit out of ``word``."""
         w = _PRODUCER_PID if word == _CSLEEP else _CONSUMER_PID
-        return int(self._load(w)), int(self._load(w + 1))
+        return int(self.hdr.load(w)), int(self.hdr.load(w + 1))
 
-    def _waker_may_live(self, word: int, waker: tuple[int, int]) -> bool:
+    def waker_may_live(self, word: int, waker: tuple[int, int]) -> bool:
         """Could a process still post the token owed for a unit taken out of ``word``?  The
         other side's process registered when we announced, while it lives; if none was, the
         one registered now.  Not whoever is registered now: a consumer killed between its
         compare-exchange and its post, then replaced, would keep a producer waiting for as
         long as the successor lives (review finding).  A successor that took the unit itself
         and is slow to post then leaves a stray token: spurious wake-ups, never a lost one.
-        This process's own wakers: see _withdraw."""
+        This process's own wakers: see withdraw."""
         pid, start = waker
         if pid:
             return _proc.is_alive(pid, start)
-        return _peers.alive(self._load, _PRODUCER_PID if word == _CSLEEP else _CONSUMER_PID)
+        return _peers.alive(self.hdr.load,
+                            _PRODUCER_PID if word == _CSLEEP else _CONSUMER_PID)
 
-    def _signal(self, hq: memoryview, word: int, stats: int) -> None:
+    def signal(self, hq: memoryview, word: int, stats: int) -> None:
         """Fast mode, just after a publish (``write_idx`` or ``read_idx``) stored under the
         handle lock and that lock's release: wake one sleeper of the other side if one is
         announced in ``word``.  The release is the fence between the store and this load
-        (see the module docstring); a re-entrant call, where the release did not unlock, and other
-        architectures fence explicitly."""
-        if not self._plain or self._lock._is_owned():
-            self._fence()
+        (see the module docstring); a re-entrant call, where the release did not unlock, and
+        other architectures fence explicitly."""
+        lock: Any = self.ps.lock
+        if not self.hdr.plain or lock._is_owned():
+            self.hdr.fence()
         try:
             if not hq[word]:
                 return  # the steady state: nobody sleeps, no foreign call
         except ValueError:
             return  # closed by another thread meanwhile (its header view is released)
-        with self._lock:
-            if not self._closed:
-                self._wake(word, False, stats)
+        with lock:
+            if not self.closed:
+                self.wake(word, False, stats)
 
-    def _wake_consumers(self) -> None:
+    def wake_consumers(self) -> None:
         """The stream ended: wake the other consumer threads (compat: re-post the token)."""
-        if self._fast:
-            self._wake(_CSLEEP, True, _CS)
+        if self.fast:
+            self.wake(_CSLEEP, True, _CS)
         else:
-            self._filled.post()
+            self.filled.post()
 
-    def _wake(self, word: int, every: bool, stats: int) -> None:
+    def wake(self, word: int, every: bool, stats: int) -> None:
         """Under the lock or in flight: take one unit (``every``: all of them) out of
         ``word`` by compare-exchange and post one token per unit taken.  No lock of its own:
         notify_crash may run it from a signal handler."""
-        addr = self._a_psleep if word == _PSLEEP else self._a_csleep
-        ld, cas = self._load, self._cas
+        hdr = self.hdr
+        addr = hdr.a_psleep if word == _PSLEEP else hdr.a_csleep
+        ld, cas = hdr.load, hdr.cas
         while True:
             c = ld(word)
             if c == 0:
@@ -372,17 +405,17 @@ class Waiting(RingHandle):
             n = c if every else 1
             if cas(addr, c, c - n) == c:
                 break
-        h, sem = (self._h_empty, self._empty) if word == _PSLEEP else (self._h_filled,
-                                                                          self._filled)
+        h, sem = (self.h_empty, self.empty) if word == _PSLEEP else (self.h_filled,
+                                                                        self.filled)
         for _ in range(n):
-            if self._post(h) == -1:
+            if self.post(h) == -1:
                 sem.post()  # raises the OSError with the name
-        self._hq[stats + STAT_WAKEUPS] += n
+        hdr.hq[stats + STAT_WAKEUPS] += n
 
-    def _forget_sleepers(self) -> None:
+    def forget_sleepers(self) -> None:
         """Fast mode, under the lock, replacing a dead consumer: its announced sleepers are
         gone; drop the wake-ups already posted for them (a late one stays a stray token: see
         the module docstring)."""
-        self._store(_CSLEEP, 0)
-        while self._trywait(self._h_filled) == 0:
+        self.hdr.store(_CSLEEP, 0)
+        while self.trywait(self.h_filled) == 0:
             pass

@@ -55,8 +55,8 @@ import weakref
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Deque, Final, Optional, TypeVar, Union
 
-from ._conveniences import Buffer
-from ._handle import check_timeout as _check_timeout
+from ._checks import check_timeout as _check_timeout
+from ._doors import Buffer
 from .results import AccessResult
 from .ring import (
     Crashed,

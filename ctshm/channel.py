@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Optional
 
+from ._checks import check_timeout as _check_timeout
 from ._framing import _split, check_linger
-from ._handle import check_timeout as _check_timeout
 from .records import DEFAULT_LINGER, RecordWriter
 from .ring import (
     ConsumerGuard,

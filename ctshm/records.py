@@ -81,6 +81,7 @@ import time
 import weakref
 from typing import Any, Callable, Final, Optional, cast
 
+from ._checks import not_bytes
 from ._framing import (
     RECORD_HEADER,
     SLOT_HEADER,
@@ -88,7 +89,6 @@ from ._framing import (
     _pack_pair,
     check_linger,
 )
-from ._handle import not_bytes
 from .layout import READ_IDX, WRITE_IDX
 from .ring import (
     ProducerGuard,

@@ -1,9 +1,10 @@
-"""What the ring hands out and raises: ``Data``/``Finished``/``Crashed``/``Timeout`` (the
-results of ``access()``), ``CrashDetails``, and the ring's exceptions.
+"""What the ring hands out: ``Data``/``Finished``/``Crashed``/``Timeout`` (the results of
+``access()``) and ``CrashDetails``.  The exceptions are :mod:`ctshm.errors`' (importable from
+here too, as before).
 
-Every result except ``Data`` and every exception pickles with its fields (a
-``multiprocessing`` worker may return or raise them); ``Data`` holds a slot of shared memory
-mapped in this process and refuses with a clear ``TypeError``.
+Every result except ``Data`` pickles with its fields (a ``multiprocessing`` worker may return
+them); ``Data`` holds a slot of shared memory mapped in this process and refuses with a clear
+``TypeError``.
 """
 
 from __future__ import annotations
@@ -11,22 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional, Union
 
 if TYPE_CHECKING:
-    from .ring import ConsumerGuard
+    from .guards import ConsumerGuard
 
-__all__ = [
-    "AccessResult",
-    "ConsumerGone",
-    "CorruptRingError",
-    "CrashDetails",
-    "Crashed",
-    "Data",
-    "Finished",
-    "ProducerCrashed",
-    "RingFinished",
-    "Timeout",
-]
-
-
+__all__ = ["AccessResult", "CrashDetails", "Crashed", "Data", "Finished", "Timeout"]
 
 
 class CrashDetails(NamedTuple):
@@ -125,33 +113,13 @@ FINISHED_RESULT: Final = Finished()
 AccessResult = Union[Data, Finished, Crashed, Timeout]
 
 
-class CorruptRingError(ValueError):
-    """The ring's header is inconsistent (corrupt or hostile peer, or not a ring at all)."""
+def __getattr__(name: str) -> Any:
+    # The exceptions moved to ctshm.errors; importing them from here keeps working.
+    if name in _MOVED:
+        from . import errors
+        return getattr(errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class ConsumerGone(BrokenPipeError):
-    """The ring's registered consumer process died while the producer waited for space."""
-
-
-class ProducerCrashed(RuntimeError):
-    """Raised by the copying helpers (``get``, iteration) when the producer crashed.
-
-    ``result`` is the :class:`Crashed` value; ``details``, ``pid`` and ``message`` are its
-    fields.  Pickles with all of them (a ``multiprocessing`` worker may raise it)."""
-
-    def __init__(self, result: Crashed) -> None:
-        if not isinstance(result, Crashed):
-            raise TypeError(f"ProducerCrashed(result): result must be a Crashed, not "
-                            f"{type(result).__name__}")
-        self.result = result
-        self.details = result.details
-        self.pid = result.pid
-        self.message = result.message
-        super().__init__(f"{result.reason}: {result.details}")
-
-    def __reduce__(self) -> Any:
-        return (type(self), (self.result,))
-
-
-class RingFinished(EOFError):
-    """Raised by ``get()`` once the producer finished and everything was delivered."""
+_MOVED: Final = frozenset({"ConsumerGone", "CorruptRingError", "ProducerCrashed",
+                           "RingFinished"})

@@ -41,6 +41,21 @@ Protocol (the Rust original's, with its bugs fixed):
 * Both sides wait in one loop (spin on header loads, then sleep in liveness slices):
   :mod:`ctshm._waiting`.
 
+The quiet path.  The steady state of each side - registered, open, one thread at a time, no
+fork since registration, no result handed back by an extension, the slot already backed and
+mapped, x86_64's plain word access - runs as straight-line code in :meth:`try_put` and
+:meth:`try_access` after one flag check (``_p_quiet`` / ``_c_quiet``), with the same loads,
+stores and order as the general path.  Every rare event clears the flag or fails one of the
+checks made under the lock, and takes the general path, which keeps every guarantee (close
+under a waiter, fork, threads, dead peers).  ``tests/test_hot_path_calls.py`` counts it.
+
+Composition.  A handle *has* its OS objects (:class:`ctshm._ringobjects.RingObjects`), this
+process's state for the ring (:class:`ctshm._process_state.ProcessState`), its view of the
+header (:class:`ctshm._header.Header`) and its waiter (:class:`ctshm._waiting.Waiter`);
+the guards are :mod:`ctshm.guards`', the results :mod:`ctshm.results`', the exceptions
+:mod:`ctshm.errors`'.  The copying helpers and the doors to the extensions (asyncio, objects,
+channel) are :mod:`ctshm._doors`' functions; the ring names no extension.
+
 Fast mode (``create(..., fast=True)``, ctshm peers only): the same indices, words and steps,
 but no token per message: the semaphores start at 0 and carry wake-ups only, posted when the
 other side announced in ``c_sleep`` / ``p_sleep`` that it sleeps; in the steady state a
@@ -58,257 +73,76 @@ import time
 import weakref
 from typing import Any, Callable, Final, Optional, TypeVar
 
-from . import _peers, libc
-from ._conveniences import Buffer, RingConveniences
-from ._handle import check_timeout, is_int, not_bytes
-from ._ringobjects import reserve_range
+from . import _doors, _fork, _peers, _proc, _shm, _space, layout as L, libc
+from ._checks import check_timeout, is_int, not_bytes
+from ._doors import Buffer
+from ._header import Header
+from ._process_state import ProcessState, state_for
+from ._ringobjects import RingObjects, reserve_range
 from ._waiting import (  # noqa: F401 (the spin constants stay importable from here)
     DEFAULT_SPIN,
     LIVENESS_SLICE,
     SPIN_CEILING,
     SPIN_FLOOR,
-    Waiting,
-    _Spin,
+    Spin,
+    Waiter,
 )
+from .errors import ConsumerGone, CorruptRingError, ProducerCrashed, RingFinished
+from .guards import _EMPTY, ConsumerGuard, ProducerGuard
 from .layout import (
     C_SLEEP as _CSLEEP,
     CONSUMER_PID as _CONSUMER_PID,
     CONSUMER_STATS as _CS,
-    CRASH as _CRASH,
-    CRASH_OFF as _CRASH_OFF,
-    CRASH_W as _CRASH_W,
-    DEAD_PID as _DEAD_PID,
     FIN_CRASHED as _CRASHED,
     FIN_FINISHED as _FINISHED,
     FINISHED as _FIN,
     HEADER_SIZE,
     LEN_OFF,
     LEN_WORD as _LEN,
-    MSG_LEN,
+    MAX_LEN_RECORDS,
     MSG_MAX,
-    MSG_OFF,
     P_SLEEP as _PSLEEP,
     PRODUCER_PID as _PRODUCER_PID,
     PRODUCER_STATS as _PS,
     READ_IDX as _R,
     RESERVED_IDX as _RES,
     STAT_BYTES,
+    STATE_READY,
     WRITE_IDX as _W,
+    aligned_slot_size,
 )
 from .results import (
     FINISHED_RESULT as _FINISHED_RESULT,
     AccessResult,
-    ConsumerGone,
-    CorruptRingError,
     CrashDetails,
     Crashed,
     Data,
     Finished,
-    ProducerCrashed,
-    RingFinished,
     Timeout,
 )
+from .semaphore import NamedSemaphore, check_wait_mode
 
 __all__ = [
     "ConsumerGone", "ConsumerGuard", "CorruptRingError", "CrashDetails", "Crashed", "Data",
     "Finished", "ProducerCrashed", "ProducerGuard", "RingFinished", "ShmTraceRing", "Timeout",
 ]
 
+Self = TypeVar("Self", bound="ShmTraceRing")
+
 _PAGE: Final = libc.page_size()
+_MAKE: Final = object()  # create() / open() build rings; the class alone refuses
+_MAX_SIZE: Final = (1 << 63) - 1
+#: This process's open handles (a forked child resets them: see _reset_in_child).
+_RINGS: weakref.WeakSet[ShmTraceRing] = weakref.WeakSet()
+_new_guard: Final = object.__new__
 
-
-_PID = os.getpid()
-
-
-# ---------------------------------------------------------------------------------------------
-# Guards
-# ---------------------------------------------------------------------------------------------
-
-
-_G = TypeVar("_G", bound="_Guard")
-
-
-class _Guard:
-    """What both guards share: the ring, the message index, the view, done-ness, and the
-    pid that made them (in a forked child they are inert: finalizers do nothing, and
-    commit/abort/release refuse, since the slot belongs to the parent's registration)."""
-
-    __slots__ = ("__weakref__", "_buf", "_done", "_pid", "_ring", "index")
-    _DONE_TEXT = "was already committed or aborted"
-
-    def __init__(self, ring: ShmTraceRing, index: int, buf: memoryview) -> None:
-        self._ring = ring
-        self.index = index
-        self._buf = buf
-        self._done = False
-        self._pid = _PID
-
-    def _view(self) -> memoryview:
-        if self._done:
-            raise ValueError(f"{type(self).__name__} for message {self.index} of "
-                             f"{self._ring.name!r} {self._DONE_TEXT}")
-        return self._buf
-
-    def __enter__(self: _G) -> _G:
-        return self
-
-    def _finish(self) -> None:
-        """Done: drop and release the view (under the ring lock).  A view exported further
-        (NumPy, ``memoryview(buf)``) cannot be released: the mapping outlives it anyway."""
-        self._done = True
-        buf, self._buf = self._buf, _EMPTY
-        try:
-            buf.release()
-        except BufferError:
-            pass
-
-    def __reduce__(self) -> Any:
-        raise TypeError(f"{type(self).__name__} for message {self.index} of "
-                        f"{self._ring.name!r} cannot be pickled: it holds a slot of shared "
-                        "memory mapped in this process; send bytes(guard.buf) instead (the "
-                        "other process can also open the ring by its id)")
-
-    def _check_here(self, what: str) -> None:
-        if self._pid != _PID:
-            raise RuntimeError(
-                f"{type(self).__name__} for message {self.index} of {self._ring.name!r} was "
-                f"taken by pid {self._pid}; this forked child (pid {_PID}) cannot {what} it "
-                "(nothing shared was changed): only the process that took a slot finishes it")
-
-
-class ProducerGuard(_Guard):
-    """A slot being written.  ``commit(nbytes)`` publishes it, ``abort()`` gives it back.
-
-    As a context manager it commits the whole slot on normal exit (unless already committed
-    or aborted) and aborts on an exception.  Dropping an unfinished guard aborts it.
-    ``len(guard)`` is the ``size`` given to ``acquire`` (default: the whole slot).
-    """
-
-    __slots__ = ("size",)
-
-    def __init__(self, ring: ShmTraceRing, index: int, buf: memoryview) -> None:
-        super().__init__(ring, index, buf)
-        self.size = len(buf)
-
-    @property
-    def buf(self) -> memoryview:
-        """Writable view of the slot (``size`` bytes as given to acquire; default the whole
-        slot)."""
-        if self._ring._closed and not self._done:
-            raise ValueError(self._closed_text("buf"))
-        return self._view()
-
-    def __len__(self) -> int:
-        return self.size
-
-    def _closed_text(self, what: str) -> str:
-        then = ("the guard is aborted" if what == "commit()" else
-                "abort() the guard, or drop it, to free the producer turn")
-        return (f"ring {self._ring.name!r} was closed: {what} of {self!r} is refused and "
-                f"nothing was published ({then})")
-
-    def commit(self, nbytes: Optional[int] = None) -> None:
-        """Publish the first ``nbytes`` bytes of the view (default: all of it)."""
-        self._check_here("commit")
-        self._view()  # raises if already committed or aborted
-        self._ring._commit(self, nbytes)
-
-    def abort(self) -> None:
-        """Give the slot back unpublished.  Idempotent after commit/abort."""
-        self._check_here("abort")
-        if not self._done:
-            self._ring._abort(self)
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._done:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-    def __del__(self) -> None:
-        try:
-            if not self._done and self._pid == _PID:
-                self._ring._abort(self)
-        except Exception:
-            pass
-
-    def __repr__(self) -> str:
-        state = "done" if self._done else "open"
-        return (f"<ProducerGuard {self._ring.name!r} message={self.index} size={self.size} "
-                f"{state}>")
-
-
-class ConsumerGuard(_Guard):
-    """A slot handed to the consumer.  ``buf`` is read-only; ``release()`` hands it back.
-
-    Guards may be released in any order and from any thread; the ring advances ``read_idx``
-    in order.  Releasing twice is a no-op; a guard dropped unreleased is released, and its
-    ``buf`` stops working then: keep the guard while you read (``with ring.access() ...``),
-    or take a copy with ``ring.get()``.
-    """
-
-    __slots__ = ()
-    _DONE_TEXT = "was released"
-
-    @property
-    def buf(self) -> memoryview:
-        """Read-only view of the committed bytes (the whole slot for a Rust producer)."""
-        return self._view()
-
-    def __len__(self) -> int:
-        return len(self._buf)
-
-    def release(self) -> None:
-        """Hand the slot back.  Idempotent, also when two threads race to release."""
-        if not self._done:
-            if self._pid != _PID:
-                self._check_here("release")
-            self._ring._complete(self.index, self)
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        # No warning when the view outlives the guard: whether it will still be used cannot be
-        # told here (a function's locals are freed guard-first, a module's at exit, and a
-        # `bytes(view[:5])` returned from there is a correct use), and a refcount heuristic
-        # warned falsely for those.  The README says to keep the guard while reading.
-        try:
-            if not self._done and self._pid == _PID:
-                self._ring._complete(self.index, self)
-        except Exception:
-            pass
-
-    def __repr__(self) -> str:
-        state = "released" if self._done else f"{len(self._buf)} bytes"
-        return f"<ConsumerGuard {self._ring.name!r} message={self.index} {state}>"
-
-
-_EMPTY: Final = memoryview(b"")
-
-
-# ---------------------------------------------------------------------------------------------
-# The ring
-# ---------------------------------------------------------------------------------------------
-
-
-def _after_fork_in_child() -> None:
-    global _PID
-    _PID = os.getpid()  # guards made before the fork are the parent's (see _Guard)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class ShmTraceRing(Waiting, RingConveniences):
+class ShmTraceRing:
     """A ring of large slots in POSIX shared memory (see :mod:`ctshm.layout` for the bytes).
 
     Create with :meth:`create` (the owner: unlinks everything on close) or :meth:`open`.
-    Producer: :meth:`acquire`, :meth:`put`, :meth:`mark_finished`, :meth:`notify_crash`.
-    Consumer: :meth:`access`, :meth:`get`, iteration.
+    Producer: :meth:`acquire`, :meth:`put`, :meth:`try_put`, :meth:`mark_finished`,
+    :meth:`notify_crash`.  Consumer: :meth:`access`, :meth:`try_access`, :meth:`get`,
+    iteration.
 
     Threads: one producer *process* and one consumer *process* per ring.  In the producer
     process any number of threads may call ``acquire``/``put`` on one handle (or on several
@@ -320,10 +154,273 @@ class ShmTraceRing(Waiting, RingConveniences):
     semaphores and mapping are released when the last of them has returned.
     """
 
-    _spin: _Spin = _Spin(None)
+    # Class-level defaults so a half-built handle closes cleanly.
+    _objs: Optional[RingObjects] = None
+    _closed: bool = True
+    _fast: bool = False  # see "Fast mode" above
+    _plain: bool = False
+    # The quiet path of each side (see the module docstring): True only while nothing rare
+    # is going on; every rare event clears it.
+    _p_quiet: bool = False
+    _c_quiet: bool = False
+    _undelivered: Optional[Callable[[], Optional[AccessResult]]] = None
+    name: str = ""
+    id: str = ""
+    capacity: int = 0
+    slot_size: int = 0
+    # Members, once open: the header, the waiter, and what the paths read per message.
+    _hdr: Header
+    _waiter: Waiter
+    _wait_mode: Optional[str]
+    _filled: NamedSemaphore
+    _empty: NamedSemaphore
+    _hq: memoryview
+    _hv: memoryview
+    _has_len: bool
+    _backed: list[int]
+    _len_backed: bool
+    _load: Callable[[int], int]
+    _store: Callable[[int, int], None]
+    _cas: Callable[[int, int, int], int]
+    _fence: Callable[[], None]
+    _a_fin: int
+    _trywait: Callable[[int], int]
+    _post: Callable[[int], int]
+    _h_filled: int
+    _h_empty: int
+    _lock: Any  # the ProcessState's RLock
 
-    def _configure(self, spin: Optional[float]) -> None:
-        self._spin = _Spin(spin, f"ShmTraceRing {self.name!r}")
+    def __init__(self, *, _token: object = None) -> None:
+        if _token is not _MAKE:
+            kind = type(self).__name__
+            raise TypeError(f"{kind} cannot be constructed directly: use {kind}.create(id, "
+                            f"capacity, slot_size) or {kind}.open(id)")
+        self._slot_views: list[Optional[memoryview]] = []
+        self._ro_views: list[Optional[memoryview]] = []
+        # This process's state for the ring (the lock, the reorder heap, the producer turn),
+        # shared by every handle of the ring here once it is open.
+        self._ps = ProcessState()
+        self._lock = self._ps.lock
+        self._producer_registered = False
+        self._consumer_registered = False
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def create(cls: type[Self], id: str, capacity: int, slot_size: int, *,
+               replace: Optional[bool] = None, wait_mode: Optional[str] = None,
+               spin: Optional[float] = None, fast: bool = False) -> Self:
+        """Create ``/{id}_t`` and its semaphores; this handle is the owner.
+
+        ``fast``: a ring for ctshm peers only, whose steady state makes no foreign call per
+        message (the semaphores carry wake-ups only; see "Fast mode" in :mod:`ctshm.ring`).
+        The Rust original cannot use such a ring; the default (compat) ring is the seed's
+        protocol byte for byte.
+
+        ``replace``: what to do if the name exists.  ``None`` (default) replaces it only when
+        it is a ctshm ring whose creator is dead; ``True`` always replaces (the Rust
+        original's behaviour: its users keep their mapping but lose the names); ``False``
+        never (``FileExistsError``).
+
+        The header pages ctshm writes (page 0 and the length records) are reserved before
+        anything is written, so a full /dev/shm raises ``OSError(ENOSPC)`` here, never
+        SIGBUS; slots are reserved when first acquired (see :meth:`acquire`).  A ring larger
+        than the free space of /dev/shm is sparse, so it is made, with a ``ResourceWarning``
+        giving the figures: ``acquire``/``put`` raise ``OSError(ENOSPC)`` if it runs out.
+        """
+        name = _shm.object_name("ShmTraceRing", id, L.RING_SUFFIX, L.SEM_SUFFIXES)
+        capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
+        slot_size = _shm.check_size("ShmTraceRing", slot_size, "slot_size")
+        if replace is not None and not isinstance(replace, bool):
+            raise TypeError(f"ShmTraceRing.create({id!r}): replace must be None, True or "
+                            f"False, not {replace!r}")
+        if not isinstance(fast, bool):
+            raise TypeError(f"ShmTraceRing.create({id!r}): fast must be True (ctshm peers "
+                            f"only) or False (the seed's protocol), not {fast!r}")
+        if capacity > MAX_LEN_RECORDS:
+            raise ValueError(f"ShmTraceRing capacity {capacity} is too large: at most "
+                             f"{MAX_LEN_RECORDS} slots (each slot is >= 2 MiB)")
+        aligned = aligned_slot_size(slot_size)
+        total = HEADER_SIZE + capacity * aligned
+        if total > _MAX_SIZE:
+            raise ValueError(f"ShmTraceRing of {capacity} slots of {aligned} bytes "
+                             f"({total} bytes) is beyond any address space")
+        # Sparse: a warning with the figures; the header reserve below raises ENOSPC.
+        _space.check_free("ShmTraceRing", name, total, _space.SPARSE_RING, 3)
+        wait_mode, spinner = cls._settings(name, wait_mode, spin)
+        objs = RingObjects.made(name, capacity, aligned, replace, wait_mode, fast)
+        self = cls._assemble(id, objs, wait_mode, spinner)
+        self._hdr.fence()
+        self._hdr.store(L.EXT_STATE, STATE_READY)
+        return self
+
+    @classmethod
+    def open(cls: type[Self], id: str, capacity: Optional[int] = None,
+             slot_size: Optional[int] = None, *, timeout: Optional[float] = 10.0,
+             wait_mode: Optional[str] = None, spin: Optional[float] = None) -> Self:
+        """Open an existing ring.  Never creates anything.
+
+        Waits up to ``timeout`` seconds (``None``: forever) for the creator to finish
+        initializing (object sized, header written, both semaphores created), then raises
+        ``FileNotFoundError`` (nothing there) or ``TimeoutError`` (never became ready).
+        ``capacity`` / ``slot_size``, when given, must match the header (``slot_size`` is
+        compared after rounding up to 2 MiB).  A ctshm ring whose creator died before it was
+        ready raises ``FileNotFoundError`` at once: it will never be ready.
+        """
+        return cls._open(id, capacity, slot_size, timeout, wait_mode, spin, wait_absent=True)
+
+    @classmethod
+    def _from_pickle(cls: type[Self], id: str) -> Self:
+        """Unpickling: the ring existed when it was pickled, so a missing one was unlinked
+        (its owner closed, or died): ``FileNotFoundError`` at once, no waiting for a creator.
+        Still waits (bounded) while a live creator re-creating the name initializes."""
+        return cls._open(id, None, None, 10.0, None, None, wait_absent=False)
+
+    @classmethod
+    def _open(cls: type[Self], id: str, capacity: Optional[int], slot_size: Optional[int],
+              timeout: Optional[float], wait_mode: Optional[str], spin: Optional[float], *,
+              wait_absent: bool) -> Self:
+        name = _shm.object_name("ShmTraceRing", id, L.RING_SUFFIX, L.SEM_SUFFIXES)
+        if capacity is not None:
+            capacity = _shm.check_size("ShmTraceRing", capacity, "capacity")
+        if slot_size is not None:
+            slot_size = _shm.check_size("ShmTraceRing", slot_size, "slot_size")
+        timeout = check_timeout(timeout, f"ShmTraceRing.open({id!r})")
+        wait_mode, spinner = cls._settings(name, wait_mode, spin)
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            got = RingObjects.opened(name, capacity, slot_size, wait_mode)
+            if not isinstance(got, str):
+                self = cls._assemble(id, got, wait_mode, spinner)
+                try:
+                    self._hdr.check_indices(name)
+                except BaseException:
+                    self.close()
+                    raise
+                return self
+            if got == "absent" and not wait_absent:
+                raise FileNotFoundError(2, f"ring {name!r} does not exist any more: it existed "
+                                        "when this handle was pickled, and its owner has "
+                                        "closed (unlinked) it or died since", name)
+            if end is not None and time.monotonic() >= end:
+                if got == "absent":
+                    hint = _shm.id_hint(id, L.RING_SUFFIX, "open")
+                    raise FileNotFoundError(2, f"no such ring (waited {timeout} s for its "
+                                            f"creator){hint}", name)
+                raise TimeoutError(f"ring {name!r} did not become ready within {timeout} s: "
+                                   f"{got}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    @staticmethod
+    def _settings(name: str, wait_mode: Optional[str], spin: Optional[float]
+                  ) -> tuple[Optional[str], Spin]:
+        """The handle's settings, checked before anything is made (the errors name it)."""
+        if wait_mode is not None:
+            wait_mode = check_wait_mode(f"ShmTraceRing {name!r}", wait_mode)
+        return wait_mode, Spin(spin, f"ShmTraceRing {name!r}")
+
+    @classmethod
+    def _assemble(cls: type[Self], id: str, objs: RingObjects, wait_mode: Optional[str],
+                  spin: Spin) -> Self:
+        """A handle around ready-made objects: the header, this process's state, the
+        waiter; released with the handle (garbage collection: see RingObjects.arm)."""
+        self = cls(_token=_MAKE)
+        self.id, self.name = id, objs.name
+        self._wait_mode = wait_mode
+        self._objs = objs
+        self._closed = False
+        objs.arm(self)
+        try:
+            assert objs.mapping is not None
+            self._hdr = hdr = Header(objs.mapping)
+            self._ps = ps = state_for(_shm.fd_identity(objs.fd))
+            self._lock = ps.lock
+            self._filled, self._empty = sems = objs.sems[0], objs.sems[1]
+            self._waiter = Waiter(objs.name, hdr, sems, ps, spin)
+        except BaseException:
+            self.close()
+            raise
+        # Read once, used on every message (the quiet paths and the claims).
+        self._hq, self._hv = hdr.hq, hdr.hv
+        self.capacity, self.slot_size = hdr.capacity, hdr.slot_size
+        self._fast, self._plain, self._has_len = hdr.fast, hdr.plain, hdr.has_len
+        self._slot_views = [None] * self.capacity
+        self._ro_views = [None] * self.capacity
+        self._backed = [0] * self.capacity  # bytes of each slot this process reserved
+        self._len_backed = False  # length-record pages reserved by this process
+        # Word access and the raw foreign calls (instance attributes, so that a test can
+        # shadow one to replay an interleaving); used only under the lock after a closed
+        # check, or in flight (see close()): never on a semaphore another thread closed.
+        self._load, self._store = hdr.load, hdr.store
+        self._cas, self._fence, self._a_fin = hdr.cas, hdr.fence, hdr.a_fin
+        w = self._waiter
+        self._trywait, self._post = w.trywait, w.post
+        self._h_filled, self._h_empty = w.h_filled, w.h_empty
+        with self._lock:
+            ps.opened.add(self)
+        _RINGS.add(self)
+        return self
+
+    def _view(self, slot: int) -> memoryview:
+        v = self._slot_views[slot]
+        if v is None:
+            objs = self._objs
+            m = objs.mapping if objs is not None else None
+            if m is None:
+                raise ValueError(f"ring {self.name!r} is closed")
+            v = m.view(HEADER_SIZE + slot * self.slot_size, self.slot_size)
+            self._slot_views[slot] = v
+        return v
+
+    def _ro_view(self, slot: int) -> memoryview:
+        """Read-only view of ``slot``; on PyPy a natively read-only one (slices of PyPy's
+        ``toreadonly()`` views copy the whole buffer on every ``struct.unpack_from``)."""
+        v = self._view(slot)
+        objs = self._objs
+        m = objs.mapping if objs is not None else None
+        if not _shm._PYPY or m is None:
+            return v.toreadonly()
+        return m.view(HEADER_SIZE + slot * self.slot_size, self.slot_size, readonly=True)
+
+    # -- state -------------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def fast(self) -> bool:
+        """True if the ring was created with ``fast=True`` (ctshm peers only; see "Fast
+        mode" in :mod:`ctshm.ring`), False for the seed's protocol (and any Rust-created
+        ring)."""
+        return self._fast
+
+    @property
+    def owner(self) -> bool:
+        return self._objs is not None and self._objs.owner
+
+    def __len__(self) -> int:
+        """Messages committed and not yet released (``write_idx - read_idx``): the backlog."""
+        with self._lock:
+            self._check_open()
+            return self._hdr.backlog()
+
+    def __bool__(self) -> bool:
+        return True  # an empty ring is still a ring (len() is its backlog)
+
+    def stats(self) -> dict[str, Any]:
+        """Live counters of both sides (each written only by its own side, with plain
+        stores): messages and bytes produced/consumed, blocking waits, wake-up posts, waits
+        that ended while spinning; and the backlog.  Also ``python -m ctshm stat``."""
+        with self._lock:
+            self._check_open()
+            return self._hdr.stats()
+
+    def header(self) -> dict[str, Any]:
+        """A snapshot of the shared header (diagnostics)."""
+        with self._lock:
+            self._check_open()
+            return self._hdr.snapshot()
 
     # Per-process shared state.
     @property
@@ -334,7 +431,35 @@ class ShmTraceRing(Waiting, RingConveniences):
     def _producer_guard(self) -> Optional[ProducerGuard]:
         return self._ps.producer_guard()
 
-    # -- producer ----------------------------------------------------------------------------
+    def expect_producer(self, pid: int) -> None:
+        """Register ``pid`` as the ring's producer now (e.g. the child you just started), so
+        that its death is reported even if it dies before its first ``acquire()``.  A Rust
+        producer registers nothing itself: this is how its death is seen."""
+        self._expect(_PRODUCER_PID, pid, "expect_producer")
+
+    def expect_consumer(self, pid: int) -> None:
+        """Register ``pid`` as the ring's consumer now, so a producer waiting for space
+        learns of its death even if it dies before its first ``access()``."""
+        self._expect(_CONSUMER_PID, pid, "expect_consumer")
+
+    def _expect(self, word: int, pid: int, what: str) -> None:
+        start = _proc.start_time(_peers.check_pid(self.name, what, pid))
+        with self._lock:
+            self._check_open()
+            _peers.set_pair(self._store, word, pid, start)
+
+    # -- producer ----------------------------------------------------------------------------------
+    def _check_acquire_size(self, size: Optional[int]) -> int:
+        if size is None:
+            return self.slot_size
+        if not is_int(size):
+            raise TypeError(f"ring {self.name!r}: acquire(size=) must be an int, not "
+                            f"{type(size).__name__}")
+        if not 0 <= size <= self.slot_size:
+            raise ValueError(f"ring {self.name!r}: acquire(size={size}) does not fit a slot of "
+                             f"{self.slot_size} bytes")
+        return size
+
     def acquire(self, timeout: Optional[float] = None, *, size: Optional[int] = None
                 ) -> ProducerGuard:
         """Wait for a free slot (``None``: without bound) and return its guard; ``size``: the
@@ -378,7 +503,7 @@ class ShmTraceRing(Waiting, RingConveniences):
         with self._lock:
             if self._closed:  # a token taken meanwhile is lost: tokens are only hints
                 ps.end_turn()
-                raise self._closed_while("acquire")
+                raise self._waiter.closed_while("acquire")
             if not got:
                 ps.end_turn()
                 raise TimeoutError(f"ring {self.name!r}: no free slot within {timeout} s "
@@ -410,7 +535,7 @@ class ShmTraceRing(Waiting, RingConveniences):
                                    f"process held the producer slot for all of {timeout} s")
             ps.turn.wait(LIVENESS_SLICE if left is None else min(left, LIVENESS_SLICE))
             if self._closed:
-                raise self._closed_while("acquire")
+                raise self._waiter.closed_while("acquire")
 
     def _new_producer_guard(self, size: int) -> ProducerGuard:
         # Under self._lock, holding an ``empty`` token.
@@ -455,16 +580,14 @@ class ShmTraceRing(Waiting, RingConveniences):
         False on timeout or close."""
         self._enter("acquire")
         try:
-            return bool(self._wait(self._empty, self._space_ready, self._space_taken,
-                                   self._space_idle, timeout, "acquire"))
+            return bool(self._waiter.wait(True, self._space_taken, self._space_idle, timeout,
+                                          "acquire"))
         except ValueError:
             if self._closed:
                 return False
             raise
         finally:
             self._leave()
-
-    _space_ready = _space  # the spin's check (x86_64: a closure, see Waiting)
 
     def _orphaned(self) -> bool:
         """In flight: no consumer is registered and nobody can open the ring to be one (its
@@ -509,12 +632,6 @@ class ShmTraceRing(Waiting, RingConveniences):
         self._producer_registered = True
         self._p_quiet = self._plain  # the quiet path (x86_64's plain word access only)
 
-    def _quiet_consumer(self) -> bool:
-        """May access() take the quiet path?  Registered, open, x86_64 (plain word access),
-        no extension handing results back."""
-        return bool(self._consumer_registered and not self._closed and self._plain
-                    and self._undelivered is None)
-
     def _commit(self, guard: ProducerGuard, nbytes: Optional[int]) -> None:
         buf = guard._buf
         if nbytes is None:
@@ -546,7 +663,7 @@ class ShmTraceRing(Waiting, RingConveniences):
                     self._filled.post()  # raises the OSError with the name
                 return
             hq = self._hq
-        self._signal(hq, _CSLEEP, _PS)
+        self._waiter.signal(hq, _CSLEEP, _PS)
 
     def _publish(self, idx: int, nbytes: int) -> None:
         """Length record, then write_idx (release): the slot's bytes and its record are
@@ -622,10 +739,10 @@ class ShmTraceRing(Waiting, RingConveniences):
                             return
             if hq is not None:
                 # Fast mode, after the lock's release (the fence, see _waiting): does the
-                # consumer sleep?  (Re-entrant: _signal fences first.)
+                # consumer sleep?  (Re-entrant: signal() fences first.)
                 try:
                     if self._lock._is_owned() or hq[_CSLEEP]:
-                        self._signal(hq, _CSLEEP, _PS)
+                        self._waiter.signal(hq, _CSLEEP, _PS)
                 except ValueError:
                     pass  # closed by another thread meanwhile (its header view is released)
                 return
@@ -653,7 +770,7 @@ class ShmTraceRing(Waiting, RingConveniences):
                 raise RuntimeError(f"ring {self.name!r} is already "
                                    f"{'finished' if fin == _FINISHED else 'crashed'}")
             if self._fast:
-                self._wake(_CSLEEP, True, _PS)  # after a compare-exchange: fenced
+                self._waiter.wake(_CSLEEP, True, _PS)  # after a compare-exchange: fenced
             else:
                 self._filled.post()
 
@@ -696,7 +813,7 @@ class ShmTraceRing(Waiting, RingConveniences):
                 f"{other}, alive, and this is pid {os.getpid()} (a forked child?); nothing "
                 "shared was changed. Only the producer process ends its stream")
 
-    # -- consumer ------------------------------------------------------------------------------
+    # -- consumer ----------------------------------------------------------------------------------
     def access(self, timeout: Optional[float] = None) -> AccessResult:
         """Wait up to ``timeout`` seconds (``None``: without bound) for the next slot.
 
@@ -772,13 +889,8 @@ class ShmTraceRing(Waiting, RingConveniences):
 
     def _wait_data(self, timeout: Optional[float]) -> AccessResult:
         """Wait for a slot (compat: take a ``filled`` token) and claim it (see _wait)."""
-        r = self._wait(self._filled, self._data_ready, self._take_data, self._data_idle,
-                       timeout, "access")
+        r = self._waiter.wait(False, self._take_data, self._data_idle, timeout, "access")
         return self._on_timeout() if r is None else r
-
-    def _data_ready(self) -> bool:  # memoryview loads only: no foreign call while spinning
-        ld = self._load
-        return bool(ld(_W) != ld(_RES) or ld(_FIN))
 
     def _take_data(self) -> Optional[AccessResult]:
         with self._lock:
@@ -811,24 +923,19 @@ class ShmTraceRing(Waiting, RingConveniences):
             if ld(_FIN) != fin:
                 continue
             if fin == _CRASHED:
-                w = self._crash_limit(w)
+                w = self._hdr.crash_limit(w)
             if res < w:
-                if w - res > self.capacity and self._indices_corrupt():
+                if w - res > self.capacity and self._hdr.indices_corrupt():
                     raise CorruptRingError(
                         f"ring {self.name!r} header is corrupt: write_idx={w} is more than "
                         f"capacity={self.capacity} ahead of reserved_idx={res}")
                 st(_RES, res + 1)
                 return self._data(res)
             if fin:
-                self._wake_consumers()  # every consumer thread sees the end
-                return self._crashed() if fin == _CRASHED else _FINISHED_RESULT
+                self._waiter.wake_consumers()  # every consumer thread sees the end
+                return self._hdr.crashed() if fin == _CRASHED else _FINISHED_RESULT
             # A token with nothing behind it (only after a hostile or corrupt peer): drop it.
             return None
-
-    def _crash_limit(self, w: int) -> int:
-        """After a crash, messages from the recorded write_idx on do not exist."""
-        cw = self._load(_CRASH_W)
-        return min(w, cw - 1) if cw else w
 
     def _data(self, idx: int) -> Data:
         # Under self._lock (the consumer's statistics words are written under it).
@@ -857,9 +964,9 @@ class ShmTraceRing(Waiting, RingConveniences):
         if fin:
             res, w = self._load(_RES), self._load(_W)
             if fin == _CRASHED:
-                w = self._crash_limit(w)
+                w = self._hdr.crash_limit(w)
             if res >= w:
-                return self._crashed() if fin == _CRASHED else _FINISHED_RESULT
+                return self._hdr.crashed() if fin == _CRASHED else _FINISHED_RESULT
         return Timeout()
 
     def _check_producer_alive(self) -> None:
@@ -881,18 +988,9 @@ class ShmTraceRing(Waiting, RingConveniences):
         """The one crash-record writer (notify_crash, or a consumer that found the producer
         dead): at the current write_idx, details and message first, a fence, then the flag
         by compare-exchange (the first end wins) and a ``filled`` post."""
-        self._store(_CRASH_W, self._load(_W) + 1)
-        if dead_pid:
-            self._store(_DEAD_PID, dead_pid)
-        hv = self._hv
-        if message:
-            hv[MSG_OFF + 4:MSG_OFF + 4 + len(message)] = message
-        MSG_LEN.pack_into(hv, MSG_OFF, len(message))
-        _CRASH.pack_into(hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
-        self._fence()  # details before the flag
-        if self._cas(self._a_fin, 0, _CRASHED) == 0:
+        if self._hdr.record_crash(signal, addr, operation, message, dead_pid):
             if self._fast:  # the compare-exchange fenced the flag before this load
-                self._wake(_CSLEEP, True, _CS if dead_pid else _PS)
+                self._waiter.wake(_CSLEEP, True, _CS if dead_pid else _PS)
             else:
                 self._filled.post()
 
@@ -915,9 +1013,15 @@ class ShmTraceRing(Waiting, RingConveniences):
                         for _ in range(res - r):
                             self._filled.post()
                 if self._fast:
-                    self._forget_sleepers()
+                    self._waiter.forget_sleepers()
             self._consumer_registered = True
             self._c_quiet = self._quiet_consumer()
+
+    def _quiet_consumer(self) -> bool:
+        """May access() take the quiet path?  Registered, open, x86_64 (plain word access),
+        no extension handing results back."""
+        return bool(self._consumer_registered and not self._closed and self._plain
+                    and self._undelivered is None)
 
     def _complete(self, idx: int, guard: Optional[ConsumerGuard]) -> None:
         """A guard was released: advance read_idx over every in-order completion (the reorder
@@ -956,13 +1060,13 @@ class ShmTraceRing(Waiting, RingConveniences):
             if not freed:
                 return
         # Fast mode, after the lock's release (the fence, see _waiting): does the producer
-        # sleep?  (Re-entrant, or not x86_64: _signal fences first.)
+        # sleep?  (Re-entrant, or not x86_64: signal() fences first.)
         try:
             if self._plain and not self._lock._is_owned() and not hq[_PSLEEP]:
                 return
         except ValueError:
             return  # closed by another thread meanwhile (its header view is released)
-        self._signal(hq, _PSLEEP, _CS)
+        self._waiter.signal(hq, _PSLEEP, _CS)
 
     def _complete_out_of_order(self, idx: int, cur: int) -> int:
         """Under the lock: park ``idx`` in the reorder heap and advance read_idx over every
@@ -976,3 +1080,149 @@ class ShmTraceRing(Waiting, RingConveniences):
             freed += 1
             self._store(_R, cur)
         return freed
+
+    # -- teardown ----------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"ring {self.name!r} is closed: open it again to use it")
+
+    def _enter(self, what: str) -> None:
+        """Start a call that waits outside the lock (see close())."""
+        objs = self._objs
+        if self._closed or objs is None or not objs.inflight.enter():
+            raise ValueError(f"ring {self.name!r} is closed: open it again to use it")
+
+    def _leave(self) -> None:
+        objs = self._objs
+        if objs is not None:
+            objs.inflight.leave()
+
+    def close(self) -> None:
+        """Close this handle (idempotent, from any thread).  The owner also unlinks the
+        ring's names (at once).
+
+        Calls waiting in other threads raise ``ValueError`` within one wait slice (0.2 s);
+        the semaphores, descriptor and header views are released when the last of them has
+        returned.  Outstanding consumer views stay readable (the mapping lives until they are
+        gone); releasing their guards afterwards does nothing.  An outstanding ProducerGuard
+        can no longer be committed (``ValueError``, nothing published) and keeps this
+        process's producer turn until it is aborted, dropped or refused its commit.
+        In a forked child nothing is unlinked.
+        """
+        objs = self._objs
+        if objs is None:
+            self._closed = True
+            return
+        with self._lock:
+            if objs.inflight.closed:
+                return
+            self._closed = True
+            self._on_close()
+        if objs.owner and objs.pid == os.getpid():
+            objs.unlink_names()
+        objs.inflight.close(self._release_now)
+
+    def _on_close(self) -> None:
+        # Under the lock.  An outstanding ProducerGuard of this handle keeps the producer
+        # turn: a view of its slot (``buf`` taken before the close, or exported further,
+        # e.g. to NumPy, which cannot be released) may still be written, and handing the slot
+        # to another handle of this process now would let those stale writes overwrite the
+        # message it publishes there.  The turn ends when the guard does (abort, drop, or a
+        # refused commit: see ShmTraceRing._commit/_abort).
+        self._p_quiet = self._c_quiet = False
+        waiter = self.__dict__.get("_waiter")
+        if waiter is not None:
+            waiter.closed = True  # waits in other threads end (ValueError)
+        ps = self._ps
+        ps.opened.discard(self)
+        ps.turn.notify_all()  # producer threads waiting for their turn
+        if self._consumer_registered:
+            self._consumer_registered = False
+            # The last registered consumer handle of this process, with every slot it took
+            # released: unregister, so a producer waiting on a ring whose names are gone is
+            # told no consumer is left (ShmTraceRing._wait_space).  With slots still taken
+            # the registration stays: a successor may take over (and deliver them again)
+            # only once this process is dead.
+            if (not any(h._consumer_registered for h in ps.opened)
+                    and self._load(_RES) == self._load(_R)):
+                _peers.unregister(self._load, self._store, _CONSUMER_PID)
+
+    def _post_empty_via_open_handle(self) -> None:
+        """Under the lock, this handle closed: give an ``empty`` token back through another
+        open handle of the ring in this process (its semaphores are open: it is not closed,
+        and closing needs this lock).  With none, the token is dropped: tokens are hints,
+        and a producer's wait finds the visibly free slot after a slice (see _space)."""
+        for h in list(self._ps.opened):
+            if not h._closed:
+                h._post(h._h_empty)
+                return
+
+    def _release_now(self) -> None:
+        # Nothing in flight any more (see close()).
+        with self._lock:
+            for attr in ("_hq", "_hv"):
+                self.__dict__.pop(attr, None)
+            hdr = self.__dict__.pop("_hdr", None)
+            if hdr is not None:
+                hdr.release()
+            self._slot_views = []
+            self._ro_views = []
+            objs = self._objs
+            if objs is not None:
+                objs.release()
+        _RINGS.discard(self)
+
+    def __enter__(self: Self) -> Self:
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __reduce__(self) -> Any:
+        # A spawned child re-opens by id (never the owner); see _from_pickle.
+        self._check_open()
+        return (type(self)._from_pickle, (self.id,))
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<ShmTraceRing {self.name!r} closed>"
+        with self._lock:
+            if self._closed:
+                return f"<ShmTraceRing {self.name!r} closed>"
+            h = self._hq
+            role = "owner" if self.owner else "opener"
+            return (f"<ShmTraceRing {self.name!r} {role} capacity={self.capacity} "
+                    f"slot_size={self.slot_size} write={h[_W]} read={h[_R]} "
+                    f"reserved={h[_RES]} finished={h[_FIN]}>")
+
+    # -- copying helpers and the doors to the extensions (ctshm._doors) ---------------------
+    get = _doors.get
+    chunks = _doors.chunks
+    __iter__ = _doors.iter_chunks
+    aaccess = _doors.aaccess
+    aget = _doors.aget
+    aiter = _doors.aiter
+    aacquire = _doors.aacquire
+    aput = _doors.aput
+    put_object = _doors.put_object
+    get_object = _doors.get_object
+    get_object_view = _doors.get_object_view
+    aput_object = _doors.aput_object
+    aget_object = _doors.aget_object
+    sender = _doors.sender
+    receiver = _doors.receiver
+
+
+@_fork.on_fork
+def _reset_in_child() -> None:
+    """A forked child is not the parent's producer or consumer: its handles register anew
+    (refused while the parent lives) and take the general path until then; they join their
+    ring's fresh process state (see ctshm._process_state)."""
+    for ring in list(_RINGS):
+        ring._lock = ring._ps.lock
+        if not ring._closed:
+            ring._ps.opened.add(ring)
+        ring._producer_registered = False
+        ring._consumer_registered = False
+        ring._p_quiet = ring._c_quiet = False

@@ -38,15 +38,15 @@ def _default_fast() -> None:
     """``CTSHM_TEST_FAST=1``: rings created by the tests default to fast mode."""
     import functools
 
-    from ctshm._handle import RingHandle
+    from ctshm import ShmTraceRing
 
-    create = RingHandle.create.__func__  # type: ignore[attr-defined]
+    create = ShmTraceRing.create.__func__  # type: ignore[attr-defined]
 
     @functools.wraps(create)
     def create_fast(cls: type, *args: object, fast: bool = True, **kw: object) -> object:
         return create(cls, *args, fast=fast, **kw)
 
-    RingHandle.create = classmethod(create_fast)  # type: ignore[assignment, method-assign]
+    ShmTraceRing.create = classmethod(create_fast)  # type: ignore[assignment, method-assign]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -292,10 +292,10 @@ def test_withdraw_after_the_waker_took_the_unit_consumes_its_token(shm_id: str) 
     stays in ``filled`` for good)."""
     with ShmTraceRing.create(shm_id, 2, SLOT, fast=True) as ring:
         assert isinstance(ring.access(0), Timeout)  # registers the consumer
-        ring._add_sleeper(L.C_SLEEP, ring._a_csleep)  # announced, about to re-check
+        ring._waiter.add_sleeper(L.C_SLEEP, ring._hdr.a_csleep)  # announced, about to re-check
         ring.put(b"x")  # sees the sleeper: takes its unit and posts
         assert ring.header()["c_sleep"] == 0 and _sem_values(ring) == (1, 0)
-        assert ring._withdraw(ring._filled, L.C_SLEEP, ring._a_csleep) is True
+        assert ring._waiter.withdraw(ring._filled, L.C_SLEEP, ring._hdr.a_csleep) is True
         assert _sem_values(ring) == (0, 0)
         assert ring.get(0) == b"x"
 
@@ -306,12 +306,12 @@ def test_signal_fences_when_the_lock_release_did_not_unlock(
     release on x86_64; a re-entrant publish (its release does not unlock) fences itself."""
     with ShmTraceRing.create(shm_id, 2, SLOT, fast=True) as ring:
         fences: list[int] = []
-        fence = ring._fence
-        monkeypatch.setattr(ring, "_fence", lambda: fences.append(1) or fence())
-        ring._signal(ring._hq, L.C_SLEEP, L.PRODUCER_STATS)
+        fence = ring._hdr.fence
+        monkeypatch.setattr(ring._hdr, "fence", lambda: fences.append(1) or fence())
+        ring._waiter.signal(ring._hq, L.C_SLEEP, L.PRODUCER_STATS)
         assert fences == ([] if atomics.PLAIN_ORDERED_ACCESS else [1])
         with ring._lock:
-            ring._signal(ring._hq, L.C_SLEEP, L.PRODUCER_STATS)
+            ring._waiter.signal(ring._hq, L.C_SLEEP, L.PRODUCER_STATS)
         assert fences == ([1] if atomics.PLAIN_ORDERED_ACCESS else [1, 1])
 
 
@@ -325,11 +325,11 @@ def test_withdraw_outwaits_a_slow_live_waker(shm_id: str) -> None:
     with ShmTraceRing.create(shm_id, 2, SLOT, fast=True) as ring:
         ring.put(b"x")
         assert ring.get(0) == b"x"  # this (live) process is producer and consumer
-        ring._add_sleeper(L.C_SLEEP, ring._a_csleep)
-        assert ring._cas(ring._a_csleep, 1, 0) == 1  # a waker takes the unit ...
+        ring._waiter.add_sleeper(L.C_SLEEP, ring._hdr.a_csleep)
+        assert ring._hdr.cas(ring._hdr.a_csleep, 1, 0) == 1  # a waker takes the unit ...
         late = threading.Timer(3 * OWED_TOKEN_WAIT, ring._filled.post)  # ... posts late
         late.start()
-        assert ring._withdraw(ring._filled, L.C_SLEEP, ring._a_csleep) is True
+        assert ring._waiter.withdraw(ring._filled, L.C_SLEEP, ring._hdr.a_csleep) is True
         late.join()
         assert _sem_values(ring) == (0, 0)
 
@@ -344,9 +344,9 @@ def test_withdraw_gives_up_when_the_waker_is_dead(shm_id: str) -> None:
     with ShmTraceRing.create(shm_id, 2, SLOT, fast=True) as ring:
         assert isinstance(ring.access(0), Timeout)
         _peers.set_pair(ring._store, L.PRODUCER_PID, dead.pid, 1)  # a dead producer ...
-        ring._add_sleeper(L.C_SLEEP, ring._a_csleep)
-        assert ring._cas(ring._a_csleep, 1, 0) == 1  # ... took the unit and never posted
-        assert ring._withdraw(ring._filled, L.C_SLEEP, ring._a_csleep) is True
+        ring._waiter.add_sleeper(L.C_SLEEP, ring._hdr.a_csleep)
+        assert ring._hdr.cas(ring._hdr.a_csleep, 1, 0) == 1  # ... took the unit and never posted
+        assert ring._waiter.withdraw(ring._filled, L.C_SLEEP, ring._hdr.a_csleep) is True
         assert _sem_values(ring) == (0, 0)
 
 
@@ -363,16 +363,16 @@ def test_withdraw_gives_up_when_the_waker_of_its_announce_died_though_a_successo
     try:
         with ShmTraceRing.create(shm_id, 1, SLOT, fast=True) as ring:
             _peers.set_pair(ring._store, L.CONSUMER_PID, x.pid, 0)  # X, alive
-            waker = ring._waker_id(L.P_SLEEP)
-            ring._add_sleeper(L.P_SLEEP, ring._a_psleep)
-            assert ring._cas(ring._a_psleep, 1, 0) == 1  # X takes the unit ...
+            waker = ring._waiter.waker_id(L.P_SLEEP)
+            ring._waiter.add_sleeper(L.P_SLEEP, ring._hdr.a_psleep)
+            assert ring._hdr.cas(ring._hdr.a_psleep, 1, 0) == 1  # X takes the unit ...
             x.kill()  # ... and dies before its post
             x.wait()
             me = os.getpid()
             _peers.set_pair(ring._store, L.CONSUMER_PID, me, 0)  # Y (this process) lives
             out: list[bool] = []
-            t = threading.Thread(target=lambda: out.append(
-                ring._withdraw(ring._empty, L.P_SLEEP, ring._a_psleep, waker)), daemon=True)
+            t = threading.Thread(target=lambda: out.append(ring._waiter.withdraw(
+                ring._empty, L.P_SLEEP, ring._hdr.a_psleep, waker)), daemon=True)
             t.start()
             t.join(20)  # the bug: waits for as long as Y lives
             assert not t.is_alive() and out == [True]

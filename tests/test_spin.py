@@ -7,7 +7,7 @@ import os
 import pytest
 
 from ctshm import ShmTraceRing, Timeout
-from ctshm.ring import SPIN_CEILING, SPIN_FLOOR, _Spin
+from ctshm._waiting import SPIN_CEILING, SPIN_FLOOR, Spin as _Spin
 
 
 def test_budget_follows_the_waits_and_yield_when_spinning_does_not_pay() -> None:

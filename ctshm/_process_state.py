@@ -1,26 +1,28 @@
-"""This process's bookkeeping for each open ring, shared by all its handles here, and its
-reset in a forked child.
+"""This process's state for each open ring, shared by all its handles here, and its reset
+in a forked child.
 
-The OS objects of a handle belong to :class:`ctshm._ringobjects.RingObjects`; the protocol
-state every handle of one ring in this process must share (the lock, the reorder heap, the
-producer turn, the open handles) lives here, found by the ring object's identity.
+A ring handle *has* one :class:`ProcessState`: the protocol state every handle of one ring in
+this process must share (the lock, the reorder heap, the producer turn, the open handles),
+found by the ring object's identity.  The OS objects of a handle are
+:class:`ctshm._ringobjects.RingObjects`'.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from typing import TYPE_CHECKING, Optional
 
+from . import _fork
+
 if TYPE_CHECKING:
-    from ._handle import RingHandle
-    from .ring import ProducerGuard
+    from .guards import ProducerGuard
+    from .ring import ShmTraceRing
 
-__all__ = ["RINGS", "Shared", "shared_for"]
+__all__ = ["ProcessState", "state_for"]
 
 
-class Shared:
+class ProcessState:
     """This process's bookkeeping for one ring, shared by all its handles here.
 
     Several handles of one ring in one process (opened twice, or a creator that also opens)
@@ -42,7 +44,7 @@ class Shared:
         # This process's open handles of the ring (under ``lock``): a guard of a closed
         # handle gives its token back through one of them; a consumer unregisters when its
         # last registered handle closes.
-        self.opened: weakref.WeakSet[RingHandle] = weakref.WeakSet()
+        self.opened: weakref.WeakSet[ShmTraceRing] = weakref.WeakSet()
         self.turn = threading.Condition(self.lock)
         self.pending: list[int] = []
         self.pg_ref: Optional[weakref.ref[ProducerGuard]] = None
@@ -66,35 +68,27 @@ class Shared:
         self.turn.notify()
 
 
-_SHARED: weakref.WeakValueDictionary[tuple[int, int], Shared] = weakref.WeakValueDictionary()
-_SHARED_LOCK = threading.Lock()
-RINGS: weakref.WeakSet[RingHandle] = weakref.WeakSet()
+_STATES: weakref.WeakValueDictionary[tuple[int, int], ProcessState] = (
+    weakref.WeakValueDictionary())
+_STATES_LOCK = threading.Lock()
 
 
-def shared_for(identity: tuple[int, int]) -> Shared:
-    with _SHARED_LOCK:
-        st = _SHARED.get(identity)
+def state_for(identity: tuple[int, int]) -> ProcessState:
+    """This process's state for the ring object ``identity`` (st_dev, st_ino), shared by
+    every open handle of it here."""
+    with _STATES_LOCK:
+        st = _STATES.get(identity)
         if st is None:
-            st = _SHARED[identity] = Shared()
+            st = _STATES[identity] = ProcessState()
         return st
 
 
-def _after_fork_in_child() -> None:
-    """A forked child is not the parent's producer or consumer: its handles must register
-    anew (refused while the parent lives), and locks held by the parent's other threads
-    would never be released here."""
-    global _SHARED_LOCK
-    _SHARED_LOCK = threading.Lock()
-    for st in list(_SHARED.values()):
+@_fork.on_fork
+def _reset_in_child() -> None:
+    """A forked child is not the parent's producer or consumer (its handles register anew:
+    see ShmTraceRing), and locks held by the parent's other threads would never be released
+    here: every state starts afresh, in place (its handles keep it)."""
+    global _STATES_LOCK
+    _STATES_LOCK = threading.Lock()
+    for st in list(_STATES.values()):
         st.__init__()  # type: ignore[misc]
-    for ring in list(RINGS):
-        ring._lock = ring._ps.lock
-        if not ring._closed:
-            ring._ps.opened.add(ring)
-        ring._producer_registered = False
-        ring._consumer_registered = False
-        ring._p_quiet = ring._c_quiet = False
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,52 @@
+"""Argument checks every public call shares: timeouts, ints, buffers.
+
+One home for each rule, so that every call says the same thing about the same mistake:
+``check_timeout`` (seconds or None; huge means forever), ``is_int`` (an int that is not a
+bool), ``not_bytes`` (the ``TypeError`` text for a non-buffer message).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Optional
+
+__all__ = ["MAX_TIMEOUT", "check_timeout", "is_int", "not_bytes"]
+
+#: A timeout beyond this (about 30 years) waits without bound.
+MAX_TIMEOUT: Final = 1e9
+
+
+def is_int(v: Any) -> bool:
+    """An ``int`` and not a ``bool``."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    """An ``int`` or ``float`` and not a ``bool``."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_timeout(timeout: Optional[float], where: str = "", ring: str = ""
+                  ) -> Optional[float]:
+    """``timeout`` as a float (or None): a number of seconds >= 0; huge values mean forever.
+    Errors start with ``where`` (``ring``: with "ring NAME: " before it, formatted only then:
+    the hot paths call this only when a timeout is given)."""
+    if timeout is None:
+        return None
+    if ring:
+        where = f"ring {ring!r}: {where}"
+    pre = f"{where}: " if where else ""
+    if not is_number(timeout):
+        raise TypeError(f"{pre}timeout must be a number of seconds or None, not "
+                        f"{type(timeout).__name__}")
+    if timeout != timeout or timeout < 0:
+        raise ValueError(f"{pre}timeout must be >= 0 seconds or None, not {timeout!r}")
+    if timeout >= MAX_TIMEOUT:
+        return None
+    return float(timeout)
+
+
+def not_bytes(name: str, what: str, data: Any) -> str:
+    """The message of a ``TypeError`` for a non-buffer ``data`` given to ``what``."""
+    hint = " (encode text first: .encode())" if isinstance(data, str) else ""
+    return (f"ring {name!r}: {what}() needs a bytes-like object (bytes, bytearray, "
+            f"memoryview, array, numpy array), not {type(data).__name__}{hint}")

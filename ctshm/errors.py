@@ -1,0 +1,53 @@
+"""Every exception ctshm raises of its own (the rest are Python's: ``TypeError``,
+``ValueError``, ``TimeoutError``, ``OSError`` with the object's name, ...).
+
+Each pickles with its fields (a ``multiprocessing`` worker may raise it).  Older import
+paths (``ctshm.results``, ``ctshm.ring``, ``ctshm._space``) keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .results import Crashed
+
+__all__ = ["ConsumerGone", "CorruptRingError", "ProducerCrashed", "RingFinished",
+           "ShmDirError"]
+
+
+class CorruptRingError(ValueError):
+    """The ring's header is inconsistent (corrupt or hostile peer, or not a ring at all)."""
+
+
+class ConsumerGone(BrokenPipeError):
+    """The ring's registered consumer process died while the producer waited for space."""
+
+
+class ProducerCrashed(RuntimeError):
+    """Raised by the copying helpers (``get``, iteration) when the producer crashed.
+
+    ``result`` is the :class:`Crashed` value; ``details``, ``pid`` and ``message`` are its
+    fields.  Pickles with all of them (a ``multiprocessing`` worker may raise it)."""
+
+    def __init__(self, result: Crashed) -> None:
+        if not isinstance(result, Crashed):
+            raise TypeError(f"ProducerCrashed(result): result must be a Crashed, not "
+                            f"{type(result).__name__}")
+        self.result = result
+        self.details = result.details
+        self.pid = result.pid
+        self.message = result.message
+        super().__init__(f"{result.reason}: {result.details}")
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.result,))
+
+
+class RingFinished(EOFError):
+    """Raised by ``get()`` once the producer finished and everything was delivered."""
+
+
+class ShmDirError(OSError):
+    """``shm_open`` / ``sem_open`` failed because of the shared memory directory itself
+    (absent, read-only, not writable), not because of the object named.  ``errno`` is the
+    system's (ENOENT, EROFS, EACCES); ``filename`` is the object name."""
