@@ -66,19 +66,17 @@ in :mod:`ctshm._waiting`.
 
 from __future__ import annotations
 
-import heapq
 import os
-import threading
 import time
 import weakref
 from typing import Any, Callable, Final, Optional, TypeVar
 
-from . import _doors, _fork, _peers, _proc, _shm, _space, layout as L, libc
-from ._checks import check_timeout, is_int, not_bytes
+from . import _consumer, _doors, _fork, _peers, _proc, _producer, _shm, _space, layout as L, libc
+from ._checks import check_timeout, not_bytes
 from ._doors import Buffer
 from ._header import Header
 from ._process_state import ProcessState, state_for
-from ._ringobjects import RingObjects, reserve_range
+from ._ringobjects import RingObjects
 from ._waiting import (  # noqa: F401 (the spin constants stay importable from here)
     DEFAULT_SPIN,
     LIVENESS_SLICE,
@@ -93,14 +91,10 @@ from .layout import (
     C_SLEEP as _CSLEEP,
     CONSUMER_PID as _CONSUMER_PID,
     CONSUMER_STATS as _CS,
-    FIN_CRASHED as _CRASHED,
-    FIN_FINISHED as _FINISHED,
     FINISHED as _FIN,
     HEADER_SIZE,
-    LEN_OFF,
     LEN_WORD as _LEN,
     MAX_LEN_RECORDS,
-    MSG_MAX,
     P_SLEEP as _PSLEEP,
     PRODUCER_PID as _PRODUCER_PID,
     PRODUCER_STATS as _PS,
@@ -112,7 +106,6 @@ from .layout import (
     aligned_slot_size,
 )
 from .results import (
-    FINISHED_RESULT as _FINISHED_RESULT,
     AccessResult,
     CrashDetails,
     Crashed,
@@ -448,18 +441,7 @@ class ShmTraceRing:
             self._check_open()
             _peers.set_pair(self._store, word, pid, start)
 
-    # -- producer ----------------------------------------------------------------------------------
-    def _check_acquire_size(self, size: Optional[int]) -> int:
-        if size is None:
-            return self.slot_size
-        if not is_int(size):
-            raise TypeError(f"ring {self.name!r}: acquire(size=) must be an int, not "
-                            f"{type(size).__name__}")
-        if not 0 <= size <= self.slot_size:
-            raise ValueError(f"ring {self.name!r}: acquire(size={size}) does not fit a slot of "
-                             f"{self.slot_size} bytes")
-        return size
-
+    # -- producer: the non-blocking core, and the blocking calls around it --------------------
     def acquire(self, timeout: Optional[float] = None, *, size: Optional[int] = None
                 ) -> ProducerGuard:
         """Wait for a free slot (``None``: without bound) and return its guard; ``size``: the
@@ -471,229 +453,12 @@ class ShmTraceRing:
         is committed, aborted or dropped.  ``TimeoutError``, ``ConsumerGone`` (the consumer
         died while we waited), ``RuntimeError`` (this thread holds the outstanding guard, or
         the ring ended)."""
-        if self._closed:
-            self._check_open()
-        timeout = check_timeout(timeout, "acquire", self.name)
-        size = self._check_acquire_size(size)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        ps = self._ps
-        with self._lock:
-            self._take_turn(deadline, timeout)
-            fin = self._load(_FIN)
-            if fin:
-                raise RuntimeError(f"ring {self.name!r} is already "
-                                   f"{'finished' if fin == _FINISHED else 'crashed'}: no "
-                                   "more messages can be produced")
-            if not self._producer_registered:
-                self._register_producer()
-            # Fast path, never blocks: a free slot (compat: and its ``empty`` token).
-            if (self._fast or self._trywait(self._h_empty) == 0) and self._space():
-                return self._new_producer_guard(size)
-            ps.acquiring = True
-            ps.turn_owner = threading.get_ident()
-        # The wait happens outside the lock: a consumer thread of this same handle must be
-        # able to release slots meanwhile.
-        try:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            got = self._wait_space(left)
-        except BaseException:
-            with self._lock:
-                ps.end_turn()
-            raise
-        with self._lock:
-            if self._closed:  # a token taken meanwhile is lost: tokens are only hints
-                ps.end_turn()
-                raise self._waiter.closed_while("acquire")
-            if not got:
-                ps.end_turn()
-                raise TimeoutError(f"ring {self.name!r}: no free slot within {timeout} s "
-                                   f"(the consumer is not releasing slots){self._fast_hint()}")
-            ps.acquiring = False
-            return self._new_producer_guard(size)
+        return _producer.acquire(self, timeout, size=size)
 
-    def _fast_hint(self) -> str:
-        if not self._fast or self._load(_CONSUMER_PID):
-            return ""
-        return ("; this is a fast ring and no ctshm consumer has registered: the Rust "
-                "original cannot consume a fast ring (create it with fast=False for it)")
-
-    def _take_turn(self, deadline: Optional[float], timeout: Optional[float]) -> None:
-        """Under self._lock: wait until no other producer slot of this process is out."""
-        ps = self._ps
-        if self._closed:
-            self._check_open()
-        while ps.busy():
-            if ps.turn_owner == threading.get_ident():
-                what = repr(ps.producer_guard() or "an acquire() of this thread")
-                raise RuntimeError(
-                    f"ring {self.name!r}: {what} is still outstanding; commit or abort it "
-                    "before acquiring another slot (one producer slot at a time keeps "
-                    "messages in order)")
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"ring {self.name!r}: another producer thread of this "
-                                   f"process held the producer slot for all of {timeout} s")
-            ps.turn.wait(LIVENESS_SLICE if left is None else min(left, LIVENESS_SLICE))
-            if self._closed:
-                raise self._waiter.closed_while("acquire")
-
-    def _new_producer_guard(self, size: int) -> ProducerGuard:
-        # Under self._lock, holding an ``empty`` token.
-        w = self._load(_W)
-        slot = w % self.capacity
-        if size > self._backed[slot]:
-            try:
-                self._reserve(slot, size)
-            except BaseException:
-                if not self._fast:
-                    self._post(self._h_empty)  # give the slot back: the ring stays usable
-                self._ps.end_turn()
-                raise
-        v = self._slot_views[slot]
-        if v is None:
-            v = self._view(slot)
-        g = ProducerGuard(self, w, v[:size])
-        ps = self._ps
-        ps.pg_ref = weakref.ref(g)
-        ps.turn_owner = threading.get_ident()
-        return g
-
-    def _reserve(self, slot: int, size: int) -> None:
-        """``posix_fallocate`` the first ``size`` bytes of ``slot`` (rounded up to pages)."""
-        size = min(self.slot_size, -(-size // _PAGE) * _PAGE)
-        objs = self._objs
-        assert objs is not None
-        reserve_range(objs.fd, HEADER_SIZE + slot * self.slot_size, size, self.name,
-                       f"slot {slot}")
-        self._backed[slot] = size
-
-    def _space(self) -> bool:
-        """Is slot write_idx free?  The ``empty`` tokens are only hints; this makes writing
-        safe.  A token lost by a consumer killed between storing read_idx and posting is
-        replaced by the visibly free slot after a wait slice (see _wait_space); a late token
-        finds the ring full and is dropped here."""
-        ld = self._load
-        return bool(ld(_W) - ld(_R) < self.capacity)
-
-    def _wait_space(self, timeout: Optional[float]) -> bool:
-        """Wait for a free slot (compat: and take its ``empty`` token; see _wait): True, or
-        False on timeout or close."""
-        self._enter("acquire")
-        try:
-            return bool(self._waiter.wait(True, self._space_taken, self._space_idle, timeout,
-                                          "acquire"))
-        except ValueError:
-            if self._closed:
-                return False
-            raise
-        finally:
-            self._leave()
-
-    def _orphaned(self) -> bool:
-        """In flight: no consumer is registered and nobody can open the ring to be one (its
-        name is gone).  False once this handle is closed: close() sets ``_closed`` before it
-        unlinks, so a waiter of the owner's own handle reports the close, not this."""
-        objs = self._objs
-        if self._load(_CONSUMER_PID) or objs is None or not objs.unlinked():
-            return False
-        return not self._closed  # read after: see above
-
-    def _space_taken(self) -> Optional[bool]:
-        return True if self._space() else None  # else a surplus token: dropped
-
-    def _space_idle(self) -> Optional[bool]:
-        if self._space():  # free, but its token never came (see _space)
-            return True
-        cpid = _peers.dead(self._load, _CONSUMER_PID)
-        if cpid:
-            raise ConsumerGone(
-                32, f"the consumer of ring {self.name!r} (pid {cpid}) died while the "
-                "producer waited for a free slot; a new consumer that opens the ring will "
-                "resume (slots it had not released are delivered again)", self.name)
-        if self._orphaned():
-            raise ConsumerGone(
-                32, f"ring {self.name!r} was unlinked (its owner closed it) and no "
-                "consumer is registered: no consumer can open it any more, so no slot "
-                "will be freed (a consumer that opened it but never called access(), or "
-                "a Rust consumer, counts only once registered with expect_consumer())",
-                self.name)
-        return None
-
-    def _register_producer(self) -> None:
-        # Under self._lock.
-        _peers.register(self._load, self._store, _PRODUCER_PID, self.name, "producer")
-        if self._has_len and not self._len_backed:
-            # A Rust-created ring never wrote the length records: reserve their pages.
-            objs = self._objs
-            assert objs is not None
-            reserve_range(objs.fd, LEN_OFF, 16 * self.capacity, self.name,
-                           "the length records")
-            self._len_backed = True
-        self._producer_registered = True
-        self._p_quiet = self._plain  # the quiet path (x86_64's plain word access only)
-
-    def _commit(self, guard: ProducerGuard, nbytes: Optional[int]) -> None:
-        buf = guard._buf
-        if nbytes is None:
-            nbytes = len(buf)
-        elif isinstance(nbytes, bool) or not isinstance(nbytes, int):
-            raise TypeError(f"{guard!r}: commit(nbytes) must be an int, not "
-                            f"{type(nbytes).__name__}")
-        elif not 0 <= nbytes <= len(buf):
-            raise ValueError(f"{guard!r}: cannot commit {nbytes} bytes: the slot holds "
-                             f"0..{len(buf)}")
-        with self._lock:
-            if guard._done:
-                raise ValueError(f"{guard!r} was already committed or aborted")
-            if self._closed:  # nothing published; the guard ends (and its turn)
-                text = guard._closed_text("commit()")
-                self._abort(guard)
-                raise ValueError(text)
-            idx = guard.index
-            if self._load(_FIN) == _CRASHED:
-                guard._finish()
-                self._ps.end_turn()
-                raise RuntimeError(f"ring {self.name!r} crashed (notify_crash) while "
-                                   f"{guard!r} was being written: it is not published")
-            guard._finish()  # no writes through this guard after publication
-            self._publish(idx, nbytes)
-            self._ps.end_turn()
-            if not self._fast:
-                if self._post(self._h_filled) == -1:
-                    self._filled.post()  # raises the OSError with the name
-                return
-            hq = self._hq
-        self._waiter.signal(hq, _CSLEEP, _PS)
-
-    def _publish(self, idx: int, nbytes: int) -> None:
-        """Length record, then write_idx (release): the slot's bytes and its record are
-        visible before the index that publishes them.  Under self._lock."""
-        hq = self._hq
-        if self._has_len:
-            k = _LEN + 2 * (idx % self.capacity)
-            hq[k + 1] = nbytes
-            hq[k] = idx + 1
-        self._store(_W, idx + 1)
-        hq[_PS + STAT_BYTES] += nbytes  # statistics: the producer's own word
-
-    def _abort(self, guard: ProducerGuard) -> None:
-        with self._lock:
-            if guard._done:
-                return
-            guard._finish()
-            ps = self._ps
-            mine = ps.pg_ref is not None and ps.pg_ref() in (guard, None)
-            if mine:
-                ps.end_turn()
-            if self._fast:
-                return  # fast mode took no token
-            if not self._closed:
-                self._post(self._h_empty)
-            else:
-                self._post_empty_via_open_handle()
-
-    def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
-        """Copy ``data`` (bytes-like) into a slot and commit exactly its length."""
+    def try_put(self, data: Buffer) -> bool:
+        """Copy ``data`` (bytes-like) into a free slot and commit exactly its length, without
+        waiting: False (nothing published) if no slot is free now, or another producer
+        thread of this process holds the turn.  Raises as :meth:`put`."""
         try:
             src = memoryview(data).cast("B")
         except TypeError:
@@ -702,8 +467,6 @@ class ShmTraceRing:
         if n > self.slot_size:
             raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
                              f"{self.slot_size} bytes")
-        if timeout is not None:
-            timeout = check_timeout(timeout, "put", self.name)
         if self._p_quiet:
             # The steady state, straight-line (see "The quiet path" in the module docstring):
             # a free slot right now whose prefix is already backed, nobody else's turn: one
@@ -736,7 +499,7 @@ class ShmTraceRing:
                         if not fast:
                             if self._post(self._h_filled) == -1:
                                 self._filled.post()  # raises the OSError with the name
-                            return
+                            return True
             if hq is not None:
                 # Fast mode, after the lock's release (the fence, see _waiting): does the
                 # consumer sleep?  (Re-entrant: signal() fences first.)
@@ -745,34 +508,26 @@ class ShmTraceRing:
                         self._waiter.signal(hq, _CSLEEP, _PS)
                 except ValueError:
                     pass  # closed by another thread meanwhile (its header view is released)
-                return
-        g = self.acquire(timeout, size=n)
-        try:
-            g._buf[:n] = src
-        except BaseException:
-            g.abort()
-            raise
-        g.commit(n)
+                return True
+        return _producer.put_now(self, src, n)
+
+    def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
+        """Copy ``data`` (bytes-like) into a slot and commit exactly its length, waiting up to
+        ``timeout`` seconds (``None``: without bound) for a free slot (see :meth:`acquire`)."""
+        if timeout is not None:
+            timeout = check_timeout(timeout, "put", self.name)
+        if not self.try_put(data):
+            _producer.put_waiting(self, memoryview(data).cast("B"), timeout)
+
+    def _commit(self, guard: ProducerGuard, nbytes: Optional[int]) -> None:
+        _producer.commit(self, guard, nbytes)  # ProducerGuard.commit
+
+    def _abort(self, guard: ProducerGuard) -> None:
+        _producer.abort(self, guard)  # ProducerGuard.abort and finalizer
 
     def mark_finished(self) -> None:
         """End of stream: the consumer gets ``Finished`` after every committed slot."""
-        with self._lock:
-            self._check_open()
-            self._check_may_end("mark_finished")
-            g = self._producer_guard
-            if g is not None:
-                raise RuntimeError(f"ring {self.name!r}: commit or abort {g!r} before "
-                                   "mark_finished()")
-            # Compare-exchange, not load-then-store: a notify_crash (a signal handler, no lock)
-            # between the two would be erased.
-            fin = self._cas(self._a_fin, 0, _FINISHED)
-            if fin:
-                raise RuntimeError(f"ring {self.name!r} is already "
-                                   f"{'finished' if fin == _FINISHED else 'crashed'}")
-            if self._fast:
-                self._waiter.wake(_CSLEEP, True, _PS)  # after a compare-exchange: fenced
-            else:
-                self._filled.post()
+        _producer.mark_finished(self)
 
     def notify_crash(self, signal: int, addr: int = 0, operation: int = 0,
                      message: str = "") -> None:
@@ -782,55 +537,19 @@ class ShmTraceRing:
         committed before is delivered, none after (an outstanding guard never is, even with
         its ``commit()`` interrupted by the handler).  A stream that already ended stays
         ended: the first end wins, so every consumer thread sees the same end."""
-        if not (is_int(signal) and -(1 << 31) <= signal < (1 << 31) and is_int(addr)
-                and 0 <= addr < (1 << 64) and is_int(operation)
-                and -(1 << 31) <= operation < (1 << 31)):
-            raise ValueError(f"ring {self.name!r}: notify_crash({signal!r}, {addr!r}, "
-                             f"{operation!r}): signal and operation must be 32-bit ints and "
-                             "addr an unsigned 64-bit int")
-        if not isinstance(message, str):
-            raise TypeError(f"ring {self.name!r}: notify_crash(message=) must be a str, not "
-                            f"{type(message).__name__} (decode bytes first)")
-        objs = self._objs
-        if self._closed or objs is None or not objs.inflight.enter():
-            return
-        try:
-            self._check_may_end("notify_crash")
-            if self._load(_FIN):
-                return  # already finished or crashed: the first end wins
-            raw = message.encode("utf-8", "replace")[:MSG_MAX] if message else b""
-            self._record_crash(signal, addr, operation, raw, 0)
-        finally:
-            objs.inflight.leave()
+        _producer.notify_crash(self, signal, addr, operation, message)
 
-    def _check_may_end(self, what: str) -> None:
-        """Only the producer ends the stream: refuse while another live process (a forked
-        child's parent, say) is the registered producer.  Header loads only (no lock)."""
-        other = _peers.live_other(self._load, _PRODUCER_PID)
-        if other:
-            raise RuntimeError(
-                f"ring {self.name!r}: {what}() refused: the registered producer is pid "
-                f"{other}, alive, and this is pid {os.getpid()} (a forked child?); nothing "
-                "shared was changed. Only the producer process ends its stream")
-
-    # -- consumer ----------------------------------------------------------------------------------
-    def access(self, timeout: Optional[float] = None) -> AccessResult:
-        """Wait up to ``timeout`` seconds (``None``: without bound) for the next slot.
-
-        Returns ``Data(guard)``, ``Finished()``, ``Crashed(details, pid)`` or ``Timeout()``.
-        Keep the guard while you read ``guard.buf``: releasing or dropping it hands the slot
-        back and invalidates the view.
-        """
-        if timeout is not None:
-            timeout = check_timeout(timeout, "access", self.name)
+    # -- consumer: the non-blocking core, and the blocking call around it ---------------------
+    def try_access(self) -> Optional[AccessResult]:
+        """The next slot without waiting: ``Data(guard)``, ``Finished()`` or ``Crashed(...)``,
+        or None if nothing is there now."""
         if self._c_quiet:
             with self._lock:
-                quiet = self._c_quiet
                 # The steady state, straight-line (see "The quiet path"): a committed
                 # message whose slot view exists, nothing ended, the header sane.  The
                 # checks are _claim's and _data's (`finished` loaded before and after the
                 # indices); anything else is _claim's.
-                if quiet and (self._fast or self._trywait(self._h_filled) == 0):
+                if self._c_quiet and (self._fast or self._trywait(self._h_filled) == 0):
                     hq = self._hq
                     fin, res, w = hq[_FIN], hq[_RES], hq[_W]
                     slot = res % self.capacity
@@ -843,39 +562,25 @@ class ShmTraceRing:
                         if n <= self.slot_size:
                             hq[_RES] = res + 1
                             hq[_CS + STAT_BYTES] += n
-                            return Data(ConsumerGuard(self, res, v[:n]))
-                    r = self._claim()  # holding the token (compat)
-                    if r is not None:
-                        return r
-            if quiet:
-                return self._access_wait(timeout)
-        r = self._access_now()
-        return r if r is not None else self._access_wait(timeout)
+                            g = _new_guard(ConsumerGuard)  # ConsumerGuard.__init__, inline
+                            g._ring, g.index, g._buf, g._done, g._pid = (
+                                self, res, v[:n], False, _fork.PID)
+                            return Data(g)
+                    return _consumer.claim(self)  # holding the token (compat)
+                return None
+        return _consumer.access_now(self)
 
-    def _access_wait(self, timeout: Optional[float]) -> AccessResult:
-        self._enter("access")
-        try:
-            return self._wait_data(timeout)
-        finally:
-            self._leave()
+    def access(self, timeout: Optional[float] = None) -> AccessResult:
+        """Wait up to ``timeout`` seconds (``None``: without bound) for the next slot.
 
-    def _access_now(self) -> Optional[AccessResult]:
-        """access()'s general attempt without waiting: a result an extension took from this
-        handle and did not deliver (see :meth:`set_undelivered_source`), else registration
-        and one claim under the lock."""
-        self._check_open()
-        source = self._undelivered
-        if source is not None:
-            kept = source()  # outside the lock: it may wait for its own claim to end
-            if kept is not None:
-                return kept
-        with self._lock:
-            self._check_open()
-            if not self._consumer_registered:
-                self._register_consumer()
-            if self._fast or self._trywait(self._h_filled) == 0:
-                return self._claim()
-        return None
+        Returns ``Data(guard)``, ``Finished()``, ``Crashed(details, pid)`` or ``Timeout()``.
+        Keep the guard while you read ``guard.buf``: releasing or dropping it hands the slot
+        back and invalidates the view.
+        """
+        if timeout is not None:
+            timeout = check_timeout(timeout, "access", self.name)
+        r = self.try_access()
+        return r if r is not None else _consumer.access_wait(self, timeout)
 
     def set_undelivered_source(self, source: Optional[Callable[[], Optional[AccessResult]]]
                                ) -> None:
@@ -885,136 +590,6 @@ class ShmTraceRing:
         handle's quiet path is off while a source is set (None removes it)."""
         with self._lock:
             self._undelivered = source
-            self._c_quiet = self._quiet_consumer()
-
-    def _wait_data(self, timeout: Optional[float]) -> AccessResult:
-        """Wait for a slot (compat: take a ``filled`` token) and claim it (see _wait)."""
-        r = self._waiter.wait(False, self._take_data, self._data_idle, timeout, "access")
-        return self._on_timeout() if r is None else r
-
-    def _take_data(self) -> Optional[AccessResult]:
-        with self._lock:
-            return None if self._closed else self._claim()
-
-    def _data_idle(self) -> Optional[AccessResult]:
-        self._check_producer_alive()
-        # Self-healing: a consumer that died between taking a token and reserving its slot
-        # lost that token.  Work that is visible in the header is claimed without a token; a
-        # token left over later finds nothing and is dropped by _claim().
-        if self._load(_RES) < self._load(_W) or self._load(_FIN):
-            return self._take_data()
-        return None
-
-    def _claim(self) -> Optional[AccessResult]:
-        """Under the lock, holding one ``filled`` token (fast mode: none): reserve a slot, or
-        report the end.  The reservation is a plain store: only this consumer process
-        writes reserved_idx, and its threads hold the lock here."""
-        ld, st = self._load, self._store
-        while True:
-            # `finished` first: the producer sets it after its last commit, so having seen it
-            # we also see every write_idx it published (loaded after).  The other order lets
-            # a commit + finish slip between the loads: Finished with a message unread.
-            fin = ld(_FIN)
-            res, w = ld(_RES), ld(_W)
-            # ... and `finished` again: if it changed meanwhile, write_idx may include a
-            # commit published after a crash flag that this thread did not see.  With the
-            # same value before and after, a write_idx read while running was published
-            # before any crash, and one read after a crash is capped below.
-            if ld(_FIN) != fin:
-                continue
-            if fin == _CRASHED:
-                w = self._hdr.crash_limit(w)
-            if res < w:
-                if w - res > self.capacity and self._hdr.indices_corrupt():
-                    raise CorruptRingError(
-                        f"ring {self.name!r} header is corrupt: write_idx={w} is more than "
-                        f"capacity={self.capacity} ahead of reserved_idx={res}")
-                st(_RES, res + 1)
-                return self._data(res)
-            if fin:
-                self._waiter.wake_consumers()  # every consumer thread sees the end
-                return self._hdr.crashed() if fin == _CRASHED else _FINISHED_RESULT
-            # A token with nothing behind it (only after a hostile or corrupt peer): drop it.
-            return None
-
-    def _data(self, idx: int) -> Data:
-        # Under self._lock (the consumer's statistics words are written under it).
-        slot = idx % self.capacity
-        v = self._ro_views[slot]
-        if v is None:
-            v = self._ro_views[slot] = self._ro_view(slot)
-        hq = self._hq
-        if self._has_len:
-            k = _LEN + 2 * slot
-            if hq[k] == idx + 1:
-                n = hq[k + 1]
-                if n > self.slot_size:
-                    self._complete(idx, None)
-                    raise CorruptRingError(
-                        f"ring {self.name!r}: length record of message {idx} says {n} bytes, "
-                        f"more than the slot ({self.slot_size}); the message was skipped")
-                hq[_CS + STAT_BYTES] += n  # statistics: the consumer's own word
-                return Data(ConsumerGuard(self, idx, v[:n]))
-        hq[_CS + STAT_BYTES] += len(v)
-        return Data(ConsumerGuard(self, idx, v[:]))
-
-    def _on_timeout(self) -> AccessResult:
-        self._check_producer_alive()
-        fin = self._load(_FIN)  # first: see _claim
-        if fin:
-            res, w = self._load(_RES), self._load(_W)
-            if fin == _CRASHED:
-                w = self._hdr.crash_limit(w)
-            if res >= w:
-                return self._hdr.crashed() if fin == _CRASHED else _FINISHED_RESULT
-        return Timeout()
-
-    def _check_producer_alive(self) -> None:
-        """If the registered producer died without notify_crash, record a crash (signal 0)."""
-        if self._load(_FIN):
-            return
-        ppid = _peers.dead(self._load, _PRODUCER_PID)
-        if not ppid:
-            return
-        # Dead for sure, so it writes nothing more.  Load `finished` again: a producer that
-        # called notify_crash (or mark_finished) just before dying keeps its own account.
-        if self._load(_FIN):
-            return
-        with self._lock:  # its wake-ups post under the lock (see _waiting._withdraw)
-            self._record_crash(0, 0, 0, b"", ppid)
-
-    def _record_crash(self, signal: int, addr: int, operation: int, message: bytes,
-                      dead_pid: int) -> None:
-        """The one crash-record writer (notify_crash, or a consumer that found the producer
-        dead): at the current write_idx, details and message first, a fence, then the flag
-        by compare-exchange (the first end wins) and a ``filled`` post."""
-        if self._hdr.record_crash(signal, addr, operation, message, dead_pid):
-            if self._fast:  # the compare-exchange fenced the flag before this load
-                self._waiter.wake(_CSLEEP, True, _CS if dead_pid else _PS)
-            else:
-                self._filled.post()
-
-    def _register_consumer(self) -> None:
-        with self._lock:
-            self._check_open()
-            if self._consumer_registered:
-                return
-            r, res = self._load(_R), self._load(_RES)
-            if _peers.register(self._load, self._store, _CONSUMER_PID, self.name, "consumer"):
-                # The previous consumer died: slots it reserved but never released go back
-                # to the queue (at-least-once delivery across a consumer restart).
-                if not r <= res <= r + self.capacity:
-                    raise CorruptRingError(
-                        f"ring {self.name!r} header is corrupt: reserved_idx={res} "
-                        f"read_idx={r} capacity={self.capacity}")
-                if res > r:
-                    self._store(_RES, r)
-                    if not self._fast:  # fast mode: the indices are the truth
-                        for _ in range(res - r):
-                            self._filled.post()
-                if self._fast:
-                    self._waiter.forget_sleepers()
-            self._consumer_registered = True
             self._c_quiet = self._quiet_consumer()
 
     def _quiet_consumer(self) -> bool:
@@ -1051,7 +626,7 @@ class ShmTraceRing:
                     self._store(_R, cur + 1)
                 freed = 1
             else:
-                freed = self._complete_out_of_order(idx, cur)
+                freed = _consumer.complete_out_of_order(self, idx, cur)
             if not self._fast:
                 for _ in range(freed):
                     if self._post(self._h_empty) == -1:
@@ -1067,19 +642,6 @@ class ShmTraceRing:
         except ValueError:
             return  # closed by another thread meanwhile (its header view is released)
         self._waiter.signal(hq, _PSLEEP, _CS)
-
-    def _complete_out_of_order(self, idx: int, cur: int) -> int:
-        """Under the lock: park ``idx`` in the reorder heap and advance read_idx over every
-        in-order completion; the number of slots freed."""
-        pending = self._ps.pending
-        heapq.heappush(pending, idx)
-        freed = 0
-        while pending and pending[0] == cur:
-            heapq.heappop(pending)
-            cur += 1
-            freed += 1
-            self._store(_R, cur)
-        return freed
 
     # -- teardown ----------------------------------------------------------------------------------
     def _check_open(self) -> None:
