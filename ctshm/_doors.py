@@ -10,9 +10,10 @@ importing ``ctshm`` loads no extension, and no extension is named by the core.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from .errors import ProducerCrashed, RingFinished
+from .layout import Buffer
 from .results import AccessResult, Crashed, Data, Finished
 
 if TYPE_CHECKING:
@@ -20,11 +21,7 @@ if TYPE_CHECKING:
     from .guards import ProducerGuard
     from .ring import ShmTraceRing
 
-__all__ = ["Buffer", "chunks", "get", "iter_chunks"]
-
-#: What ``put()`` copies from: any object with the buffer protocol (bytes, bytearray,
-#: memoryview, array.array, NumPy arrays, ...); typed by the common ones.
-Buffer = Union[bytes, bytearray, memoryview]
+__all__ = ["chunks", "get", "iter_chunks"]
 
 
 # -- copying helpers and iteration ------------------------------------------------------------

@@ -56,7 +56,7 @@ from collections import deque
 from typing import Any, AsyncIterator, Callable, Deque, Final, Optional, TypeVar, Union
 
 from ._checks import check_timeout as _check_timeout
-from ._doors import Buffer
+from .layout import Buffer
 from .results import AccessResult
 from .ring import (
     Crashed,

@@ -57,8 +57,8 @@ class Sender:
                  max_bytes: Optional[int] = None, timeout: Optional[float] = None) -> None:
         self._ring = ring
         linger = check_linger(linger, f"ring {ring.name!r}: sender()")
-        self._writer = RecordWriter(ring, max_bytes=max_bytes, timeout=timeout, linger=linger)
-        self._writer._what = "sender().send"  # the call its errors name
+        self._writer = RecordWriter(ring, max_bytes=max_bytes, timeout=timeout, linger=linger,
+                                    what="sender().send")
         #: ``send(data)``: queue one message (any bytes-like object, copied); ``ValueError``
         #: when it does not fit a slot or the sender is closed.
         self.send = self._writer.append

@@ -212,7 +212,10 @@ def validate_geometry(name: str, cap: int, slot: int, size: int) -> Optional[str
 # Reading a live header
 # ---------------------------------------------------------------------------------------------
 
-Buffer = Union[memoryview, bytes, bytearray]
+#: A bytes-like object (anything with the buffer protocol: bytes, bytearray, memoryview,
+#: array.array, NumPy arrays, ...), typed by the common ones: what ``put()`` copies from and
+#: what the readers here take.
+Buffer = Union[bytes, bytearray, memoryview]
 
 
 class PeerId(NamedTuple):

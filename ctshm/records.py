@@ -81,7 +81,7 @@ import time
 import weakref
 from typing import Any, Callable, Final, Optional, cast
 
-from ._checks import not_bytes
+from ._checks import is_int, not_bytes
 from ._framing import (
     RECORD_HEADER,
     SLOT_HEADER,
@@ -146,7 +146,7 @@ class RecordWriter:
     every record at once; ``linger=None`` turns the bound off (records wait for a full slot,
     ``flush()`` or ``close()``; no thread, no lock).  ``clock`` (default
     ``time.perf_counter``) is the monotonic clock the bound is measured with (tests inject a
-    fake one).
+    fake one).  ``what`` is the call that ``append``'s errors name (a channel's ``send``).
 
     The writer acquires a slot lazily (at the first record after a flush) and holds at most
     one.  As a context manager it calls ``close()`` on success (flush + ``mark_finished``)
@@ -164,11 +164,12 @@ class RecordWriter:
     def __init__(self, ring: ShmTraceRing, *, max_bytes: Optional[int] = None,
                  timeout: Optional[float] = None,
                  linger: Optional[float] = DEFAULT_LINGER,
-                 clock: Optional[Callable[[], float]] = None) -> None:
+                 clock: Optional[Callable[[], float]] = None,
+                 what: str = "RecordWriter.append") -> None:
         slot = ring.slot_size
         if max_bytes is None:
             max_bytes = slot
-        elif isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+        elif not is_int(max_bytes):
             raise TypeError(f"RecordWriter({ring.name!r}): max_bytes must be an int, not "
                             f"{type(max_bytes).__name__}")
         elif max_bytes < SLOT_HEADER + RECORD_HEADER:
@@ -203,8 +204,8 @@ class RecordWriter:
         self._flusher: Optional[threading.Thread] = None
         self._idle = False  # the flusher waits without a deadline (needs a notify)
         self._failure: Optional[BaseException] = None  # a publication the flusher failed
-        self._hq: Any = ring._hq if linger is not None else None
-        self._what = "RecordWriter.append"  # the call named by append's errors (a channel's)
+        self._hq: Any = ring.header_words() if linger is not None else None
+        self._what = what
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, data: Any) -> None:
@@ -252,7 +253,7 @@ class RecordWriter:
                 try:
                     empty = hq[WRITE_IDX] == hq[READ_IDX]
                 except ValueError:  # the ring's header view is gone: the ring was closed
-                    self._ring._check_open()
+                    len(self._ring)  # raises the ring's own "is closed" error
                     raise
                 if empty:  # the consumer has released every published slot: it waits
                     self._flush()
@@ -320,7 +321,7 @@ class RecordWriter:
         writer's next call (which applies the linger rule, counting from the reserve), so
         call ``flush()`` after filling a record that is the last for a while.
         """
-        if isinstance(n, bool) or not isinstance(n, int):
+        if not is_int(n):
             raise TypeError(f"RecordWriter for {self._ring.name!r}: record size must be an "
                             f"int, not {type(n).__name__}")
         if n < 0:

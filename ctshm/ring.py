@@ -73,7 +73,6 @@ from typing import Any, Callable, Final, Optional, TypeVar
 
 from . import _consumer, _doors, _fork, _peers, _proc, _producer, _shm, _space, layout as L, libc
 from ._checks import check_timeout, not_bytes
-from ._doors import Buffer
 from ._header import Header
 from ._process_state import ProcessState, state_for
 from ._ringobjects import RingObjects
@@ -103,6 +102,7 @@ from .layout import (
     STAT_BYTES,
     STATE_READY,
     WRITE_IDX as _W,
+    Buffer,
     aligned_slot_size,
 )
 from .results import (
@@ -408,6 +408,18 @@ class ShmTraceRing:
         with self._lock:
             self._check_open()
             return self._hdr.stats()
+
+    def header_words(self) -> memoryview:
+        """The live shared header as u64 words, read-only (word indices: :mod:`ctshm.layout`),
+        for an extension that polls the indices without a call per poll (records' linger
+        rule: ``w[WRITE_IDX] == w[READ_IDX]``).  Released when this handle closes (reads
+        then raise ``ValueError``)."""
+        with self._lock:
+            self._check_open()
+            v = self.__dict__.get("_hq_ro")
+            if v is None:
+                v = self._hq_ro = self._hq.toreadonly()
+            return v
 
     def header(self) -> dict[str, Any]:
         """A snapshot of the shared header (diagnostics)."""
@@ -724,6 +736,9 @@ class ShmTraceRing:
         with self._lock:
             for attr in ("_hq", "_hv"):
                 self.__dict__.pop(attr, None)
+            ro = self.__dict__.pop("_hq_ro", None)
+            if ro is not None:
+                ro.release()
             hdr = self.__dict__.pop("_hdr", None)
             if hdr is not None:
                 hdr.release()
