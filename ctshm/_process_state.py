@@ -37,7 +37,7 @@ class ProcessState:
     """
 
     __slots__ = ("__weakref__", "acquiring", "lock", "opened", "pending", "pg_ref", "turn",
-                 "turn_owner")
+                 "turn_free", "turn_owner")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -50,6 +50,9 @@ class ProcessState:
         self.pg_ref: Optional[weakref.ref[ProducerGuard]] = None
         self.acquiring = False
         self.turn_owner = 0  # thread ident of the producer thread that holds the turn
+        # No guard handed out and no acquire waiting since the last end_turn (the quiet
+        # path's one check; busy() is the thorough one).
+        self.turn_free = True
 
     def producer_guard(self) -> Optional[ProducerGuard]:
         r = self.pg_ref
@@ -65,6 +68,7 @@ class ProcessState:
         self.pg_ref = None
         self.acquiring = False
         self.turn_owner = 0
+        self.turn_free = True
         self.turn.notify()
 
 

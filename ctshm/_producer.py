@@ -92,6 +92,7 @@ def slot_now(ring: ShmTraceRing, size: int) -> Optional[ProducerGuard]:
 def put_now(ring: ShmTraceRing, src: memoryview, n: int) -> bool:
     """``try_put`` off the quiet path: take the turn and a free slot if both are there now,
     copy and commit (True), else False; never waits."""
+    check_put_size(ring, n)
     with ring._lock:
         ring._check_open()
         if ring._ps.busy():
@@ -107,7 +108,14 @@ def put_now(ring: ShmTraceRing, src: memoryview, n: int) -> bool:
 def put_waiting(ring: ShmTraceRing, src: memoryview, timeout: Optional[float]) -> None:
     """``put`` once ``try_put`` found no slot: acquire (waiting), copy, commit."""
     n = src.nbytes
+    check_put_size(ring, n)
     copy_and_commit(acquire(ring, timeout, size=n), src, n)
+
+
+def check_put_size(ring: ShmTraceRing, n: int) -> None:
+    if n > ring.slot_size:
+        raise ValueError(f"ring {ring.name!r}: put(): {n} bytes do not fit a slot of "
+                         f"{ring.slot_size} bytes")
 
 
 def copy_and_commit(g: ProducerGuard, src: memoryview, n: int) -> None:
@@ -153,6 +161,7 @@ def new_producer_guard(ring: ShmTraceRing, size: int) -> ProducerGuard:
     g = ProducerGuard(ring, w, v[:size])
     ps = ring._ps
     ps.pg_ref = weakref.ref(g)
+    ps.turn_free = False
     ps.turn_owner = threading.get_ident()
     return g
 
@@ -235,7 +244,8 @@ def register_producer(ring: ShmTraceRing) -> None:
                        "the length records")
         ring._len_backed = True
     ring._producer_registered = True
-    ring._p_quiet = ring._plain  # the quiet path (x86_64's plain word access only)
+    # The quiet path: x86_64's plain word access, a ring with length records.
+    ring._p_quiet = ring._plain and ring._has_len
 
 
 def commit(ring: ShmTraceRing, guard: ProducerGuard, nbytes: Optional[int]) -> None:
@@ -327,6 +337,7 @@ def acquire(ring: ShmTraceRing, timeout: Optional[float] = None, *, size: Option
         if g is not None:
             return g
         ps.acquiring = True
+        ps.turn_free = False
         ps.turn_owner = threading.get_ident()
     # The wait happens outside the lock: a consumer thread of this same handle must be
     # able to release slots meanwhile.

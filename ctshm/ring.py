@@ -475,10 +475,7 @@ class ShmTraceRing:
             src = memoryview(data).cast("B")
         except TypeError:
             raise TypeError(not_bytes(self.name, "put", data)) from None
-        n = src.nbytes
-        if n > self.slot_size:
-            raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
-                             f"{self.slot_size} bytes")
+        n = src.nbytes  # (too large for a slot: never backed that far; put_now says so)
         if self._p_quiet:
             # The steady state, straight-line (see "The quiet path" in the module docstring):
             # a free slot right now whose prefix is already backed, nobody else's turn: one
@@ -486,7 +483,7 @@ class ShmTraceRing:
             # fast mode: no token).  Anything else takes the general path below.
             ps, fast, hq = self._ps, self._fast, None
             with self._lock:
-                if self._p_quiet and ps.pg_ref is None and not ps.acquiring:
+                if self._p_quiet and ps.turn_free:
                     hq = self._hq
                     w = hq[_W]
                     slot = w % self.capacity
@@ -502,10 +499,9 @@ class ShmTraceRing:
                             if not fast:
                                 self._post(self._h_empty)
                             raise
-                        if self._has_len:
-                            k = _LEN + 2 * slot
-                            hq[k + 1] = n
-                            hq[k] = w + 1
+                        k = _LEN + 2 * slot  # quiet: the ring has length records
+                        hq[k + 1] = n
+                        hq[k] = w + 1
                         hq[_W] = w + 1  # x86_64 only (quiet): a plain store is a release
                         hq[_PS + STAT_BYTES] += n  # statistics: the producer's own word
                         if not fast:
@@ -569,7 +565,7 @@ class ShmTraceRing:
                     if (not fin and res < w and not hq[_FIN] and w - res <= self.capacity
                             and v is not None):
                         n = len(v)
-                        if self._has_len and hq[_LEN + 2 * slot] == res + 1:
+                        if hq[_LEN + 2 * slot] == res + 1:  # quiet: length records exist
                             n = hq[_LEN + 2 * slot + 1]
                         if n <= self.slot_size:
                             hq[_RES] = res + 1
@@ -608,7 +604,7 @@ class ShmTraceRing:
         """May access() take the quiet path?  Registered, open, x86_64 (plain word access),
         no extension handing results back."""
         return bool(self._consumer_registered and not self._closed and self._plain
-                    and self._undelivered is None)
+                    and self._has_len and self._undelivered is None)
 
     def _complete(self, idx: int, guard: Optional[ConsumerGuard]) -> None:
         """A guard was released: advance read_idx over every in-order completion (the reorder

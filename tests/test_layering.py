@@ -120,7 +120,7 @@ def violations(files: dict[str, str], layers: dict[str, str]) -> list[str]:
         src = layers[src_row]
         for imp in imports_of(mod, path, known):
             dst_row = row_of(imp.target)
-            if dst_row == src_row or imp.target not in known and dst_row not in layers:
+            if dst_row == src_row or (imp.target not in known and dst_row not in layers):
                 continue
             why = _why(src_row, src, dst_row, layers[dst_row], imp.in_function)
             if why:
