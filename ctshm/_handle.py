@@ -79,6 +79,7 @@ class RingHandle:
     _closed: bool = True
     _fast: bool = False  # see "Fast mode" in ctshm.ring
     _wait_mode: Optional[str] = None
+    _keep_attachment: bool = False  # set by __exit__ on an exception (see _on_close)
     name: str = ""
     id: str = ""
     capacity: int = 0
@@ -122,6 +123,12 @@ class RingHandle:
         ps = self._ps
         ps.opened.discard(self)
         ps.turn.notify_all()  # producer threads waiting for their turn
+        cas = self.__dict__.get("_cas")  # None: closed before it was set up
+        if cas is not None and not ps.opened and not self._keep_attachment:
+            # This process's last handle, closed normally: an opener that never produced
+            # withdraws its tentative producer record (see ctshm._peers).  A with block
+            # left by an exception keeps it: the consumer is told when this process ends.
+            _peers.detach(cas, self._base + 8 * _PRODUCER_PID)
         if self._consumer_registered:
             self._consumer_registered = False
             # The last registered consumer handle of this process, with every slot it took
@@ -264,6 +271,9 @@ class RingHandle:
                     if why is None:
                         self._setup()
                         self._check_indices()
+                        with self._lock:  # the producer-to-be until it shows otherwise
+                            _peers.attach(self._load, self._cas,
+                                          self._base + 8 * _PRODUCER_PID, _PRODUCER_PID)
                         return self
                 except BaseException:
                     self.close()
@@ -540,7 +550,9 @@ class RingHandle:
         self._check_open()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None:
+            self._keep_attachment = True
         self.close()
 
     def __reduce__(self) -> Any:
