@@ -123,12 +123,9 @@ class RingHandle:
         ps = self._ps
         ps.opened.discard(self)
         ps.turn.notify_all()  # producer threads waiting for their turn
-        cas = self.__dict__.get("_cas")  # None: closed before it was set up
+        cas = self.__dict__.get("_cas")  # the last handle, closed normally (see _peers)
         if cas is not None and not ps.opened and not self._keep_attachment:
-            # This process's last handle, closed normally: an opener that never produced
-            # withdraws its tentative producer record (see ctshm._peers).  A with block
-            # left by an exception keeps it: the consumer is told when this process ends.
-            _peers.detach(cas, self._base + 8 * _PRODUCER_PID)
+            _peers.detach(cas, self._base, _PRODUCER_PID)
         if self._consumer_registered:
             self._consumer_registered = False
             # The last registered consumer handle of this process, with every slot it took
@@ -164,7 +161,6 @@ class RingHandle:
         self._configure(spin)
         self._objs = RingObjects(name)
         return self
-
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -272,8 +268,7 @@ class RingHandle:
                         self._setup()
                         self._check_indices()
                         with self._lock:  # the producer-to-be until it shows otherwise
-                            _peers.attach(self._load, self._cas,
-                                          self._base + 8 * _PRODUCER_PID, _PRODUCER_PID)
+                            _peers.attach(self._load, self._cas, self._base, _PRODUCER_PID)
                         return self
                 except BaseException:
                     self.close()

@@ -59,15 +59,24 @@ def pid_of(value: int) -> int:
     return value & ~TENTATIVE
 
 
-def attach(load: Load, cas: Cas, address: int, word: int) -> None:
-    """An opener's tentative producer record, if no producer is registered."""
+def attach(load: Load, cas: Cas, base: int, word: int) -> None:
+    """An opener's tentative producer record at ``word`` of the header mapped at ``base``,
+    if no producer is registered."""
     if not load(word):
-        cas(address, 0, os.getpid() | TENTATIVE)
+        cas(base + 8 * word, 0, os.getpid() | TENTATIVE)
 
 
-def detach(cas: Cas, address: int) -> None:
-    """Withdraw this process's tentative record (nothing if it was replaced)."""
-    cas(address, os.getpid() | TENTATIVE, 0)
+def detach(cas: Cas, base: int, word: int) -> None:
+    """Withdraw this process's tentative record (nothing if it was replaced): its last
+    handle closed normally (a ``with`` block left by an exception keeps it)."""
+    cas(base + 8 * word, os.getpid() | TENTATIVE, 0)
+
+
+def death_note(load: Load, word: int, pid: int) -> bytes:
+    """The crash message for the dead ``pid`` at ``word``: why, if it was an opener."""
+    if load(word) & TENTATIVE:
+        return f"pid {pid} opened the ring and ended before its first put()".encode()
+    return b""
 
 
 def set_pair(store: Store, word: int, pid: int, start: int) -> None:
@@ -88,11 +97,6 @@ def dead(load: Load, word: int) -> int:
     if load(word) != pid or _proc.is_alive(pid, start):
         return 0
     return pid
-
-
-def tentative(load: Load, word: int) -> bool:
-    """Is the record at ``word`` an opener's tentative one?"""
-    return bool(load(word) & TENTATIVE)
 
 
 def alive(load: Load, word: int) -> bool:

@@ -812,7 +812,6 @@ class ShmTraceRing(Waiting, RingConveniences):
         """If the registered producer died without notify_crash, record a crash (signal 0)."""
         if self._load(_FIN):
             return
-        opener = _peers.tentative(self._load, _PRODUCER_PID)
         ppid = _peers.dead(self._load, _PRODUCER_PID)
         if not ppid:
             return
@@ -820,10 +819,8 @@ class ShmTraceRing(Waiting, RingConveniences):
         # called notify_crash (or mark_finished) just before dying keeps its own account.
         if self._load(_FIN):
             return
-        why = (f"pid {ppid} opened the ring and ended before its first put()".encode()
-               if opener else b"")
         with self._lock:  # its wake-ups post under the lock (see _waiting._withdraw)
-            self._record_crash(0, 0, 0, why, ppid)
+            self._record_crash(0, 0, 0, _peers.death_note(self._load, _PRODUCER_PID, ppid), ppid)
 
     def _record_crash(self, signal: int, addr: int, operation: int, message: bytes,
                       dead_pid: int) -> None:
