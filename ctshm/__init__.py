@@ -8,6 +8,7 @@ segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``s
 from __future__ import annotations
 
 from .memory import ShmMemory
+from .results import UnreadMessagesWarning
 from .ring import (
     ConsumerGone,
     ConsumerGuard,
@@ -37,6 +38,7 @@ __all__ = [
     "ShmMemory",
     "ShmTraceRing",
     "Timeout",
+    "UnreadMessagesWarning",
     "__version__",
 ]
 

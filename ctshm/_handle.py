@@ -15,7 +15,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar
 
-from . import _peers, _proc, _shm, _space, atomics, layout as L, libc
+from . import _peers, _proc, _shm, _space, _unread, atomics, layout as L, libc
 from ._procstate import RINGS as _RINGS, Shared as _Shared, shared_for as _shared_for
 from ._ringobjects import RingObjects
 from .layout import (
@@ -280,9 +280,7 @@ class RingHandle:
                                         "closed (unlinked) it or died since", name)
             if end is not None and time.monotonic() >= end:
                 if why == "absent":
-                    hint = _shm.id_hint(id, L.RING_SUFFIX, "open")
-                    raise FileNotFoundError(2, f"no such ring (waited {timeout} s for its "
-                                            f"creator){hint}", name)
+                    raise FileNotFoundError(2, _unread.absent_text(name, id, timeout), name)
                 raise TimeoutError(f"ring {name!r} did not become ready within {timeout} s: "
                                    f"{why}")
             time.sleep(delay)

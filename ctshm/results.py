@@ -24,6 +24,7 @@ __all__ = [
     "ProducerCrashed",
     "RingFinished",
     "Timeout",
+    "UnreadMessagesWarning",
 ]
 
 
@@ -151,6 +152,11 @@ class ProducerCrashed(RuntimeError):
 
     def __reduce__(self) -> Any:
         return (type(self), (self.result,))
+
+
+class UnreadMessagesWarning(RuntimeWarning):
+    """A ring's owner removed it while it held committed messages no live consumer had
+    taken (shown by default; see ``ShmTraceRing.wait_drained``)."""
 
 
 class RingFinished(EOFError):
