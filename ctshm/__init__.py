@@ -7,6 +7,7 @@ segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``s
 
 from __future__ import annotations
 
+from .errors import UnreadMessagesWarning
 from .memory import ShmMemory
 from .ring import (
     ConsumerGone,
@@ -37,6 +38,7 @@ __all__ = [
     "ShmMemory",
     "ShmTraceRing",
     "Timeout",
+    "UnreadMessagesWarning",
     "__version__",
 ]
 

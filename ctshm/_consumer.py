@@ -164,7 +164,7 @@ def check_producer_alive(ring: ShmTraceRing) -> None:
     if ring._load(_FIN):
         return
     with ring._lock:  # its wake-ups post under the lock (see _waiting._withdraw)
-        record_crash(ring, 0, 0, 0, b"", ppid)
+        record_crash(ring, 0, 0, 0, _peers.death_note(ring._load, _PRODUCER_PID, ppid), ppid)
 
 
 def record_crash(ring: ShmTraceRing, signal: int, addr: int, operation: int, message: bytes,

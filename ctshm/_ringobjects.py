@@ -22,7 +22,7 @@ import os
 import weakref
 from typing import Any, Optional, Union
 
-from . import _proc, _shm, layout as L, libc
+from . import _proc, _shm, _unread, layout as L, libc
 from ._inflight import InFlight
 from .errors import CorruptRingError
 from .semaphore import NamedSemaphore, sem_file_identity
@@ -101,11 +101,13 @@ class RingObjects:
         identity, self.identity = self.identity, None
         if _shm.name_identity(self.name) != identity:
             return
+        unread = _unread.count(self.mapping)
         for s, ident in zip(sem_names(self.name), self.sem_identity):
             if ident is not None and sem_file_identity(s) not in (ident, None):
                 continue  # a successor's semaphore
             NamedSemaphore.unlink_name(s)
         _shm.unlink_if_same(self.name, identity)
+        _unread.removed(self.name, unread)
 
     # -- create / open -------------------------------------------------------------------
     @classmethod

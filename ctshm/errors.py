@@ -1,4 +1,4 @@
-"""Every exception ctshm raises of its own (the rest are Python's: ``TypeError``,
+"""Every exception (and warning) ctshm raises of its own (the rest are Python's: ``TypeError``,
 ``ValueError``, ``TimeoutError``, ``OSError`` with the object's name, ...).
 
 Each pickles with its fields (a ``multiprocessing`` worker may raise it).  Older import
@@ -12,7 +12,7 @@ from typing import Any
 from .results import Crashed
 
 __all__ = ["ConsumerGone", "CorruptRingError", "ProducerCrashed", "RingFinished",
-           "ShmDirError"]
+           "ShmDirError", "UnreadMessagesWarning"]
 
 
 class CorruptRingError(ValueError):
@@ -51,3 +51,8 @@ class ShmDirError(OSError):
     """``shm_open`` / ``sem_open`` failed because of the shared memory directory itself
     (absent, read-only, not writable), not because of the object named.  ``errno`` is the
     system's (ENOENT, EROFS, EACCES); ``filename`` is the object name."""
+
+
+class UnreadMessagesWarning(RuntimeWarning):
+    """A ring's owner removed it while it held committed messages no live consumer had
+    taken (shown by default; see ``ShmTraceRing.wait_drained``)."""

@@ -122,4 +122,4 @@ def __getattr__(name: str) -> Any:
 
 
 _MOVED: Final = frozenset({"ConsumerGone", "CorruptRingError", "ProducerCrashed",
-                           "RingFinished"})
+                           "RingFinished", "UnreadMessagesWarning"})

@@ -71,7 +71,19 @@ import time
 import weakref
 from typing import Any, Callable, Final, Optional, TypeVar
 
-from . import _consumer, _doors, _fork, _peers, _proc, _producer, _shm, _space, layout as L, libc
+from . import (
+    _consumer,
+    _doors,
+    _fork,
+    _peers,
+    _proc,
+    _producer,
+    _shm,
+    _space,
+    _unread,
+    layout as L,
+    libc,
+)
 from ._checks import check_timeout, not_bytes
 from ._header import Header
 from ._process_state import ProcessState, state_for
@@ -157,6 +169,7 @@ class ShmTraceRing:
     _p_quiet: bool = False
     _c_quiet: bool = False
     _undelivered: Optional[Callable[[], Optional[AccessResult]]] = None
+    _keep_attachment: bool = False  # set by __exit__ on an exception (see _on_close)
     name: str = ""
     id: str = ""
     capacity: int = 0
@@ -287,6 +300,8 @@ class ShmTraceRing:
                 self = cls._assemble(id, got, wait_mode, spinner)
                 try:
                     self._hdr.check_indices(name)
+                    with self._lock:  # the producer-to-be until it shows otherwise
+                        _peers.attach(self._load, self._cas, self._hdr.base, _PRODUCER_PID)
                 except BaseException:
                     self.close()
                     raise
@@ -297,9 +312,7 @@ class ShmTraceRing:
                                         "closed (unlinked) it or died since", name)
             if end is not None and time.monotonic() >= end:
                 if got == "absent":
-                    hint = _shm.id_hint(id, L.RING_SUFFIX, "open")
-                    raise FileNotFoundError(2, f"no such ring (waited {timeout} s for its "
-                                            f"creator){hint}", name)
+                    raise FileNotFoundError(2, _unread.absent_text(name, id, timeout), name)
                 raise TimeoutError(f"ring {name!r} did not become ready within {timeout} s: "
                                    f"{got}")
             time.sleep(delay)
@@ -408,6 +421,14 @@ class ShmTraceRing:
         with self._lock:
             self._check_open()
             return self._hdr.stats()
+
+    def wait_drained(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to ``timeout`` seconds (``None``: without bound) until the consumer has
+        released every committed message (``len(ring) == 0``): True, or False on timeout.
+        An owner calls it before closing: its ``close()`` removes the ring, and messages no
+        consumer took are then lost (``UnreadMessagesWarning``).  ``ConsumerGone`` if the
+        registered consumer died."""
+        return _unread.wait_drained(self, timeout)
 
     def header_words(self) -> memoryview:
         """The live shared header as u64 words, read-only (word indices: :mod:`ctshm.layout`),
@@ -706,6 +727,9 @@ class ShmTraceRing:
         ps = self._ps
         ps.opened.discard(self)
         ps.turn.notify_all()  # producer threads waiting for their turn
+        hdr = self.__dict__.get("_hdr")  # the last handle, closed normally (see _peers)
+        if hdr is not None and not ps.opened and not self._keep_attachment:
+            _peers.detach(hdr.cas, hdr.base, _PRODUCER_PID)
         if self._consumer_registered:
             self._consumer_registered = False
             # The last registered consumer handle of this process, with every slot it took
@@ -749,7 +773,9 @@ class ShmTraceRing:
         self._check_open()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None:
+            self._keep_attachment = True
         self.close()
 
     def __reduce__(self) -> Any:
