@@ -55,7 +55,7 @@ import weakref
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Deque, Final, Optional, TypeVar, Union
 
-from ._checks import check_timeout as _check_timeout
+from ._checks import check_timeout as _check_timeout, not_bytes
 from .layout import Buffer
 from .results import AccessResult
 from .ring import (
@@ -576,10 +576,7 @@ async def aput(ring: ShmTraceRing, data: Buffer, timeout: Optional[float] = None
     try:
         src = memoryview(data).cast("B")
     except TypeError:
-        hint = " (encode text first: .encode())" if isinstance(data, str) else ""
-        raise TypeError(f"ring {ring.name!r}: aput() needs a bytes-like object (bytes, "
-                        f"bytearray, memoryview, array, numpy array), not "
-                        f"{type(data).__name__}{hint}") from None
+        raise TypeError(not_bytes(ring.name, "aput", data)) from None
     n = src.nbytes
     if n > ring.slot_size:
         raise ValueError(f"ring {ring.name!r}: aput(): {n} bytes do not fit a slot of "
@@ -587,12 +584,11 @@ async def aput(ring: ShmTraceRing, data: Buffer, timeout: Optional[float] = None
     timeout = _check_timeout(timeout, f"ring {ring.name!r}: aput")
     st = _producer_state(ring)
     if not st.queue and not ring.closed:
-        try:
-            ring.put(src, 0)
+        if ring.try_put(src):
             return
-        except TimeoutError:
-            if timeout == 0:
-                raise
+        if timeout == 0:
+            ring.put(src, 0)  # published if a slot came meanwhile, else TimeoutError (why)
+            return
     g = await aacquire(ring, timeout, size=n)
     try:
         g.buf[:n] = src
