@@ -9,7 +9,10 @@ reads ctypes' private copy) is counted separately.
 Scenarios:
 
 ``slot-sequential``  one process: put 16 messages, then access + release 16, repeated.  No
-                     waiting at all: the minimum the protocol costs per message.
+                     waiting at all: the minimum the protocol costs per message.  Also the
+                     Python calls per message of each operation (``sys.setprofile`` ``call``
+                     events of ctshm's code: ``put``, ``access``, ``release`` with the
+                     guard's finalizer) and microseconds per message of each side.
 ``slot-stream``      W1 one message per slot (``put`` / ``access`` + ``release``), producer and
                      consumer in two forked processes.  Includes what waiting costs (failed
                      ``sem_trywait`` while spinning, ``sem_clockwait`` sleeps).
@@ -34,6 +37,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import ctshm
 from ctshm import Data, ShmTraceRing, atomics, libc, semaphore
 from ctshm.records import RecordReader, RecordWriter
 
@@ -89,6 +93,63 @@ def diff(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 
+_CTSHM_DIR = os.path.dirname(os.path.abspath(ctshm.__file__))
+
+
+def python_calls(fn: Callable[[], Any], n: int) -> float:
+    """Python ``call`` events of ctshm's own code per call of ``fn``."""
+    seen = [0]
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename.startswith(_CTSHM_DIR):
+            seen[0] += 1
+
+    sys.setprofile(profile)
+    try:
+        for _ in range(n):
+            fn()
+    finally:
+        sys.setprofile(None)
+    return seen[0] / n
+
+
+def python_calls_and_us(ring: ShmTraceRing, rounds: int) -> dict[str, float]:
+    """Python calls per message of put / access / release, and µs per message per side
+    (best of 5 batches of 16 messages)."""
+    msg = bytearray(64)
+    guards: collections.deque[Any] = collections.deque()
+
+    def access() -> None:
+        guards.append(ring.access().guard)  # type: ignore[union-attr]
+
+    def release() -> None:
+        g = guards.popleft()
+        g.release()
+        del g  # the finalizer runs here
+
+    out = {"put calls": python_calls(lambda: ring.put(msg), 16),
+           "access calls": python_calls(access, 16),
+           "release calls": python_calls(release, 16)}
+    put_best = cons_best = float("inf")
+    put, acc = ring.put, ring.access
+    for _ in range(5):
+        tp = tc = 0.0
+        for _ in range(max(1, rounds)):
+            t0 = time.perf_counter()
+            for _ in range(16):
+                put(msg)
+            t1 = time.perf_counter()
+            for _ in range(16):
+                acc().guard.release()  # type: ignore[union-attr]
+            t2 = time.perf_counter()
+            tp, tc = tp + t1 - t0, tc + t2 - t1
+        n = 16 * max(1, rounds)
+        put_best, cons_best = min(put_best, tp / n), min(cons_best, tc / n)
+    out["producer us/msg"] = round(put_best * 1e6, 3)
+    out["consumer us/msg"] = round(cons_best * 1e6, 3)
+    return out
+
+
 def slot_sequential(count: int) -> dict[str, Any]:
     rid = f"cc{os.getpid():x}_seq"
     ring = ShmTraceRing.create(rid, 16, SLOT, fast=MODE["fast"])
@@ -111,10 +172,12 @@ def slot_sequential(count: int) -> dict[str, Any]:
             c = snapshot()
             prod.update(diff(a, b))
             cons.update(diff(b, c))
+        python = python_calls_and_us(ring, rounds)
     finally:
         ring.close()
     n = rounds * 16
-    return {"messages": n, "producer": per(dict(prod), n), "consumer": per(dict(cons), n)}
+    return {"messages": n, "producer": per(dict(prod), n), "consumer": per(dict(cons), n),
+            "python": python}
 
 
 def _fork(fn: Callable[[], dict[str, Any]]) -> tuple[int, int]:
