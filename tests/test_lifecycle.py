@@ -428,7 +428,7 @@ def test_direct_construction_refused() -> None:
 
 def test_dropped_guard_releases_its_slot_and_view(shm_id: str) -> None:
     # No RuntimeWarning any more: __del__ cannot tell this misuse from correct code that
-    # drops a guard before its view (see test_review_lifecycle).
+    # drops a guard before its view (see test_close_with_guards_out).
     with ShmTraceRing.create(shm_id, 1, 4096) as ring:
         ring.put(b"abc")
         view = ring.access(1).guard.buf  # type: ignore[union-attr]
