@@ -1,15 +1,16 @@
 """Argument checks every public call shares: timeouts, ints, buffers.
 
 One home for each rule, so that every call says the same thing about the same mistake:
-``check_timeout`` (seconds or None; huge means forever), ``is_int`` (an int that is not a
-bool), ``not_bytes`` (the ``TypeError`` text for a non-buffer message).
+``check_timeout`` (seconds or None; huge means forever), ``check_linger`` (a finite bound),
+``is_int`` (an int that is not a bool), ``not_bytes`` (the ``TypeError`` text for a
+non-buffer message).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final, Optional
 
-__all__ = ["MAX_TIMEOUT", "check_timeout", "is_int", "not_bytes"]
+__all__ = ["MAX_TIMEOUT", "check_linger", "check_timeout", "is_int", "not_bytes"]
 
 #: A timeout beyond this (about 30 years) waits without bound.
 MAX_TIMEOUT: Final = 1e9
@@ -50,3 +51,22 @@ def not_bytes(name: str, what: str, data: Any) -> str:
     hint = " (encode text first: .encode())" if isinstance(data, str) else ""
     return (f"ring {name!r}: {what}() needs a bytes-like object (bytes, bytearray, "
             f"memoryview, array, numpy array), not {type(data).__name__}{hint}")
+
+
+#: A linger bound must be below this: the flusher's wait cannot be longer (threading.TIMEOUT_MAX
+#: is ~9.2e9 s), and it is the bound of a finite timeout in ``check_timeout``.
+_LINGER_MAX: Final = 1e9
+
+
+def check_linger(linger: Optional[float], where: str) -> Optional[float]:
+    """``linger=`` as a float (or None), for the error messages of ``where``."""
+    if linger is None:
+        return None
+    if not is_number(linger):
+        raise TypeError(f"{where}: linger must be a number of seconds or None, not "
+                        f"{type(linger).__name__}")
+    if not (linger >= 0 and linger < _LINGER_MAX):  # NaN fails; 2**1024 is an int here
+        shown = repr(linger) if len(repr(linger)) < 30 else f"{repr(linger)[:20]}..."
+        raise ValueError(f"{where}: linger must be a finite number of seconds >= 0 and below "
+                         f"{_LINGER_MAX:.0e} (or None: no time bound), not {shown}")
+    return float(linger)

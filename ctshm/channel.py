@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Optional
 
-from ._checks import check_timeout as _check_timeout
-from ._framing import _split, check_linger
+from ._checks import check_linger, check_timeout as _check_timeout
+from ._record_framing import split
 from .records import DEFAULT_LINGER, RecordWriter
 from .ring import (
     ConsumerGuard,
@@ -157,7 +157,7 @@ class Receiver:
             if type(r) is Data:
                 g = r.guard
                 try:
-                    batch = _split(g, ring.name)
+                    batch = split(g.buf, g.index, ring.name)
                 except BaseException:
                     g.release()
                     raise

@@ -81,14 +81,9 @@ import time
 import weakref
 from typing import Any, Callable, Final, Optional, cast
 
-from ._checks import is_int, not_bytes
-from ._framing import (
-    RECORD_HEADER,
-    SLOT_HEADER,
-    RecordReader,
-    _pack_pair,
-    check_linger,
-)
+from ._checks import check_linger, is_int, not_bytes
+from ._record_framing import RECORD_HEADER, SLOT_HEADER, pack_pair as _pack_pair
+from ._record_reader import RecordReader
 from .layout import READ_IDX, WRITE_IDX
 from .ring import (
     ProducerGuard,

@@ -1,38 +1,17 @@
-"""Record framing inside a slot, and the consumer side of ``ctshm.records``: the parser
-(:func:`_split`, pure: a guard's view in, record views out) and :class:`RecordReader`.
-
-The framing is drawn in ``ctshm.records``' module docstring (and summarized in
-``ctshm.layout``); the writer is ``ctshm.records.RecordWriter``.
+"""The consumer side of ``ctshm.records``: :class:`RecordReader` takes slots from a ring and
+hands out their records (parsed by :func:`ctshm._record_framing.split`).
 """
 
 from __future__ import annotations
 
-import struct
 from itertools import chain
-from typing import AsyncIterator, Final, Generator, Iterator, Optional, cast
+from typing import AsyncIterator, Generator, Iterator, Optional, cast
 
+from ._record_framing import split
 from .results import AccessResult
-from .ring import (
-    ConsumerGuard,
-    CorruptRingError,
-    Crashed,
-    Data,
-    Finished,
-    ProducerCrashed,
-    ShmTraceRing,
-)
+from .ring import ConsumerGuard, Crashed, Data, Finished, ProducerCrashed, ShmTraceRing
 
-__all__ = ["RECORD_HEADER", "SLOT_HEADER", "RecordReader"]
-
-#: Bytes before the first record of a slot (u32 count + u32 reserved).
-SLOT_HEADER: Final = 8
-#: Bytes before each record's payload (u32 length + u32 reserved).
-RECORD_HEADER: Final = 8
-
-_PAIR: Final = struct.Struct("<II")
-_pack_pair = _PAIR.pack_into
-_U32: Final = struct.Struct("<I")
-_unpack_u32 = _U32.unpack_from
+__all__ = ["RecordReader"]
 
 
 class RecordReader:
@@ -83,7 +62,7 @@ class RecordReader:
 
     def _take(self, g: ConsumerGuard) -> list[memoryview]:
         """A slot's records as views, counted."""
-        records = _split(g, self._ring.name)
+        records = split(g.buf, g.index, self._ring.name)
         self.slots_read += 1
         self.records_read += len(records)
         return records
@@ -145,58 +124,6 @@ class _Records(chain):  # type: ignore[type-arg]
 
     def close(self) -> None:
         self._batches.close()
-
-
-def _split(guard: ConsumerGuard, name: str) -> list[memoryview]:
-    """The record views of one slot, after checking every record lies inside the slot."""
-    buf = guard.buf
-    size = len(buf)
-    if size < SLOT_HEADER:
-        raise CorruptRingError(f"ring {name!r}: message {guard.index} has {size} bytes, too "
-                               "short for a record slot header (8 bytes)")
-    count = _unpack_u32(buf, 0)[0]
-    out: list[memoryview] = []
-    append = out.append
-    off = SLOT_HEADER
-    try:
-        for _ in range(count):
-            end = off + RECORD_HEADER + _unpack_u32(buf, off)[0]  # struct.error past the end
-            if end > size:
-                break
-            append(buf[off + RECORD_HEADER:end])
-            off = (end + 7) & ~7
-        else:
-            return out
-    except struct.error:
-        pass
-    for v in out:
-        v.release()
-    raise _truncated(name, guard.index, len(out), count, size)
-
-
-def _truncated(name: str, index: int, k: int, count: int, size: int) -> CorruptRingError:
-    return CorruptRingError(
-        f"ring {name!r}: message {index} announces {count} records but record {k} ends "
-        f"beyond its {size} committed bytes (not a RecordWriter slot, or corrupt)")
-
-
-#: A linger bound must be below this: the flusher's wait cannot be longer (threading.TIMEOUT_MAX
-#: is ~9.2e9 s), and it is the bound of a finite timeout in ``check_timeout``.
-_LINGER_MAX: Final = 1e9
-
-
-def check_linger(linger: Optional[float], where: str) -> Optional[float]:
-    """``linger=`` as a float (or None), for the error messages of ``where``."""
-    if linger is None:
-        return None
-    if isinstance(linger, bool) or not isinstance(linger, (int, float)):
-        raise TypeError(f"{where}: linger must be a number of seconds or None, not "
-                        f"{type(linger).__name__}")
-    if not (linger >= 0 and linger < _LINGER_MAX):  # NaN fails; 2**1024 is an int here
-        shown = repr(linger) if len(repr(linger)) < 30 else f"{repr(linger)[:20]}..."
-        raise ValueError(f"{where}: linger must be a finite number of seconds >= 0 and below "
-                         f"{_LINGER_MAX:.0e} (or None: no time bound), not {shown}")
-    return float(linger)
 
 
 def _release(g: ConsumerGuard, records: Optional[list[memoryview]]) -> None:
