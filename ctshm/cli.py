@@ -15,6 +15,7 @@ import sys
 from typing import Any, NoReturn, Optional
 
 from . import __version__, _space, atomics, libc, semaphore
+from ._ops_help import OPS_HELP
 from ._shm import SHM_DIR
 
 DESCRIPTION = "Shared-memory IPC for Python processes: environment report, benchmark, and " \
@@ -24,13 +25,9 @@ DESCRIPTION = "Shared-memory IPC for Python processes: environment report, bench
 COMMANDS: dict[str, str] = {
     "info": "environment report (default): libraries, wait mode, atomics backend, page size",
     "bench": "benchmark against other IPC mechanisms (python -m ctshm bench --help)",
-    "ls": f"list rings, segments and orphan semaphores in {SHM_DIR}",
-    "stat": "full header, live statistics, semaphores and slots of one object",
-    "rm": "remove a ring (with its semaphores), a segment or orphan semaphores",
-    "gc": "remove objects whose owners are dead",
-    "top": f"live view of every ring in {SHM_DIR}: message and byte rates, fill, peers",
+    **OPS_HELP,  # the ops package's own texts
 }
-OPS_COMMANDS = ("ls", "stat", "rm", "gc", "top")
+OPS_COMMANDS = tuple(OPS_HELP)
 
 
 def plain(text: str) -> str:

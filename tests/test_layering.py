@@ -228,3 +228,58 @@ def test_a_private_ring_attribute_in_an_extension_is_caught(tmp_path: os.PathLik
         f.write(text + "\n\ndef peek(ring):\n    return ring._hq\n")
     files["ctshm.channel"] = path
     assert any("ring._hq" in b for b in private_ring_uses(files, layers))
+
+
+def import_cycles(files: dict[str, str]) -> list[list[str]]:
+    """Cycles among the imports of the package, lazy ones included (a function-level import
+    back into a module that imports it is a cycle too: ``ops`` reading ``cli`` was one).
+    Exempt: the door's lazy imports (its one documented way up) and a module
+    ``__getattr__`` that keeps moved names importable from their old module."""
+    known = set(files)
+    graph = {m: sorted({i.target for i in imports_of(m, p, known)
+                        if i.target in known and not (row_of(m) == DOOR and i.in_function)
+                        and i.line not in _old_path_lines(p)} - {m})
+             for m, p in files.items()}
+    cycles, state = [], dict.fromkeys(graph, 0)  # 0 new, 1 on the stack, 2 done
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for d in graph[m]:
+            if m.startswith(d + "."):
+                continue  # a module of a package naming its own package
+            if state[d] == 1:
+                cycles.append([*stack[stack.index(d):], d] if d in stack else [m, d])
+            elif state[d] == 0:
+                visit(d, [*stack, d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if state[m] == 0:
+            visit(m, [m])
+    return cycles
+
+
+def _old_path_lines(path: str) -> set[int]:
+    """Lines of a module-level ``__getattr__`` (PEP 562: names moved to another module)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    return {n.lineno for fn in tree.body
+            if isinstance(fn, ast.FunctionDef) and fn.name == "__getattr__"
+            for n in ast.walk(fn) if hasattr(n, "lineno")}
+
+
+def test_no_import_cycles() -> None:
+    cycles = import_cycles(module_files())
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_an_import_cycle_is_caught(tmp_path: os.PathLike[str]) -> None:
+    """The mutant: ops' parser reading its help texts from the main parser again."""
+    files = dict(module_files())
+    path = os.path.join(str(tmp_path), "cli.py")
+    with open(files["ctshm.ops.cli"], encoding="utf-8") as f:
+        text = f.read()
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text + "\n\ndef texts():\n    from .. import cli\n    return cli.COMMANDS\n")
+    files["ctshm.ops.cli"] = path
+    assert any("ctshm.cli" in c and "ctshm.ops.cli" in c for c in import_cycles(files))

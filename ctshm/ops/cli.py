@@ -9,7 +9,8 @@ import os
 import sys
 from typing import Any, Callable, Final
 
-from .. import cli as _main_cli, layout as L
+from .. import layout as L
+from .._ops_help import OPS_HELP
 from ._common import COMMANDS, SHM_DIR, OpsError
 from ._scan import scan_mappers, scan_quality
 from .cleanup import gc, in_use, remove
@@ -23,7 +24,7 @@ __all__ = ["HELP", "add_arguments", "add_subcommands", "cmd_gc", "cmd_ls", "cmd_
            "cmd_stat", "cmd_top", "run"]
 
 #: Subcommand -> one-line help (``python -m ctshm --help`` shows the same texts).
-HELP: Final = {cmd: _main_cli.COMMANDS[cmd] for cmd in COMMANDS}
+HELP: Final = {cmd: OPS_HELP[cmd] for cmd in COMMANDS}
 
 _JSON_HELP: Final = {
     "ls": "print the listing as JSON",
