@@ -48,7 +48,7 @@ def micro(n: int) -> dict[str, float]:
         h = ring._h_filled
         out["raw sem_post (ctypes)"] = best_ns(lambda: fn.sem_post(h), n)
         out["raw sem_trywait, token (ctypes)"] = best_ns(lambda: fn.sem_trywait(h), n)
-        addr = ring._a_res
+        addr = ring._hdr.a_res
         lib = atomics.get_backend("libatomic") if "libatomic" in atomics.available_backends() \
             else None
         mc = atomics.get_backend("machine-code") \
@@ -118,7 +118,7 @@ def what_if(n: int) -> dict[str, float]:
             hq[2] = desired
         return int(old)
 
-    variants: dict[str, Any] = {"as is (" + ring._atomics.name + ")": ring._cas}
+    variants: dict[str, Any] = {"as is (" + atomics.get_backend().name + ")": ring._cas}
     if "machine-code" in atomics.available_backends():
         variants["machine-code CAS"] = atomics.get_backend("machine-code").compare_exchange
     variants["plain load/compare/store"] = plain_cas
