@@ -11,6 +11,7 @@ a consumer does is here, with every guarantee.
 from __future__ import annotations
 
 import heapq
+import time
 from typing import TYPE_CHECKING, Optional
 
 from . import _peers
@@ -56,17 +57,28 @@ def access_now(ring: ShmTraceRing) -> Optional[AccessResult]:
 
 
 def access_wait(ring: ShmTraceRing, timeout: Optional[float]) -> AccessResult:
+    """``access`` once ``try_access`` found nothing: on the quiet path, spin retrying
+    ``try_access`` (no claim of its own, no token taken for it); then the general wait."""
     ring._enter("access")
     try:
-        return wait_data(ring, timeout)
+        spun = None
+        if ring._c_quiet and timeout != 0:
+            spun = time.perf_counter()
+            r = ring._waiter.spin_quiet(False, ring.try_access, timeout, spun)
+            if r is not None:
+                return r  # type: ignore[no-any-return]
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.perf_counter() - spun))
+        return wait_data(ring, timeout, spun)
     finally:
         ring._leave()
 
 
-def wait_data(ring: ShmTraceRing, timeout: Optional[float]) -> AccessResult:
+def wait_data(ring: ShmTraceRing, timeout: Optional[float], spun: Optional[float] = None
+              ) -> AccessResult:
     """Wait for a slot (compat: take a ``filled`` token) and claim it (see _wait)."""
     r = ring._waiter.wait(False, lambda: take_data(ring), lambda: data_idle(ring), timeout,
-                          "access")
+                          "access", spun)
     return on_timeout(ring) if r is None else r
 
 

@@ -106,10 +106,21 @@ def put_now(ring: ShmTraceRing, src: memoryview, n: int) -> bool:
 
 
 def put_waiting(ring: ShmTraceRing, src: memoryview, timeout: Optional[float]) -> None:
-    """``put`` once ``try_put`` found no slot: acquire (waiting), copy, commit."""
+    """``put`` once ``try_put`` found no slot: on the quiet path, spin retrying ``try_put``
+    (the steady state of a stream that outruns its consumer: no turn, no guard object);
+    then acquire (waiting), copy, commit."""
     n = src.nbytes
     check_put_size(ring, n)
-    copy_and_commit(acquire(ring, timeout, size=n), src, n)
+    since = spun = None
+    if ring._p_quiet and timeout != 0:
+        since, spun = time.monotonic(), time.perf_counter()
+        ring._enter("put")
+        try:
+            if ring._waiter.spin_quiet(True, lambda: ring.try_put(src) or None, timeout, spun):
+                return
+        finally:
+            ring._leave()
+    copy_and_commit(acquire(ring, timeout, size=n, since=since, spun=spun), src, n)
 
 
 def check_put_size(ring: ShmTraceRing, n: int) -> None:
@@ -185,13 +196,14 @@ def space(ring: ShmTraceRing) -> bool:
     return bool(ld(_W) - ld(_R) < ring.capacity)
 
 
-def wait_space(ring: ShmTraceRing, timeout: Optional[float]) -> bool:
+def wait_space(ring: ShmTraceRing, timeout: Optional[float], spun: Optional[float] = None
+               ) -> bool:
     """Wait for a free slot (compat: and take its ``empty`` token; see _wait): True, or
     False on timeout or close."""
     ring._enter("acquire")
     try:
         return bool(ring._waiter.wait(True, lambda: space_taken(ring),
-                                      lambda: space_idle(ring), timeout, "acquire"))
+                                      lambda: space_idle(ring), timeout, "acquire", spun))
     except ValueError:
         if ring._closed:
             return False
@@ -322,14 +334,17 @@ def check_may_end(ring: ShmTraceRing, what: str) -> None:
             "shared was changed. Only the producer process ends its stream")
 
 
-def acquire(ring: ShmTraceRing, timeout: Optional[float] = None, *, size: Optional[int] = None
-            ) -> ProducerGuard:
-    """See ``ShmTraceRing.acquire``."""
+def acquire(ring: ShmTraceRing, timeout: Optional[float] = None, *, size: Optional[int] = None,
+            since: Optional[float] = None, spun: Optional[float] = None) -> ProducerGuard:
+    """See ``ShmTraceRing.acquire``.  ``since``/``spun``: when the call began
+    (``time.monotonic()``/``perf_counter()``) if it spun already (``put``): the timeout
+    counts from then, and no second spin."""
     if ring._closed:
         ring._check_open()
     timeout = check_timeout(timeout, "acquire", ring.name)
     size = check_acquire_size(ring, size)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    start = time.monotonic() if since is None else since
+    deadline = None if timeout is None else start + timeout
     ps = ring._ps
     with ring._lock:
         take_turn(ring, deadline, timeout)
@@ -343,7 +358,7 @@ def acquire(ring: ShmTraceRing, timeout: Optional[float] = None, *, size: Option
     # able to release slots meanwhile.
     try:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        got = wait_space(ring, left)
+        got = wait_space(ring, left, spun)
     except BaseException:
         with ring._lock:
             ps.end_turn()

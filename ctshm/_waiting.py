@@ -214,7 +214,7 @@ class Waiter:
                           "waited")
 
     def wait(self, producer: bool, take: Callable[[], Any], idle: Callable[[], Any],
-             timeout: Optional[float], what: str) -> Any:
+             timeout: Optional[float], what: str, spun: Optional[float] = None) -> Any:
         """The one wait loop of both sides; in flight (see close()).
 
         Spin while the adaptive budget lasts, watching the side's ready check (header loads
@@ -225,14 +225,16 @@ class Waiter:
         ``take()`` claims what was announced (None: a stale token, or another thread was
         first: keep waiting).  After each empty slice ``idle()`` runs the liveness check and
         the self-healing claim of work visible without its token (None: keep waiting).  None
-        on timeout; ``ValueError`` once this handle is closed by another thread.
+        on timeout; ``ValueError`` once this handle is closed by another thread.  ``spun``:
+        the caller spun already, from that ``perf_counter()`` time (:meth:`spin_quiet`):
+        sleep at once (the adaptive budget counts the whole wait).
         """
         if producer:
             sem, ready, stats, word = self.empty, self.space_ready, _PS, _PSLEEP
         else:
             sem, ready, stats, word = self.filled, self.data_ready, _CS, _CSLEEP
-        t0 = time.perf_counter()
-        r = self._spin_for(sem, ready, take, timeout, t0)
+        t0 = time.perf_counter() if spun is None else spun
+        r = None if spun is not None else self._spin_for(sem, ready, take, timeout, t0)
         if r is not None:
             self.count(stats + STAT_SPINS)
             return r
@@ -257,20 +259,35 @@ class Waiter:
             if r is not None:
                 return r
 
-    def _spin_for(self, sem: NamedSemaphore, ready: Callable[[], Any],
+    def spin_quiet(self, producer: bool, take: Callable[[], Any], timeout: Optional[float],
+                   t0: float) -> Any:
+        """In flight, for a side on its quiet path: the spin phase alone, polling the side's
+        ready check and, once it holds, ``take()`` - a whole non-blocking attempt
+        (``try_put``/``try_access``, which takes any token itself).  What ``take`` returned,
+        or None once the budget (or the timeout) is spent: then the general wait, without
+        a second spin (``wait(..., spun=t0)``).  ``t0``: ``time.perf_counter()`` at the
+        start."""
+        ready = self.space_ready if producer else self.data_ready
+        r = self._spin_for(None, ready, take, timeout, t0)
+        if r is not None:
+            self.count((_PS if producer else _CS) + STAT_SPINS)
+        return r
+
+    def _spin_for(self, sem: Optional[NamedSemaphore], ready: Callable[[], Any],
                   take: Callable[[], Any], timeout: Optional[float], t0: float) -> Any:
         """The spin phase of wait: what ``take()`` claimed, or None once the budget (or the
-        timeout, if shorter) is spent."""
-        spin, fast = self.spin, self.fast
+        timeout, if shorter) is spent.  ``sem`` None: ``take`` takes its token itself."""
+        spin = self.spin
         if spin.budget <= 0 or (timeout is not None and timeout <= 0):
             return None
         # In flight: the raw sem_trywait (no enter/leave of the semaphore's own; EINTR is
         # just another miss), as on the lock-held fast paths.
-        trywait, h = self.trywait, sem._handle
+        tokenless = self.fast or sem is None
+        trywait, h = self.trywait, (0 if sem is None else sem._handle)
         # A fixed spin longer than the timeout stops at the timeout.
         end = t0 + (spin.budget if timeout is None else min(spin.budget, timeout))
         while time.perf_counter() < end and not self.closed:
-            if ready() and (fast or trywait(h) == 0):
+            if ready() and (tokenless or trywait(h) == 0):
                 r = take()
                 if r is not None:
                     spin.record(time.perf_counter() - t0)
