@@ -8,7 +8,7 @@ segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``s
 from __future__ import annotations
 
 from .memory import ShmMemory
-from .results import UnreadMessagesWarning
+from .results import StaleViewWarning, UnreadMessagesWarning
 from .ring import (
     ConsumerGone,
     ConsumerGuard,
@@ -37,6 +37,7 @@ __all__ = [
     "RingFinished",
     "ShmMemory",
     "ShmTraceRing",
+    "StaleViewWarning",
     "Timeout",
     "UnreadMessagesWarning",
     "__version__",

@@ -13,12 +13,10 @@ opened but has not called ``access()`` yet) still has it open: the owner is told
 from __future__ import annotations
 
 import os
-import sys
 import time
-import warnings
 from typing import TYPE_CHECKING, Optional
 
-from . import _peers, _shm, layout as L
+from . import _peers, _shm, _userwarn, layout as L
 from .results import ConsumerGone, UnreadMessagesWarning
 
 if TYPE_CHECKING:
@@ -26,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["absent_text", "count", "removed", "wait_drained"]
 
-_PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
 #: Names this process's owner handles removed: name -> (time.monotonic(), unread).
 _REMOVED: dict[str, tuple[float, int]] = {}
 _REMOVED_MAX = 256
@@ -62,11 +59,7 @@ def removed(name: str, unread: int) -> None:
             "them (a Rust consumer, or one that has not called access() yet: register it "
             "with expect_consumer(pid)).  Call ring.wait_drained(timeout) before closing "
             "the owner")
-    level, f = 1, sys._getframe(0)
-    while f.f_back is not None and f.f_code.co_filename.startswith(_PKG):
-        f = f.f_back
-        level += 1
-    warnings.warn(text, UnreadMessagesWarning, stacklevel=level)
+    _userwarn.warn(text, UnreadMessagesWarning)
 
 
 def absent_text(name: str, id: str, timeout: Optional[float]) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "Finished",
     "ProducerCrashed",
     "RingFinished",
+    "StaleViewWarning",
     "Timeout",
     "UnreadMessagesWarning",
 ]
@@ -157,6 +158,30 @@ class ProducerCrashed(RuntimeError):
 class UnreadMessagesWarning(RuntimeWarning):
     """A ring's owner removed it while it held committed messages no live consumer had
     taken (shown by default; see ``ShmTraceRing.wait_drained``)."""
+
+
+class StaleViewWarning(RuntimeWarning):
+    """A view exported from a guard's ``buf`` (a NumPy array, ``memoryview(g.buf)``)
+    outlived the guard: it still maps the slot, which will hold another message.  Shown by
+    default; ``warnings.simplefilter("error", StaleViewWarning)`` makes it an error (raised
+    once the slot was handed back)."""
+
+
+STALE: Final = "ended, with a view of its buf still exported"  # a guard's ``_done`` then
+
+
+def stale_view_text(kind: str, index: int, ring: str, producer: bool) -> str:
+    """The :class:`StaleViewWarning` text for a guard that ended with an exported view."""
+    if producer:
+        risk = ("a write through it changes the published message (or a later one in the "
+                "same slot); write through g.buf and drop such views before the with block "
+                "ends, or use put()")
+    else:
+        risk = ("it will show a later message's bytes once the producer reuses the slot; "
+                "use such views only inside the with block, and copy what must outlive it "
+                "(bytes(g.buf), arr.copy())")
+    return (f"{kind} for message {index} of {ring!r} ended while a view made from its buf "
+            f"(a NumPy array, memoryview(g.buf), ...) still exists: {risk}")
 
 
 class RingFinished(EOFError):
