@@ -15,7 +15,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar
 
-from . import _peers, _proc, _shm, _space, _unread, atomics, layout as L, libc
+from . import _exitnote, _peers, _proc, _shm, _space, _unread, atomics, layout as L, libc
 from ._procstate import RINGS as _RINGS, Shared as _Shared, shared_for as _shared_for
 from ._ringobjects import RingObjects
 from .layout import (
@@ -543,9 +543,9 @@ class RingHandle:
         self._check_open()
         return self
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
-            self._keep_attachment = True
+            _exitnote.on_exception(self, exc)  # keeps an opener's record; notes why
         self.close()
 
     def __reduce__(self) -> Any:

@@ -108,8 +108,9 @@ class Crashed(_Result):
 
     @property
     def reason(self) -> str:
-        if self.pid is not None:
-            return f"producer pid {self.pid} died without notify_crash"
+        if self.pid is not None:  # ctshm found it dead: the message is what is known why
+            return self.message or (f"producer pid {self.pid} ended without mark_finished() "
+                                    "or notify_crash()")
         if self.message:
             return f"producer crashed: {self.message}"
         return "producer called notify_crash"
@@ -149,7 +150,8 @@ class ProducerCrashed(RuntimeError):
         self.details = result.details
         self.pid = result.pid
         self.message = result.message
-        super().__init__(f"{result.reason}: {result.details}")
+        zero = result.details == CrashDetails()
+        super().__init__(result.reason if zero else f"{result.reason}: {result.details}")
 
     def __reduce__(self) -> Any:
         return (type(self), (self.result,))

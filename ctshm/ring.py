@@ -831,9 +831,9 @@ class ShmTraceRing(Waiting, RingConveniences):
         if dead_pid:
             self._store(_DEAD_PID, dead_pid)
         hv = self._hv
-        if message:
+        if message or not dead_pid:  # a dead producer's own note stays (ctshm._exitnote)
             hv[MSG_OFF + 4:MSG_OFF + 4 + len(message)] = message
-        MSG_LEN.pack_into(hv, MSG_OFF, len(message))
+            MSG_LEN.pack_into(hv, MSG_OFF, len(message))
         _CRASH.pack_into(hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
         self._fence()  # details before the flag
         if self._cas(self._a_fin, 0, _CRASHED) == 0:
