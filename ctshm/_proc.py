@@ -77,11 +77,11 @@ def exit_status(pid: int) -> Optional[str]:
     0 without mark_finished()", "died, killed by signal 9 (SIGKILL)"), without reaping it
     (``WNOWAIT``: its parent's own wait still gets the status); else None."""
     waitid = getattr(os, "waitid", None)
-    if waitid is None:
+    if waitid is None or not 0 < pid < (1 << 31):  # not a pid: a corrupt header word
         return None
     try:
         r = waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except (ChildProcessError, OSError):
+    except (ChildProcessError, OSError, OverflowError):
         return None  # not our child, or already reaped
     if r is None:
         return None  # still running

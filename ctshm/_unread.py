@@ -39,7 +39,8 @@ def count(mapping: Optional[_shm.Mapping]) -> int:
         load = hq.__getitem__
         if _peers.alive(load, L.CONSUMER_PID):
             return 0
-        return max(0, int(load(L.WRITE_IDX) - load(L.READ_IDX)))
+        n = int(load(L.WRITE_IDX) - load(L.READ_IDX))
+        return n if 0 < n <= load(L.CAPACITY) else 0  # else a corrupt header: no count
     finally:
         hq.release()
 
