@@ -59,8 +59,9 @@ import weakref
 from typing import Any, Final, Optional, TypeVar
 
 from . import _peers, _userwarn, _viewcheck, libc
+from ._bytesview import byte_view
 from ._conveniences import Buffer, RingConveniences, take_pending
-from ._handle import check_timeout, is_int, not_bytes
+from ._handle import check_timeout, is_int
 from ._ringobjects import reserve_range
 from ._waiting import (  # noqa: F401 (the spin constants stay importable from here)
     DEFAULT_SPIN,
@@ -274,8 +275,7 @@ class ConsumerGuard(_Guard):
         self.release()
 
     def __del__(self) -> None:
-        # No StaleViewWarning here: a function's locals may be freed guard-first, with the
-        # exported view freed right after (a correct use); release() and `with` do warn.
+        # No StaleViewWarning: locals may free the guard before a view (test_guard_views).
         try:
             if not self._done and self._pid == _PID:
                 self._ring._complete(self.index, self)
@@ -573,11 +573,11 @@ class ShmTraceRing(Waiting, RingConveniences):
                 self._post_empty_via_open_handle()
 
     def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
-        """Copy ``data`` (bytes-like) into a slot and commit exactly its length."""
+        """Copy ``data`` (any buffer; non-contiguous: in C order) into a slot; commit its length."""
         try:
             src = memoryview(data).cast("B")
-        except TypeError:
-            raise TypeError(not_bytes(self.name, "put", data)) from None
+        except TypeError:  # not a buffer (refused), or not C-contiguous (copied in C order)
+            src = byte_view(data, self.name, "put")
         n = src.nbytes
         if n > self.slot_size:
             raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
