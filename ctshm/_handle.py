@@ -166,7 +166,7 @@ class RingHandle:
     @classmethod
     def create(cls: type[Self], id: str, capacity: int, slot_size: int, *,
                replace: Optional[bool] = None, wait_mode: Optional[str] = None,
-               spin: Optional[float] = None, fast: bool = False) -> Self:
+               spin: Optional[float] = None, fast: bool = False, mode: int = 0o600) -> Self:
         """Create ``/{id}_t`` and its semaphores; this handle is the owner.
 
         ``fast``: a ring for ctshm peers only, whose steady state makes no foreign call per
@@ -177,7 +177,7 @@ class RingHandle:
         ``replace``: what to do if the name exists.  ``None`` (default) replaces it only when
         it is a ctshm ring whose creator is dead; ``True`` always replaces (the Rust
         original's behaviour: its users keep their mapping but lose the names); ``False``
-        never (``FileExistsError``).
+        never (``FileExistsError``).  ``mode``: permission bits (default 0o600: this user).
 
         The header pages ctshm writes (page 0 and the length records) are reserved before
         anything is written, so a full /dev/shm raises ``OSError(ENOSPC)`` here, never
@@ -207,7 +207,7 @@ class RingHandle:
         self = cls._new(id, name, wait_mode, spin)
         objs = self._objs
         assert objs is not None
-        objs.create(replace)
+        objs.create(replace, mode)
         self._closed = False
         objs.arm(self)
         try:
@@ -393,8 +393,8 @@ class RingHandle:
             objs.inflight.leave()
 
     def _closed_while(self, what: str) -> ValueError:
-        return ValueError(f"ring {self.name!r} was closed (by another thread) while {what}() "
-                          "waited")
+        return ValueError(f"ring {self.name!r} was closed while {what}() waited (close() was "
+                          "called meanwhile: by another thread, or by this task's own code)")
 
     # -- registration in advance, checks and records shared by both paths -------------------
     def _check_acquire_size(self, size: Optional[int]) -> int:

@@ -133,8 +133,12 @@ def register(load: Load, store: Store, word: int, ring: str, role: str) -> int:
         old = 0  # an opener's record: replaced, alive or not
     if old and old != pid:
         if _proc.is_alive(old, load(word + 1)):
+            other = ("ctshm.ShmQueue (many producers)" if role == "producer" else
+                     "ctshm.ShmQueue (many consumers) or ctshm.ShmBroadcast (many readers)")
             raise RuntimeError(f"ring {ring!r} already has a live {role} (pid {old}); a ring "
-                               f"has exactly one {role} process")
+                               f"has exactly one {role} process, so several processes (the "
+                               f"workers of a multiprocessing.Pool, say) cannot share that "
+                               f"role: give each its own ring, or use {other}")
         replaced = old
     set_pair(store, word, pid, start)
     return replaced
