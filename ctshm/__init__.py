@@ -7,7 +7,7 @@ segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``s
 
 from __future__ import annotations
 
-from .errors import UnreadMessagesWarning
+from .errors import StaleViewWarning, UnreadMessagesWarning
 from .memory import ShmMemory
 from .ring import (
     ConsumerGone,
@@ -37,6 +37,7 @@ __all__ = [
     "RingFinished",
     "ShmMemory",
     "ShmTraceRing",
+    "StaleViewWarning",
     "Timeout",
     "UnreadMessagesWarning",
     "__version__",

@@ -2,15 +2,15 @@
 
 One home for each rule, so that every call says the same thing about the same mistake:
 ``check_timeout`` (seconds or None; huge means forever), ``check_linger`` (a finite bound),
-``is_int`` (an int that is not a bool), ``not_bytes`` (the ``TypeError`` text for a
-non-buffer message).
+``is_int`` (an int that is not a bool), ``not_bytes`` / ``byte_view`` (what a message is
+copied from, and the ``TypeError`` text for what is not a buffer).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final, Optional
 
-__all__ = ["MAX_TIMEOUT", "check_linger", "check_timeout", "is_int", "not_bytes"]
+__all__ = ["MAX_TIMEOUT", "byte_view", "check_linger", "check_timeout", "is_int", "not_bytes"]
 
 #: A timeout beyond this (about 30 years) waits without bound.
 MAX_TIMEOUT: Final = 1e9
@@ -70,3 +70,18 @@ def check_linger(linger: Optional[float], where: str) -> Optional[float]:
         raise ValueError(f"{where}: linger must be a finite number of seconds >= 0 and below "
                          f"{_LINGER_MAX:.0e} (or None: no time bound), not {shown}")
     return float(linger)
+
+
+def byte_view(data: Any, ring: str, what: str) -> memoryview:
+    """``data`` as a flat byte view.  A buffer that is not C-contiguous (a strided slice, a
+    Fortran-order or transposed NumPy array) is copied in C (row-major) order first - the
+    bytes of ``numpy.ascontiguousarray(data)``; anything else that is not a buffer raises
+    ``TypeError`` naming ``what`` and the type."""
+    try:
+        mv = memoryview(data)
+    except TypeError:
+        raise TypeError(not_bytes(ring, what, data)) from None
+    try:
+        return mv.cast("B")
+    except TypeError:  # casts need C-contiguous views
+        return memoryview(mv.tobytes())

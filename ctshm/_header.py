@@ -118,9 +118,9 @@ class Header:
         if dead_pid:
             self.store(L.DEAD_PID, dead_pid)
         hv = self.hv
-        if message:
+        if message or not dead_pid:  # a dead producer's own note stays (ctshm._exitnote)
             hv[L.MSG_OFF + 4:L.MSG_OFF + 4 + len(message)] = message
-        L.MSG_LEN.pack_into(hv, L.MSG_OFF, len(message))
+            L.MSG_LEN.pack_into(hv, L.MSG_OFF, len(message))
         L.CRASH.pack_into(hv, L.CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
         self.fence()  # details before the flag
         return self.cas(self.a_fin, 0, L.FIN_CRASHED) == 0

@@ -41,7 +41,7 @@ import os
 from typing import Callable
 
 from . import _proc
-from .layout import PRODUCER_TENTATIVE
+from .layout import MSG_OFF, PRODUCER_TENTATIVE
 
 __all__ = ["TENTATIVE", "attach", "check_pid", "dead", "detach", "live_other", "pid_of",
            "register", "set_pair", "unregister"]
@@ -73,10 +73,15 @@ def detach(cas: Cas, base: int, word: int) -> None:
 
 
 def death_note(load: Load, word: int, pid: int) -> bytes:
-    """The crash message for the dead ``pid`` at ``word``: why, if it was an opener."""
+    """The crash message a consumer records for the dead producer ``pid`` at ``word``: b""
+    if it left a note itself (``ctshm._exitnote``: kept), else what is known - an opener
+    that never produced, a child's exit status - or b"" (unknown)."""
+    if load(MSG_OFF // 8) & 0xFFFFFFFF:  # the u32 length of a note (little-endian)
+        return b""
     if load(word) & TENTATIVE:
-        return f"pid {pid} opened the ring and ended before its first put()".encode()
-    return b""
+        return f"producer pid {pid} opened the ring and ended before its first put()".encode()
+    how = _proc.exit_status(pid)
+    return f"producer pid {pid} {how}".encode() if how else b""
 
 
 def set_pair(store: Store, word: int, pid: int, start: int) -> None:
@@ -128,8 +133,12 @@ def register(load: Load, store: Store, word: int, ring: str, role: str) -> int:
         old = 0  # an opener's record: replaced, alive or not
     if old and old != pid:
         if _proc.is_alive(old, load(word + 1)):
+            other = ("ctshm.ShmQueue (many producers)" if role == "producer" else
+                     "ctshm.ShmQueue (many consumers) or ctshm.ShmBroadcast (many readers)")
             raise RuntimeError(f"ring {ring!r} already has a live {role} (pid {old}); a ring "
-                               f"has exactly one {role} process")
+                               f"has exactly one {role} process, so several processes (the "
+                               f"workers of a multiprocessing.Pool, say) cannot share that "
+                               f"role: give each its own ring, or use {other}")
         replaced = old
     set_pair(store, word, pid, start)
     return replaced

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .guards import ProducerGuard
     from .ring import ShmTraceRing
 
-__all__ = ["ProcessState", "state_for"]
+__all__ = ["RINGS", "ProcessState", "state_for"]
 
 
 class ProcessState:
@@ -75,6 +75,8 @@ class ProcessState:
 _STATES: weakref.WeakValueDictionary[tuple[int, int], ProcessState] = (
     weakref.WeakValueDictionary())
 _STATES_LOCK = threading.Lock()
+#: This process's open ring handles (reset in a forked child: see ctshm.ring).
+RINGS: weakref.WeakSet[ShmTraceRing] = weakref.WeakSet()
 
 
 def state_for(identity: tuple[int, int]) -> ProcessState:

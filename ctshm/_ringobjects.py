@@ -44,6 +44,7 @@ class RingObjects:
     owner: bool = False
     identity: Optional[tuple[int, int]] = None
     sem_identity: tuple[Optional[tuple[int, int]], ...] = (None, None)
+    mode: int = 0o600
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -112,14 +113,14 @@ class RingObjects:
     # -- create / open -------------------------------------------------------------------
     @classmethod
     def made(cls, name: str, capacity: int, aligned: int, replace: Optional[bool],
-             wait_mode: Optional[str], fast: bool) -> RingObjects:
+             wait_mode: Optional[str], fast: bool, mode: int = 0o600) -> RingObjects:
         """A new ring's objects, this holder their owner: created (``O_EXCL``, after the
         ``replace`` policy), sized, reserved, mapped, header written, semaphores made; not
         yet ready (the ring stores ``STATE_READY`` once it is assembled).  On failure what
         was made is released and unlinked."""
         objs = cls(name)
         try:
-            objs.create(replace)
+            objs.create(replace, mode)
             objs.initialize(capacity, aligned, wait_mode, fast)
         except BaseException:
             objs.discard()
@@ -151,19 +152,25 @@ class RingObjects:
         finally:
             self.release()
 
-    def create(self, replace: Optional[bool]) -> None:
-        """Create the object (``O_EXCL``, after the ``replace`` policy): this holder owns
-        it.  Then :meth:`arm` and :meth:`initialize`; on failure the caller closes the ring
-        (the holder releases and unlinks what exists)."""
+    def create(self, replace: Optional[bool], mode: int = 0o600) -> None:
+        """Create the object (``O_EXCL``, after the ``replace`` policy) with permission bits
+        ``mode`` (exactly: not masked by the umask): this holder owns it.  Then
+        :meth:`initialize`; on failure :meth:`discard` releases and unlinks what exists."""
         name = self.name
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"ShmTraceRing {name!r}: mode must be permission bits from 0 to "
+                             f"0o777 such as 0o600 (this user) or 0o660 (and its group), "
+                             f"not {mode!r}")
         _handle_existing(name, replace)
         try:
-            self.fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, 0o600)
+            self.fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, mode)
         except FileExistsError as e:
             raise FileExistsError(e.errno, f"{e.strerror}: ring exists (pass replace=True, or "
                                   "remove it with `python -m ctshm rm`)", name) from None
         self.owner = True
         self.identity = _shm.fd_identity(self.fd)
+        os.fchmod(self.fd, mode)
+        self.mode = mode
 
     def initialize(self, capacity: int, aligned: int, wait_mode: Optional[str],
                    fast: bool = False) -> None:
@@ -193,11 +200,12 @@ class RingObjects:
         filled, empty = sem_names(name)
         for s in (filled, empty):
             NamedSemaphore.unlink_name(s)
-        self.sems.append(NamedSemaphore(filled, create=True, value=0, mode=0o644,
+        mode = self.mode | 0o600  # the semaphores: the ring's readers and writers post
+        self.sems.append(NamedSemaphore(filled, create=True, value=0, mode=mode,
                                         wait_mode=wait_mode))
         # Fast mode: both semaphores carry wake-ups only, so ``empty`` starts at 0 too.
         self.sems.append(NamedSemaphore(empty, create=True, value=0 if fast else capacity,
-                                        mode=0o644, wait_mode=wait_mode))
+                                        mode=mode, wait_mode=wait_mode))
         self.sem_identity = tuple(s.identity() for s in self.sems)
 
     def unlinked(self) -> bool:
@@ -210,6 +218,11 @@ class RingObjects:
             self.fd = libc.shm_open(self.name, libc.O_RDWR, 0)
         except FileNotFoundError:
             return False
+        except PermissionError as e:
+            raise PermissionError(e.errno, f"{e.strerror}: ring {self.name!r} is not readable "
+                                  f"and writable by this user (uid {os.getuid()}): open it as "
+                                  "its creator's user, or have it created with mode=0o660 "
+                                  "(its group) or 0o666", self.name) from None
         return True
 
     def try_ready(self, capacity: Optional[int], slot_size: Optional[int],

@@ -13,12 +13,10 @@ opened but has not called ``access()`` yet) still has it open: the owner is told
 from __future__ import annotations
 
 import os
-import sys
 import time
-import warnings
 from typing import TYPE_CHECKING, Optional
 
-from . import _peers, _shm, layout as L
+from . import _peers, _shm, _userwarn, layout as L
 from ._checks import check_timeout
 from .errors import ConsumerGone, UnreadMessagesWarning
 
@@ -27,7 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["absent_text", "count", "removed", "wait_drained"]
 
-_PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
 #: Names this process's owner handles removed: name -> (time.monotonic(), unread).
 _REMOVED: dict[str, tuple[float, int]] = {}
 _REMOVED_MAX = 256
@@ -43,7 +40,8 @@ def count(mapping: Optional[_shm.Mapping]) -> int:
         load = hq.__getitem__
         if _peers.alive(load, L.CONSUMER_PID):
             return 0
-        return max(0, int(load(L.WRITE_IDX) - load(L.READ_IDX)))
+        n = int(load(L.WRITE_IDX) - load(L.READ_IDX))
+        return n if 0 < n <= load(L.CAPACITY) else 0  # else a corrupt header: no count
     finally:
         hq.release()
 
@@ -63,11 +61,7 @@ def removed(name: str, unread: int) -> None:
             "them (a Rust consumer, or one that has not called access() yet: register it "
             "with expect_consumer(pid)).  Call ring.wait_drained(timeout) before closing "
             "the owner")
-    level, f = 1, sys._getframe(0)
-    while f.f_back is not None and f.f_code.co_filename.startswith(_PKG):
-        f = f.f_back
-        level += 1
-    warnings.warn(text, UnreadMessagesWarning, stacklevel=level)
+    _userwarn.warn(text, UnreadMessagesWarning)
 
 
 def absent_text(name: str, id: str, timeout: Optional[float]) -> str:

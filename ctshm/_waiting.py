@@ -210,8 +210,8 @@ class Waiter:
             self.space_ready = lambda: ld(_W) - ld(_R) < cap
 
     def closed_while(self, what: str) -> ValueError:
-        return ValueError(f"ring {self.name!r} was closed (by another thread) while {what}() "
-                          "waited")
+        return ValueError(f"ring {self.name!r} was closed while {what}() waited (close() was "
+                          "called meanwhile: by another thread, or by this task's own code)")
 
     def wait(self, producer: bool, take: Callable[[], Any], idle: Callable[[], Any],
              timeout: Optional[float], what: str, spun: Optional[float] = None) -> Any:

@@ -55,7 +55,7 @@ import weakref
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Deque, Final, Optional, TypeVar, Union
 
-from ._checks import check_timeout as _check_timeout, not_bytes
+from ._checks import byte_view, check_timeout as _check_timeout
 from .layout import Buffer
 from .results import AccessResult
 from .ring import (
@@ -573,10 +573,7 @@ async def aacquire(ring: ShmTraceRing, timeout: Optional[float] = None, *,
 async def aput(ring: ShmTraceRing, data: Buffer, timeout: Optional[float] = None) -> None:
     """``ring.put(data, timeout)`` for asyncio: copy ``data`` (bytes-like) into a slot and
     commit exactly its length.  A cancelled or timed-out call publishes nothing."""
-    try:
-        src = memoryview(data).cast("B")
-    except TypeError:
-        raise TypeError(not_bytes(ring.name, "aput", data)) from None
+    src = byte_view(data, ring.name, "aput")
     n = src.nbytes
     if n > ring.slot_size:
         raise ValueError(f"ring {ring.name!r}: aput(): {n} bytes do not fit a slot of "

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .results import Crashed
+from .results import CrashDetails, Crashed
 
 __all__ = ["ConsumerGone", "CorruptRingError", "ProducerCrashed", "RingFinished",
-           "ShmDirError", "UnreadMessagesWarning"]
+           "ShmDirError", "StaleViewWarning", "UnreadMessagesWarning"]
 
 
 class CorruptRingError(ValueError):
@@ -37,7 +37,8 @@ class ProducerCrashed(RuntimeError):
         self.details = result.details
         self.pid = result.pid
         self.message = result.message
-        super().__init__(f"{result.reason}: {result.details}")
+        zero = result.details == CrashDetails()
+        super().__init__(result.reason if zero else f"{result.reason}: {result.details}")
 
     def __reduce__(self) -> Any:
         return (type(self), (self.result,))
@@ -56,3 +57,10 @@ class ShmDirError(OSError):
 class UnreadMessagesWarning(RuntimeWarning):
     """A ring's owner removed it while it held committed messages no live consumer had
     taken (shown by default; see ``ShmTraceRing.wait_drained``)."""
+
+
+class StaleViewWarning(RuntimeWarning):
+    """A view exported from a guard's ``buf`` (a NumPy array, ``memoryview(g.buf)``)
+    outlived the guard: it still maps the slot, which will hold another message.  Shown by
+    default; ``warnings.simplefilter("error", StaleViewWarning)`` makes it an error (raised
+    once the slot was handed back)."""

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, Optional, TypeVar
 
-from . import _fork
+from . import _fork, _userwarn, _viewcheck
 
 if TYPE_CHECKING:
     from .ring import ShmTraceRing
 
-__all__ = ["ConsumerGuard", "ProducerGuard"]
+__all__ = ["STALE", "ConsumerGuard", "ProducerGuard"]
 
 _EMPTY: Final = memoryview(b"")
+#: A guard's ``_done`` when it ended with a view of its ``buf`` still exported (warned).
+STALE: Final = "ended, with a view of its buf still exported"
 
 _G = TypeVar("_G", bound="_Guard")
 
@@ -36,28 +38,29 @@ class _Guard:
         self._ring = ring
         self.index = index
         self._buf = buf
-        self._done = False
+        self._done: object = False  # True, or STALE: ended with its view exported (warned)
         self._pid = _fork.PID
 
     def _view(self) -> memoryview:
         if self._done:
             raise ValueError(f"{type(self).__name__} for message {self.index} of "
                              f"{self._ring.name!r} {self._DONE_TEXT}")
-        return self._buf
+        return _viewcheck.own_view(self) if _viewcheck.ENABLED else self._buf
 
     def __enter__(self: _G) -> _G:
         return self
 
     def _finish(self) -> None:
-        """Done: drop and release the view (under the ring lock).  A view exported further
-        (NumPy, ``memoryview(buf)``) cannot be released: the mapping outlives it anyway.
+        """Done: drop and release the view (under the ring lock); STALE if it is exported.
         (``ShmTraceRing._complete`` does the same inline: the consumer's hot path.)"""
         self._done = True
         buf, self._buf = self._buf, _EMPTY
         try:
             buf.release()
         except BufferError:
-            pass
+            self._done = STALE
+        if _viewcheck.ENABLED and _viewcheck.leftover(self):  # python -X dev
+            self._done = STALE
 
     def __reduce__(self) -> Any:
         raise TypeError(f"{type(self).__name__} for message {self.index} of "
@@ -109,20 +112,20 @@ class ProducerGuard(_Guard):
         self._check_here("commit")
         self._view()  # raises if already committed or aborted
         self._ring._commit(self, nbytes)
+        if self._done is STALE:
+            _userwarn.stale(self)
 
     def abort(self) -> None:
         """Give the slot back unpublished.  Idempotent after commit/abort."""
         self._check_here("abort")
         if not self._done:
             self._ring._abort(self)
+            if self._done is STALE:
+                _userwarn.stale(self)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._done:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+        if not self._done:
+            (self.commit if exc_type is None else self.abort)()
 
     def __del__(self) -> None:
         try:
@@ -163,15 +166,14 @@ class ConsumerGuard(_Guard):
             if self._pid != _fork.PID:
                 self._check_here("release")
             self._ring._complete(self.index, self)
+            if self._done is STALE:
+                _userwarn.stale(self)
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
     def __del__(self) -> None:
-        # No warning when the view outlives the guard: whether it will still be used cannot be
-        # told here (a function's locals are freed guard-first, a module's at exit, and a
-        # `bytes(view[:5])` returned from there is a correct use), and a refcount heuristic
-        # warned falsely for those.  The README says to keep the guard while reading.
+        # No StaleViewWarning: locals may free the guard before a view (test_guard_views).
         try:
             if not self._done and self._pid == _fork.PID:
                 self._ring._complete(self.index, self)

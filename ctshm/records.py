@@ -81,7 +81,7 @@ import time
 import weakref
 from typing import Any, Callable, Final, Optional, cast
 
-from ._checks import check_linger, is_int, not_bytes
+from ._checks import byte_view, check_linger, is_int
 from ._record_framing import RECORD_HEADER, SLOT_HEADER, pack_pair as _pack_pair
 from ._record_reader import RecordReader
 from .layout import READ_IDX, WRITE_IDX
@@ -224,8 +224,8 @@ class RecordWriter:
             else:
                 try:
                     data = memoryview(data).cast("B")
-                except TypeError:
-                    raise TypeError(not_bytes(self._ring.name, self._what, data)) from None
+                except TypeError:  # not a buffer, or not C-contiguous: see byte_view
+                    data = byte_view(data, self._ring.name, self._what)
                 n = data.nbytes
                 st = None
             pos = self._pos

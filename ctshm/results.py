@@ -94,8 +94,9 @@ class Crashed(_Result):
 
     @property
     def reason(self) -> str:
-        if self.pid is not None:
-            return f"producer pid {self.pid} died without notify_crash"
+        if self.pid is not None:  # ctshm found it dead: the message is what is known why
+            return self.message or (f"producer pid {self.pid} ended without mark_finished() "
+                                    "or notify_crash()")
         if self.message:
             return f"producer crashed: {self.message}"
         return "producer called notify_crash"
@@ -122,4 +123,4 @@ def __getattr__(name: str) -> Any:
 
 
 _MOVED: Final = frozenset({"ConsumerGone", "CorruptRingError", "ProducerCrashed",
-                           "RingFinished", "UnreadMessagesWarning"})
+                           "RingFinished", "StaleViewWarning", "UnreadMessagesWarning"})

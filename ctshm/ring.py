@@ -68,12 +68,12 @@ from __future__ import annotations
 
 import os
 import time
-import weakref
 from typing import Any, Callable, Final, Optional, TypeVar
 
 from . import (
     _consumer,
     _doors,
+    _exitnote,
     _fork,
     _peers,
     _proc,
@@ -81,12 +81,13 @@ from . import (
     _shm,
     _space,
     _unread,
+    _viewcheck,
     layout as L,
     libc,
 )
-from ._checks import check_timeout, not_bytes
+from ._checks import byte_view, check_timeout
 from ._header import Header
-from ._process_state import ProcessState, state_for
+from ._process_state import RINGS as _RINGS, ProcessState, state_for
 from ._ringobjects import RingObjects
 from ._waiting import (  # noqa: F401 (the spin constants stay importable from here)
     DEFAULT_SPIN,
@@ -97,7 +98,7 @@ from ._waiting import (  # noqa: F401 (the spin constants stay importable from h
     Waiter,
 )
 from .errors import ConsumerGone, CorruptRingError, ProducerCrashed, RingFinished
-from .guards import _EMPTY, ConsumerGuard, ProducerGuard
+from .guards import _EMPTY, STALE, ConsumerGuard, ProducerGuard
 from .layout import (
     C_SLEEP as _CSLEEP,
     CONSUMER_PID as _CONSUMER_PID,
@@ -137,8 +138,6 @@ Self = TypeVar("Self", bound="ShmTraceRing")
 _PAGE: Final = libc.page_size()
 _MAKE: Final = object()  # create() / open() build rings; the class alone refuses
 _MAX_SIZE: Final = (1 << 63) - 1
-#: This process's open handles (a forked child resets them: see _reset_in_child).
-_RINGS: weakref.WeakSet[ShmTraceRing] = weakref.WeakSet()
 _new_guard: Final = object.__new__
 
 class ShmTraceRing:
@@ -214,7 +213,7 @@ class ShmTraceRing:
     @classmethod
     def create(cls: type[Self], id: str, capacity: int, slot_size: int, *,
                replace: Optional[bool] = None, wait_mode: Optional[str] = None,
-               spin: Optional[float] = None, fast: bool = False) -> Self:
+               spin: Optional[float] = None, fast: bool = False, mode: int = 0o600) -> Self:
         """Create ``/{id}_t`` and its semaphores; this handle is the owner.
 
         ``fast``: a ring for ctshm peers only, whose steady state makes no foreign call per
@@ -225,7 +224,7 @@ class ShmTraceRing:
         ``replace``: what to do if the name exists.  ``None`` (default) replaces it only when
         it is a ctshm ring whose creator is dead; ``True`` always replaces (the Rust
         original's behaviour: its users keep their mapping but lose the names); ``False``
-        never (``FileExistsError``).
+        never (``FileExistsError``).  ``mode``: permission bits (default 0o600: this user).
 
         The header pages ctshm writes (page 0 and the length records) are reserved before
         anything is written, so a full /dev/shm raises ``OSError(ENOSPC)`` here, never
@@ -253,7 +252,7 @@ class ShmTraceRing:
         # Sparse: a warning with the figures; the header reserve below raises ENOSPC.
         _space.check_free("ShmTraceRing", name, total, _space.SPARSE_RING, 3)
         wait_mode, spinner = cls._settings(name, wait_mode, spin)
-        objs = RingObjects.made(name, capacity, aligned, replace, wait_mode, fast)
+        objs = RingObjects.made(name, capacity, aligned, replace, wait_mode, fast, mode)
         self = cls._assemble(id, objs, wait_mode, spinner)
         self._hdr.fence()
         self._hdr.store(L.EXT_STATE, STATE_READY)
@@ -494,8 +493,8 @@ class ShmTraceRing:
         thread of this process holds the turn.  Raises as :meth:`put`."""
         try:
             src = memoryview(data).cast("B")
-        except TypeError:
-            raise TypeError(not_bytes(self.name, "put", data)) from None
+        except TypeError:  # not a buffer (refused), or not C-contiguous (copied in C order)
+            src = byte_view(data, self.name, "put")
         n = src.nbytes  # (too large for a slot: never backed that far; put_now says so)
         if self._p_quiet:
             # The steady state, straight-line (see "The quiet path" in the module docstring):
@@ -642,7 +641,9 @@ class ShmTraceRing:
                 try:
                     buf.release()
                 except BufferError:
-                    pass  # exported further (NumPy, memoryview(buf)): the mapping outlives it
+                    guard._done = STALE  # exported further: release() warns
+                if _viewcheck.ENABLED and _viewcheck.leftover(guard):  # python -X dev
+                    guard._done = STALE
             if self._closed:
                 return
             pending = self._ps.pending
@@ -773,9 +774,9 @@ class ShmTraceRing:
         self._check_open()
         return self
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
-            self._keep_attachment = True
+            _exitnote.on_exception(self, exc)  # keeps an opener's record; notes why
         self.close()
 
     def __reduce__(self) -> Any:
