@@ -26,12 +26,12 @@ from ._process_state import RINGS
 from .layout import FINISHED, MSG_LEN, MSG_MAX, MSG_OFF, PRODUCER_PID
 
 if TYPE_CHECKING:
-    from .ring import ShmTraceRing as RingHandle
+    from .ring import ShmTraceRing
 
 __all__ = ["on_exception"]
 
 
-def _write(ring: RingHandle, why: str) -> None:
+def _write(ring: ShmTraceRing, why: str) -> None:
     load = ring._load
     if ring._closed or load(FINISHED) or _peers.pid_of(load(PRODUCER_PID)) != os.getpid():
         return
@@ -51,7 +51,7 @@ def _describe(exc: BaseException) -> str:
     return f"after {type(exc).__name__}" + (f": {text}" if text else "")
 
 
-def on_exception(ring: RingHandle, exc: Optional[BaseException]) -> None:
+def on_exception(ring: ShmTraceRing, exc: Optional[BaseException]) -> None:
     """A ``with`` block of ``ring`` ends with ``exc``: keep the opener's producer record
     (see ``ctshm._peers``) and leave a note."""
     ring._keep_attachment = True
