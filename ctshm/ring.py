@@ -138,7 +138,10 @@ Self = TypeVar("Self", bound="ShmTraceRing")
 _PAGE: Final = libc.page_size()
 _MAKE: Final = object()  # create() / open() build rings; the class alone refuses
 _MAX_SIZE: Final = (1 << 63) - 1
-_new_guard: Final = object.__new__
+# The quiet consumer path builds its guard and result without a Python call (the same
+# fields as ConsumerGuard.__init__ / Data.__init__ set).
+_new_object: Final = object.__new__
+_set_field: Final = object.__setattr__
 
 class ShmTraceRing:
     """A ring of large slots in POSIX shared memory (see :mod:`ctshm.layout` for the bytes).
@@ -590,10 +593,12 @@ class ShmTraceRing:
                         if n <= self.slot_size:
                             hq[_RES] = res + 1
                             hq[_CS + STAT_BYTES] += n
-                            g = _new_guard(ConsumerGuard)  # ConsumerGuard.__init__, inline
+                            g = _new_object(ConsumerGuard)  # ConsumerGuard(...), inline
                             g._ring, g.index, g._buf, g._done, g._pid = (
                                 self, res, v[:n], False, _fork.PID)
-                            return Data(g)
+                            d = _new_object(Data)  # Data(g), inline
+                            _set_field(d, "guard", g)
+                            return d
                     return _consumer.claim(self)  # holding the token (compat)
                 return None
         return _consumer.access_now(self)
