@@ -12,6 +12,7 @@ from typing import Any, Callable, Final, Optional
 
 from .. import __version__, atomics, layout, libc
 from . import report as rep, sp1
+from .compact import format_compact
 from .harness import (
     DEFAULT_WORKLOADS,
     QUICK_SCALE,
@@ -198,6 +199,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help=f"scaled-down counts (x{QUICK_SCALE}), one repeat: well under 20 s")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--full-report", action="store_true",
+                   help="every peer's row, the machine, memory and import figures")
+    p.add_argument("--targets", action="store_true",
+                   help="also the project's internal performance targets")
     p.add_argument("--repeat", type=int, default=None,
                    help="runs per peer and workload, best kept (default 3; --quick: 1)")
     p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
@@ -250,10 +255,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
         return 2
     prefix = args.id_prefix or f"cb{os.getpid():x}"
-    out = sys.stderr if args.json else sys.stdout
-
-    def log(line: str) -> None:
-        print(line, file=out, flush=True)
+    def log(line: str) -> None:  # progress: stderr, so stdout is only the report
+        print(line, file=sys.stderr, flush=True)
 
     iox_before = _iox2_entries()
     old_term = signal.signal(signal.SIGTERM, _sigterm)
@@ -275,8 +278,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     report["leaked_and_removed"] = leaks
     if args.json:
         print(json.dumps(report, indent=1, default=str))
+    elif args.full_report:
+        print(rep.format_table(report, with_targets=args.targets))
     else:
-        print(rep.format_table(report))
+        print(format_compact(report, targets=args.targets))
     return 0
 
 
