@@ -58,7 +58,7 @@ import time
 import weakref
 from typing import Any, Final, Optional, TypeVar
 
-from . import _peers, _userwarn, _viewcheck, libc
+from . import _exitnote, _peers, _userwarn, _viewcheck, libc
 from ._bytesview import byte_view
 from ._conveniences import Buffer, RingConveniences, take_pending
 from ._handle import check_timeout, is_int
@@ -498,7 +498,7 @@ class ShmTraceRing(Waiting, RingConveniences):
         return None
 
     def _register_producer(self) -> None:
-        # Under self._lock.
+        _exitnote.clear(self)  # under self._lock: an opener's note is not this producer's
         _peers.register(self._load, self._store, _PRODUCER_PID, self.name, "producer")
         if self._has_len and not self._len_backed:
             # A Rust-created ring never wrote the length records: reserve their pages.

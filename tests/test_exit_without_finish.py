@@ -144,3 +144,35 @@ ring.mark_finished()
         time.sleep(0.05)
         assert ring.header()["finished"] == 1
         assert list(ring) == []
+
+
+def test_a_note_belongs_to_the_producer_that_wrote_it(shm_id: str) -> None:
+    """An opener's note (its with block failed before it produced) is cleared when another
+    process registers as the producer; a consumer's failed with block writes none."""
+    with ShmTraceRing.create(shm_id, 2, 4096) as ring:
+        out = run_python(f"""
+from ctshm import ShmTraceRing
+try:
+    with ShmTraceRing.open({shm_id!r}, timeout=10) as ring:
+        raise OSError("an opener that changed its mind")
+except OSError:
+    pass
+import os
+print(os.getpid())
+""")
+        assert out.returncode == 0, out.stderr
+        assert _note(ring).startswith("producer pid ")  # the opener left one
+        ring.put(b"x")  # this process registers as the producer: the note is not its own
+        assert ring.header()["producer_pid"] == os.getpid() and _note(ring) == ""
+        with ShmTraceRing.open(shm_id) as consumer:
+            assert consumer.get(timeout=5) == b"x"
+            with pytest.raises(KeyError), consumer:
+                raise KeyError("the consumer failed")
+        assert _note(ring) == ""
+
+
+def _note(ring: ShmTraceRing) -> str:
+    from ctshm.layout import MSG_LEN, MSG_OFF
+
+    n = MSG_LEN.unpack_from(ring._hv, MSG_OFF)[0]
+    return bytes(ring._hv[MSG_OFF + 4:MSG_OFF + 4 + n]).decode()
