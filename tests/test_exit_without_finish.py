@@ -126,7 +126,7 @@ def test_notify_crash_texts_keep_their_details() -> None:
         "producer crashed: segfault in worker: CrashDetails(signal=11, addr=4096, "
         "operation=1)")
     quiet = Crashed(CrashDetails(), 1234)
-    assert quiet.reason == ("producer pid 1234 ended without mark_finished() or "
+    assert quiet.reason == ("producer pid 1234 died without mark_finished() or "
                             "notify_crash()")
     assert str(ProducerCrashed(quiet)) == quiet.reason
 
