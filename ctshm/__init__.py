@@ -8,6 +8,7 @@ segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``s
 from __future__ import annotations
 
 from .memory import ShmMemory
+from .queue import QueueFinished, ShmQueue
 from .ring import (
     ConsumerGone,
     ConsumerGuard,
@@ -33,8 +34,10 @@ __all__ = [
     "Finished",
     "ProducerCrashed",
     "ProducerGuard",
+    "QueueFinished",
     "RingFinished",
     "ShmMemory",
+    "ShmQueue",
     "ShmTraceRing",
     "Timeout",
     "__version__",
