@@ -275,6 +275,7 @@ class ShmQueue(ObjectsMixin):
         if self._closed:
             return
         self._closed = True
+        self._v = None  # the fast paths' closed check (threads in flight keep their view)
         if self._finalizer is not None:
             self._finalizer()
         for s in self._sems:
@@ -397,6 +398,20 @@ class ShmQueue(ObjectsMixin):
     def get_nowait(self) -> bytes:
         return self.get(0)
 
+    def get_with(self, fn: Any, timeout: Optional[float] = None) -> Any:
+        """Zero-copy take: call ``fn(view)`` on the message in place while its slot is
+        claimed, free the slot, return what ``fn`` returned.  ``view`` is only valid inside
+        ``fn`` (do not keep it).  If ``fn`` raises, the message goes back to the queue (to
+        any consumer) and the exception propagates; a process killed inside ``fn`` loses
+        nothing either: the message is redelivered within about a second."""
+        if not callable(fn):
+            raise TypeError(f"ShmQueue {self.name!r}: get_with() needs a callable, not "
+                            f"{type(fn).__name__}")
+        r = self._try_get(fn)
+        if r is _NOTHING:
+            r = self._block(self._try_get, (fn,), timeout, False)
+        return r
+
     def _try_get(self, into: Any) -> Any:
         v, cap, w0, sw = self._v, self.capacity, self._w0, self._sw
         if v is None:
@@ -436,7 +451,11 @@ class ShmQueue(ObjectsMixin):
         if into is None:
             data: Any = self._b[off:off + n].tobytes()
         else:
-            data = into(self._b[off:off + n])
+            try:
+                data = into(self._b[off:off + n])
+            except BaseException:
+                self._give_back(wi, lap)
+                raise
         self._publish(wi, (lap + 1) << _LS)
         if v[_W_PSLEEP]:
             self._space.wake_one()
@@ -447,6 +466,12 @@ class ShmQueue(ObjectsMixin):
         if not self._ops & 1023 and time.monotonic() > self._next_housekeeping:
             self.housekeeping()
         return data
+
+    def _give_back(self, wi: int, lap: int) -> None:
+        """Our READING slot back to the consumers (as an orphan: HEAD moved past it)."""
+        self._atomics.fetch_add(self._base + 8 * _W_ORPH, 1)  # first: never under-counts
+        self._publish(wi, (lap << _LS) | _ORPHAN)
+        self._items.wake_one()
 
     def _nothing_at_head(self, into: Any) -> Any:
         """Nothing at HEAD: an orphan to redeliver, the end of the stream, or nothing."""
