@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import os
 import queue as _queue
+import random
 import struct
+import time
 from typing import Any
 
 from ctshm import QueueFinished, ShmMemory, ShmQueue
 
-MAX_PRODUCERS = 64
-MAX_CONSUMERS = 64
-LEDGER_ENTRIES = 1 << 18
+MAX_PRODUCERS = 128
+MAX_CONSUMERS = 128
+LEDGER_ENTRIES = 1 << 17
 _ACKED = 0
 _CLAIMED = _ACKED + 8 * MAX_PRODUCERS
 _STOP = _CLAIMED + 8 * MAX_CONSUMERS
 _LEDGERS = _STOP + 64
 LEDGER_BYTES = 8 * (1 + LEDGER_ENTRIES)
 LEDGER_SIZE = _LEDGERS + MAX_CONSUMERS * LEDGER_BYTES
-MSG_WORDS = 8  # a 64-byte message: its id eight times (a partial read shows)
+MSG_WORDS = 128  # a 1 KiB message: its id 128 times (a partial read shows)
 
 
 def message(uid: int, seq: int) -> bytes:
@@ -85,9 +87,13 @@ def battery_consumer(qid: str, lid: str, cid: int) -> None:
     led = Ledger(ShmMemory.open_readwrite(lid))
     bad = 0
 
+    rng = random.Random(cid)
+
     def into(view: memoryview) -> bytes:
         data = view.tobytes()
         led.set_claimed(cid, struct.unpack_from("<Q", data)[0] or 1)
+        if rng.random() < 0.05:
+            time.sleep(0.002)  # widen the claimed window: more kills land inside get()
         return data
 
     while True:
