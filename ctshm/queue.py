@@ -433,9 +433,8 @@ class ShmQueue(ObjectsMixin):
                     return self._take(wi, lap, into)
                 if st in (_EMPTY, _WRITING):
                     break
-                if (st == _SKIP and self._cas(self._base + 8 * wi, w, (lap + 1) << _LS) == w
-                        and v[_W_PSLEEP]):
-                    self._space.wake_one()
+                if st == _SKIP and self._cas(self._base + 8 * wi, w, (lap + 1) << _LS) == w:
+                    self._freed()
             elif wl < lap:
                 break
             h += 1
@@ -457,15 +456,21 @@ class ShmQueue(ObjectsMixin):
                 self._give_back(wi, lap)
                 raise
         self._publish(wi, (lap + 1) << _LS)
-        if v[_W_PSLEEP]:
-            self._space.wake_one()
-        if v[_W_FIN]:
-            self._items.wake_all()  # a consumer may wait for the last slot to empty
+        self._freed()
         self._stats["get"] += 1
         self._ops += 1
         if not self._ops & 1023 and time.monotonic() > self._next_housekeeping:
             self.housekeeping()
         return data
+
+    def _freed(self) -> None:
+        """A slot became free: wake a producer; after finish() also every consumer (one may
+        wait for the last slot to empty: model MUT_NO_EOS_WAKE)."""
+        v = self._v
+        if v[_W_PSLEEP]:
+            self._space.wake_one()
+        if v[_W_FIN]:
+            self._items.wake_all()
 
     def _give_back(self, wi: int, lap: int) -> None:
         """Our READING slot back to the consumers (as an orphan: HEAD moved past it)."""

@@ -310,6 +310,9 @@ cwalk:
             :: atomic { else -> ok = 0 }
             fi;
             if :: ok -> WAKE_ONE(psleep, sem_space) :: else fi;
+#ifndef MUT_NO_EOS_WAKE
+            if :: ok && fin -> WAKE_ALL(csleep, sem_items) :: else fi;
+#endif
             h++; goto cwalk
         :: wl > L || (wl == L && (ws == READING || ws == ORPHAN)) -> h++; goto cwalk
         :: wl < L || (wl == L && (ws == EMPTY || ws == WRITING)) -> goto nothing

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ctshm import QueueFinished, ShmQueue
-from ctshm import queue_layout as QL
+from ctshm import QueueFinished, ShmQueue, queue_layout as QL
 
 from . import queue_children as qc
 from .helpers import CHILD_TIMEOUT, SPAWN, shm_exists
@@ -45,7 +44,7 @@ def _join(procs: list[multiprocessing.process.BaseProcess]) -> list[int | None]:
     return codes
 
 
-# -- basics ------------------------------------------------------------------------------------
+# -- basics ----------------
 def test_fifo_within_one_producer_and_len(q: ShmQueue) -> None:
     for i in range(5):
         q.put(b"m%d" % i)
@@ -55,7 +54,7 @@ def test_fifo_within_one_producer_and_len(q: ShmQueue) -> None:
 
 
 def test_full_and_empty_raise_standard_exceptions(q: ShmQueue) -> None:
-    for i in range(8):
+    for _ in range(8):
         q.put_nowait(b"x")
     assert q.full()
     with pytest.raises(queue.Full):
@@ -115,7 +114,7 @@ def test_get_with_is_zero_copy_and_gives_back_on_error(q: ShmQueue) -> None:
     assert q.get(timeout=1) == b"again"  # given back, not lost
 
 
-# -- misuse --------------------------------------------------------------------------------------
+# -- misuse ----------------
 def test_bad_input_names_the_queue(q: ShmQueue, shm_id: str) -> None:
     with pytest.raises(ValueError, match=f"{shm_id}_q.*does not fit a slot of 256"):
         q.put(b"x" * 257)
@@ -154,7 +153,7 @@ def test_enospc_not_sigbus(shm_id: str) -> None:
     assert not shm_exists(f"/{shm_id}_q")
 
 
-# -- end of stream ---------------------------------------------------------------------------------
+# -- end of stream ----------------
 def test_finish_drains_then_ends(q: ShmQueue) -> None:
     q.put(b"a")
     q.put(b"b")
@@ -183,7 +182,7 @@ def test_finish_wakes_a_blocked_consumer(q: ShmQueue) -> None:
     assert not t.is_alive() and len(got) == 1
 
 
-# -- processes and threads --------------------------------------------------------------------------
+# -- processes and threads ----------------
 def test_many_producers_many_consumers_processes(shm_id: str) -> None:
     q = ShmQueue.create(shm_id, capacity=16, slot_size=16)
     out = SPAWN.Queue()
@@ -250,7 +249,7 @@ def test_forked_child_registers_its_own_peer_entry(q: ShmQueue) -> None:
     assert {e[2] for e in q._peers.live()} == parent
 
 
-# -- objects, asyncio --------------------------------------------------------------------------------
+# -- objects, asyncio ----------------
 def test_put_object_get_object_out_of_band_numpy(shm_id: str) -> None:
     np = pytest.importorskip("numpy")
     q = ShmQueue.create(shm_id, capacity=2, slot_size=(1 << 20) + 4096)
@@ -284,7 +283,7 @@ def test_aput_aget(q: ShmQueue) -> None:
     assert asyncio.run(main()) == [b"async"]
 
 
-# -- dead peers ----------------------------------------------------------------------------------------
+# -- dead peers ----------------
 @pytest.mark.parametrize("kind", ["put", "get"])
 def test_a_peer_dead_inside_its_claim_costs_at_most_its_message(q: ShmQueue, kind: str) -> None:
     if kind == "get":

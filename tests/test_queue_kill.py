@@ -21,8 +21,7 @@ import signal
 import time
 from typing import Any
 
-from ctshm import ShmMemory, ShmQueue
-from ctshm import queue_layout as QL
+from ctshm import ShmMemory, ShmQueue, queue_layout as QL
 
 from . import queue_children as qc
 
