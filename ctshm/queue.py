@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import queue as _queue
-import threading
 import time
 import weakref
 from typing import Any, Final, Iterator, Optional
@@ -35,16 +34,15 @@ from typing import Any, Final, Iterator, Optional
 from . import _proc, _shm, libc, queue_layout as QL
 from ._peers_table import PeersFull, PeersTable, after_fork_in_child, identity_of
 from ._queue_io import _NOTHING, ObjectsMixin
-from ._sleepwake import Sleepers
-from .atomics import PLAIN_ORDERED_ACCESS, Atomics, AtomicsUnavailable, get_backend
+from ._queue_peers import HOUSEKEEPING, PeersMixin
+from ._sleepwake import Sleepers, fast_atomics as _fast_atomics, full_fence as _make_fence
+from .atomics import PLAIN_ORDERED_ACCESS, Atomics, get_backend
 from .semaphore import NamedSemaphore
 
 __all__ = ["LIVENESS_SLICE", "QueueFinished", "ShmQueue"]
 
 #: Longest a blocked put/get sleeps before it checks its peers' liveness.
 LIVENESS_SLICE: Final = 0.2
-#: A consumer that never waits still reaps dead peers this often (seconds).
-HOUSEKEEPING: Final = 0.5
 #: Busy-wait before sleeping (seconds), yielding the CPU between polls.
 SPIN: Final = 50e-6
 _KIND: Final = "ShmQueue"
@@ -99,7 +97,7 @@ def _unlink_names(name: str, identity: Any) -> None:
         NamedSemaphore.unlink_name(name + QL.SEM_SPACE)
 
 
-class ShmQueue(ObjectsMixin):
+class ShmQueue(PeersMixin, ObjectsMixin):
     """A bounded many-producer many-consumer queue of byte messages in ``/ID_q``.
 
     ``create`` makes the owner (it unlinks on close); ``open`` attaches any other process.
@@ -553,43 +551,6 @@ class ShmQueue(ObjectsMixin):
             if not side.sleep(ready, chunk):
                 self.housekeeping()
 
-    # -- dead peers -------------------------------------------------------------------------
-    def housekeeping(self) -> int:
-        """Reap dead peers: their unfinished puts are skipped, their unfinished gets are
-        redelivered.  Runs by itself (after each sleep slice, and every ~0.5 s of a busy
-        consumer); returns how many peers this call reaped."""
-        self._next_housekeeping = time.monotonic() + HOUSEKEEPING
-        n = self._peers.reap(self._reap_slots)
-        if n:
-            self._stats["reaped"] += n
-            self._atomics.fetch_add(self._base + 8 * QL.W_REAPED, n)
-        return n
-
-    def _reap_slots(self, index: int, gen: int) -> None:
-        """Undo what dead peer (index, gen) held: WRITING -> SKIP, READING -> ORPHAN."""
-        v, w0, sw, cas, base = self._v, self._w0, self._sw, self._cas, self._base
-        tag = QL.owner_tag(index, gen)
-        changed = False
-        for i in range(self.capacity):
-            wi = w0 + i * sw
-            w = v[wi]
-            if w & QL.OWNER_MASK != tag:
-                continue
-            st, lapbits = w & 7, w & ~((1 << _LS) - 1)
-            if st == _WRITING and cas(base + 8 * wi, w, lapbits | _SKIP) == w:
-                self._atomics.fetch_add(base + 8 * QL.W_SKIPPED, 1)
-                changed = True
-            elif st == _READING:
-                self._atomics.fetch_add(base + 8 * _W_ORPH, 1)  # first: never under-counts
-                if cas(base + 8 * wi, w, lapbits | _ORPHAN) == w:
-                    self._atomics.fetch_add(base + 8 * QL.W_REDELIVERED, 1)
-                    changed = True
-                else:
-                    self._atomics.fetch_add(base + 8 * _W_ORPH, _MASK64)
-        if changed:
-            self._items.wake_all()
-            self._space.wake_all()
-
     # -- end of stream, introspection -------------------------------------------------------
     def finish(self) -> None:
         """End the stream: later puts raise QueueFinished; gets drain, then raise it."""
@@ -610,37 +571,6 @@ class ShmQueue(ObjectsMixin):
             except QueueFinished:
                 return
 
-    def __len__(self) -> int:
-        """Messages committed and not yet taken (a snapshot)."""
-        self._check_open("count messages")
-        v, w0, sw = self._v, self._w0, self._sw
-        return sum(1 for i in range(self.capacity)
-                   if v[w0 + i * sw] & 7 in (_FULL, _ORPHAN))
-
-    def qsize(self) -> int:
-        return len(self)
-
-    def empty(self) -> bool:
-        return len(self) == 0
-
-    def full(self) -> bool:
-        return len(self) >= self.capacity
-
-    def stats(self) -> dict[str, Any]:
-        """This handle's counters and the queue's shared ones."""
-        self._check_open("read stats")
-        v = self._v
-        d: dict[str, Any] = dict(self._stats)
-        d["wakeups"] = self._items.wakeups + self._space.wakeups
-        d.update(queued=len(self), skipped=v[QL.W_SKIPPED], redelivered=v[QL.W_REDELIVERED],
-                 reaped_total=v[QL.W_REAPED], finished=bool(v[_W_FIN]),
-                 peers=len(self._peers.live()))
-        return d
-
-    def slot_states(self) -> list[str]:
-        """Each slot's word, decoded (for `ctshm stat` and debugging)."""
-        v, w0, sw = self._v, self._w0, self._sw
-        return [QL.describe(v[w0 + i * sw]) for i in range(self.capacity)]
 
 
 def _unlink_quietly(name: str) -> None:
@@ -651,31 +581,3 @@ def _unlink_quietly(name: str) -> None:
             NamedSemaphore.unlink_name(name)
     except FileNotFoundError:
         pass
-
-
-def _fast_atomics() -> Atomics:
-    """The backend whose compare-exchange is cheapest to call: the machine-code routines are
-    bare ctypes function pointers, libatomic's exchange needs a Python wrapper, a c_uint64
-    and byref (~3x the cost).  CTSHM_ATOMICS still forces a backend."""
-    if os.environ.get("CTSHM_ATOMICS", "auto").strip().lower() in ("", "auto"):
-        try:
-            return get_backend("machine-code")
-        except AtomicsUnavailable:
-            pass
-    return get_backend()
-
-
-def _make_fence(a: Any) -> Any:
-    """A full fence.  On x86_64 (plain access) a lock acquire/release pair: each is a locked
-    read-modify-write in CPython and PyPy (see ctshm/_waiting.py), ~0.1 us instead of a
-    foreign call."""
-    if not PLAIN_ORDERED_ACCESS:
-        return a.fence
-    lk = threading.Lock()
-    acquire, release = lk.acquire, lk.release
-
-    def fence() -> None:
-        acquire()
-        release()
-
-    return fence
