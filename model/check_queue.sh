@@ -34,7 +34,6 @@ q-wake-p1c2|pass|safety|$P12 -DNOSLICE|no slices: Q4, two sleeping consumers
 q-pkill|pass|safety|$P21 -DPKILL=1|a producer SIGKILLed at any step: Q2 for the others, Q5 (skip)
 q-pkill-cap1|pass|safety|$P21 -DPKILL=1 -DCAP=1|... capacity 1
 q-ckill|pass|safety|$P12 -DCKILL=1|a consumer SIGKILLed at any step: its message redelivered (Q2), Q5
-q-ckill-nm2|pass|safety|$P12 -DCKILL=1 -DNM=2 -DCAP=1 -DSLICES=2|... 2 messages, capacity 1 (producer waits on the orphan)
 q-kill-both|pass|safety|$P12 -DPKILL=1 -DCKILL=1 -DCAP=1 -DSLICES=2|a producer and a consumer killed
 q-early-fin|pass|safety|$P21 -DEARLY_FIN|finish() while producers still put: refused puts are not committed
 q-early-fin-c2|pass|safety|$P12 -DEARLY_FIN|... 2 consumers

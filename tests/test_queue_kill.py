@@ -21,6 +21,8 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from ctshm import ShmMemory, ShmQueue, queue_layout as QL
 
 from . import queue_children as qc
@@ -51,6 +53,7 @@ def _claims_of(q: ShmQueue, tags: set[int]) -> int:
                if v[w0 + i * sw] & QL.OWNER_MASK in tags and v[w0 + i * sw] & 7 in (1, 3))
 
 
+@pytest.mark.timeout_s(MAX_SECONDS + 120)
 def test_kill_battery(shm_id: str) -> None:
     rng = random.Random(int(os.environ.get("CTSHM_BATTERY_SEED", "20")))
     q = ShmQueue.create(shm_id, capacity=64, slot_size=8 * qc.MSG_WORDS)
