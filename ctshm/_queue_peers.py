@@ -1,12 +1,12 @@
-"""ShmQueue's dead-peer handling and introspection (a part of ctshm/queue.py's class, split
-out for size): reaping a dead peer's claims -- WRITING -> SKIP (its unfinished put is
+"""ShmQueue's end of stream, dead-peer handling and introspection (a part of
+ctshm/queue.py's class, split out for size): reaping a dead peer's claims -- WRITING -> SKIP (its unfinished put is
 skipped), READING -> ORPHAN (its unfinished get is redelivered) -- and len/stats/slot states.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import queue_layout as QL
 from ._peers_table import PeersTable
@@ -38,6 +38,8 @@ class PeersMixin:
     _stats: dict[str, int]
     _next_housekeeping: float
     _check_open: Callable[[str], None]
+    _closed: bool
+    get: Callable[..., bytes]
 
     # -- dead peers -------------------------------------------------------------------------
     def housekeeping(self) -> int:
@@ -107,3 +109,25 @@ class PeersMixin:
         """Each slot's word, decoded (for `ctshm stat` and debugging)."""
         v, w0, sw = self._v, self._w0, self._sw
         return [QL.describe(v[w0 + i * sw]) for i in range(self.capacity)]
+
+    # -- end of stream ----------------------------------------------------------------------
+    def finish(self) -> None:
+        """End the stream: later puts raise QueueFinished; gets drain, then raise it."""
+        self._check_open("finish")
+        self._cas(self._base + 8 * _W_FIN, 0, 1)
+        self._items.wake_all()
+        self._space.wake_all()
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._v[_W_FIN]) if not self._closed else False
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Messages until the end of the stream."""
+        from .queue import QueueFinished  # the public module defines it (no import cycle)
+
+        while True:
+            try:
+                yield self.get()
+            except QueueFinished:
+                return

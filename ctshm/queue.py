@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import os
 import queue as _queue
+import threading
 import time
 import weakref
-from typing import Any, Final, Iterator, Optional
+from typing import Any, Final, Optional
 
 from . import _proc, _shm, libc, queue_layout as QL
 from ._peers_table import PeersFull, PeersTable, after_fork_in_child, identity_of
@@ -43,8 +44,11 @@ __all__ = ["LIVENESS_SLICE", "QueueFinished", "ShmQueue"]
 
 #: Longest a blocked put/get sleeps before it checks its peers' liveness.
 LIVENESS_SLICE: Final = 0.2
-#: Busy-wait before sleeping (seconds), yielding the CPU between polls.
+#: Busy-wait before sleeping (seconds), yielding the CPU between polls: adaptive, as the
+#: ring's (ctshm/_waiting.py): twice the last wait that outlasted the spin, within bounds.
 SPIN: Final = 50e-6
+SPIN_FLOOR: Final = 20e-6
+SPIN_CEILING: Final = 1e-3
 _KIND: Final = "ShmQueue"
 _MASK64: Final = (1 << 64) - 1
 
@@ -132,6 +136,9 @@ class ShmQueue(PeersMixin, ObjectsMixin):
     _next_housekeeping: float
     _tag_cell: list[int]
     _tag: int
+    _spin: list[float]
+    _fence_acquire: Any
+    _fence_release: Any
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
@@ -233,10 +240,13 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         a = self._atomics = _fast_atomics()
         self._cas = a.compare_exchange
         self._fence = _make_fence(a)
+        lk = threading.Lock()  # x86_64: a lock acquire/release pair is a full fence
+        self._fence_acquire, self._fence_release = lk.acquire, lk.release
         self._peers = PeersTable(v, mapping.addr, QL.PEERS_OFF // 8, v[QL.W_MAX_PEERS], a)
         self._items = Sleepers(v, _W_CSLEEP, self._base + 8 * _W_CSLEEP, sems[0], self._cas)
         self._space = Sleepers(v, _W_PSLEEP, self._base + 8 * _W_PSLEEP, sems[1], self._cas)
         self._stats = {"put": 0, "get": 0, "waits": 0, "reaped": 0}
+        self._spin = [SPIN, SPIN]  # producer side, consumer side
         self._ops = 0
         self._next_housekeeping = time.monotonic() + HOUSEKEEPING
         self._tag_cell = [-1, 0]
@@ -369,7 +379,12 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                 self._b[off:off + k] = p
                 off += k
         v[wi + 1] = n
-        self._publish(wi, free | _FULL)
+        if PLAIN_ORDERED_ACCESS:  # _publish inlined: the store, then the fence
+            v[wi] = free | _FULL
+            self._fence_acquire()
+            self._fence_release()
+        else:
+            self._publish(wi, free | _FULL)
         if v[_W_CSLEEP]:
             self._items.wake_one()
         self._stats["put"] += 1
@@ -453,8 +468,14 @@ class ShmQueue(PeersMixin, ObjectsMixin):
             except BaseException:
                 self._give_back(wi, lap)
                 raise
-        self._publish(wi, (lap + 1) << _LS)
-        self._freed()
+        if PLAIN_ORDERED_ACCESS:  # _publish inlined
+            v[wi] = (lap + 1) << _LS
+            self._fence_acquire()
+            self._fence_release()
+        else:
+            self._publish(wi, (lap + 1) << _LS)
+        if v[_W_PSLEEP] or v[_W_FIN]:
+            self._freed()
         self._stats["get"] += 1
         self._ops += 1
         if not self._ops & 1023 and time.monotonic() > self._next_housekeeping:
@@ -523,12 +544,15 @@ class ShmQueue(PeersMixin, ObjectsMixin):
 
     def _block(self, attempt: Any, args: tuple[Any, ...], timeout: Optional[float],
                producer: bool) -> Any:
-        """The one wait loop: spin (yielding), then sleep in liveness slices."""
+        """The one wait loop: spin (yielding the CPU between polls) for the side's adaptive
+        budget, then sleep in liveness slices."""
         self._check_open("put" if producer else "get")
         timeout = _check_timeout(self.name, timeout)
-        now = time.monotonic()
-        deadline = None if timeout is None else now + timeout
-        spin_end = now + min(SPIN, timeout if timeout is not None else SPIN)
+        t0 = time.monotonic()
+        deadline = None if timeout is None else t0 + timeout
+        side_i = 0 if producer else 1
+        budget = self._spin[side_i]
+        spin_end = t0 + (budget if timeout is None else min(budget, timeout))
         while time.monotonic() < spin_end:
             os.sched_yield()
             r = attempt(*args)
@@ -539,6 +563,7 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         while True:
             r = attempt(*args)
             if r is not _NOTHING:
+                self._spin[side_i] = _next_spin(budget, time.monotonic() - t0)
                 return r
             chunk = LIVENESS_SLICE
             if deadline is not None:
@@ -551,26 +576,12 @@ class ShmQueue(PeersMixin, ObjectsMixin):
             if not side.sleep(ready, chunk):
                 self.housekeeping()
 
-    # -- end of stream, introspection -------------------------------------------------------
-    def finish(self) -> None:
-        """End the stream: later puts raise QueueFinished; gets drain, then raise it."""
-        self._check_open("finish")
-        self._cas(self._base + 8 * _W_FIN, 0, 1)
-        self._items.wake_all()
-        self._space.wake_all()
 
-    @property
-    def finished(self) -> bool:
-        return bool(self._v[_W_FIN]) if not self._closed else False
-
-    def __iter__(self) -> Iterator[bytes]:
-        """Messages until the end of the stream."""
-        while True:
-            try:
-                yield self.get()
-            except QueueFinished:
-                return
-
+def _next_spin(budget: float, waited: float) -> float:
+    """The spin budget after a wait that slept and ended after ``waited`` seconds."""
+    if waited <= SPIN_CEILING:
+        return min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
+    return max(SPIN_FLOOR, budget / 2)
 
 
 def _unlink_quietly(name: str) -> None:

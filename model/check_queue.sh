@@ -46,7 +46,7 @@ mut-release-early|fail:Q3|bfs|$P21 -DMUT_RELEASE_EARLY -DCAP=1|release the slot 
 mut-no-recheck|fail:Q4|bfs|$P21 -DCAP=1 -DNOSLICE -DMUT_NO_RECHECK|sleeper does not re-check after announcing
 mut-no-skip|fail:END|bfs|$P21 -DPKILL=1 -DMUT_NO_SKIP|reaper does not skip a dead producer's slot: stall (Q5)
 mut-no-orphan|fail:END|bfs|$P12 -DCKILL=1 -DMUT_NO_ORPHAN|reaper does not reclaim a dead consumer's slot: stall (Q5)
-mut-no-eos-wake|fail:Q4|bfs|$P12 -DNOSLICE -DEARLY_FIN -DMUT_NO_EOS_WAKE|release after finish() does not wake consumers waiting for the end
+mut-no-eos-wake|fail:Q4|safety|$P12 -DNOSLICE -DEARLY_FIN -DMUT_NO_EOS_WAKE|release after finish() does not wake consumers waiting for the end
 mut-no-fin-recheck|fail:Q2|bfs|$P21 -DEARLY_FIN -DMUT_NO_FIN_RECHECK|put does not re-check FINISHED after claiming: loss
 EOF
 )

@@ -139,9 +139,22 @@ def die_holding_claim(qid: str, kind: str) -> None:
     """Claim a slot (put: WRITING, get: READING) and die there (SIGKILL equivalent)."""
     q = ShmQueue.open(qid)
     if kind == "put":
-        def stuck_publish(wi: int, word: int) -> None:
-            os._exit(9)
-        q._publish = stuck_publish  # type: ignore[method-assign]
+        class DieOnLengthStore:
+            """The queue's word view, except that storing a slot's length (after the claim
+            and the copy, before the publish) kills the process."""
+
+            def __init__(self, v: Any) -> None:
+                self.v = v
+
+            def __getitem__(self, i: int) -> int:
+                return int(self.v[i])
+
+            def __setitem__(self, i: int, x: int) -> None:
+                if i >= q._w0 and (i - q._w0) % q._sw == 1:
+                    os._exit(9)
+                self.v[i] = x
+
+        q._v = DieOnLengthStore(q._v)
         q.put(b"never published")
     else:
         def die(view: memoryview) -> bytes:

@@ -249,9 +249,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="counts x0.05, one repeat")
     p.add_argument("--repeat", type=int, default=None)
+    p.add_argument("--scale", type=float, default=None, help="message counts x SCALE")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    scale = 0.05 if a.quick else 1.0
+    scale = a.scale if a.scale is not None else (0.05 if a.quick else 1.0)
     repeat = a.repeat or (1 if a.quick else 3)
     report = run(scale, repeat, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(report, indent=1) if a.json else format_table(report))
