@@ -1,6 +1,7 @@
 """ShmQueue's end of stream, dead-peer handling and introspection (a part of
 ctshm/queue.py's class, split out for size): reaping a dead peer's claims -- WRITING ->
-SKIP (its unfinished put is skipped), READING -> ORPHAN (its unfinished get is redelivered) -- and len/stats/slot states.
+SKIP (its unfinished put is skipped), READING -> ORPHAN (its unfinished get is
+redelivered) -- and len/stats/slot states.
 """
 
 from __future__ import annotations
