@@ -38,7 +38,6 @@ q-kill-both|pass|safety|$P12 -DPKILL=1 -DCKILL=1 -DCAP=1 -DSLICES=2|a producer a
 q-early-fin|pass|safety|$P21 -DEARLY_FIN|finish() while producers still put: refused puts are not committed
 q-early-fin-c2|pass|safety|$P12 -DEARLY_FIN|... 2 consumers
 q-wake-fin|pass|safety|$P12 -DNOSLICE -DEARLY_FIN|no slices, finish() at any moment: Q4 at the end of stream
-q-janitor|pass|safety|$P12 -DCKILL=1 -DJANITOR=1 -DSLICES=2|reapers racing (a janitor reaps at any moment)
 mut-claim-no-cas|fail:Q[123]|bfs|$P21 -DMUT_CLAIM_NO_CAS|producer claim as load-then-store
 mut-take-no-cas|fail:Q1|bfs|$P12 -DMUT_TAKE_NO_CAS|consumer take as load-then-store: a message twice
 mut-publish-early|fail:Q3|bfs|$P12 -DMUT_PUBLISH_EARLY|publish before the second half is written

@@ -38,7 +38,9 @@
  *
  * Configuration: NP producers x NM messages, NC consumers, CAP slots; PKILL / CKILL: how many
  * producers / consumers the killer may SIGKILL (at any step: `unless`); NOSLICE: sleeps only
- * end by a token; JANITOR: a process that reaps at any moment.  Mutants: MUT_*.
+ * end by a token; JANITOR: a process that reaps at any moment (not in check_queue.sh: its
+ * state space outgrows 1.5 GB; reaper races are covered by sleepers that time out together).
+ * Mutants: MUT_*.
  */
 
 #ifndef CAP
