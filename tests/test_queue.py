@@ -294,15 +294,12 @@ def test_a_peer_dead_inside_its_claim_costs_at_most_its_message(q: ShmQueue, kin
     states = q.slot_states()
     assert any(("WRITING" if kind == "put" else "READING") in s for s in states), states
     q.put(b"after")
-    t0 = time.monotonic()
-    got = [q.get(timeout=5)]
+    got = [q.get(timeout=5)]  # queue.Empty here: the dead peer's slot was never reaped
     if kind == "get":
         got.append(q.get(timeout=5))
-    took = time.monotonic() - t0
     assert sorted(got) == sorted([b"after"] + ([b"keep me"] if kind == "get" else []))
     st = q.stats()
     assert (st["skipped"], st["redelivered"]) == ((1, 0) if kind == "put" else (0, 1))
-    assert took < 5
 
 
 def test_sigstop_is_not_death(q: ShmQueue) -> None:
