@@ -37,6 +37,8 @@ class PeersMixin:
     _items: Any
     _space: Any
     _stats: dict[str, int]
+    _nput: int
+    _ops: int
     _next_housekeeping: float
     _check_open: Callable[[str], None]
     _closed: bool
@@ -99,7 +101,7 @@ class PeersMixin:
         """This handle's counters and the queue's shared ones."""
         self._check_open("read stats")
         v = self._v
-        d: dict[str, Any] = dict(self._stats)
+        d: dict[str, Any] = {"put": self._nput, "get": self._ops, **self._stats}
         d["wakeups"] = self._items.wakeups + self._space.wakeups
         d.update(queued=len(self), skipped=v[QL.W_SKIPPED], redelivered=v[QL.W_REDELIVERED],
                  reaped_total=v[QL.W_REAPED], finished=bool(v[_W_FIN]),

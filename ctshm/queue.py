@@ -133,6 +133,7 @@ class ShmQueue(PeersMixin, ObjectsMixin):
     _space: Sleepers
     _stats: dict[str, int]
     _ops: int
+    _nput: int
     _next_housekeeping: float
     _tag_cell: list[int]
     _tag: int
@@ -245,7 +246,8 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         self._peers = PeersTable(v, mapping.addr, QL.PEERS_OFF // 8, v[QL.W_MAX_PEERS], a)
         self._items = Sleepers(v, _W_CSLEEP, self._base + 8 * _W_CSLEEP, sems[0], self._cas)
         self._space = Sleepers(v, _W_PSLEEP, self._base + 8 * _W_PSLEEP, sems[1], self._cas)
-        self._stats = {"put": 0, "get": 0, "waits": 0, "reaped": 0}
+        self._stats = {"waits": 0, "reaped": 0}
+        self._nput = 0
         self._spin = [SPIN, SPIN]  # producer side, consumer side
         self._ops = 0
         self._next_housekeeping = time.monotonic() + HOUSEKEEPING
@@ -387,7 +389,7 @@ class ShmQueue(PeersMixin, ObjectsMixin):
             self._publish(wi, free | _FULL)
         if v[_W_CSLEEP]:
             self._items.wake_one()
-        self._stats["put"] += 1
+        self._nput += 1
         return True
 
     def _publish(self, wi: int, word: int) -> None:
@@ -476,8 +478,7 @@ class ShmQueue(PeersMixin, ObjectsMixin):
             self._publish(wi, (lap + 1) << _LS)
         if v[_W_PSLEEP] or v[_W_FIN]:
             self._freed()
-        self._stats["get"] += 1
-        self._ops += 1
+        self._ops += 1  # gets taken by this handle (stats()["get"])
         if not self._ops & 1023 and time.monotonic() > self._next_housekeeping:
             self.housekeeping()
         return data
