@@ -363,8 +363,10 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                 if self._cas(self._base + 8 * wi, w, free | self._tag | _WRITING) != w:
                     continue
                 break
-            if w >> _LS < lap:
-                return False  # the previous lap is not consumed yet: full
+            if w >> _LS < lap:  # the previous lap is not consumed yet: full
+                if v[_W_TAIL] < t:  # where we stopped (else _ready_put would spin)
+                    v[_W_TAIL] = t
+                return False
             t += 1
         if v[_W_TAIL] <= t:
             v[_W_TAIL] = t + 1
@@ -453,6 +455,8 @@ class ShmQueue(PeersMixin, ObjectsMixin):
             elif wl < lap:
                 break
             h += 1
+        if v[_W_HEAD] < h:  # where we stopped: a lagging hint would make _ready_get spin
+            v[_W_HEAD] = h
         return self._nothing_at_head(into)
 
     def _take(self, wi: int, lap: int, into: Any) -> Any:

@@ -324,9 +324,14 @@ def test_sigstop_is_not_death(q: ShmQueue) -> None:
 
 def test_blocked_get_and_put_burn_no_cpu(shm_id: str) -> None:
     q = ShmQueue.create(shm_id, capacity=1, slot_size=8)
-    q.put(b"full")
+    q.put(b"once")
+    q.get()
+    q.put(b"full")  # position 1: the hints are at 2 now
 
     def blocked(what: str) -> float:
+        # A lagging hint (a racing consumer's / producer's late store) must not make the
+        # wait spin: point it at an old, already taken position first.
+        q._v[QL.W_HEAD if what == "get" else QL.W_TAIL] = 0
         r0 = resource.getrusage(resource.RUSAGE_THREAD)
         try:
             if what == "put":
