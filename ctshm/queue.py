@@ -15,12 +15,8 @@ them: only the dead producer's unfinished message is lost) and its ``READING`` s
 Liveness is pid + start time (a recycled pid is not alive; SIGSTOP is not death).
 
 Steady state: one foreign call per message per side (the claim's compare-exchange); the rest
-are ``memoryview`` loads and stores.  Waits spin briefly, then sleep on a named semaphore in
-slices of :data:`LIVENESS_SLICE` (``ctshm._sleepwake``: wake-ups cost a foreign call only
-while someone sleeps).
-
-End of stream: :meth:`ShmQueue.finish` (any process, once): puts raise
-:class:`QueueFinished`; gets return what was committed, then raise :class:`QueueFinished`.
+are ``memoryview`` loads and stores.  Waits spin, then sleep in :data:`LIVENESS_SLICE` slices
+(``ctshm._sleepwake``).  End of stream: :meth:`ShmQueue.finish` (docs/queue.md).
 """
 
 from __future__ import annotations
@@ -539,7 +535,11 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         st = w & 7
         if (w >> _LS == lap and st != _EMPTY and st != _WRITING) or w >> _LS > lap:
             return True
-        return bool(v[_W_ORPH]) or bool(v[_W_FIN] and self._all_empty())
+        # ORPHANS may over-count (a consumer killed between taking an orphan and lowering
+        # the count): only an ORPHAN slot makes a get ready, else an idle get would spin.
+        if v[_W_ORPH] and any(v[self._w0 + k * self._sw] & 7 == _ORPHAN for k in range(cap)):
+            return True
+        return bool(v[_W_FIN] and self._all_empty())
 
     def _ready_put(self) -> bool:
         v, cap = self._v, self.capacity
