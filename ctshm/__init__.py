@@ -8,6 +8,7 @@ segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``s
 from __future__ import annotations
 
 from .memory import ShmMemory
+from .queue import QueueFinished, ShmQueue
 from .results import StaleViewWarning, UnreadMessagesWarning
 from .ring import (
     ConsumerGone,
@@ -34,8 +35,10 @@ __all__ = [
     "Finished",
     "ProducerCrashed",
     "ProducerGuard",
+    "QueueFinished",
     "RingFinished",
     "ShmMemory",
+    "ShmQueue",
     "ShmTraceRing",
     "StaleViewWarning",
     "Timeout",

@@ -222,6 +222,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sp1-reader", choices=sp1.READERS, default="auto",
                    help="how the SP1 consumer reads every byte: numpy (u64 sum) or "
                    "memoryview (zlib.adler32); auto: numpy when installed")
+    p.add_argument("--queues", action="store_true",
+                   help="also run the ShmQueue workloads Q1-Q7 (ctshm.bench.queues)")
     p.add_argument("--scale", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--id-prefix", default=None, help=argparse.SUPPRESS)
     p.add_argument("--import-n", type=int, default=None, help=argparse.SUPPRESS)
@@ -269,6 +271,9 @@ def run_from_args(args: argparse.Namespace) -> int:
                      import_n=args.import_n or (5 if args.quick else 10),
                      pairs=args.oversubscribe, spin=args.spin,
                      sp1_slot_mib=args.sp1_slot_mib, sp1_reader=args.sp1_reader)
+        if args.queues:
+            from . import queues as qbench
+            report["queues"] = qbench.run(scale, repeat, prefix=prefix + "q", log=log)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         leaks = _leftovers(prefix)
@@ -282,6 +287,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(rep.format_table(report, with_targets=args.targets))
     else:
         print(format_compact(report, targets=args.targets))
+    if "queues" in report and not args.json:
+        from . import queues as qbench
+        print(qbench.format_table(report["queues"]))
     return 0
 
 
