@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .errors import StaleViewWarning, UnreadMessagesWarning
 from .memory import ShmMemory
+from .queue import QueueFinished, ShmQueue
 from .ring import (
     ConsumerGone,
     ConsumerGuard,
@@ -34,8 +35,10 @@ __all__ = [
     "Finished",
     "ProducerCrashed",
     "ProducerGuard",
+    "QueueFinished",
     "RingFinished",
     "ShmMemory",
+    "ShmQueue",
     "ShmTraceRing",
     "StaleViewWarning",
     "Timeout",

@@ -23,17 +23,18 @@ from typing import TYPE_CHECKING, Optional
 
 from . import _peers
 from ._process_state import RINGS
-from .layout import FINISHED, MSG_LEN, MSG_MAX, MSG_OFF, PRODUCER_PID
+from .layout import CONSUMER_PID, FINISHED, MSG_LEN, MSG_MAX, MSG_OFF, PRODUCER_PID
 
 if TYPE_CHECKING:
     from .ring import ShmTraceRing
 
-__all__ = ["on_exception"]
+__all__ = ["clear", "on_exception"]
 
 
 def _write(ring: ShmTraceRing, why: str) -> None:
-    load = ring._load
-    if ring._closed or load(FINISHED) or _peers.pid_of(load(PRODUCER_PID)) != os.getpid():
+    load, me = ring._load, os.getpid()
+    if (ring._closed or load(FINISHED) or _peers.pid_of(load(PRODUCER_PID)) != me
+            or load(CONSUMER_PID) == me):  # the consumer's own record: not a producer
         return
     pid = os.getpid()
     if _peers.dead(load, PRODUCER_PID) == 0 and load(PRODUCER_PID) & _peers.TENTATIVE:
@@ -44,6 +45,14 @@ def _write(ring: ShmTraceRing, why: str) -> None:
     hv = ring._hv
     hv[MSG_OFF + 4:MSG_OFF + 4 + len(raw)] = raw
     MSG_LEN.pack_into(hv, MSG_OFF, len(raw))
+
+
+def clear(ring: ShmTraceRing) -> None:
+    """A producer registers (under the ring lock, while running): a note left by an opener
+    that never produced is not its own."""
+    load = ring._load
+    if not load(FINISHED) and load(MSG_OFF // 8) & 0xFFFFFFFF:
+        MSG_LEN.pack_into(ring._hv, MSG_OFF, 0)
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Final, Optional
 
-from . import _consumer, _peers, libc
+from . import _consumer, _exitnote, _peers, libc
 from ._checks import check_timeout, is_int
 from ._ringobjects import reserve_range
 from ._waiting import LIVENESS_SLICE
@@ -247,6 +247,7 @@ def space_idle(ring: ShmTraceRing) -> Optional[bool]:
 
 def register_producer(ring: ShmTraceRing) -> None:
     # Under ring._lock.
+    _exitnote.clear(ring)  # an opener's note is not this producer's
     _peers.register(ring._load, ring._store, _PRODUCER_PID, ring.name, "producer")
     if ring._has_len and not ring._len_backed:
         # A Rust-created ring never wrote the length records: reserve their pages.

@@ -207,6 +207,9 @@ class RingObjects:
         self.sems.append(NamedSemaphore(empty, create=True, value=0 if fast else capacity,
                                         mode=mode, wait_mode=wait_mode))
         self.sem_identity = tuple(s.identity() for s in self.sems)
+        if libc.IS_LINUX and mode != 0o600:  # sem_open masks with the umask: set it exactly
+            for s in (filled, empty):
+                os.chmod(_shm.SHM_DIR + "/sem." + s.lstrip("/"), mode)
 
     def unlinked(self) -> bool:
         """Is this incarnation's name gone (unlinked by its owner's close, or replaced)?"""

@@ -11,8 +11,8 @@ from typing import Any
 
 from .results import CrashDetails, Crashed
 
-__all__ = ["ConsumerGone", "CorruptRingError", "ProducerCrashed", "RingFinished",
-           "ShmDirError", "StaleViewWarning", "UnreadMessagesWarning"]
+__all__ = ["ConsumerGone", "CorruptRingError", "ProducerCrashed", "QueueFinished",
+           "RingFinished", "ShmDirError", "StaleViewWarning", "UnreadMessagesWarning"]
 
 
 class CorruptRingError(ValueError):
@@ -64,3 +64,8 @@ class StaleViewWarning(RuntimeWarning):
     outlived the guard: it still maps the slot, which will hold another message.  Shown by
     default; ``warnings.simplefilter("error", StaleViewWarning)`` makes it an error (raised
     once the slot was handed back)."""
+
+
+class QueueFinished(Exception):
+    """The queue's stream ended (:meth:`ctshm.queue.ShmQueue.finish`): no message will come
+    any more (``get``), or none is accepted (``put``).  (Also ``ctshm.queue.QueueFinished``.)"""

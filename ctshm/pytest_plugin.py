@@ -105,13 +105,14 @@ def leftovers(id: str) -> list[str]:
 def _exact_leftovers(id: str) -> list[str]:
     # No /dev/shm to list (macOS): probe the names ctshm itself derives from the id.
     found = []
-    for name in (f"/{id}_t", f"/{id}_m"):
+    for name in (f"/{id}_t", f"/{id}_m", f"/{id}_q"):
         try:
             os.close(libc.shm_open(name, libc.O_RDONLY, 0))
             found.append(name)
         except OSError:
             pass
-    for name in (f"/{id}{RING_SUFFIX}{s}" for s in SEM_SUFFIXES):
+    for name in [f"/{id}{RING_SUFFIX}{s}" for s in SEM_SUFFIXES] + [
+            f"/{id}_q_items", f"/{id}_q_space"]:
         try:
             NamedSemaphore(name, wait_mode="polling").close()
             found.append(name + " (semaphore)")

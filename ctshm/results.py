@@ -95,7 +95,7 @@ class Crashed(_Result):
     @property
     def reason(self) -> str:
         if self.pid is not None:  # ctshm found it dead: the message is what is known why
-            return self.message or (f"producer pid {self.pid} ended without mark_finished() "
+            return self.message or (f"producer pid {self.pid} died without mark_finished() "
                                     "or notify_crash()")
         if self.message:
             return f"producer crashed: {self.message}"

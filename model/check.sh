@@ -87,7 +87,7 @@ ring-ckill-hold2|pass|safety||-DCKILL=1 -DNTHR=1 -DHOLD=2 -DNTHR2=1 $SMALL|... 1
 ring-ckill-L1|pass|live||-DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|consumer death + restart, liveness
 ring-ckill-cap1-L1|pass|live||-DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|... capacity 1
 ring-expect-producer-L1|pass|live||-DPKILL_EARLY -DEXPECT_PRODUCER=1 -DNMSG=2 $SMALL|death before the 1st acquire, expect_producer()
-limit-early-death|fail:L1|live||-DPKILL_EARLY -DNMSG=2 $SMALL|... without expect_producer(): never reported
+limit-early-death|fail:L1|live||-DPKILL_EARLY -DNMSG=2 $SMALL|... no record (a Rust producer, no expect_producer()): never reported
 regress-corrupt-check|fail:P0|bfs||-DOLD_CORRUPT_CHECK|BUG-1 back: spurious CorruptRingError
 regress-claim-order|fail:P5|bfs||-DOLD_CLAIM_ORDER|BUG-2 back: Finished before a committed message
 regress-claim-order-loss|fail:P6|safety||-DOLD_CLAIM_ORDER -DSKIP_P5|BUG-2 back: ... the message is lost

@@ -72,7 +72,7 @@ def test_bench_table_output_and_subset(shm_id: str) -> None:
     code = ("import sys; from ctshm.cli import main; "
             f"sys.exit(main(['bench', '--quick', '--scale', '0.001', '--id-prefix', {shm_id!r}, "
             "'--workloads', 'W1,W4', '--peers', 'ctshm-slot,os.pipe', '--no-import', "
-            "'--no-memory']))")
+            "'--no-memory', '--full-report', '--targets']))")
     p = run_python(code, timeout=100)
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout

@@ -98,8 +98,10 @@ def test_mode_sets_exact_permission_bits(shm_id: str) -> None:
     old = os.umask(0o077)
     try:
         with ShmTraceRing.create(shm_id, 1, 4096, mode=0o660) as ring:
-            st = os.stat(os.path.join(SHM_DIR, ring.name.lstrip("/")))
-            assert stat.S_IMODE(st.st_mode) == 0o660
+            body = ring.name.lstrip("/")
+            for f in (body, f"sem.{body}_filled", f"sem.{body}_empty"):
+                st = os.stat(os.path.join(SHM_DIR, f))
+                assert stat.S_IMODE(st.st_mode) == 0o660, f
     finally:
         os.umask(old)
     with pytest.raises(ValueError, match="mode must be permission bits"):

@@ -37,6 +37,12 @@ def _crash_after_data(ring: ShmTraceRing, n: int) -> Crashed:
     return r
 
 
+needs_waitid = pytest.mark.skipif(not hasattr(os, "waitid"),
+                                  reason="os.waitid is missing (PyPy, macOS): a child's exit "
+                                  "status cannot be read without reaping it")
+
+
+@needs_waitid
 @pytest.mark.parametrize(("tail", "status"), [("sys.exit(0)", 0), ("os._exit(0)", 0),
                                               ("os._exit(3)", 3)])
 def test_child_exit_status_is_reported(shm_id: str, tail: str, status: int) -> None:
@@ -56,6 +62,7 @@ def test_child_exit_status_is_reported(shm_id: str, tail: str, status: int) -> N
     assert "CrashDetails" not in str(ProducerCrashed(r))
 
 
+@needs_waitid
 def test_killed_child_names_the_signal(shm_id: str) -> None:
     code = (f"import os, signal\nfrom ctshm import ShmTraceRing\n"
             f"ring = ShmTraceRing.open({shm_id!r}, timeout=10)\nring.put(b'x')\n"
@@ -119,7 +126,7 @@ def test_notify_crash_texts_keep_their_details() -> None:
         "producer crashed: segfault in worker: CrashDetails(signal=11, addr=4096, "
         "operation=1)")
     quiet = Crashed(CrashDetails(), 1234)
-    assert quiet.reason == ("producer pid 1234 ended without mark_finished() or "
+    assert quiet.reason == ("producer pid 1234 died without mark_finished() or "
                             "notify_crash()")
     assert str(ProducerCrashed(quiet)) == quiet.reason
 
@@ -137,3 +144,35 @@ ring.mark_finished()
         time.sleep(0.05)
         assert ring.header()["finished"] == 1
         assert list(ring) == []
+
+
+def test_a_note_belongs_to_the_producer_that_wrote_it(shm_id: str) -> None:
+    """An opener's note (its with block failed before it produced) is cleared when another
+    process registers as the producer; a consumer's failed with block writes none."""
+    with ShmTraceRing.create(shm_id, 2, 4096) as ring:
+        out = run_python(f"""
+from ctshm import ShmTraceRing
+try:
+    with ShmTraceRing.open({shm_id!r}, timeout=10) as ring:
+        raise OSError("an opener that changed its mind")
+except OSError:
+    pass
+import os
+print(os.getpid())
+""")
+        assert out.returncode == 0, out.stderr
+        assert _note(ring).startswith("producer pid ")  # the opener left one
+        ring.put(b"x")  # this process registers as the producer: the note is not its own
+        assert ring.header()["producer_pid"] == os.getpid() and _note(ring) == ""
+        with ShmTraceRing.open(shm_id) as consumer:
+            assert consumer.get(timeout=5) == b"x"
+            with pytest.raises(KeyError), consumer:
+                raise KeyError("the consumer failed")
+        assert _note(ring) == ""
+
+
+def _note(ring: ShmTraceRing) -> str:
+    from ctshm.layout import MSG_LEN, MSG_OFF
+
+    n = MSG_LEN.unpack_from(ring._hv, MSG_OFF)[0]
+    return bytes(ring._hv[MSG_OFF + 4:MSG_OFF + 4 + n]).decode()

@@ -12,6 +12,7 @@ from typing import Any, Callable, Final, Optional
 
 from .. import __version__, atomics, layout, libc
 from . import report as rep, sp1
+from .compact import format_compact
 from .harness import (
     DEFAULT_WORKLOADS,
     QUICK_SCALE,
@@ -198,6 +199,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help=f"scaled-down counts (x{QUICK_SCALE}), one repeat: well under 20 s")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--full-report", action="store_true",
+                   help="every peer's row, the machine, memory and import figures")
+    p.add_argument("--targets", action="store_true",
+                   help="also the project's internal performance targets")
     p.add_argument("--repeat", type=int, default=None,
                    help="runs per peer and workload, best kept (default 3; --quick: 1)")
     p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
@@ -217,6 +222,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sp1-reader", choices=sp1.READERS, default="auto",
                    help="how the SP1 consumer reads every byte: numpy (u64 sum) or "
                    "memoryview (zlib.adler32); auto: numpy when installed")
+    p.add_argument("--queues", action="store_true",
+                   help="also run the ShmQueue workloads Q1-Q7 (ctshm.bench.queues)")
     p.add_argument("--scale", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--id-prefix", default=None, help=argparse.SUPPRESS)
     p.add_argument("--import-n", type=int, default=None, help=argparse.SUPPRESS)
@@ -250,10 +257,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
         return 2
     prefix = args.id_prefix or f"cb{os.getpid():x}"
-    out = sys.stderr if args.json else sys.stdout
-
-    def log(line: str) -> None:
-        print(line, file=out, flush=True)
+    def log(line: str) -> None:  # progress: stderr, so stdout is only the report
+        print(line, file=sys.stderr, flush=True)
 
     iox_before = _iox2_entries()
     old_term = signal.signal(signal.SIGTERM, _sigterm)
@@ -266,6 +271,9 @@ def run_from_args(args: argparse.Namespace) -> int:
                      import_n=args.import_n or (5 if args.quick else 10),
                      pairs=args.oversubscribe, spin=args.spin,
                      sp1_slot_mib=args.sp1_slot_mib, sp1_reader=args.sp1_reader)
+        if args.queues:
+            from . import queues as qbench
+            report["queues"] = qbench.run(scale, repeat, prefix=prefix + "q", log=log)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         leaks = _leftovers(prefix)
@@ -275,8 +283,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     report["leaked_and_removed"] = leaks
     if args.json:
         print(json.dumps(report, indent=1, default=str))
+    elif args.full_report:
+        print(rep.format_table(report, with_targets=args.targets))
     else:
-        print(rep.format_table(report))
+        print(format_compact(report, targets=args.targets))
+    if "queues" in report and not args.json:
+        from . import queues as qbench
+        print(qbench.format_table(report["queues"]))
     return 0
 
 

@@ -180,7 +180,7 @@ def _sp1_table(report: dict[str, Any], w: str, d: dict[str, Any]) -> list[str]:
     return lines
 
 
-def format_table(report: dict[str, Any]) -> str:
+def format_table(report: dict[str, Any], with_targets: bool = True) -> str:
     lines = []
     env = report["environment"]
     lines.append(f"ctshm {report['ctshm']} bench  python {env['python']}  {env['platform']}  "
@@ -239,7 +239,7 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{wm['ctshm']:.1f} vs {wm['multiprocessing.shared_memory']:.1f} ms "
                      f"(x{d['ratio_wall_minus_pass']:.2f}); -S: x"
                      f"{imp['isolated_-S']['ratio_importtime']:.2f}")
-    if report.get("targets"):
+    if with_targets and report.get("targets"):
         lines.append("")
         lines.append("targets (informational; measured in this run):")
         for t in report["targets"]:

@@ -17,6 +17,7 @@ from ._common import NOT_A_RING
 from ._scan import Mappers
 from .inspect import inspect_ring, inspect_segment, inspect_semaphore
 from .names import collect
+from .queues import inspect_queue, queue_gc_decision, remove_queue
 from .schema import GcEntry, GcResult, ObjectInfo
 
 __all__ = ["gc", "gc_decision", "in_use", "remove", "would_remove"]
@@ -88,6 +89,8 @@ def remove(kind: str, name: str, info: Optional[ObjectInfo] = None) -> list[str]
             return []  # replaced since we looked
     if kind == "ring":
         return _remove_ring(name, info, ident)
+    if kind == "queue":
+        return remove_queue(name, ident)
     return [name] if _unlink_shm(name, ident) else []
 
 
@@ -112,6 +115,8 @@ def gc_decision(o: ObjectInfo, include_unknown: bool) -> tuple[bool, str]:
         if users:
             return False, f"orphan semaphore, but {in_use}"
         return True, f"orphan semaphore: ring {o['ring']} is gone, unused"
+    if o["kind"] == "queue":
+        return queue_gc_decision(o)
     if o["kind"] == "ring" and o["ctshm"]:
         creator = o["creator"]
         if creator["alive"]:
@@ -128,6 +133,8 @@ def would_remove(o: ObjectInfo) -> list[str]:
     """The names removing ``o`` takes away."""
     if o["kind"] == "ring":
         return [o["name"]] + [s["name"] for s in o["semaphores"] if s["exists"]]
+    if o["kind"] == "queue":
+        return [o["name"], *o["semaphores"]]
     return [o["name"]]
 
 
@@ -144,7 +151,7 @@ def gc(prefix: str = "", include_unknown: bool = False, dry_run: bool = False) -
             entry["objects"] = would_remove(o)
             result["removed"].append(entry)
             continue
-        kind = "segment" if o["kind"] == "segment" else "ring"
+        kind = o["kind"] if o["kind"] in ("segment", "queue") else "ring"
         name = o["ring"] if o["kind"] == "semaphore" else o["name"]
         try:
             entry["objects"] = remove(kind, name, o)
@@ -183,8 +190,9 @@ def in_use(kind: str, name: str, mappers: Mappers) -> list[str]:
     """Why removing ``(kind, name)`` would pull it from under a live process (empty: no one
     uses it): a live creator, producer or consumer, or a process that maps or opens one of
     the objects it would remove."""
-    if kind == "segment":
-        seg = inspect_segment(name, mappers)
+    if kind in ("segment", "queue"):
+        seg = (inspect_segment(name, mappers) if kind == "segment"
+               else inspect_queue(name, mappers))
         why: list[str] = []
         objs: list[tuple[str, Users]] = [] if seg is None else [(seg["name"], seg["users"])]
     else:

@@ -17,6 +17,7 @@ from .cleanup import gc, in_use, remove
 from .format import format_gc, format_ls, format_stat
 from .inspect import inspect_ring, inspect_segment, inspect_semaphore
 from .names import collect, resolve
+from .queues import inspect_queue
 from .schema import ObjectInfo
 from .top import run_top
 
@@ -114,6 +115,10 @@ def cmd_stat(args: argparse.Namespace) -> int:
         if kind == "segment":
             seg = inspect_segment(name, mappers)
             objs += [seg] if seg is not None else []
+            continue
+        if kind == "queue":
+            qi = inspect_queue(name, mappers, detail=True)
+            objs += [qi] if qi is not None else []
             continue
         ring = inspect_ring(name, mappers, detail=True)
         if ring is not None:

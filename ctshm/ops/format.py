@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from ._common import NOT_A_RING, SHM_DIR, STATES_FIN
+from .queues import format_queue_row, format_queue_stat
 from .schema import (
     GcResult,
     ObjectInfo,
@@ -64,6 +65,8 @@ def _ls_row(o: ObjectInfo) -> list[str]:
     if o["kind"] == "semaphore":
         return ["semaphore", o["name"], size, alloc, o["state"] or "-", "-", "-", "-", "-",
                 "-", "-", "-", users]
+    if o["kind"] == "queue":
+        return format_queue_row(o, size, alloc, users)
     if o["state"] == NOT_A_RING:  # its "indices" and "geometry" are garbage
         return ["ring?", o["name"], size, alloc, o["state"], "-", "-", "-", _sems_text(o),
                 o["creator"]["text"], "-", "-", users]
@@ -190,6 +193,8 @@ def format_stat(o: ObjectInfo) -> str:
         kv("owner", o["creator"]["text"])
     elif o["kind"] == "semaphore":
         _stat_semaphore(o, kv)
+    elif o["kind"] == "queue":
+        format_queue_stat(o, kv)
     else:
         _stat_ring(o, kv, lines)
     return "\n".join(lines)

@@ -11,10 +11,11 @@ import os
 import stat as stat_mod
 from typing import Optional
 
-from .. import layout as L
+from .. import layout as L, queue_layout as QL
 from ._common import SEM_PREFIX, SHM_DIR, OpsError, sem_path, shm_path
 from ._scan import Mappers, scan_mappers
 from .inspect import inspect_ring, inspect_segment, inspect_semaphore, sem_suffix
+from .queues import inspect_queue
 from .schema import ObjectInfo
 
 __all__ = ["collect", "entries", "resolve", "ring_names"]
@@ -60,6 +61,8 @@ def collect(prefix: str = "", mappers: Optional[Mappers] = None, detail: bool = 
             info = inspect_ring("/" + e, mappers, detail)
         elif e.endswith(L.SEGMENT_SUFFIX):
             info = inspect_segment("/" + e, mappers)
+        elif e.endswith(QL.SUFFIX):
+            info = inspect_queue("/" + e, mappers, detail)
         if info is not None:
             out.append(info)
     for e in names:
@@ -112,8 +115,11 @@ def resolve(arg: str) -> list[tuple[str, str]]:
         exact.append(("ring", "/" + body))
     elif body.endswith(L.SEGMENT_SUFFIX):
         exact.append(("segment", "/" + body))
+    elif body.endswith(QL.SUFFIX):
+        exact.append(("queue", "/" + body))
     found = [t for t in exact if _exists(*t)]
     if found:
         return found
-    as_id = [("ring", "/" + body + L.RING_SUFFIX), ("segment", "/" + body + L.SEGMENT_SUFFIX)]
+    as_id = [("ring", "/" + body + L.RING_SUFFIX), ("segment", "/" + body + L.SEGMENT_SUFFIX),
+             ("queue", "/" + body + QL.SUFFIX)]
     return [t for t in as_id if _exists(*t)]

@@ -6,9 +6,9 @@ TypedDicts, so that a record is its JSON object: keys and shapes are part of the
 
 from __future__ import annotations
 
-from typing import Literal, Optional, TypedDict, Union
+from typing import Any, Literal, Optional, TypedDict, Union
 
-__all__ = ["CrashInfo", "Extension", "GcEntry", "GcResult", "ObjectInfo", "Party",
+__all__ = ["CrashInfo", "Extension", "GcEntry", "GcResult", "ObjectInfo", "Party", "QueueInfo",
            "RingInfo", "SegmentInfo", "SemState", "SemaphoreInfo", "SideStatsInfo",
            "SlotInfo", "StatsInfo", "TopRecord"]
 
@@ -157,7 +157,28 @@ class SemaphoreInfo(_SemaphoreBase, total=False):
     error: str
 
 
-ObjectInfo = Union[RingInfo, SegmentInfo, SemaphoreInfo]
+class _QueueBase(_StatFields):
+    kind: Literal["queue"]
+    id: str
+    identity: list[int]
+    semaphores: list[str]
+    state: str  # open, finished, initialising, corrupt, not a queue
+    creator: Party
+    capacity: int
+    slot_size: int
+    queued: int
+    finished: bool
+    peers: list[dict[str, Any]]
+    counters: dict[str, int]
+
+
+class QueueInfo(_QueueBase, total=False):
+    """A ShmQueue ``/X_q`` (``slots`` with ``stat`` only)."""
+
+    slots: list[str]
+
+
+ObjectInfo = Union[RingInfo, SegmentInfo, SemaphoreInfo, QueueInfo]
 
 
 class _GcEntryBase(TypedDict):

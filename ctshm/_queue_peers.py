@@ -1,0 +1,136 @@
+"""ShmQueue's end of stream, dead-peer handling and introspection (a part of
+ctshm/queue.py's class, split out for size): reaping a dead peer's claims -- WRITING ->
+SKIP (its unfinished put is skipped), READING -> ORPHAN (its unfinished get is
+redelivered) -- and len/stats/slot states.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator
+
+from . import queue_layout as QL
+from ._peers_table import PeersTable
+from .errors import QueueFinished
+
+__all__ = ["PeersMixin"]
+
+_LS = QL.LAP_SHIFT
+_W_ORPH = QL.W_ORPHANS
+_W_FIN = QL.W_FINISHED
+_FULL, _READING, _WRITING, _SKIP, _ORPHAN = QL.FULL, QL.READING, QL.WRITING, QL.SKIP, QL.ORPHAN
+_MASK64 = (1 << 64) - 1
+HOUSEKEEPING = 0.5
+
+
+class PeersMixin:
+    """housekeeping (reap dead peers), len, stats, slot_states for ShmQueue."""
+
+    name: str
+    capacity: int
+    _v: Any
+    _w0: int
+    _sw: int
+    _cas: Any
+    _base: int
+    _atomics: Any
+    _peers: PeersTable
+    _items: Any
+    _space: Any
+    _stats: dict[str, int]
+    _nput: int
+    _ops: int
+    _next_housekeeping: float
+    _check_open: Callable[[str], None]
+    _closed: bool
+    get: Callable[..., bytes]
+
+    # -- dead peers -------------------------------------------------------------------------
+    def housekeeping(self) -> int:
+        """Reap dead peers: their unfinished puts are skipped, their unfinished gets are
+        redelivered.  Runs by itself (after each sleep slice, and every ~0.5 s of a busy
+        consumer); returns how many peers this call reaped."""
+        self._next_housekeeping = time.monotonic() + HOUSEKEEPING
+        n = self._peers.reap(self._reap_slots)
+        if n:
+            self._stats["reaped"] += n
+            self._atomics.fetch_add(self._base + 8 * QL.W_REAPED, n)
+        return n
+
+    def _reap_slots(self, index: int, gen: int) -> None:
+        """Undo what dead peer (index, gen) held: WRITING -> SKIP, READING -> ORPHAN."""
+        v, w0, sw, cas, base = self._v, self._w0, self._sw, self._cas, self._base
+        tag = QL.owner_tag(index, gen)
+        changed = False
+        for i in range(self.capacity):
+            wi = w0 + i * sw
+            w = v[wi]
+            if w & QL.OWNER_MASK != tag:
+                continue
+            st, lapbits = w & 7, w & ~((1 << _LS) - 1)
+            if st == _WRITING and cas(base + 8 * wi, w, lapbits | _SKIP) == w:
+                self._atomics.fetch_add(base + 8 * QL.W_SKIPPED, 1)
+                changed = True
+            elif st == _READING:
+                self._atomics.fetch_add(base + 8 * _W_ORPH, 1)  # first: never under-counts
+                if cas(base + 8 * wi, w, lapbits | _ORPHAN) == w:
+                    self._atomics.fetch_add(base + 8 * QL.W_REDELIVERED, 1)
+                    changed = True
+                else:
+                    self._atomics.fetch_add(base + 8 * _W_ORPH, _MASK64)
+        if changed:
+            self._items.wake_all()
+            self._space.wake_all()
+
+    def __len__(self) -> int:
+        """Messages committed and not yet taken (a snapshot)."""
+        self._check_open("count messages")
+        v, w0, sw = self._v, self._w0, self._sw
+        return sum(1 for i in range(self.capacity)
+                   if v[w0 + i * sw] & 7 in (_FULL, _ORPHAN))
+
+    def qsize(self) -> int:
+        return len(self)
+
+    def empty(self) -> bool:
+        return len(self) == 0
+
+    def full(self) -> bool:
+        return len(self) >= self.capacity
+
+    def stats(self) -> dict[str, Any]:
+        """This handle's counters and the queue's shared ones."""
+        self._check_open("read stats")
+        v = self._v
+        d: dict[str, Any] = {"put": self._nput, "get": self._ops, **self._stats}
+        d["wakeups"] = self._items.wakeups + self._space.wakeups
+        d.update(queued=len(self), skipped=v[QL.W_SKIPPED], redelivered=v[QL.W_REDELIVERED],
+                 reaped_total=v[QL.W_REAPED], finished=bool(v[_W_FIN]),
+                 peers=len(self._peers.live()))
+        return d
+
+    def slot_states(self) -> list[str]:
+        """Each slot's word, decoded (for `ctshm stat` and debugging)."""
+        v, w0, sw = self._v, self._w0, self._sw
+        return [QL.describe(v[w0 + i * sw]) for i in range(self.capacity)]
+
+    # -- end of stream ----------------------------------------------------------------------
+    def finish(self) -> None:
+        """End the stream: later puts raise QueueFinished; gets drain, then raise it."""
+        self._check_open("finish")
+        self._cas(self._base + 8 * _W_FIN, 0, 1)
+        self._items.wake_all()
+        self._space.wake_all()
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._v[_W_FIN]) if not self._closed else False
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Messages until the end of the stream."""
+
+        while True:
+            try:
+                yield self.get()
+            except QueueFinished:
+                return
