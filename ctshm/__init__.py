@@ -7,6 +7,7 @@ segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``s
 
 from __future__ import annotations
 
+from .broadcast import BroadcastGuard, ReaderEvicted, ShmBroadcast, TooManyReaders
 from .memory import ShmMemory
 from .ring import (
     ConsumerGone,
@@ -24,6 +25,7 @@ from .ring import (
 )
 
 __all__ = [
+    "BroadcastGuard",
     "ConsumerGone",
     "ConsumerGuard",
     "CorruptRingError",
@@ -33,10 +35,13 @@ __all__ = [
     "Finished",
     "ProducerCrashed",
     "ProducerGuard",
+    "ReaderEvicted",
     "RingFinished",
+    "ShmBroadcast",
     "ShmMemory",
     "ShmTraceRing",
     "Timeout",
+    "TooManyReaders",
     "__version__",
 ]
 
