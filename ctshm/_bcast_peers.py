@@ -27,8 +27,11 @@ from .semaphore import default_wait_mode
 __all__ = ["LIVENESS_SLICE", "AddrSemaphore", "ForkRegistry", "Spin", "slot_alive",
            "spin_then_sleep"]
 
-#: Longest one sleep lasts before its liveness checks run again.
+#: Longest one sleep lasts before its liveness checks run again; the first slice of a wait
+#: is FIRST_SLICE and each next one twice as long (a peer that died just before the wait is
+#: noticed within milliseconds; a long idle wait wakes ~10 times a second).
 LIVENESS_SLICE: Final = 0.1
+FIRST_SLICE: Final = 0.005
 SPIN_DEFAULT: Final = 50e-6
 SPIN_FLOOR: Final = 20e-6
 SPIN_CEILING: Final = 1e-3
@@ -136,7 +139,7 @@ class Spin:
 def spin_then_sleep(spin: Spin, ready: Callable[[], Any],
                     sleep: Callable[[float], Any], timeout: Optional[float]) -> Any:
     """Poll ``ready()`` while the spin budget lasts, then call ``sleep(chunk)`` (one slice of
-    at most LIVENESS_SLICE seconds, which announces, re-checks, sleeps and withdraws; it may
+    FIRST_SLICE seconds, doubling up to LIVENESS_SLICE, which announces, re-checks, sleeps and withdraws; it may
     raise) until either returns a true value, which is returned; None once ``timeout``
     (seconds, None: no bound) has passed."""
     t0 = time.perf_counter()
@@ -154,8 +157,10 @@ def spin_then_sleep(spin: Spin, ready: Callable[[], Any],
             os.sched_yield()
         now = time.perf_counter()
     deadline = None if timeout is None else t0 + timeout
+    slice_ = FIRST_SLICE
     while True:
-        chunk = LIVENESS_SLICE
+        chunk = slice_
+        slice_ = min(LIVENESS_SLICE, 2 * slice_)
         if deadline is not None:
             chunk = min(chunk, deadline - time.perf_counter())
             if chunk <= 0:

@@ -45,7 +45,7 @@
  *       loses the wake-up the writer waits for (P3)
  *   FINDING_LEAVE_NO_WAKE  the same for close(): the freed slot no longer holds the writer
  *
- * Configuration (-D): CAP NMSG NR NINC, RKILL=n (n reader deaths at any step), XEVICT=1,
+ * Configuration (-D): CAP NMSG NR NINC, LEAVE_ANY=1, RKILL=n (n reader deaths at any step), XEVICT=1,
  * NOSLICE=1, LTL_TERM; mutants: MUTANT_RELEASE_EARLY (P1), MUTANT_JOIN_LOAD_FIRST (P1),
  * MUTANT_NO_EVICT_CHECK (P1, with XEVICT), MUTANT_FINISH_AFTER (P2), MUTANT_NO_RECHECK (P3),
  * MUTANT_WWAKE_EARLY (P3), MUTANT_NO_EVICT (L1, with RKILL).
@@ -71,6 +71,9 @@
 #endif
 #ifndef NOSLICE
 #define NOSLICE 0
+#endif
+#ifndef LEAVE_ANY
+#define LEAVE_ANY 0     /* 1: the last incarnation may close() early too (else it reads all) */
 #endif
 
 #define FREE 0
@@ -266,7 +269,7 @@ proctype Reader(byte i) {
             atomic { rsem[i] = 0 };               /* drain stray tokens (trywait loop) */
             r = j;
             do
-            :: inc < NINC && r > j && !leaving -> leaving = 1; goto leave   /* close() early */
+            :: (inc < NINC || LEAVE_ANY) && r > j && !leaving -> leaving = 1; goto leave   /* close() */
             :: true ->
 #ifndef MUTANT_FINISH_AFTER
                 f = fin;                          /* FIN first, then W */

@@ -58,7 +58,15 @@ def child_stream_writer(id: str, n: int, size: int, go: Any, progress: Any) -> N
     w.close()
 
 
-def child_stream_reader(id: str, size: int, joined: Any, got: Any) -> None:
+def child_join_and_sleep(id: str, ready: Any) -> None:
+    """Joins and never reads (the test kills it)."""
+    r = ShmBroadcast.open(id)
+    ready.set()
+    time.sleep(600)
+    r.close()
+
+
+def child_stream_reader(id: str, n: int, size: int, joined: Any, got: Any) -> None:
     """The battery's reader: join, report the join point, check every message (number,
     content, order) and report progress; exit 0 only after RingFinished with nothing
     missing.  ``joined``/``got``: shared int values."""
@@ -77,6 +85,8 @@ def child_stream_reader(id: str, size: int, joined: Any, got: Any) -> None:
                              f"expected {expected}")
         expected += 1
         got.value = expected
+    if expected != n:
+        raise SystemExit(f"reader {os.getpid()}: RingFinished after {expected} of {n}")
     r.close()
 
 
