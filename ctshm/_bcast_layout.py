@@ -10,9 +10,9 @@ view of the whole segment.
           | TOTAL                                  (written once, MAGIC last) |
     64    | W: messages published (the writer's release store)               |
     128   | FIN CRASH CRASH_SIG CRASH_ADDR CRASH_OP CRASH_PID                 |
-    192   | WRITER_PID WRITER_START WSLEEP                                    |
+    192   | WRITER_PID WRITER_START WSLEEP CREATOR_PID CREATOR_START          |
     256   | RMASK: bit i = reader slot i announced asleep on its semaphore    |
-    320   | stats: PUTS BYTES W_WAITS W_WAKEUPS EVICT_DEAD EVICT_LIVE         |
+    320   | stats: - - W_WAITS W_WAKEUPS EVICT_DEAD EVICT_LIVE                |
     384   | CRASH_MSG: 128 bytes of UTF-8 (notify_crash's message)            |
     512   | writer's sem_t (32 bytes, process-shared, sem_init in the segment)|
     576   +------------------------------------------------------------------+
@@ -57,9 +57,9 @@ CRASH_PID: Final = 21
 WRITER_PID: Final = 24
 WRITER_START: Final = 25
 WSLEEP: Final = 26
+CREATOR_PID: Final = 27
+CREATOR_START: Final = 28
 RMASK: Final = 32
-S_PUTS: Final = 40
-S_BYTES: Final = 41
 S_W_WAITS: Final = 42
 S_W_WAKEUPS: Final = 43
 S_EVICT_DEAD: Final = 44

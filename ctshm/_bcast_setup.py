@@ -79,6 +79,7 @@ def _initialise(fd: int, name: str, total: int, capacity: int, slot_size: int,
                  (L.H_SLOT_SIZE, slot_size), (L.H_MAX_READERS, max_readers),
                  (L.H_STRIDE, stride), (L.H_SLOTS_OFF, slots_off), (L.H_TOTAL, total)):
         hq[k] = v
+    hq[L.CREATOR_PID], hq[L.CREATOR_START] = _proc.me()
     from .atomics import get_backend
     get_backend().fence()
     hq[L.H_MAGIC] = L.MAGIC   # last: openers wait for it
@@ -270,8 +271,8 @@ def close_handle(b: ShmBroadcast) -> None:
     """Under the handle's lock: leave the slot / seat, unmap, unlink (the creator)."""
     b._closed = True
     hq = b._hq
-    if b._guard is not None:
-        b._guard = None
+    b._guard = None
+    b._reading = False
     if b._slot >= 0:
         ws = b._i_state
         s = int(hq[ws])

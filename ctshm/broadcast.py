@@ -45,6 +45,8 @@ from .results import CrashDetails, Crashed, ProducerCrashed, RingFinished
 __all__ = ["BroadcastGuard", "ReaderEvicted", "ShmBroadcast", "TooManyReaders"]
 
 _FORKS = ForkRegistry()
+# Hot-path word indices as module constants (one global lookup instead of two).
+_W, _FIN, _WSLEEP, _RMASK = L.W, L.FIN, L.WSLEEP, L.RMASK
 _ROLES = ("reader", "writer")
 
 
@@ -112,6 +114,7 @@ class ShmBroadcast:
     _i_r: int
     _rsem: int
     _bit: int
+    _reading = False  # a reader handle, open, no guard out: get() may go
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -181,6 +184,7 @@ class ShmBroadcast:
     def _forked(self) -> None:
         """In a forked child: this copy's reader slot / writer seat are the parent's."""
         self._slot, self._writer, self._closed, self._owner = -1, False, True, False
+        self._reading = False
         self._map = None
 
     # -- shared words ----------------------------------------------------------------------
@@ -227,6 +231,7 @@ class ShmBroadcast:
         if not self._cas_word(self._i_state, state, active):
             raise ReaderEvicted(f"ShmBroadcast {self.id!r}: evicted while joining")
         self._state, self._next = active, j
+        self._reading = True
         self._wake_writer_after_fence()   # its slot's stale R may have held the writer
 
     def _check_reader(self, what: str) -> None:
@@ -244,10 +249,10 @@ class ShmBroadcast:
         seconds without one; ``RingFinished`` after the last one once the writer called
         ``mark_finished``; ``ProducerCrashed`` if the writer died; ``ReaderEvicted``."""
         with self._lock:
-            if self._closed or self._guard is not None or self.role != "reader":
+            if not self._reading:
                 self._check_reader("get")
             hq, r = self._hq, self._next
-            if hq[L.W] == r:
+            if hq[_W] == r:
                 self._wait_data(r, timeout, "get")
             elif self._fenced:
                 self._fence()
@@ -264,7 +269,7 @@ class ShmBroadcast:
             self._next = r + 1
             hq[self._i_r] = r + 1
         # The lock's release was the fence between the store of R and this load.
-        if hq[L.WSLEEP]:
+        if hq[_WSLEEP]:
             self._wake_writer()
         return data  # type: ignore[no-any-return]
 
@@ -283,7 +288,7 @@ class ShmBroadcast:
             if n > self.slot_size:
                 raise self._corrupt(r, n)
             g = BroadcastGuard(self, r, self._mv[self._poff[k]:self._poff[k] + n].toreadonly())
-            self._guard = g
+            self._guard, self._reading = g, False
             return g
 
     def _release(self, g: BroadcastGuard) -> None:
@@ -293,6 +298,7 @@ class ShmBroadcast:
             self._guard = None
             if self._closed:
                 return
+            self._reading = True
             hq = self._hq
             if hq[self._i_state] != self._state:
                 raise self._evicted()
@@ -415,7 +421,7 @@ class ShmBroadcast:
                              f"of {self.slot_size} bytes (create it with a larger slot_size)")
         hq = self._hq
         with self._lock:
-            if not self._writer or hq[L.FIN]:
+            if not self._writer or hq[_FIN]:
                 self._become_writer("put")
                 self._check_writable("put")
             w = self._w
@@ -428,10 +434,9 @@ class ShmBroadcast:
             hq[self._plen[k]] = n
             if self._fenced:
                 self._fence()
-            hq[L.W] = w + 1
+            hq[_W] = w + 1
             self._w = w + 1
-            hq[L.S_PUTS] = w + 1
-        if hq[L.RMASK]:  # after the lock's release (the fence)
+        if hq[_RMASK]:  # after the lock's release (the fence)
             self._wake_readers()
 
     def _check_writable(self, what: str) -> None:
@@ -548,6 +553,7 @@ class ShmBroadcast:
         if self._closed:
             return
         self._closed = True   # a waiter in another thread (holding the lock) sees it and ends
+        self._reading = False
         with self._lock:
             if self._hq is not None:
                 close_handle(self)

@@ -217,6 +217,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sp1-reader", choices=sp1.READERS, default="auto",
                    help="how the SP1 consumer reads every byte: numpy (u64 sum) or "
                    "memoryview (zlib.adler32); auto: numpy when installed")
+    p.add_argument("--broadcast", action="store_true",
+                   help="run the broadcast workloads instead (1 writer -> 4 readers: ShmBroadcast "
+                        "against a pipe / mp.Queue per reader and iceoryx2; ctshm.bench.broadcasts)")
     p.add_argument("--scale", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--id-prefix", default=None, help=argparse.SUPPRESS)
     p.add_argument("--import-n", type=int, default=None, help=argparse.SUPPRESS)
@@ -250,6 +253,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
         return 2
     prefix = args.id_prefix or f"cb{os.getpid():x}"
+    if getattr(args, "broadcast", False):
+        from . import broadcasts
+        return broadcasts.main(args.quick, args.repeat, args.timeout, prefix)
     out = sys.stderr if args.json else sys.stdout
 
     def log(line: str) -> None:
