@@ -10,10 +10,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NS="-DNOSLICE=1"
 CHECK_RUNS=$(cat <<RUNS
 bcast-2r|pass|safety|-DCOLLAPSE|$NS -DNMSG=2 -DNINC=1|2 readers, no wait slices: a lost wake-up blocks (P3)
-bcast-2r-leave|pass|safety|-DCOLLAPSE|$NS -DNMSG=2 -DNINC=1 -DLEAVE_ANY=1|... either may close() after its first message
+bcast-leave|pass|safety||$NS -DNR=1 -DNINC=2 -DLEAVE_ANY=1|1 reader, every incarnation may close() early
 bcast-join|pass|safety||$NS -DNR=1 -DNINC=3|1 reader joining, leaving, rejoining 3 times
 bcast-join-cap2|pass|safety||$NS -DNR=1 -DNINC=3 -DCAP=2 -DNMSG=4|... capacity 2, 4 messages
-bcast-slices|pass|safety|-DCOLLAPSE|-DNMSG=2 -DNINC=1|2 readers, sliced writer waits
+bcast-slices|pass|safety||-DNR=1 -DNINC=3|sliced writer waits, join/leave
 bcast-join-L1|pass|live||-DNR=1 -DNINC=3|join/leave, liveness under weak fairness
 bcast-rkill|pass|safety||-DRKILL=2 -DNR=1 -DNINC=3|a reader killed at any step (twice), rejoins
 bcast-rkill-2r|pass|safety|-DCOLLAPSE|-DRKILL=1 -DNMSG=2 -DNINC=1|2 readers, one killed at any step
@@ -27,7 +27,7 @@ mutant-no-evict-check|fail:P1|bfs||-DMUTANT_NO_EVICT_CHECK -DXEVICT=1 -DNR=1 -DN
 mutant-finish-after|fail:P2|bfs||-DMUTANT_FINISH_AFTER -DNR=1 -DNINC=1|reader loads W before FIN
 mutant-no-recheck|fail:P3|bfs||$NS -DMUTANT_NO_RECHECK -DNR=1 -DNINC=1|reader sleeps without re-checking
 mutant-wwake-early|fail:P3|bfs||$NS -DMUTANT_WWAKE_EARLY -DNR=1 -DNINC=1|reader checks the writer's flag before its store
-mutant-no-evict|fail:L1|live||-DMUTANT_NO_EVICT -DRKILL=1 -DNR=1 -DNINC=2|writer never evicts a dead reader
+mutant-no-evict|fail:L1|live||-DMUTANT_NO_EVICT -DRKILL=1 -DNR=1 -DNINC=1|writer never evicts a dead reader
 RUNS
 )
 export CHECK_RUNS

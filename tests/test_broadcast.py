@@ -71,7 +71,7 @@ def test_writer_waits_for_the_slowest_reader_then_goes_on(bcast: ShmBroadcast) -
     assert len(r) == 4 and len(bcast) == 4
     r.close()
     # The only reader left: nobody holds the writer back any more.
-    for i in range(10):
+    for _ in range(10):
         bcast.put(b"y", timeout=0)
 
 
@@ -138,7 +138,7 @@ def test_access_guard_reads_in_place_and_holds_the_slot(shm_id: str) -> None:
     g.release()
     g.release()  # idempotent
     with pytest.raises(ValueError, match="released"):
-        g.buf
+        _ = g.buf
     b.put(b"next", timeout=1)
     with r.access(1) as g2:
         assert bytes(g2.buf) == b"next"

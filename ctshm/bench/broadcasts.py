@@ -322,7 +322,7 @@ def format_table(report: dict[str, Any]) -> str:
              f"(nproc {report['nproc']}, load {report['load'][0]:.1f} -> "
              f"{report['load'][1]:.1f})"]
     for wl, res in report["workloads"].items():
-        n, size, depth = WORKLOADS[wl]
+        _n, size, depth = WORKLOADS[wl]
         lines.append(f"\n{wl}: {size // 1024} KiB messages, depth {depth}")
         ref = res.get("ctshm-bcast", {})
         lines.append(f"  {'peer':<18} {'MiB/s':>9} {'msg/s':>9} {'ctshm-bcast / peer':>20}")

@@ -218,8 +218,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how the SP1 consumer reads every byte: numpy (u64 sum) or "
                    "memoryview (zlib.adler32); auto: numpy when installed")
     p.add_argument("--broadcast", action="store_true",
-                   help="run the broadcast workloads instead (1 writer -> 4 readers: ShmBroadcast "
-                        "against a pipe / mp.Queue per reader and iceoryx2; ctshm.bench.broadcasts)")
+                   help="run the broadcast workloads instead (1 writer -> 4 readers: "
+                        "ShmBroadcast against a pipe / mp.Queue per reader and iceoryx2)")
     p.add_argument("--scale", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--id-prefix", default=None, help=argparse.SUPPRESS)
     p.add_argument("--import-n", type=int, default=None, help=argparse.SUPPRESS)
