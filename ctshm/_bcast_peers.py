@@ -140,8 +140,8 @@ def spin_then_sleep(spin: Spin, ready: Callable[[], Any],
                     sleep: Callable[[float], Any], timeout: Optional[float]) -> Any:
     """Poll ``ready()`` while the spin budget lasts, then call ``sleep(chunk)`` (one slice:
     FIRST_SLICE seconds, doubling up to LIVENESS_SLICE; it announces, re-checks, sleeps and
-    withdraws, and may raise) until either returns a true value, which is returned; None once ``timeout``
-    (seconds, None: no bound) has passed."""
+    withdraws, and may raise) until either returns a true value, which is returned; None
+    once ``timeout`` (seconds, None: no bound) has passed."""
     t0 = time.perf_counter()
     r = ready()
     if r:
