@@ -97,7 +97,7 @@ byte rd[CAP];      /* readers copying slot k (bits) */
 byte torn[CAP];    /* readers whose copy of slot k a write overlapped (bits) */
 bit writing[CAP];
 byte running[NR];
-byte kills = RKILL;
+bit kill_req[NR];  /* the Killer's SIGKILL, taken at the reader's next step */
 bit wdone;
 byte rdone;
 
@@ -334,7 +334,8 @@ leave:      /* close(): ACTIVE or EVICTED of ours -> FREE (CAS) */
             wake_writer();                        /* a freed slot may unblock the writer */
 #endif
             leaving = 0
-        } unless { atomic { kills > 0 && running[i] == inc -> kills--; running[i] = 0; leaving = 0 } }
+        } unless { atomic { kill_req[i] && running[i] == inc -> kill_req[i] = 0; running[i] = 0;
+                            leaving = 0 } }
     od;
     rdone++
 }
@@ -348,6 +349,25 @@ init {
         od
     }
 }
+
+#if RKILL
+/* RKILL SIGKILLs, each to any reader at any moment (an `unless` escape has priority, so the
+ * moment is chosen here: the reader dies at its next step once the request is set). */
+active proctype Killer() {
+    byte n = RKILL, v;
+    do
+    :: n > 0 ->
+        v = 0;
+        do
+        :: v < NR - 1 -> v++
+        :: break
+        od;
+        kill_req[v] = 1;
+        n--
+    :: else -> break
+    od
+}
+#endif
 
 /* P3: spin's `timeout` holds when no process can move: then every process must have ended. */
 active proctype Watch() {

@@ -16,8 +16,8 @@ bcast-join-cap2|pass|safety||$NS -DNR=1 -DNINC=3 -DCAP=2 -DNMSG=4|... capacity 2
 bcast-slices|pass|safety||-DNR=1 -DNINC=3|sliced writer waits, join/leave
 bcast-join-L1|pass|live||-DNR=1 -DNINC=3|join/leave, liveness under weak fairness
 bcast-rkill|pass|safety||-DRKILL=2 -DNR=1 -DNINC=3|a reader killed at any step (twice), rejoins
-bcast-rkill-2r|pass|safety|-DCOLLAPSE|-DRKILL=1 -DNMSG=2 -DNINC=1|2 readers, one killed at any step
 bcast-rkill-L1|pass|live||-DRKILL=1 -DNR=1 -DNINC=2|progress after a reader dies (L1)
+bcast-rkill-last-L1|pass|live||-DRKILL=1 -DNR=1 -DNINC=1|... no new reader replaces it: the writer evicts it
 bcast-xevict|pass|safety||-DXEVICT=1 -DRKILL=1 -DNR=1 -DNINC=3|explicit eviction of a live laggard
 finding-join-no-wake|fail:P3|bfs||$NS -DFINDING_JOIN_NO_WAKE -DNR=1 -DNINC=2|draft: the joiner does not wake the writer
 finding-leave-no-wake|fail:P3|bfs||$NS -DFINDING_LEAVE_NO_WAKE -DNR=1 -DNINC=1 -DLEAVE_ANY=1|draft: close() does not wake the writer

@@ -15,6 +15,7 @@ from .. import _shm, layout as L, libc
 from ..semaphore import NamedSemaphore, sem_file_identity
 from ._common import NOT_A_RING
 from ._scan import Mappers
+from .bcast import gc_decision_broadcast, in_use_broadcast
 from .inspect import inspect_ring, inspect_segment, inspect_semaphore
 from .names import collect
 from .schema import GcEntry, GcResult, ObjectInfo
@@ -112,6 +113,8 @@ def gc_decision(o: ObjectInfo, include_unknown: bool) -> tuple[bool, str]:
         if users:
             return False, f"orphan semaphore, but {in_use}"
         return True, f"orphan semaphore: ring {o['ring']} is gone, unused"
+    if o["kind"] == "broadcast":
+        return gc_decision_broadcast(o)
     if o["kind"] == "ring" and o["ctshm"]:
         creator = o["creator"]
         if creator["alive"]:
@@ -144,7 +147,7 @@ def gc(prefix: str = "", include_unknown: bool = False, dry_run: bool = False) -
             entry["objects"] = would_remove(o)
             result["removed"].append(entry)
             continue
-        kind = "segment" if o["kind"] == "segment" else "ring"
+        kind = o["kind"] if o["kind"] in ("segment", "broadcast") else "ring"
         name = o["ring"] if o["kind"] == "semaphore" else o["name"]
         try:
             entry["objects"] = remove(kind, name, o)
@@ -183,6 +186,8 @@ def in_use(kind: str, name: str, mappers: Mappers) -> list[str]:
     """Why removing ``(kind, name)`` would pull it from under a live process (empty: no one
     uses it): a live creator, producer or consumer, or a process that maps or opens one of
     the objects it would remove."""
+    if kind == "broadcast":
+        return in_use_broadcast(name, mappers)
     if kind == "segment":
         seg = inspect_segment(name, mappers)
         why: list[str] = []

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Literal, Optional, TypedDict, Union
 
-__all__ = ["CrashInfo", "Extension", "GcEntry", "GcResult", "ObjectInfo", "Party",
+__all__ = ["BroadcastInfo", "BroadcastReaderInfo", "CrashInfo", "Extension", "GcEntry",
+           "GcResult", "ObjectInfo", "Party",
            "RingInfo", "SegmentInfo", "SemState", "SemaphoreInfo", "SideStatsInfo",
            "SlotInfo", "StatsInfo", "TopRecord"]
 
@@ -157,7 +158,31 @@ class SemaphoreInfo(_SemaphoreBase, total=False):
     error: str
 
 
-ObjectInfo = Union[RingInfo, SegmentInfo, SemaphoreInfo]
+class BroadcastReaderInfo(TypedDict):
+    slot: int
+    state: str  # joining, active, evicted
+    pid: int
+    alive: bool
+    lag: int
+
+
+class BroadcastInfo(_StatFields):
+    """A ShmBroadcast ``/X_b`` (ctshm.ops.bcast)."""
+
+    kind: Literal["broadcast"]
+    id: str
+    identity: list[int]
+    state: str  # open, finished, crashed, not a broadcast
+    creator: Optional[Party]
+    writer: Optional[Party]
+    capacity: int
+    slot_size: int
+    max_readers: int
+    published: int
+    readers: list[BroadcastReaderInfo]
+
+
+ObjectInfo = Union[RingInfo, SegmentInfo, SemaphoreInfo, BroadcastInfo]
 
 
 class _GcEntryBase(TypedDict):
