@@ -10,7 +10,7 @@ view of the whole segment.
           | TOTAL                                  (written once, MAGIC last) |
     64    | W: messages published (the writer's release store)               |
     128   | FIN CRASH CRASH_SIG CRASH_ADDR CRASH_OP CRASH_PID                 |
-    192   | WRITER_PID WRITER_START WSLEEP CREATOR_PID CREATOR_START          |
+    192   | WRITER_PID WRITER_START WSLEEP CREATOR_PID CREATOR_START N_READERS|
     256   | RMASK: bit i = reader slot i announced asleep on its semaphore    |
     320   | stats: - - W_WAITS W_WAKEUPS EVICT_DEAD EVICT_LIVE                |
     384   | CRASH_MSG: 128 bytes of UTF-8 (notify_crash's message)            |
@@ -59,6 +59,7 @@ WRITER_START: Final = 25
 WSLEEP: Final = 26
 CREATOR_PID: Final = 27
 CREATOR_START: Final = 28
+N_READERS: Final = 29      # active readers the writer's last scan saw (a hint: spinning)
 RMASK: Final = 32
 S_W_WAITS: Final = 42
 S_W_WAKEUPS: Final = 43

@@ -321,7 +321,7 @@ class ShmBroadcast:
             ok = ready()
         else:
             ok = bool(spin_then_sleep(self._spin, ready, lambda c: self._doze(ready, c),
-                                      timeout))
+                                      timeout, int(hq[L.N_READERS]) + 1))
         # FIN and CRASH before W (model: mutant-finish-after): never end while one is left.
         fin, crash = hq[L.FIN], hq[L.CRASH]
         if self._fenced:
@@ -449,15 +449,18 @@ class ShmBroadcast:
     def _scan(self, w: int) -> bool:
         """Recompute the limit from the reader table; True if message ``w`` may be written."""
         hq, cap = self._hq, self.capacity
-        lim = w + cap
+        lim, n = w + cap, 0
         for i in range(self.max_readers):
             base = (L.READERS_OFF + i * L.READER_SIZE) // 8
             kind = (hq[base] >> 32) & 3
             if kind == L.ACTIVE or kind == L.JOINING:
+                n += 1
                 r = hq[base + L.R_IDX]
                 if r + cap < lim:
                     lim = r + cap
         self._limit = lim
+        if hq[L.N_READERS] != n:
+            hq[L.N_READERS] = n
         return w < lim
 
     def _wait_space(self, w: int, timeout: Optional[float], what: str) -> bool:
@@ -469,7 +472,8 @@ class ShmBroadcast:
             return False
         waited = [0.0]
         return bool(spin_then_sleep(self._spin, lambda: self._scan(w),
-                                    lambda c: self._writer_doze(w, c, waited), timeout))
+                                    lambda c: self._writer_doze(w, c, waited), timeout,
+                                    int(self._hq[L.N_READERS]) + 1))
 
     def _writer_doze(self, w: int, chunk: float, waited: list[float]) -> bool:
         hq = self._hq
