@@ -277,9 +277,10 @@ class ShmBroadcast:
         """The next message in place: a guard whose ``buf`` is a read-only view of the slot
         until ``release()`` (or the end of a ``with`` block).  Same outcomes as ``get``."""
         with self._lock:
-            self._check_reader("access")
+            if not self._reading:
+                self._check_reader("access")
             hq, r = self._hq, self._next
-            if hq[L.W] == r:
+            if hq[_W] == r:
                 self._wait_data(r, timeout, "access")
             elif self._fenced:
                 self._fence()
@@ -306,7 +307,7 @@ class ShmBroadcast:
                 self._fence()
             self._next = g.index + 1
             hq[self._i_r] = g.index + 1
-        if hq[L.WSLEEP]:
+        if hq[_WSLEEP]:
             self._wake_writer()
 
     def _wait_data(self, r: int, timeout: Optional[float], what: str) -> None:
@@ -414,7 +415,7 @@ class ShmBroadcast:
         """Publish ``data`` (bytes-like, at most ``slot_size`` bytes) to every reader; blocks
         while the slowest live reader is ``capacity`` messages behind (``queue.Full`` after
         ``timeout`` seconds)."""
-        src = data if type(data) is bytes else _as_bytes_view(self, data)
+        src = data if type(data) in (bytes, bytearray) else _as_bytes_view(self, data)
         n = len(src)
         if n > self.slot_size:
             raise ValueError(f"ShmBroadcast {self.id!r}.put(): {n} bytes do not fit in a slot "
