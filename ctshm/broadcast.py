@@ -249,18 +249,8 @@ class ShmBroadcast:
         seconds without one; ``RingFinished`` after the last one once the writer called
         ``mark_finished``; ``ProducerCrashed`` if the writer died; ``ReaderEvicted``."""
         with self._lock:
-            if not self._reading:
-                self._check_reader("get")
-            hq, r = self._hq, self._next
-            if hq[_W] == r:
-                self._wait_data(r, timeout, "get")
-            elif self._fenced:
-                self._fence()
-            k = r % self.capacity
-            n = hq[self._plen[k]]
-            if n > self.slot_size:
-                raise self._corrupt(r, n)
-            off = self._poff[k]
+            r, off, n = self._next_message(timeout, "get")
+            hq = self._hq
             data = self._mv[off:off + n].tobytes()
             if hq[self._i_state] != self._state:
                 raise self._evicted()
@@ -277,20 +267,25 @@ class ShmBroadcast:
         """The next message in place: a guard whose ``buf`` is a read-only view of the slot
         until ``release()`` (or the end of a ``with`` block).  Same outcomes as ``get``."""
         with self._lock:
-            if not self._reading:
-                self._check_reader("access")
-            hq, r = self._hq, self._next
-            if hq[_W] == r:
-                self._wait_data(r, timeout, "access")
-            elif self._fenced:
-                self._fence()
-            k = r % self.capacity
-            n = hq[self._plen[k]]
-            if n > self.slot_size:
-                raise self._corrupt(r, n)
-            g = BroadcastGuard(self, r, self._mv[self._poff[k]:self._poff[k] + n].toreadonly())
+            r, off, n = self._next_message(timeout, "access")
+            g = BroadcastGuard(self, r, self._mv[off:off + n].toreadonly())
             self._guard, self._reading = g, False
             return g
+
+    def _next_message(self, timeout: Optional[float], what: str) -> tuple[int, int, int]:
+        """Under the lock: wait for this reader's next message; (index, offset, length)."""
+        if not self._reading:
+            self._check_reader(what)
+        hq, r = self._hq, self._next
+        if hq[_W] == r:
+            self._wait_data(r, timeout, what)
+        elif self._fenced:
+            self._fence()
+        k = r % self.capacity
+        n = hq[self._plen[k]]
+        if n > self.slot_size:
+            raise self._corrupt(r, n)
+        return r, self._poff[k], n
 
     def _release(self, g: BroadcastGuard) -> None:
         with self._lock:

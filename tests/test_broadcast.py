@@ -311,6 +311,7 @@ def test_reader_wakes_from_sleep_when_a_message_arrives(bcast: ShmBroadcast) -> 
     assert r.get(timeout=60) == b"late"
     st = bcast.stats()
     assert st["readers"][0]["waits"] >= 1, "the reader never slept"
+    assert st["reader_wakeups"] >= 1, "the writer never woke the sleeping reader"
     assert join_all([p]) == [0]
     # The child was the writer and exited without close(): its seat looks dead.
     with pytest.raises(ProducerCrashed) as ei:

@@ -169,24 +169,9 @@ def _queues_reader(spec: Any, k: int, n: int, size: int, sync: _Sync) -> None:
 
 
 def _iox_open(service: str, depth: int, size: int, publisher: bool) -> tuple[Any, Any, Any]:
-    import iceoryx2 as iox2  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    from .peers_extra import Iceoryx2  # the same service settings as the stream workloads
 
-    iox2.set_log_level(iox2.LogLevel.Error)
-    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
-    svc = (node.service_builder(iox2.ServiceName.new(service))
-           .publish_subscribe(iox2.Slice[ctypes.c_uint8])
-           .max_subscribers(READERS)
-           .subscriber_max_buffer_size(depth)
-           .history_size(0)
-           .enable_safe_overflow(False)
-           .open_or_create())
-    if publisher:
-        port = (svc.publisher_builder().initial_max_slice_len(size)
-                .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered)
-                .create())
-    else:
-        port = svc.subscriber_builder().buffer_size(depth).create()
-    return node, svc, port
+    return Iceoryx2._open(service, depth, size, publisher)
 
 
 def _iox_setup(tag: str, n: int, size: int, depth: int) -> Any:
