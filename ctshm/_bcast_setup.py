@@ -160,6 +160,31 @@ def _occupant_alive(b: ShmBroadcast, i: int, kind: int, pid: int) -> bool:
     return slot_alive(pid, start)
 
 
+def join_reader(b: ShmBroadcast) -> None:
+    """Claim a place, then take the current W as the join point (model: the claim comes
+    first, mutant-join-load-first), store R and wake the writer (finding-join-no-wake)."""
+    slot, state = claim_reader_slot(b)
+    hq, me = b._hq, _proc.me()
+    b._slot, b._i_state = slot, L.reader_word(slot, L.R_STATE)
+    b._i_r = L.reader_word(slot, L.R_IDX)
+    b._rsem = b._base + L.reader_sem_off(slot)
+    b._bit = 1 << slot
+    hq[L.reader_word(slot, L.R_START)] = me[1]
+    b._sem.drain(b._rsem)  # tokens posted for an earlier occupant
+    hq[L.reader_word(slot, L.R_GETS)] = 0
+    hq[L.reader_word(slot, L.R_WAITS)] = 0
+    j = int(hq[L.W])                  # the join point: loaded after the claim
+    hq[b._i_r] = j
+    hq[L.reader_word(slot, L.R_JOINED)] = j
+    active = L.pack(L.unpack(state)[0], L.ACTIVE, me[0])
+    if not b._cas_word(b._i_state, state, active):
+        from .broadcast import ReaderEvicted
+        raise ReaderEvicted(f"ShmBroadcast {b.id!r}: evicted while joining")
+    b._state, b._next = active, j
+    b._reading = True
+    b._wake_writer_after_fence()   # its slot's stale R may have held the writer
+
+
 def claim_writer_seat(b: ShmBroadcast) -> None:
     hq = b._hq
     pid, start = _proc.me()

@@ -37,10 +37,11 @@ import queue
 import threading
 from typing import Any, Callable, Optional
 
-from . import _bcast_layout as L, _proc, _shm
-from ._bcast_peers import AddrSemaphore, ForkRegistry, Spin, slot_alive, spin_then_sleep
+from . import _bcast_layout as L, _shm
+from ._bcast_peers import AddrSemaphore, ForkRegistry, Spin, spin_then_sleep
+from ._bcast_sleep import crashed, reader_doze, writer_doze
 from .atomics import PLAIN_ORDERED_ACCESS, get_backend
-from .results import CrashDetails, Crashed, ProducerCrashed, RingFinished
+from .results import ProducerCrashed, RingFinished
 
 __all__ = ["BroadcastGuard", "ReaderEvicted", "ShmBroadcast", "TooManyReaders"]
 
@@ -178,7 +179,8 @@ class ShmBroadcast:
         self._limit = 0
         _FORKS.add(self)
         if role == "reader":
-            self._join()
+            from ._bcast_setup import join_reader
+            join_reader(self)
         return self
 
     def _forked(self) -> None:
@@ -212,28 +214,6 @@ class ShmBroadcast:
                 return True
 
     # -- reader side -----------------------------------------------------------------------
-    def _join(self) -> None:
-        from ._bcast_setup import claim_reader_slot
-        slot, state = claim_reader_slot(self)
-        hq, me = self._hq, _proc.me()
-        self._slot, self._i_state = slot, L.reader_word(slot, L.R_STATE)
-        self._i_r = L.reader_word(slot, L.R_IDX)
-        self._rsem = self._base + L.reader_sem_off(slot)
-        self._bit = 1 << slot
-        hq[L.reader_word(slot, L.R_START)] = me[1]
-        self._sem.drain(self._rsem)  # tokens posted for an earlier occupant
-        hq[L.reader_word(slot, L.R_GETS)] = 0
-        hq[L.reader_word(slot, L.R_WAITS)] = 0
-        j = int(hq[L.W])                  # the join point: loaded after the claim
-        hq[self._i_r] = j
-        hq[L.reader_word(slot, L.R_JOINED)] = j
-        active = L.pack(L.unpack(state)[0], L.ACTIVE, me[0])
-        if not self._cas_word(self._i_state, state, active):
-            raise ReaderEvicted(f"ShmBroadcast {self.id!r}: evicted while joining")
-        self._state, self._next = active, j
-        self._reading = True
-        self._wake_writer_after_fence()   # its slot's stale R may have held the writer
-
     def _check_reader(self, what: str) -> None:
         if self._closed:
             raise ValueError(f"ShmBroadcast {self.id!r} is closed: open it again to {what}")
@@ -316,7 +296,7 @@ class ShmBroadcast:
         if timeout == 0:
             ok = ready()
         else:
-            ok = bool(spin_then_sleep(self._spin, ready, lambda c: self._doze(ready, c),
+            ok = bool(spin_then_sleep(self._spin, ready, lambda c: reader_doze(self, ready, c),
                                       timeout, int(hq[L.N_READERS]) + 1))
         # FIN and CRASH before W (model: mutant-finish-after): never end while one is left.
         fin, crash = hq[L.FIN], hq[L.CRASH]
@@ -332,46 +312,11 @@ class ShmBroadcast:
             raise RingFinished(f"ShmBroadcast {self.id!r}: the writer finished and this reader "
                                "got every message")
         if crash:
-            raise ProducerCrashed(self._crashed())
+            raise ProducerCrashed(crashed(self))
         if self._closed:
             raise ValueError(f"ShmBroadcast {self.id!r} was closed while {what}() waited")
         assert not ok
         raise queue.Empty(f"ShmBroadcast {self.id!r}: no message within {timeout} s")
-
-    def _doze(self, ready: Any, chunk: float) -> bool:
-        """One sleep slice of a reader (announce, re-check, sleep, withdraw, liveness)."""
-        hq, bit = self._hq, self._bit
-        hq[L.reader_word(self._slot, L.R_WAITS)] += 1
-        self._set_bits(L.RMASK, bit)     # compare-exchange: a full fence before the re-check
-        woken = False
-        try:
-            if not ready():
-                woken = self._sem.acquire(self._rsem, chunk)
-        finally:
-            if not self._clear_bits(L.RMASK, bit):
-                self._sem.try_acquire(self._rsem)   # the waker's token, if already posted
-        if ready() or self._closed:
-            return True
-        if not woken:
-            self._check_writer_alive()
-        return bool(ready())
-
-    def _check_writer_alive(self) -> None:
-        hq = self._hq
-        pid, start = int(hq[L.WRITER_PID]), int(hq[L.WRITER_START])
-        if (pid and not hq[L.FIN] and not hq[L.CRASH] and not slot_alive(pid, start)
-                and int(hq[L.WRITER_PID]) == pid and self._cas_word(L.CRASH, 0, 2)):
-            hq[L.CRASH_PID] = pid
-            self._wake_readers()
-
-    def _crashed(self) -> Crashed:
-        hq = self._hq
-        if hq[L.CRASH] == 2:
-            return Crashed(CrashDetails(), int(hq[L.CRASH_PID]))
-        raw = self._mv[L.CRASH_MSG_OFF:L.CRASH_MSG_OFF + L.CRASH_MSG_LEN].tobytes()
-        return Crashed(CrashDetails(int(hq[L.CRASH_SIG]), int(hq[L.CRASH_ADDR]),
-                                    int(hq[L.CRASH_OP])), None,
-                       raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
 
     def _evicted(self) -> ReaderEvicted:
         return ReaderEvicted(f"ShmBroadcast {self.id!r}: this reader (slot {self._slot}) was "
@@ -468,29 +413,8 @@ class ShmBroadcast:
             return False
         waited = [0.0]
         return bool(spin_then_sleep(self._spin, lambda: self._scan(w),
-                                    lambda c: self._writer_doze(w, c, waited), timeout,
+                                    lambda c: writer_doze(self, w, c, waited), timeout,
                                     int(self._hq[L.N_READERS]) + 1))
-
-    def _writer_doze(self, w: int, chunk: float, waited: list[float]) -> bool:
-        hq = self._hq
-        hq[L.S_W_WAITS] += 1
-        sem = self._base + L.WRITER_SEM_OFF
-        self._cas_word(L.WSLEEP, 0, 1)   # announce: a full fence before the re-check
-        woken = False
-        try:
-            if not self._scan(w):
-                woken = self._sem.acquire(sem, chunk)
-        finally:
-            if not self._cas_word(L.WSLEEP, 1, 0):
-                self._sem.try_acquire(sem)
-        if self._closed:
-            raise ValueError(f"ShmBroadcast {self.id!r} was closed while put() waited")
-        if not woken:
-            waited[0] += chunk
-            from ._bcast_setup import evict_laggards
-            live = self.evict_after is not None and waited[0] >= self.evict_after
-            evict_laggards(self, w, live)
-        return self._scan(w)
 
     def _wake_readers(self) -> None:
         """Take every RMASK bit (compare-exchange to 0) and post one token per bit."""
