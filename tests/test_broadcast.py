@@ -349,3 +349,25 @@ def test_no_spinning_when_parties_outnumber_the_cpus(monkeypatch: pytest.MonkeyP
     assert not P.Spin().allowed(1)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert P.Spin().allowed(1)
+
+
+def test_close_from_another_thread_ends_a_blocked_get(bcast: ShmBroadcast) -> None:
+    import threading
+    r = ShmBroadcast.open(bcast.id)
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            r.get(timeout=None)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=wait, daemon=True)
+    t.start()
+    time.sleep(0.3)   # asleep by now
+    r.close()
+    t.join(5)
+    assert not t.is_alive(), "get() went on waiting on a closed handle"
+    assert len(errors) == 1 and isinstance(errors[0], ValueError), errors
+    assert "closed" in str(errors[0])
+    bcast.put(b"nobody holds the writer back", timeout=0)
