@@ -48,8 +48,8 @@ def crashed(b: ShmBroadcast) -> Crashed:
     if hq[L.CRASH] == 2:
         return Crashed(CrashDetails(), int(hq[L.CRASH_PID]))
     raw = b._mv[L.CRASH_MSG_OFF:L.CRASH_MSG_OFF + L.CRASH_MSG_LEN].tobytes()
-    return Crashed(CrashDetails(int(hq[L.CRASH_SIG]), int(hq[L.CRASH_ADDR]),
-                                int(hq[L.CRASH_OP])), None,
+    return Crashed(CrashDetails(_signed32(hq[L.CRASH_SIG]), int(hq[L.CRASH_ADDR]),
+                                _signed32(hq[L.CRASH_OP])), None,
                    raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
 
 
@@ -73,3 +73,34 @@ def writer_doze(b: ShmBroadcast, w: int, chunk: float, waited: list[float]) -> b
         live = b.evict_after is not None and waited[0] >= b.evict_after
         evict_laggards(b, w, live)
     return b._scan(w)
+
+
+def notify_crash(b: ShmBroadcast, signal: int, addr: int, operation: int, message: str
+                 ) -> None:
+    """ShmBroadcast.notify_crash: validate, then (unless the stream already ended) write the
+    details and the message, set CRASH by compare-exchange and wake every reader."""
+    if not all(isinstance(v, int) and not isinstance(v, bool)
+               for v in (signal, addr, operation)) or not (
+            -(1 << 31) <= signal < (1 << 31) and 0 <= addr < (1 << 64)
+            and -(1 << 31) <= operation < (1 << 31)):
+        raise ValueError(f"ShmBroadcast {b.id!r}: notify_crash({signal!r}, {addr!r}, "
+                         f"{operation!r}): signal and operation must be 32-bit ints and "
+                         "addr an unsigned 64-bit int")
+    if not isinstance(message, str):
+        raise TypeError(f"ShmBroadcast {b.id!r}: notify_crash(message=) must be a str, "
+                        f"not {type(message).__name__}")
+    hq = b._hq
+    if b._closed or hq is None or hq[L.FIN] or hq[L.CRASH]:
+        return
+    raw = message.encode("utf-8", "replace")[:L.CRASH_MSG_LEN - 1]
+    b._mv[L.CRASH_MSG_OFF:L.CRASH_MSG_OFF + L.CRASH_MSG_LEN] = raw.ljust(
+        L.CRASH_MSG_LEN, b"\0")
+    hq[L.CRASH_SIG], hq[L.CRASH_ADDR] = signal & 0xFFFFFFFF, addr
+    hq[L.CRASH_OP] = operation & 0xFFFFFFFF
+    b._cas_word(L.CRASH, 0, 1)
+    b._wake_readers()
+
+
+def _signed32(v: int) -> int:
+    v = int(v) & 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v

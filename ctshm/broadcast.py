@@ -39,7 +39,7 @@ from typing import Any, Callable, Optional
 
 from . import _bcast_layout as L, _shm
 from ._bcast_peers import AddrSemaphore, ForkRegistry, Spin, spin_then_sleep
-from ._bcast_sleep import crashed, reader_doze, writer_doze
+from ._bcast_sleep import crashed, notify_crash, reader_doze, writer_doze
 from .atomics import PLAIN_ORDERED_ACCESS, get_backend
 from .results import ProducerCrashed, RingFinished
 
@@ -443,15 +443,10 @@ class ShmBroadcast:
     def notify_crash(self, signal: int, addr: int = 0, operation: int = 0, message: str = ""
                      ) -> None:
         """The writer is crashing (a crash handler): readers get ``ProducerCrashed`` with
-        these details after the messages already published.  Takes no lock."""
-        hq = self._hq
-        raw = str(message).encode("utf-8", "replace")[:L.CRASH_MSG_LEN - 1]
-        self._mv[L.CRASH_MSG_OFF:L.CRASH_MSG_OFF + L.CRASH_MSG_LEN] = raw.ljust(
-            L.CRASH_MSG_LEN, b"\0")
-        hq[L.CRASH_SIG], hq[L.CRASH_ADDR] = int(signal), int(addr)
-        hq[L.CRASH_OP] = int(operation)
-        self._cas_word(L.CRASH, 0, 1)
-        self._wake_readers()
+        these details after the messages already published.  Takes no lock (a signal
+        handler, or ``ctshm.crashhook``, may call it).  The first end wins: after
+        ``mark_finished`` or an earlier crash report it does nothing."""
+        notify_crash(self, signal, addr, operation, message)
 
     def evict(self, pid: Optional[int] = None) -> int:
         """Evict readers the writer waits for (``pid``: only that process's; None: every

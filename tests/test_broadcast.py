@@ -120,6 +120,13 @@ def test_notify_crash_reaches_readers_after_the_published_messages(bcast: ShmBro
         r.get(timeout=1)
     assert ei.value.details.signal == 11 and ei.value.details.addr == 0xDEAD
     assert ei.value.message == "segfault in step 7" and ei.value.pid is None
+    bcast.notify_crash(6, message="a second report")   # the first end wins
+    with pytest.raises(ProducerCrashed, match="segfault"):
+        r.get(timeout=0)
+    with pytest.raises(ValueError, match="32-bit"):
+        bcast.notify_crash(1 << 40)
+    with pytest.raises(TypeError, match="message"):
+        bcast.notify_crash(11, message=b"bytes")  # type: ignore[arg-type]
     r.close()
 
 
