@@ -378,3 +378,17 @@ def test_close_from_another_thread_ends_a_blocked_get(bcast: ShmBroadcast) -> No
     assert len(errors) == 1 and isinstance(errors[0], ValueError), errors
     assert "closed" in str(errors[0])
     bcast.put(b"nobody holds the writer back", timeout=0)
+
+
+def test_crashhook_reporting_works_with_a_broadcast_writer(bcast: ShmBroadcast) -> None:
+    """``ctshm.crashhook.reporting`` only needs ``notify_crash``: an exception leaving the
+    writer's block reaches the readers as ProducerCrashed with its text."""
+    from ctshm import crashhook
+    r = ShmBroadcast.open(bcast.id)
+    with pytest.raises(ZeroDivisionError), crashhook.reporting(bcast):
+        bcast.put(b"before")
+        1 / 0  # noqa: B018
+    assert r.get(1) == b"before"
+    with pytest.raises(ProducerCrashed, match="ZeroDivisionError"):
+        r.get(1)
+    r.close()
