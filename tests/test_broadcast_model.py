@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -17,11 +18,13 @@ from .helpers import REPO_ROOT
 CHECK = os.path.join(REPO_ROOT, "model", "check_broadcast.sh")
 
 
-def test_broadcast_model_check() -> None:
+@pytest.mark.timeout_s(1600)
+def test_broadcast_model_check(tmp_path: Any) -> None:
     if shutil.which("spin") is None or shutil.which("gcc") is None:
         pytest.skip("spin and gcc are needed to model-check (apt-get install spin gcc)")
+    env = dict(os.environ, CHECK_OUT=str(tmp_path))
     out = subprocess.run(["bash", CHECK], capture_output=True, text=True, timeout=1500,
-                         cwd=REPO_ROOT, check=False)
+                         cwd=REPO_ROOT, check=False, env=env)
     if out.returncode == 77:
         pytest.skip(out.stdout.strip().splitlines()[-1])
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
