@@ -20,7 +20,7 @@ view of the whole segment.
           |   +0 STATE  gen << 34 | kind << 32 | pid   (changed by CAS only)  |
           |   +8 START  the reader's start time (valid once kind is ACTIVE)   |
           |  +16 R      next message it reads (everything below is released)  |
-          |  +24 JOINED its join point   +32 GETS   +40 WAITS                 |
+          |  +24 JOINED its join point   +32 (reserved)   +40 WAITS (sleeps)    |
           |  +64 its sem_t (32 bytes)                                        |
           | reader slot 1 ... reader slot MAX_READERS-1                      |
     SLOTS_OFF (page aligned) +-----------------------------------------------+
@@ -73,7 +73,7 @@ SEM_T_SIZE: Final = 32
 # -- reader slots --------------------------------------------------------------------------
 READERS_OFF: Final = 576     # bytes
 READER_SIZE: Final = 128
-R_STATE, R_START, R_IDX, R_JOINED, R_GETS, R_WAITS = range(6)   # words within a reader slot
+R_STATE, R_START, R_IDX, R_JOINED, _R_RESERVED, R_WAITS = range(6)  # words of a reader slot
 R_SEM_OFF: Final = 64        # bytes within a reader slot
 
 FREE, JOINING, ACTIVE, EVICTED = range(4)

@@ -171,7 +171,6 @@ def join_reader(b: ShmBroadcast) -> None:
     b._bit = 1 << slot
     hq[L.reader_word(slot, L.R_START)] = me[1]
     b._sem.drain(b._rsem)  # tokens posted for an earlier occupant
-    hq[L.reader_word(slot, L.R_GETS)] = 0
     hq[L.reader_word(slot, L.R_WAITS)] = 0
     j = int(hq[L.W])                  # the join point: loaded after the claim
     hq[b._i_r] = j
