@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .broadcast import BroadcastGuard, ReaderEvicted, ShmBroadcast, TooManyReaders
 from .memory import ShmMemory
+from .results import StaleViewWarning, UnreadMessagesWarning
 from .ring import (
     ConsumerGone,
     ConsumerGuard,
@@ -40,8 +41,10 @@ __all__ = [
     "ShmBroadcast",
     "ShmMemory",
     "ShmTraceRing",
+    "StaleViewWarning",
     "Timeout",
     "TooManyReaders",
+    "UnreadMessagesWarning",
     "__version__",
 ]
 

@@ -89,6 +89,15 @@ class RingConveniences:
         return self.chunks()
 
 
+    def wait_drained(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to ``timeout`` seconds (``None``: without bound) until the consumer has
+        released every committed message (``len(ring) == 0``): True, or False on timeout.
+        An owner calls it before closing: its ``close()`` removes the ring, and messages no
+        consumer took are then lost (``UnreadMessagesWarning``).  ``ConsumerGone`` if the
+        registered consumer died."""
+        from ._unread import wait_drained
+        return wait_drained(self._as_ring(), timeout)
+
     def _as_ring(self) -> ShmTraceRing:
         return cast("ShmTraceRing", self)
 

@@ -15,7 +15,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar
 
-from . import _peers, _proc, _shm, _space, atomics, layout as L, libc
+from . import _exitnote, _peers, _proc, _shm, _space, _unread, atomics, layout as L, libc
 from ._procstate import RINGS as _RINGS, Shared as _Shared, shared_for as _shared_for
 from ._ringobjects import RingObjects
 from .layout import (
@@ -79,6 +79,7 @@ class RingHandle:
     _closed: bool = True
     _fast: bool = False  # see "Fast mode" in ctshm.ring
     _wait_mode: Optional[str] = None
+    _keep_attachment: bool = False  # set by __exit__ on an exception (see _on_close)
     name: str = ""
     id: str = ""
     capacity: int = 0
@@ -122,6 +123,9 @@ class RingHandle:
         ps = self._ps
         ps.opened.discard(self)
         ps.turn.notify_all()  # producer threads waiting for their turn
+        cas = self.__dict__.get("_cas")  # the last handle, closed normally (see _peers)
+        if cas is not None and not ps.opened and not self._keep_attachment:
+            _peers.detach(cas, self._base, _PRODUCER_PID)
         if self._consumer_registered:
             self._consumer_registered = False
             # The last registered consumer handle of this process, with every slot it took
@@ -158,12 +162,11 @@ class RingHandle:
         self._objs = RingObjects(name)
         return self
 
-
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def create(cls: type[Self], id: str, capacity: int, slot_size: int, *,
                replace: Optional[bool] = None, wait_mode: Optional[str] = None,
-               spin: Optional[float] = None, fast: bool = False) -> Self:
+               spin: Optional[float] = None, fast: bool = False, mode: int = 0o600) -> Self:
         """Create ``/{id}_t`` and its semaphores; this handle is the owner.
 
         ``fast``: a ring for ctshm peers only, whose steady state makes no foreign call per
@@ -174,7 +177,7 @@ class RingHandle:
         ``replace``: what to do if the name exists.  ``None`` (default) replaces it only when
         it is a ctshm ring whose creator is dead; ``True`` always replaces (the Rust
         original's behaviour: its users keep their mapping but lose the names); ``False``
-        never (``FileExistsError``).
+        never (``FileExistsError``).  ``mode``: permission bits (default 0o600: this user).
 
         The header pages ctshm writes (page 0 and the length records) are reserved before
         anything is written, so a full /dev/shm raises ``OSError(ENOSPC)`` here, never
@@ -204,7 +207,7 @@ class RingHandle:
         self = cls._new(id, name, wait_mode, spin)
         objs = self._objs
         assert objs is not None
-        objs.create(replace)
+        objs.create(replace, mode)
         self._closed = False
         objs.arm(self)
         try:
@@ -264,6 +267,8 @@ class RingHandle:
                     if why is None:
                         self._setup()
                         self._check_indices()
+                        with self._lock:  # the producer-to-be until it shows otherwise
+                            _peers.attach(self._load, self._cas, self._base, _PRODUCER_PID)
                         return self
                 except BaseException:
                     self.close()
@@ -275,9 +280,7 @@ class RingHandle:
                                         "closed (unlinked) it or died since", name)
             if end is not None and time.monotonic() >= end:
                 if why == "absent":
-                    hint = _shm.id_hint(id, L.RING_SUFFIX, "open")
-                    raise FileNotFoundError(2, f"no such ring (waited {timeout} s for its "
-                                            f"creator){hint}", name)
+                    raise FileNotFoundError(2, _unread.absent_text(name, id, timeout), name)
                 raise TimeoutError(f"ring {name!r} did not become ready within {timeout} s: "
                                    f"{why}")
             time.sleep(delay)
@@ -390,8 +393,8 @@ class RingHandle:
             objs.inflight.leave()
 
     def _closed_while(self, what: str) -> ValueError:
-        return ValueError(f"ring {self.name!r} was closed (by another thread) while {what}() "
-                          "waited")
+        return ValueError(f"ring {self.name!r} was closed while {what}() waited (close() was "
+                          "called meanwhile: by another thread, or by this task's own code)")
 
     # -- registration in advance, checks and records shared by both paths -------------------
     def _check_acquire_size(self, size: Optional[int]) -> int:
@@ -540,7 +543,9 @@ class RingHandle:
         self._check_open()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            _exitnote.on_exception(self, exc)  # keeps an opener's record; notes why
         self.close()
 
     def __reduce__(self) -> Any:

@@ -18,6 +18,15 @@ Policy:
 * A consumer unregisters when its last registered handle in the process closes with every
   slot it took released (nothing to deliver again).  The producer stays registered: its
   death after a close without ``mark_finished`` must still reach the consumer.
+* Tentative producer record: a process that *opens* a ring (it did not create it) writes
+  ``pid | TENTATIVE`` into the producer's pid word while that word is 0 (one
+  compare-exchange; the start word is not used).  It is the producer-to-be: if it dies
+  before its first ``acquire``/``put`` the consumer is told, like for any producer death.
+  Its first ``acquire`` makes the record firm; any process's firm registration replaces a
+  tentative record (alive or not); a consumer is never taken for its own record's
+  producer (it is alive); a handle closed normally withdraws it (compare-exchange back to
+  0: a record someone replaced meanwhile is untouched).  A Rust producer registers nothing
+  and is unaffected; ``ctshm stat`` only reads.
 * Waiters check the peer between wait slices (``LIVENESS_SLICE``): a consumer reports
   ``Crashed`` (signal 0, ``pid``) once the producer is dead, a producer raises
   ``ConsumerGone`` once the consumer is dead.
@@ -32,11 +41,47 @@ import os
 from typing import Callable
 
 from . import _proc
+from .layout import MSG_OFF, PRODUCER_TENTATIVE
 
-__all__ = ["check_pid", "dead", "live_other", "register", "set_pair", "unregister"]
+__all__ = ["TENTATIVE", "attach", "check_pid", "dead", "detach", "live_other", "pid_of",
+           "register", "set_pair", "unregister"]
+
+#: Flag in a producer pid word: the record of an opener that has not produced yet.
+TENTATIVE = PRODUCER_TENTATIVE
 
 Load = Callable[[int], int]
 Store = Callable[[int, int], None]
+Cas = Callable[[int, int, int], int]  # (address, expected, new) -> the old value
+
+
+def pid_of(value: int) -> int:
+    """The pid in a pid word (without the ``TENTATIVE`` flag)."""
+    return value & ~TENTATIVE
+
+
+def attach(load: Load, cas: Cas, base: int, word: int) -> None:
+    """An opener's tentative producer record at ``word`` of the header mapped at ``base``,
+    if no producer is registered."""
+    if not load(word):
+        cas(base + 8 * word, 0, os.getpid() | TENTATIVE)
+
+
+def detach(cas: Cas, base: int, word: int) -> None:
+    """Withdraw this process's tentative record (nothing if it was replaced): its last
+    handle closed normally (a ``with`` block left by an exception keeps it)."""
+    cas(base + 8 * word, os.getpid() | TENTATIVE, 0)
+
+
+def death_note(load: Load, word: int, pid: int) -> bytes:
+    """The crash message a consumer records for the dead producer ``pid`` at ``word``: b""
+    if it left a note itself (``ctshm._exitnote``: kept), else what is known - an opener
+    that never produced, a child's exit status - or b"" (unknown)."""
+    if load(MSG_OFF // 8) & 0xFFFFFFFF:  # the u32 length of a note (little-endian)
+        return b""
+    if load(word) & TENTATIVE:
+        return f"producer pid {pid} opened the ring and ended before its first put()".encode()
+    how = _proc.exit_status(pid)
+    return f"producer pid {pid} {how}".encode() if how else b""
 
 
 def set_pair(store: Store, word: int, pid: int, start: int) -> None:
@@ -51,6 +96,8 @@ def dead(load: Load, word: int) -> int:
     pid = load(word)
     if not pid:
         return 0
+    if pid & TENTATIVE:  # an opener's record: no start time, the pid alone
+        return 0 if _proc.is_alive(pid & ~TENTATIVE) else pid & ~TENTATIVE
     start = load(word + 1)
     if load(word) != pid or _proc.is_alive(pid, start):
         return 0
@@ -68,7 +115,7 @@ def live_other(load: Load, word: int) -> int:
     process, dead, or changing).  Loads and ``kill(pid, 0)`` / a ``/proc`` read only: no
     lock, so ``notify_crash`` may call it from a signal handler."""
     pid = load(word)
-    if not pid or pid == os.getpid():
+    if not pid or pid == os.getpid() or pid & TENTATIVE:
         return 0
     start = load(word + 1)
     if load(word) != pid or not _proc.is_alive(pid, start):
@@ -82,10 +129,16 @@ def register(load: Load, store: Store, word: int, ring: str, role: str) -> int:
     pid, start = _proc.me()
     old = load(word)
     replaced = 0
+    if old & TENTATIVE:
+        old = 0  # an opener's record: replaced, alive or not
     if old and old != pid:
         if _proc.is_alive(old, load(word + 1)):
+            other = ("ctshm.ShmQueue (many producers)" if role == "producer" else
+                     "ctshm.ShmQueue (many consumers) or ctshm.ShmBroadcast (many readers)")
             raise RuntimeError(f"ring {ring!r} already has a live {role} (pid {old}); a ring "
-                               f"has exactly one {role} process")
+                               f"has exactly one {role} process, so several processes (the "
+                               f"workers of a multiprocessing.Pool, say) cannot share that "
+                               f"role: give each its own ring, or use {other}")
         replaced = old
     set_pair(store, word, pid, start)
     return replaced

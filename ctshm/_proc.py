@@ -4,6 +4,7 @@ live peer."""
 from __future__ import annotations
 
 import os
+import signal
 from typing import Final, Optional
 
 #: Enough for any ``/proc/PID/stat`` line (a few hundred bytes: the command name is at most
@@ -69,6 +70,28 @@ def _not_zombie(pid: int) -> bool:
         return not os.path.isdir("/proc/self")  # no /proc (macOS): trust kill(0)
     state = data[data.rfind(b")") + 2:data.rfind(b")") + 3]
     return state not in (b"Z", b"X")
+
+
+def exit_status(pid: int) -> Optional[str]:
+    """How ``pid`` ended, if it is a child of this process that ended ("exited with status
+    0 without mark_finished()", "died, killed by signal 9 (SIGKILL)"), without reaping it
+    (``WNOWAIT``: its parent's own wait still gets the status); else None."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None or not 0 < pid < (1 << 31):  # not a pid: a corrupt header word
+        return None
+    try:
+        r = waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except (ChildProcessError, OSError, OverflowError):
+        return None  # not our child, or already reaped
+    if r is None:
+        return None  # still running
+    if r.si_code == os.CLD_EXITED:
+        return f"exited with status {r.si_status} without mark_finished()"
+    try:
+        name = signal.Signals(r.si_status).name
+    except ValueError:
+        name = "?"
+    return f"died, killed by signal {r.si_status} ({name})"
 
 
 def me() -> tuple[int, int]:

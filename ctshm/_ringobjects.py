@@ -22,7 +22,7 @@ import os
 import weakref
 from typing import Any, Optional
 
-from . import _proc, _shm, layout as L, libc
+from . import _proc, _shm, _unread, layout as L, libc
 from ._inflight import InFlight
 from .results import CorruptRingError
 from .semaphore import NamedSemaphore, sem_file_identity
@@ -44,6 +44,7 @@ class RingObjects:
     owner: bool = False
     identity: Optional[tuple[int, int]] = None
     sem_identity: tuple[Optional[tuple[int, int]], ...] = (None, None)
+    mode: int = 0o600
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -101,26 +102,35 @@ class RingObjects:
         identity, self.identity = self.identity, None
         if _shm.name_identity(self.name) != identity:
             return
+        unread = _unread.count(self.mapping)
         for s, ident in zip(sem_names(self.name), self.sem_identity):
             if ident is not None and sem_file_identity(s) not in (ident, None):
                 continue  # a successor's semaphore
             NamedSemaphore.unlink_name(s)
         _shm.unlink_if_same(self.name, identity)
+        _unread.removed(self.name, unread)
 
     # -- create / open -------------------------------------------------------------------
-    def create(self, replace: Optional[bool]) -> None:
-        """Create the object (``O_EXCL``, after the ``replace`` policy): this holder owns
-        it.  Then :meth:`arm` and :meth:`initialize`; on failure the caller closes the ring
-        (the holder releases and unlinks what exists)."""
+    def create(self, replace: Optional[bool], mode: int = 0o600) -> None:
+        """Create the object (``O_EXCL``, after the ``replace`` policy) with permission bits
+        ``mode`` (exactly: not masked by the umask): this holder owns it.  Then :meth:`arm`
+        and :meth:`initialize`; on failure the caller closes the ring (the holder releases
+        and unlinks what exists)."""
         name = self.name
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"ShmTraceRing {name!r}: mode must be permission bits from 0 to "
+                             f"0o777 such as 0o600 (this user) or 0o660 (and its group), "
+                             f"not {mode!r}")
         _handle_existing(name, replace)
         try:
-            self.fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, 0o600)
+            self.fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, mode)
         except FileExistsError as e:
             raise FileExistsError(e.errno, f"{e.strerror}: ring exists (pass replace=True, or "
                                   "remove it with `python -m ctshm rm`)", name) from None
         self.owner = True
         self.identity = _shm.fd_identity(self.fd)
+        os.fchmod(self.fd, mode)
+        self.mode = mode
 
     def initialize(self, capacity: int, aligned: int, wait_mode: Optional[str],
                    fast: bool = False) -> None:
@@ -150,11 +160,12 @@ class RingObjects:
         filled, empty = sem_names(name)
         for s in (filled, empty):
             NamedSemaphore.unlink_name(s)
-        self.sems.append(NamedSemaphore(filled, create=True, value=0, mode=0o644,
+        mode = self.mode | 0o600  # the semaphores: the ring's readers and writers post
+        self.sems.append(NamedSemaphore(filled, create=True, value=0, mode=mode,
                                         wait_mode=wait_mode))
         # Fast mode: both semaphores carry wake-ups only, so ``empty`` starts at 0 too.
         self.sems.append(NamedSemaphore(empty, create=True, value=0 if fast else capacity,
-                                        mode=0o644, wait_mode=wait_mode))
+                                        mode=mode, wait_mode=wait_mode))
         self.sem_identity = tuple(s.identity() for s in self.sems)
 
     def unlinked(self) -> bool:
@@ -167,6 +178,11 @@ class RingObjects:
             self.fd = libc.shm_open(self.name, libc.O_RDWR, 0)
         except FileNotFoundError:
             return False
+        except PermissionError as e:
+            raise PermissionError(e.errno, f"{e.strerror}: ring {self.name!r} is not readable "
+                                  f"and writable by this user (uid {os.getuid()}): open it as "
+                                  "its creator's user, or have it created with mode=0o660 "
+                                  "(its group) or 0o666", self.name) from None
         return True
 
     def try_ready(self, capacity: Optional[int], slot_size: Optional[int],

@@ -7,6 +7,7 @@ Names follow the Rust original: an id ``X`` (or ``/X``: a leading slash is not d
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import sys
 import weakref
@@ -38,6 +39,11 @@ def object_name(kind: str, id: Any, suffix: str, extra_suffixes: tuple[str, ...]
                          f"position {e.start}): use a plain text id such as 'trace1'") from None
     if "\0" in body:
         raise ValueError(f"{kind} id {id!r} contains a NUL character")
+    bad = next((i for i, c in enumerate(body) if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ValueError(f"{kind} id {id!r} contains a control character ({body[bad]!r} at "
+                         f"position {bad}): ids are names listed by `python -m ctshm ls`; "
+                         "use printable characters, such as 'trace1'")
     if "/" in body:
         raise ValueError(
             f"{kind} id {id!r} contains '/' after the first character: POSIX shared memory "
@@ -138,7 +144,16 @@ class Mapping:
 
     def __init__(self, fd: int, size: int, writable: bool, name: str) -> None:
         prot = libc.PROT_READ | (libc.PROT_WRITE if writable else 0)
-        self.addr = libc.mmap(size, prot, libc.MAP_SHARED, fd, 0, name=name)
+        try:
+            self.addr = libc.mmap(size, prot, libc.MAP_SHARED, fd, 0, name=name)
+        except OSError as e:
+            if e.errno != errno.ENOMEM:
+                raise
+            raise OSError(e.errno, f"{os.strerror(e.errno)}: cannot map {size:,} bytes "
+                          f"({size / 2**40:.1f} TiB) of {name!r}: more than this process's "
+                          "address space allows (x86_64 user space is 128 TiB; also `ulimit "
+                          "-v`, vm.overcommit_memory); use fewer or smaller slots",
+                          name) from None
         self.size = size
         self.writable = writable
         self.name = name

@@ -110,8 +110,10 @@ SPARSE_RING: Final = (
     "(`python -m ctshm gc`), or enlarge it (Docker: --shm-size; "
     "`mount -o remount,size=2G /dev/shm`)")
 SPARSE_SEGMENT: Final = (
-    "writing all of it will fail with SIGBUS or ENOSPC (the object is sparse; reserve() "
-    "reports a shortage as ENOSPC)")
+    "the object is sparse: once /dev/shm is full, touching a page never touched before "
+    "kills the process with SIGBUS - writing it, and also reading it (the kernel must "
+    "allocate the page either way); create it with reserve=True, or call reserve(), to get "
+    "OSError(ENOSPC) up front instead")
 
 
 def check_free(kind: str, name: str, nbytes: int, consequence: str, stacklevel: int) -> None:

@@ -53,6 +53,7 @@ import weakref
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Deque, Final, Optional, TypeVar, Union
 
+from ._bytesview import byte_view
 from ._conveniences import Buffer
 from ._handle import check_timeout as _check_timeout
 from .results import AccessResult
@@ -564,13 +565,7 @@ async def aacquire(ring: ShmTraceRing, timeout: Optional[float] = None, *,
 async def aput(ring: ShmTraceRing, data: Buffer, timeout: Optional[float] = None) -> None:
     """``ring.put(data, timeout)`` for asyncio: copy ``data`` (bytes-like) into a slot and
     commit exactly its length.  A cancelled or timed-out call publishes nothing."""
-    try:
-        src = memoryview(data).cast("B")
-    except TypeError:
-        hint = " (encode text first: .encode())" if isinstance(data, str) else ""
-        raise TypeError(f"ring {ring.name!r}: aput() needs a bytes-like object (bytes, "
-                        f"bytearray, memoryview, array, numpy array), not "
-                        f"{type(data).__name__}{hint}") from None
+    src = byte_view(data, ring.name, "aput")
     n = src.nbytes
     if n > ring.slot_size:
         raise ValueError(f"ring {ring.name!r}: aput(): {n} bytes do not fit a slot of "

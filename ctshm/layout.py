@@ -22,6 +22,7 @@ Shared layout of ``/X_t`` (all integers little-endian, words 8-byte aligned)::
          280 │ creator_pid  u64  │ 288 creator_start u64  (start time: pid reuse guard)   │
          296 │ nonce        u64  random, identifies this incarnation of the ring          │
          304 │ producer_pid u64  │ 312 producer_start u64  (registered on first acquire)  │
+             │   bit 62 of producer_pid set: an opener's tentative record (start unused)  │
          320 │ consumer_pid u64  │ 328 consumer_start u64  (registered on first access)   │
          336 │ len_records  u64  number of length records (= capacity when it fits)       │
          344 │ dead_pid     u64  producer found dead by a consumer (0: none)              │
@@ -103,6 +104,9 @@ CREATOR_START: Final = _E + 4
 NONCE: Final = _E + 5
 PRODUCER_PID: Final = _E + 6
 PRODUCER_START: Final = _E + 7
+#: In ``producer_pid``: the record of a process that opened the ring and has not produced
+#: yet (``ctshm._peers``: it counts as the producer-to-be until it produces or closes).
+PRODUCER_TENTATIVE: Final = 1 << 62
 CONSUMER_PID: Final = _E + 8
 CONSUMER_START: Final = _E + 9
 LEN_RECORDS: Final = _E + 10
@@ -313,6 +317,8 @@ def _peer(hq: memoryview, word: int) -> tuple[PeerId, bool]:
     pid, start = int(hq[word]), int(hq[word + 1])
     for _ in range(_PEER_ATTEMPTS):
         if int(hq[word]) == pid:
+            if pid & PRODUCER_TENTATIVE:  # an opener's record: the pid alone
+                return PeerId(pid & ~PRODUCER_TENTATIVE, 0), True
             return PeerId(pid, start), True
         pid, start = int(hq[word]), int(hq[word + 1])
     return PeerId(pid, start), False

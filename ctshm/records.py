@@ -81,6 +81,7 @@ import time
 import weakref
 from typing import Any, Callable, Final, Optional, cast
 
+from ._bytesview import byte_view
 from ._framing import (
     RECORD_HEADER,
     SLOT_HEADER,
@@ -88,7 +89,6 @@ from ._framing import (
     _pack_pair,
     check_linger,
 )
-from ._handle import not_bytes
 from .layout import READ_IDX, WRITE_IDX
 from .ring import (
     ProducerGuard,
@@ -228,8 +228,8 @@ class RecordWriter:
             else:
                 try:
                     data = memoryview(data).cast("B")
-                except TypeError:
-                    raise TypeError(not_bytes(self._ring.name, self._what, data)) from None
+                except TypeError:  # not a buffer, or not C-contiguous: see byte_view
+                    data = byte_view(data, self._ring.name, self._what)
                 n = data.nbytes
                 st = None
             pos = self._pos

@@ -23,7 +23,9 @@ __all__ = [
     "Finished",
     "ProducerCrashed",
     "RingFinished",
+    "StaleViewWarning",
     "Timeout",
+    "UnreadMessagesWarning",
 ]
 
 
@@ -106,8 +108,9 @@ class Crashed(_Result):
 
     @property
     def reason(self) -> str:
-        if self.pid is not None:
-            return f"producer pid {self.pid} died without notify_crash"
+        if self.pid is not None:  # ctshm found it dead: the message is what is known why
+            return self.message or (f"producer pid {self.pid} ended without mark_finished() "
+                                    "or notify_crash()")
         if self.message:
             return f"producer crashed: {self.message}"
         return "producer called notify_crash"
@@ -147,10 +150,40 @@ class ProducerCrashed(RuntimeError):
         self.details = result.details
         self.pid = result.pid
         self.message = result.message
-        super().__init__(f"{result.reason}: {result.details}")
+        zero = result.details == CrashDetails()
+        super().__init__(result.reason if zero else f"{result.reason}: {result.details}")
 
     def __reduce__(self) -> Any:
         return (type(self), (self.result,))
+
+
+class UnreadMessagesWarning(RuntimeWarning):
+    """A ring's owner removed it while it held committed messages no live consumer had
+    taken (shown by default; see ``ShmTraceRing.wait_drained``)."""
+
+
+class StaleViewWarning(RuntimeWarning):
+    """A view exported from a guard's ``buf`` (a NumPy array, ``memoryview(g.buf)``)
+    outlived the guard: it still maps the slot, which will hold another message.  Shown by
+    default; ``warnings.simplefilter("error", StaleViewWarning)`` makes it an error (raised
+    once the slot was handed back)."""
+
+
+STALE: Final = "ended, with a view of its buf still exported"  # a guard's ``_done`` then
+
+
+def stale_view_text(kind: str, index: int, ring: str, producer: bool) -> str:
+    """The :class:`StaleViewWarning` text for a guard that ended with an exported view."""
+    if producer:
+        risk = ("a write through it changes the published message (or a later one in the "
+                "same slot); write through g.buf and drop such views before the with block "
+                "ends, or use put()")
+    else:
+        risk = ("it will show a later message's bytes once the producer reuses the slot; "
+                "use such views only inside the with block, and copy what must outlive it "
+                "(bytes(g.buf), arr.copy())")
+    return (f"{kind} for message {index} of {ring!r} ended while a view made from its buf "
+            f"(a NumPy array, memoryview(g.buf), ...) still exists: {risk}")
 
 
 class RingFinished(EOFError):

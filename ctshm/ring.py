@@ -58,9 +58,10 @@ import time
 import weakref
 from typing import Any, Final, Optional, TypeVar
 
-from . import _peers, libc
+from . import _peers, _userwarn, _viewcheck, libc
+from ._bytesview import byte_view
 from ._conveniences import Buffer, RingConveniences, take_pending
-from ._handle import check_timeout, is_int, not_bytes
+from ._handle import check_timeout, is_int
 from ._ringobjects import reserve_range
 from ._waiting import (  # noqa: F401 (the spin constants stay importable from here)
     DEFAULT_SPIN,
@@ -98,6 +99,7 @@ from .layout import (
 )
 from .results import (
     FINISHED_RESULT as _FINISHED_RESULT,
+    STALE,
     AccessResult,
     ConsumerGone,
     CorruptRingError,
@@ -116,8 +118,6 @@ __all__ = [
 ]
 
 _PAGE: Final = libc.page_size()
-
-
 _PID = os.getpid()
 
 
@@ -141,27 +141,28 @@ class _Guard:
         self._ring = ring
         self.index = index
         self._buf = buf
-        self._done = False
+        self._done: object = False  # True, or STALE: ended with its view exported (warned)
         self._pid = _PID
 
     def _view(self) -> memoryview:
         if self._done:
             raise ValueError(f"{type(self).__name__} for message {self.index} of "
                              f"{self._ring.name!r} {self._DONE_TEXT}")
-        return self._buf
+        return _viewcheck.own_view(self) if _viewcheck.ENABLED else self._buf
 
     def __enter__(self: _G) -> _G:
         return self
 
     def _finish(self) -> None:
-        """Done: drop and release the view (under the ring lock).  A view exported further
-        (NumPy, ``memoryview(buf)``) cannot be released: the mapping outlives it anyway."""
+        """Done: drop and release the view (under the ring lock); STALE if it is exported."""
         self._done = True
         buf, self._buf = self._buf, _EMPTY
         try:
             buf.release()
         except BufferError:
-            pass
+            self._done = STALE
+        if _viewcheck.ENABLED and _viewcheck.leftover(self):  # python -X dev
+            self._done = STALE
 
     def __reduce__(self) -> Any:
         raise TypeError(f"{type(self).__name__} for message {self.index} of "
@@ -213,20 +214,20 @@ class ProducerGuard(_Guard):
         self._check_here("commit")
         self._view()  # raises if already committed or aborted
         self._ring._commit(self, nbytes)
+        if self._done is STALE:
+            _userwarn.stale(self)
 
     def abort(self) -> None:
         """Give the slot back unpublished.  Idempotent after commit/abort."""
         self._check_here("abort")
         if not self._done:
             self._ring._abort(self)
+            if self._done is STALE:
+                _userwarn.stale(self)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._done:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+        if not self._done:
+            (self.commit if exc_type is None else self.abort)()
 
     def __del__(self) -> None:
         try:
@@ -267,15 +268,14 @@ class ConsumerGuard(_Guard):
             if self._pid != _PID:
                 self._check_here("release")
             self._ring._complete(self.index, self)
+            if self._done is STALE:
+                _userwarn.stale(self)
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
     def __del__(self) -> None:
-        # No warning when the view outlives the guard: whether it will still be used cannot be
-        # told here (a function's locals are freed guard-first, a module's at exit, and a
-        # `bytes(view[:5])` returned from there is a correct use), and a refcount heuristic
-        # warned falsely for those.  The README says to keep the guard while reading.
+        # No StaleViewWarning: locals may free the guard before a view (test_guard_views).
         try:
             if not self._done and self._pid == _PID:
                 self._ring._complete(self.index, self)
@@ -573,11 +573,11 @@ class ShmTraceRing(Waiting, RingConveniences):
                 self._post_empty_via_open_handle()
 
     def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
-        """Copy ``data`` (bytes-like) into a slot and commit exactly its length."""
+        """Copy ``data`` (any buffer; non-contiguous: in C order) into a slot; commit its length."""
         try:
             src = memoryview(data).cast("B")
-        except TypeError:
-            raise TypeError(not_bytes(self.name, "put", data)) from None
+        except TypeError:  # not a buffer (refused), or not C-contiguous (copied in C order)
+            src = byte_view(data, self.name, "put")
         n = src.nbytes
         if n > self.slot_size:
             raise ValueError(f"ring {self.name!r}: put(): {n} bytes do not fit a slot of "
@@ -820,7 +820,7 @@ class ShmTraceRing(Waiting, RingConveniences):
         if self._load(_FIN):
             return
         with self._lock:  # its wake-ups post under the lock (see _waiting._withdraw)
-            self._record_crash(0, 0, 0, b"", ppid)
+            self._record_crash(0, 0, 0, _peers.death_note(self._load, _PRODUCER_PID, ppid), ppid)
 
     def _record_crash(self, signal: int, addr: int, operation: int, message: bytes,
                       dead_pid: int) -> None:
@@ -831,9 +831,9 @@ class ShmTraceRing(Waiting, RingConveniences):
         if dead_pid:
             self._store(_DEAD_PID, dead_pid)
         hv = self._hv
-        if message:
+        if message or not dead_pid:  # a dead producer's own note stays (ctshm._exitnote)
             hv[MSG_OFF + 4:MSG_OFF + 4 + len(message)] = message
-        MSG_LEN.pack_into(hv, MSG_OFF, len(message))
+            MSG_LEN.pack_into(hv, MSG_OFF, len(message))
         _CRASH.pack_into(hv, _CRASH_OFF, signal, addr & 0xFFFFFFFFFFFFFFFF, operation)
         self._fence()  # details before the flag
         if self._cas(self._a_fin, 0, _CRASHED) == 0:

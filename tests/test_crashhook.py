@@ -49,7 +49,8 @@ def test_install_alone_is_bypassed_by_multiprocessing(shm_id: str) -> None:
             codes = join_all([p], 60)
         assert codes == [1]
         assert isinstance(r, Crashed), r
-        assert r.pid == p.pid and r.message == ""
+        assert r.pid == p.pid and r.message == (  # the exit status only: no hook ran
+            f"producer pid {p.pid} exited with status 1 without mark_finished()")
 
 
 def test_reporting_reraises_and_reports_in_process(shm_id: str) -> None:

@@ -188,7 +188,7 @@ def test_dead_ring_ls_then_gc(shm_id: str) -> None:
     assert o["creator"]["start"] > 0
     assert o["producer"]["pid"] == pid and o["producer"]["alive"] is False
     assert o["consumer"] is None and o["users"] == []
-    assert o["state"] == "running" and o["write_idx"] == 1
+    assert o["state"] == "abandoned" and o["write_idx"] == 1  # its creator is dead
 
     text = run_cli("ls", "--prefix", shm_id)
     assert f"{pid} (dead)" in text.stdout

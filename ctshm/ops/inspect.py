@@ -31,7 +31,7 @@ from .schema import (
 __all__ = ["inspect_ring", "inspect_segment", "inspect_semaphore", "party", "read_ring_header",
            "sem_suffix", "stats_info"]
 
-_RUNNING_STATES = ("running", "finished", "crashed")
+_RUNNING_STATES = ("running", "abandoned", "finished", "crashed")
 
 
 def party(pid: int, start: int, *, unknown: bool = False) -> Optional[Party]:
@@ -235,8 +235,9 @@ def _extension(h: L.HeaderSnapshot) -> Extension:
 def _creator(h: L.HeaderSnapshot, state: str) -> Party:
     if state == NOT_A_RING:
         return _no_party(NOT_A_RING)
-    if not h.is_ctshm:
-        return _no_party("unknown (Rust peer)")
+    if not h.is_ctshm:  # a Rust ring has its geometry; an empty object has nothing yet
+        return _no_party("unknown (Rust peer)" if h.capacity else
+                         "unknown (nothing written yet: being created, or its creator died)")
     p = party(h.creator.pid, h.creator.start)
     if p is None:
         return {"pid": 0, "start": 0, "alive": False, "text": "none"}
@@ -257,6 +258,10 @@ def _ring_sems(name: str, detail: bool, mappers: Mappers) -> list[SemState]:
 def _ring_info(name: str, st: os.stat_result, h: L.HeaderSnapshot, sems: list[SemState],
                mappers: Mappers) -> RingInfo:
     state, reason = _classify(h, st, sems, name)
+    creator = _creator(h, state)
+    if state == "running" and h.is_ctshm and creator["alive"] is False:
+        state, reason = "abandoned", (f"running, but its creator (pid {creator['pid']}) is "
+                                      "dead: nobody will remove it (`python -m ctshm gc`)")
     is_ring = state != NOT_A_RING
     # A ctshm peer registers itself in the extension even on a Rust-created ring.
     unknown = not h.is_ctshm and is_ring
@@ -278,7 +283,7 @@ def _ring_info(name: str, st: os.stat_result, h: L.HeaderSnapshot, sems: list[Se
         "write_idx": h.write_idx, "read_idx": h.read_idx, "reserved_idx": h.reserved_idx,
         "capacity": h.capacity, "slot_size": h.slot_size, "finished": h.finished,
         "crash": crash,
-        "creator": _creator(h, state),
+        "creator": creator,
         "producer": party(*h.producer, unknown=unknown) if is_ring else None,
         "consumer": party(*h.consumer, unknown=unknown) if is_ring else None,
         "dead_pid": h.dead_pid,
