@@ -543,7 +543,12 @@ def _as_bytes_view(b: ShmBroadcast, data: Any) -> memoryview:
         raise TypeError(f"ShmBroadcast {b.id!r}.put(): data must be bytes-like (bytes, "
                         f"bytearray, memoryview), not {type(data).__name__}; use put_object "
                         "for other objects") from None
-    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+    if mv.format == "B" and mv.ndim == 1 and mv.c_contiguous:
+        return mv
+    try:
+        return mv.cast("B")
+    except TypeError:  # not C-contiguous (a strided slice): copied in C order, as the ring does
+        return memoryview(mv.tobytes())
 
 
 def _reopen(id: str, role: str, evict_after: Optional[float]) -> ShmBroadcast:

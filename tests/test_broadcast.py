@@ -160,8 +160,10 @@ def test_objects_and_bytes_like_payloads(bcast: ShmBroadcast) -> None:
     bcast.put_object({"step": 1, "ids": [1, 2]})
     bcast.put(bytearray(b"ba"))
     bcast.put(memoryview(b"\x01\x00\x02\x00").cast("H"))
+    bcast.put(memoryview(b"abcdef")[::2])   # not contiguous: copied in C order
     assert r.get_object() == {"step": 1, "ids": [1, 2]}
     assert r.get() == b"ba" and r.get() == b"\x01\x00\x02\x00"
+    assert r.get() == b"ace"
     r.close()
 
 
