@@ -253,15 +253,18 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
         return 2
     prefix = args.id_prefix or f"cb{os.getpid():x}"
-    if getattr(args, "broadcast", False):
-        from . import broadcasts
-        return broadcasts.main(args.quick, args.repeat, args.timeout, prefix)
     out = sys.stderr if args.json else sys.stdout
 
     def log(line: str) -> None:
         print(line, file=out, flush=True)
 
     iox_before = _iox2_entries()
+    if getattr(args, "broadcast", False):
+        from . import broadcasts
+        try:
+            return broadcasts.main(args.quick, args.repeat, args.timeout, prefix)
+        finally:
+            _cleanup_iox2(iox_before)
     old_term = signal.signal(signal.SIGTERM, _sigterm)
     try:
         log(f"ctshm bench: workloads {','.join(workloads)}; peers {','.join(peers)}; "
