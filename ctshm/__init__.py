@@ -7,6 +7,7 @@ segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``s
 
 from __future__ import annotations
 
+from .broadcast import BroadcastGuard, ReaderEvicted, ShmBroadcast, TooManyReaders
 from .errors import StaleViewWarning, UnreadMessagesWarning
 from .memory import ShmMemory
 from .queue import QueueFinished, ShmQueue
@@ -26,6 +27,7 @@ from .ring import (
 )
 
 __all__ = [
+    "BroadcastGuard",
     "ConsumerGone",
     "ConsumerGuard",
     "CorruptRingError",
@@ -36,12 +38,15 @@ __all__ = [
     "ProducerCrashed",
     "ProducerGuard",
     "QueueFinished",
+    "ReaderEvicted",
     "RingFinished",
+    "ShmBroadcast",
     "ShmMemory",
     "ShmQueue",
     "ShmTraceRing",
     "StaleViewWarning",
     "Timeout",
+    "TooManyReaders",
     "UnreadMessagesWarning",
     "__version__",
 ]

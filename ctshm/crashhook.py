@@ -41,15 +41,18 @@ import traceback
 from types import FrameType, TracebackType
 from typing import Any, Callable, Literal, Optional, Union
 
+from .broadcast import ShmBroadcast
 from .ring import ShmTraceRing
 
 __all__ = ["CrashHook", "install", "reporting"]
 
+#: What reports a crash: a ring's producer or a broadcast's writer (both have notify_crash).
+_Ring = Union[ShmTraceRing, ShmBroadcast]
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
 
 class CrashHook:
-    def __init__(self, ring: ShmTraceRing, signals: tuple[int, ...]) -> None:
+    def __init__(self, ring: _Ring, signals: tuple[int, ...]) -> None:
         self.ring = ring
         self._pid = os.getpid()
         self._prev_excepthook = sys.excepthook
@@ -104,7 +107,7 @@ class CrashHook:
         self._prev_signals.clear()
 
 
-def install(ring: ShmTraceRing, signals: tuple[int, ...] = (signal.SIGTERM,)) -> CrashHook:
+def install(ring: _Ring, signals: tuple[int, ...] = (signal.SIGTERM,)) -> CrashHook:
     """Report unhandled exceptions and the given signals of this producer to the consumer.
 
     Call from the main thread (Python installs signal handlers only there).
@@ -141,14 +144,14 @@ class reporting(contextlib.ContextDecorator):
     was closed) never masks the original exception.
     """
 
-    def __init__(self, ring: ShmTraceRing) -> None:
-        if not isinstance(ring, ShmTraceRing):
+    def __init__(self, ring: _Ring) -> None:
+        if not isinstance(ring, (ShmTraceRing, ShmBroadcast)):
             raise TypeError(f"crashhook.reporting(ring): ring must be a ShmTraceRing, not "
-                            f"{type(ring).__name__}")
+                            f"{type(ring).__name__} (or a ShmBroadcast: its writer)")
         self.ring = ring
         self._pid: Optional[int] = None
 
-    def __enter__(self) -> ShmTraceRing:
+    def __enter__(self) -> _Ring:
         self._pid = os.getpid()
         return self.ring
 

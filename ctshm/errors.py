@@ -12,7 +12,8 @@ from typing import Any
 from .results import CrashDetails, Crashed
 
 __all__ = ["ConsumerGone", "CorruptRingError", "ProducerCrashed", "QueueFinished",
-           "RingFinished", "ShmDirError", "StaleViewWarning", "UnreadMessagesWarning"]
+           "ReaderEvicted", "RingFinished", "ShmDirError", "StaleViewWarning",
+           "TooManyReaders", "UnreadMessagesWarning"]
 
 
 class CorruptRingError(ValueError):
@@ -69,3 +70,13 @@ class StaleViewWarning(RuntimeWarning):
 class QueueFinished(Exception):
     """The queue's stream ended (:meth:`ctshm.queue.ShmQueue.finish`): no message will come
     any more (``get``), or none is accepted (``put``).  (Also ``ctshm.queue.QueueFinished``.)"""
+
+
+class ReaderEvicted(RuntimeError):
+    """This ShmBroadcast reader was evicted by the writer (``evict()`` or ``evict_after``)
+    while it lagged: the messages it missed are gone.  ``close()`` it and open a new reader
+    to go on."""
+
+
+class TooManyReaders(RuntimeError):
+    """Every reader slot of a ShmBroadcast is taken by a live reader."""

@@ -170,6 +170,9 @@ PROTOTYPES: Final[dict[str, Proto]] = {
         "decrement before a deadline on a chosen clock (glibc >= 2.30)",
     ),
     "sem_getvalue": Proto(c_int, (c_void_p, POINTER(c_int)), "neg1", False, "read a count"),
+    # unnamed semaphores placed in shared memory (ShmBroadcast: sem_t words in its segment)
+    "sem_init": Proto(c_int, (c_void_p, c_int, c_uint), "neg1", False,
+                      "initialise an unnamed semaphore (pshared=1: in shared memory)"),
     # --- files ---
     "statx": Proto(
         c_int, (c_int, c_char_p, c_int, c_uint, c_void_p), "neg1", False,
@@ -198,6 +201,7 @@ class _Functions:
     sem_timedwait: Optional[Callable[..., int]]
     sem_clockwait: Optional[Callable[..., int]]
     sem_getvalue: Optional[Callable[..., int]]
+    sem_init: Optional[Callable[..., int]]
     statx: Optional[Callable[..., int]]
 
 

@@ -105,7 +105,7 @@ def leftovers(id: str) -> list[str]:
 def _exact_leftovers(id: str) -> list[str]:
     # No /dev/shm to list (macOS): probe the names ctshm itself derives from the id.
     found = []
-    for name in (f"/{id}_t", f"/{id}_m", f"/{id}_q"):
+    for name in (f"/{id}_t", f"/{id}_m", f"/{id}_q", f"/{id}_b"):
         try:
             os.close(libc.shm_open(name, libc.O_RDONLY, 0))
             found.append(name)

@@ -15,7 +15,8 @@
 #   CC (default gcc).
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-MODEL="$HERE/ring.pml"
+# CHECK_MODEL / CHECK_RUNS: another model and its runs table (model/check_broadcast.sh).
+MODEL="${CHECK_MODEL:-$HERE/ring.pml}"
 JOBS=${JOBS:-2}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 MEMLIM=${MEMLIM:-2000}
@@ -131,6 +132,7 @@ mutant-fast-withdraw-no-consume|fail:P12|bfs||$FN -DMUTANT_FAST_WITHDRAW_NO_CONS
 mutant-fast-wake-no-cas|fail:P12|bfs||$FN -DMUTANT_FAST_WAKE_NO_CAS $SMALL|(e) wake posts without the CAS
 EOF
 )
+[ -n "${CHECK_RUNS:-}" ] && RUNS=$CHECK_RUNS
 
 # --------------------------------------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ctshm-model.XXXXXX")

@@ -224,6 +224,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "memoryview (zlib.adler32); auto: numpy when installed")
     p.add_argument("--queues", action="store_true",
                    help="also run the ShmQueue workloads Q1-Q7 (ctshm.bench.queues)")
+    p.add_argument("--broadcast", action="store_true",
+                   help="run the broadcast workloads instead (1 writer -> 4 readers: "
+                        "ShmBroadcast against a pipe / mp.Queue per reader and iceoryx2)")
     p.add_argument("--scale", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--id-prefix", default=None, help=argparse.SUPPRESS)
     p.add_argument("--import-n", type=int, default=None, help=argparse.SUPPRESS)
@@ -261,6 +264,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     iox_before = _iox2_entries()
+    if getattr(args, "broadcast", False):
+        from . import broadcasts
+        try:
+            return broadcasts.main(args.quick, args.repeat, args.timeout, prefix)
+        finally:
+            _cleanup_iox2(iox_before)
     old_term = signal.signal(signal.SIGTERM, _sigterm)
     try:
         log(f"ctshm bench: workloads {','.join(workloads)}; peers {','.join(peers)}; "

@@ -12,7 +12,7 @@ import warnings
 from typing import Any, Final
 
 from .. import layout, libc
-from ..results import UnreadMessagesWarning
+from ..errors import UnreadMessagesWarning
 from ..ring import ShmTraceRing
 from .harness import RING_CAPACITY, RING_SLOT
 

@@ -8,6 +8,7 @@ as ``SHM_DIR/sem.NAME``; ``SHM_DIR`` is ``ctshm._shm.SHM_DIR``)::
     /X_t                        ring        (ShmTraceRing, created by ctshm or by Rust)
     sem.X_t_filled, sem.X_t_empty  its semaphores; without /X_t: orphan semaphores
     /X_m                        segment     (ShmMemory; no header, so no owner information)
+    /X_b                        broadcast   (ShmBroadcast: creator, writer, readers; ops.bcast)
 
 Inspection never modifies anything: a ring's header words (always written by its creator)
 are mapped **read-only** and read with :func:`ctshm.layout.read_header`; its length records

@@ -15,6 +15,7 @@ from .. import _shm, layout as L, libc
 from ..semaphore import NamedSemaphore, sem_file_identity
 from ._common import NOT_A_RING
 from ._scan import Mappers
+from .bcast import gc_decision_broadcast, in_use_broadcast
 from .inspect import inspect_ring, inspect_segment, inspect_semaphore
 from .names import collect
 from .queues import inspect_queue, queue_gc_decision, remove_queue
@@ -117,6 +118,8 @@ def gc_decision(o: ObjectInfo, include_unknown: bool) -> tuple[bool, str]:
         return True, f"orphan semaphore: ring {o['ring']} is gone, unused"
     if o["kind"] == "queue":
         return queue_gc_decision(o)
+    if o["kind"] == "broadcast":
+        return gc_decision_broadcast(o)
     if o["kind"] == "ring" and o["ctshm"]:
         creator = o["creator"]
         if creator["alive"]:
@@ -151,7 +154,7 @@ def gc(prefix: str = "", include_unknown: bool = False, dry_run: bool = False) -
             entry["objects"] = would_remove(o)
             result["removed"].append(entry)
             continue
-        kind = o["kind"] if o["kind"] in ("segment", "queue") else "ring"
+        kind = o["kind"] if o["kind"] in ("segment", "queue", "broadcast") else "ring"
         name = o["ring"] if o["kind"] == "semaphore" else o["name"]
         try:
             entry["objects"] = remove(kind, name, o)
@@ -190,6 +193,8 @@ def in_use(kind: str, name: str, mappers: Mappers) -> list[str]:
     """Why removing ``(kind, name)`` would pull it from under a live process (empty: no one
     uses it): a live creator, producer or consumer, or a process that maps or opens one of
     the objects it would remove."""
+    if kind == "broadcast":
+        return in_use_broadcast(name, mappers)
     if kind in ("segment", "queue"):
         seg = (inspect_segment(name, mappers) if kind == "segment"
                else inspect_queue(name, mappers))

@@ -13,6 +13,7 @@ from .. import layout as L
 from .._ops_help import OPS_HELP
 from ._common import COMMANDS, SHM_DIR, OpsError
 from ._scan import scan_mappers, scan_quality
+from .bcast import inspect_broadcast
 from .cleanup import gc, in_use, remove
 from .format import format_gc, format_ls, format_stat
 from .inspect import inspect_ring, inspect_segment, inspect_semaphore
@@ -112,6 +113,10 @@ def cmd_stat(args: argparse.Namespace) -> int:
     mappers = scan_mappers()
     objs: list[ObjectInfo] = []
     for kind, name in targets:
+        if kind == "broadcast":
+            bo = inspect_broadcast(name, mappers)
+            objs += [bo] if bo is not None else []
+            continue
         if kind == "segment":
             seg = inspect_segment(name, mappers)
             objs += [seg] if seg is not None else []

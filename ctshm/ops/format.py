@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from ._common import NOT_A_RING, SHM_DIR, STATES_FIN
+from .bcast import broadcast_row, broadcast_stat
 from .queues import format_queue_row, format_queue_stat
 from .schema import (
     GcResult,
@@ -59,6 +60,8 @@ def _sems_text(o: RingInfo) -> str:
 
 def _ls_row(o: ObjectInfo) -> list[str]:
     size, alloc, users = human(o["size"]), human(o["allocated"]), _users_text(o["users"])
+    if o["kind"] == "broadcast":
+        return broadcast_row(o, human, users)
     if o["kind"] == "segment":
         return ["segment", o["name"], size, alloc, "-", "-", "-", "-", "-",
                 o["creator"]["text"], "-", "-", users]
@@ -189,7 +192,9 @@ def format_stat(o: ObjectInfo) -> str:
     kv("size", f"{o['size']} bytes ({human(o['size'])}), allocated {o['allocated']} bytes")
     kv("mode / uid", f"{o['mode']} / {o['uid']}")
     kv("used by", _users_text(o["users"]))
-    if o["kind"] == "segment":
+    if o["kind"] == "broadcast":
+        broadcast_stat(o, kv)
+    elif o["kind"] == "segment":
         kv("owner", o["creator"]["text"])
     elif o["kind"] == "semaphore":
         _stat_semaphore(o, kv)

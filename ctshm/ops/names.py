@@ -12,8 +12,10 @@ import stat as stat_mod
 from typing import Optional
 
 from .. import layout as L, queue_layout as QL
+from .._bcast_layout import SUFFIX as BCAST_SUFFIX
 from ._common import SEM_PREFIX, SHM_DIR, OpsError, sem_path, shm_path
 from ._scan import Mappers, scan_mappers
+from .bcast import inspect_broadcast
 from .inspect import inspect_ring, inspect_segment, inspect_semaphore, sem_suffix
 from .queues import inspect_queue
 from .schema import ObjectInfo
@@ -63,6 +65,8 @@ def collect(prefix: str = "", mappers: Optional[Mappers] = None, detail: bool = 
             info = inspect_segment("/" + e, mappers)
         elif e.endswith(QL.SUFFIX):
             info = inspect_queue("/" + e, mappers, detail)
+        elif e.endswith(BCAST_SUFFIX):
+            info = inspect_broadcast("/" + e, mappers)
         if info is not None:
             out.append(info)
     for e in names:
@@ -117,9 +121,11 @@ def resolve(arg: str) -> list[tuple[str, str]]:
         exact.append(("segment", "/" + body))
     elif body.endswith(QL.SUFFIX):
         exact.append(("queue", "/" + body))
+    elif body.endswith(BCAST_SUFFIX):
+        exact.append(("broadcast", "/" + body))
     found = [t for t in exact if _exists(*t)]
     if found:
         return found
     as_id = [("ring", "/" + body + L.RING_SUFFIX), ("segment", "/" + body + L.SEGMENT_SUFFIX),
-             ("queue", "/" + body + QL.SUFFIX)]
+             ("queue", "/" + body + QL.SUFFIX), ("broadcast", "/" + body + BCAST_SUFFIX)]
     return [t for t in as_id if _exists(*t)]

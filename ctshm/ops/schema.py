@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, TypedDict, Union
 
-__all__ = ["CrashInfo", "Extension", "GcEntry", "GcResult", "ObjectInfo", "Party", "QueueInfo",
+__all__ = ["BroadcastInfo", "BroadcastReaderInfo", "CrashInfo", "Extension", "GcEntry",
+           "GcResult", "ObjectInfo", "Party", "QueueInfo",
            "RingInfo", "SegmentInfo", "SemState", "SemaphoreInfo", "SideStatsInfo",
            "SlotInfo", "StatsInfo", "TopRecord"]
 
@@ -178,7 +179,35 @@ class QueueInfo(_QueueBase, total=False):
     slots: list[str]
 
 
-ObjectInfo = Union[RingInfo, SegmentInfo, SemaphoreInfo, QueueInfo]
+
+
+class BroadcastReaderInfo(TypedDict):
+    slot: int
+    state: str  # joining, active, evicted
+    pid: int
+    alive: bool
+    lag: int
+
+
+class BroadcastInfo(_StatFields):
+    """A ShmBroadcast ``/X_b`` (ctshm.ops.bcast)."""
+
+    kind: Literal["broadcast"]
+    id: str
+    identity: list[int]
+    state: str  # open, finished, crashed, not a broadcast
+    creator: Optional[Party]
+    writer: Optional[Party]
+    capacity: int
+    slot_size: int
+    max_readers: int
+    published: int
+    readers: list[BroadcastReaderInfo]
+
+
+
+
+ObjectInfo = Union[RingInfo, SegmentInfo, SemaphoreInfo, QueueInfo, BroadcastInfo]
 
 
 class _GcEntryBase(TypedDict):
