@@ -6,16 +6,17 @@
 #   tools/cpython/debian-python.sh build VERSION
 #   tools/cpython/debian-python.sh run VERSION [--bind DIR]... [--] COMMAND [ARG...]
 #
-# build: debootstrap --variant=minbase SUITE with python<VERSION>, python<VERSION>-venv and
-#   ca-certificates into CTSHM_DEB_ROOT (default /var/tmp/ctshm-debian-python<VERSION>); a
-#   marker written last records what was built, so a second call is instant; a folder
-#   without it (an interrupted build) is removed and built again.  Prints the root.
+# build: debootstrap --variant=minbase SUITE with python<VERSION>, python<VERSION>-venv,
+#   ca-certificates and libatomic1 into CTSHM_DEB_ROOT (default
+#   /var/tmp/ctshm-debian-python<VERSION>); a marker written last records what was built, so
+#   a second call is instant; a folder without it (an interrupted build, other settings) is
+#   removed and built again.  Prints the root.
 # run: COMMAND under chroot in that userland, with /proc, /dev and the host's /dev/shm
 #   mounted (POSIX shm and named semaphores are host-visible, so leftovers are seen), each
 #   --bind DIR (and the current folder) bind-mounted at the same path, the current folder
-#   kept, /etc/resolv.conf copied (pip reaches PyPI).  The environment is cleared except
-#   PATH/HOME/LANG and the variables PYTHON_GIL, PYTHONPATH, SEEDREF_BIN, CI, CTSHM_*.
-#   Everything is unmounted on exit; runs on one root take turns (a lock).
+#   kept, /etc/resolv.conf and the host's CA bundle copied (pip reaches PyPI).  The
+#   environment is cleared except PATH/HOME/LANG and the variables PYTHON_GIL, PYTHONPATH,
+#   SEEDREF_BIN, CI, CTSHM_*.  Everything is unmounted on exit; runs on one root take turns.
 #
 # Settings: CTSHM_DEB_SUITE (sid), CTSHM_DEB_MIRROR (http://deb.debian.org/debian),
 # CTSHM_DEB_ROOT.  Needs root and debootstrap (installed when missing).  ~3 min, ~290 MB.
@@ -36,7 +37,7 @@ case "$ROOT" in
         die "refusing CTSHM_DEB_ROOT=$ROOT: give a folder of its own" 2 ;;
 esac
 MARKER="$ROOT/.ctshm-userland-complete"
-PACKAGES="python$version,python$version-venv,ca-certificates"
+PACKAGES="python$version,python$version-venv,ca-certificates,libatomic1"
 want="suite=$SUITE
 mirror=$MIRROR
 packages=$PACKAGES"
@@ -112,8 +113,11 @@ run() {
         mount --bind "$d" "$ROOT$d"
     done
     cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+    # The host's CA bundle (it may hold a CA that a proxy between here and PyPI signs with).
+    cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ctshm-host-ca.crt"
     local envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
-                LANG=C.UTF-8 TERM=dumb) v
+                LANG=C.UTF-8 TERM=dumb PIP_CERT=/etc/ssl/certs/ctshm-host-ca.crt
+                SSL_CERT_FILE=/etc/ssl/certs/ctshm-host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1) v
     for v in $(compgen -e); do
         case "$v" in PYTHON_GIL|PYTHONPATH|SEEDREF_BIN|CI|CTSHM_*) envs+=("$v=${!v}") ;; esac
     done
