@@ -1,6 +1,7 @@
 """Threads on one ring: 4 producer threads on one producer handle, 8 threads releasing
-consumer guards in any order.  Meant for free-threaded CPython (tools/cpython/run-freethreaded.sh: run with
-PYTHON_GIL=0), where the threads really run at once; it runs on every interpreter.
+consumer guards in any order.  Meant for free-threaded CPython (run with PYTHON_GIL=0 by
+tools/cpython/run-freethreaded.sh), where the threads really run at once; it runs on every
+interpreter.
 
 The 4 producers take turns under a lock of this test's own: two producers racing on one
 handle currently raise "still outstanding" (one producer guard per handle); when concurrent

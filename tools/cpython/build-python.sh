@@ -16,7 +16,7 @@
 # tarball is built as is (no Debian patches, no PGO/LTO): configure, make -jN, make install.
 #
 # Environment: CTSHM_PY_PREFIX (default /opt/ctshm-python<VERSION>[t]), CTSHM_PY_SUITES,
-# CTSHM_PY_MIRROR (default http://deb.debian.org/debian), CTSHM_PY_WORK (default
+# CTSHM_PY_MIRROR (default: the host apt's Debian mirror), CTSHM_PY_WORK (default
 # /var/tmp/ctshm-cpython-build-<VERSION>[t]), CTSHM_PY_JOBS (default: nproc).
 # Prints the interpreter's path on stdout, progress on stderr.  A completion marker
 # ($PREFIX/.ctshm-build-complete, written last) makes a second run instant; a build that was
@@ -42,7 +42,10 @@ done
 exe="python$version$gil"
 PREFIX="${CTSHM_PY_PREFIX:-/opt/ctshm-$exe}"
 SUITES="${CTSHM_PY_SUITES:-sid forky trixie}"
-MIRROR="${CTSHM_PY_MIRROR:-http://deb.debian.org/debian}"
+# The host's Debian mirror, from apt's own configuration (deb822 files, then sources.list).
+MIRROR="${CTSHM_PY_MIRROR:-$({ cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } |
+    awk '($1 == "URIs:" || $1 == "deb") && $2 ~ /\/debian\/?$/ { print $2; exit }')}"
+[ -n "$MIRROR" ] || die "no Debian mirror in /etc/apt: set CTSHM_PY_MIRROR" 2
 WORK="${CTSHM_PY_WORK:-/var/tmp/ctshm-cpython-build-$version$gil}"
 JOBS="${CTSHM_PY_JOBS:-$(nproc)}"
 MARKER="$PREFIX/.ctshm-build-complete"
@@ -69,12 +72,14 @@ fetch_debian_source() {
                 return 0
             fi
             grep -E '^E:' "$WORK/apt-source.log" | head -n 2 >&2 || true
+            last_error=$(grep -m1 -E '^E:' "$WORK/apt-source.log" | sed 's/ *\[IP:.*//; s/.*\///' || true)
             rm -f "$WORK"/src/*
         done
     done
     return 1
 }
 
+last_error=""
 built() { [ -f "$MARKER" ] && [ -x "$PREFIX/bin/$exe" ]; }
 if [ $force = 0 ] && built; then
     log "already built: $(tr '\n' ' ' <"$MARKER")"
@@ -107,8 +112,8 @@ if [ -n "${CTSHM_PY_SOURCE:-}" ]; then
     tarball=$CTSHM_PY_SOURCE
     [ -f "$tarball" ] || die "CTSHM_PY_SOURCE=$tarball is not a file"
 else
-    fetch_debian_source || die "no suite of [$SUITES] on $MIRROR gave python$version's source \
-(listed but not served by the mirror? the tail above says); CTSHM_PY_SOURCE=Python-$version.x.tar.xz builds from a tarball"
+    fetch_debian_source || { rm -rf "$WORK"; die "no suite of [$SUITES] gave python$version's source (last: \
+${last_error:-not listed}); CTSHM_PY_SOURCE=Python-$version.x.tar.xz builds from a tarball"; }
     tarball=$(ls "$WORK"/src/python"$version"_*.orig.tar.* | head -n1)
 fi
 log "unpacking $(basename "$tarball")"

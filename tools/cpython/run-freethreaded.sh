@@ -51,9 +51,18 @@ sensitive=(tests/test_ring.py tests/test_threads_stress.py tests/test_freethread
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(-n 2 "${core[@]}" tests/test_threads_stress.py
                                tests/test_freethreaded_stress.py)
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
 rc=0
-"$venv/bin/python" -m pytest -p xdist -q "${args[@]}" || rc=$?
+summary=()
+run_pytest() {  # run_pytest PYTEST-ARGS...: output shown and kept; rc = the first failure's
+    local r=0
+    "$venv/bin/python" -m pytest -p xdist -q "$@" 2>&1 | tee "$out" || r=${PIPESTATUS[0]}
+    [ $rc -ne 0 ] || rc=$r
+    summary+=("$(grep -E '(passed|failed|error)' "$out" | tail -n1 | tr -d '=' | sed 's/^ *//')")
+}
+run_pytest "${args[@]}"
 log "fast mode: ${sensitive[*]} on rings created with fast=True"
-CTSHM_TEST_FAST=1 "$venv/bin/python" -m pytest -p xdist -n 2 -q "${sensitive[@]}" ||
-    { r=$?; [ $rc -ne 0 ] || rc=$r; }
+CTSHM_TEST_FAST=1 run_pytest -n 2 "${sensitive[@]}"
+echo "GIL off: ${summary[0]:-no result}; fast mode, GIL off: ${summary[1]:-no result}"
 exit $rc
