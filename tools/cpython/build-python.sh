@@ -7,9 +7,9 @@
 #   tools/cpython/build-python.sh 3.14                 # -> /opt/ctshm-python3.14/bin/python3.14
 #   tools/cpython/build-python.sh 3.14 --disable-gil   # -> /opt/ctshm-python3.14t/bin/python3.14t
 #
-# Why from source: Debian's unstable suite carries the python3.14 source package, PyPI
-# distributes no CPython interpreters, and no Debian suite ships a free-threaded binary
-# package.  The source comes through `apt-get source` with a private apt configuration
+# Why from source: no Debian suite ships a free-threaded binary package and PyPI distributes
+# no CPython interpreters.  (Where the mirror lists python3.14's source but does not serve
+# it, as here, this fails with the reason; tools/cpython/README.md.)  The source comes through `apt-get source` with a private apt configuration
 # holding a deb-src entry for each of CTSHM_PY_SUITES in turn (default "sid forky trixie"),
 # newest version first, until one downloads; the host's own apt setup is not touched.
 # CTSHM_PY_SOURCE=/path/to/Python-X.Y.Z.tar.xz builds from that tarball instead.  The upstream
