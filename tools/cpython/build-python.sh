@@ -24,6 +24,8 @@
 # serialize on a lock.  Needs root (apt) and the build dependencies build-essential dpkg-dev
 # libssl-dev libffi-dev zlib1g-dev (installed when missing).  ~10-20 min on 2 cores, ~250 MB.
 set -euo pipefail
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 log() { printf '[cpython-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit "${2:-1}"; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
@@ -42,9 +44,7 @@ done
 exe="python$version$gil"
 PREFIX="${CTSHM_PY_PREFIX:-/opt/ctshm-$exe}"
 SUITES="${CTSHM_PY_SUITES:-sid forky trixie}"
-# The host's Debian mirror, from apt's own configuration (deb822 files, then sources.list).
-MIRROR="${CTSHM_PY_MIRROR:-$({ cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } |
-    awk '($1 == "URIs:" || $1 == "deb") && $2 ~ /\/debian\/?$/ { print $2; exit }')}"
+MIRROR="${CTSHM_PY_MIRROR:-$(host_debian_mirror)}"
 [ -n "$MIRROR" ] || die "no Debian mirror in /etc/apt: set CTSHM_PY_MIRROR" 2
 WORK="${CTSHM_PY_WORK:-/var/tmp/ctshm-cpython-build-$version$gil}"
 JOBS="${CTSHM_PY_JOBS:-$(nproc)}"

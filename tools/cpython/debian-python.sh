@@ -22,6 +22,8 @@
 # Debian mirror),
 # CTSHM_DEB_ROOT.  Needs root and debootstrap (installed when missing).  ~3 min, ~290 MB.
 set -euo pipefail
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 log() { printf '[debian-python %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit "${2:-1}"; }
 
@@ -30,9 +32,7 @@ cmd=$1 version=$2
 shift 2
 case "$version" in 3.[0-9]|3.[0-9][0-9]) ;; *) die "VERSION like 3.14, not $version" 2 ;; esac
 SUITE="${CTSHM_DEB_SUITE:-sid}"
-# The host's Debian mirror, from apt's own configuration (deb822 files, then sources.list).
-MIRROR="${CTSHM_DEB_MIRROR:-$({ cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } |
-    awk '($1 == "URIs:" || $1 == "deb") && $2 ~ /\/debian\/?$/ { print $2; exit }')}"
+MIRROR="${CTSHM_DEB_MIRROR:-$(host_debian_mirror)}"
 [ -n "$MIRROR" ] || die "no Debian mirror in /etc/apt: set CTSHM_DEB_MIRROR" 2
 ROOT="${CTSHM_DEB_ROOT:-/var/tmp/ctshm-debian-python$version}"
 ROOT="${ROOT%/}"
