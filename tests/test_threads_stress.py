@@ -1,6 +1,7 @@
 """Threads on one ring: 4 producer threads on one producer handle, 8 threads releasing
-consumer guards in any order.  Meant for free-threaded CPython (tools/freethreaded: run with
-PYTHON_GIL=0), where the threads really run at once; it runs on every interpreter.
+consumer guards in any order.  Meant for free-threaded CPython (run with PYTHON_GIL=0 by
+tools/cpython/run-freethreaded.sh), where the threads really run at once; it runs on every
+interpreter.
 
 The 4 producers take turns under a lock of this test's own: two producers racing on one
 handle currently raise "still outstanding" (one producer guard per handle); when concurrent
@@ -35,7 +36,7 @@ def _check_word(p: int, seq: int) -> int:
 @pytest.mark.timeout_s(180)
 def test_four_producers_one_handle_eight_releasers(shm_id: str) -> None:
     if sysconfig.get_config_var("Py_GIL_DISABLED") and os.environ.get("PYTHON_GIL") == "0":
-        # tools/freethreaded/run-tests.sh: the threads below must really run at once.
+        # tools/cpython/run-freethreaded.sh: the threads below must really run at once.
         assert not sys._is_gil_enabled(), "the GIL is on (something re-enabled it)"
     ring = ShmTraceRing.create(shm_id, 8, 4096)
     prod = ShmTraceRing.open(shm_id, timeout=10)
