@@ -364,27 +364,31 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                     v[_W_TAIL] = t
                 return False
             t += 1
-        if v[_W_TAIL] <= t:
-            v[_W_TAIL] = t + 1
-        if v[_W_FIN]:  # finish() raced with our claim: refuse (model: MUT_NO_FIN_RECHECK)
-            self._publish(wi, free | _SKIP)
-            self._items.wake_one()
-            raise QueueFinished(f"ShmQueue {self.name!r} is finished: no more puts")
-        off = 8 * wi + QL.SLOT_HEADER
-        if len(parts) == 1:
-            self._b[off:off + n] = data
-        else:
-            for p in parts:
-                k = len(p)
-                self._b[off:off + k] = p
-                off += k
-        v[wi + 1] = n
-        if PLAIN_ORDERED_ACCESS:  # _publish inlined: the store, then the fence
-            v[wi] = free | _FULL
-            self._fence_acquire()
-            self._fence_release()
-        else:
-            self._publish(wi, free | _FULL)
+        try:
+            if v[_W_TAIL] <= t:
+                v[_W_TAIL] = t + 1
+            if v[_W_FIN]:  # finish() raced with our claim: refuse (model: MUT_NO_FIN_RECHECK)
+                self._publish(wi, free | _SKIP)
+                self._items.wake_one()
+                raise QueueFinished(f"ShmQueue {self.name!r} is finished: no more puts")
+            off = 8 * wi + QL.SLOT_HEADER
+            if len(parts) == 1:
+                self._b[off:off + n] = data
+            else:
+                for p in parts:
+                    k = len(p)
+                    self._b[off:off + k] = p
+                    off += k
+            v[wi + 1] = n
+            if PLAIN_ORDERED_ACCESS:  # _publish inlined: the store, then the fence
+                v[wi] = free | _FULL
+                self._fence_acquire()
+                self._fence_release()
+            else:
+                self._publish(wi, free | _FULL)
+        except BaseException:  # e.g. Ctrl-C: never leave our claim behind
+            self._drop_claim(wi, free | self._tag | _WRITING, free | _SKIP)
+            raise
         if v[_W_CSLEEP]:
             self._items.wake_one()
         self._nput += 1
@@ -441,9 +445,13 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                     # FULL (2) | WRITING (1) == READING (3), with our owner bits
                     if self._cas(self._base + 8 * wi, w, w | self._tag | _WRITING) != w:
                         continue  # another consumer won: look again
-                    if v[_W_HEAD] <= h:
-                        v[_W_HEAD] = h + 1
-                    return self._take(wi, lap, into)
+                    try:
+                        if v[_W_HEAD] <= h:
+                            v[_W_HEAD] = h + 1
+                        return self._take(wi, lap, into)
+                    except BaseException:  # fn raised, or e.g. Ctrl-C: give the message back
+                        self._drop_claim(wi, w | self._tag | _WRITING, (lap << _LS) | _ORPHAN)
+                        raise
                 if st in (_EMPTY, _WRITING):
                     break
                 if st == _SKIP and self._cas(self._base + 8 * wi, w, (lap + 1) << _LS) == w:
@@ -462,14 +470,8 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         off = 8 * wi + QL.SLOT_HEADER
         if n > self.slot_size:
             n = self.slot_size  # a corrupt length must not read past the slot
-        if into is None:
-            data: Any = self._b[off:off + n].tobytes()
-        else:
-            try:
-                data = into(self._b[off:off + n])
-            except BaseException:
-                self._give_back(wi, lap)
-                raise
+        data: Any = self._b[off:off + n].tobytes() if into is None else into(
+            self._b[off:off + n])
         if PLAIN_ORDERED_ACCESS:  # _publish inlined
             v[wi] = (lap + 1) << _LS
             self._fence_acquire()
@@ -492,12 +494,6 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         if v[_W_FIN]:
             self._items.wake_all()
 
-    def _give_back(self, wi: int, lap: int) -> None:
-        """Our READING slot back to the consumers (as an orphan: HEAD moved past it)."""
-        self._atomics.fetch_add(self._base + 8 * _W_ORPH, 1)  # first: never under-counts
-        self._publish(wi, (lap << _LS) | _ORPHAN)
-        self._items.wake_one()
-
     def _nothing_at_head(self, into: Any) -> Any:
         """Nothing at HEAD: an orphan to redeliver, the end of the stream, or nothing."""
         v = self._v
@@ -518,8 +514,12 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                 # ORPHAN (5) -> READING (3) by us: clear bit 2, set bit 1 and our tag
                 new = (w & ~7) | self._tag | _READING
                 if self._cas(self._base + 8 * wi, w, new) == w:
-                    self._atomics.fetch_add(self._base + 8 * _W_ORPH, _MASK64)  # -= 1
-                    return self._take(wi, w >> _LS, into)
+                    try:
+                        self._atomics.fetch_add(self._base + 8 * _W_ORPH, _MASK64)  # -= 1
+                        return self._take(wi, w >> _LS, into)
+                    except BaseException:  # as in _try_get
+                        self._drop_claim(wi, new, w)  # w: the ORPHAN word we took
+                        raise
         return _NOTHING
 
     def _all_empty(self) -> bool:
