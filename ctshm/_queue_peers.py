@@ -11,9 +11,9 @@ import time
 from typing import Any, Callable, Iterator
 
 from . import queue_layout as QL
-from ._peers_table import PeersTable
+from ._peers_table import PeersFull, PeersTable
 
-__all__ = ["PeersMixin"]
+__all__ = ["PeersFull", "PeersMixin"]
 
 _LS = QL.LAP_SHIFT
 _W_ORPH = QL.W_ORPHANS
@@ -39,12 +39,24 @@ class PeersMixin:
     _space: Any
     _mapping: Any
     _stats: dict[str, int]
+    _tag_cell: list[int]
+    _tag: int
     _nput: int
     _ops: int
     _next_housekeeping: float
     _check_open: Callable[[str], None]
     _closed: bool
     get: Callable[..., bytes]
+
+    def _register(self) -> None:
+        try:
+            index, gen = self._peers.register()
+        except PeersFull:
+            raise PeersFull(f"ShmQueue {self.name!r}: all {self._peers.count} peer entries "
+                            "belong to live processes; create the queue with a larger "
+                            "max_peers") from None
+        self._tag_cell[:] = [index, gen]
+        self._tag = QL.owner_tag(index, gen)
 
     # -- dead peers -------------------------------------------------------------------------
     def housekeeping(self) -> int:

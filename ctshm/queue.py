@@ -29,9 +29,9 @@ import weakref
 from typing import Any, Final, Optional
 
 from . import _proc, _shm, libc, queue_layout as QL
-from ._peers_table import PeersFull, PeersTable, after_fork_in_child, identity_of
+from ._peers_table import PeersTable, after_fork_in_child, identity_of
 from ._queue_io import _NOTHING, ObjectsMixin
-from ._queue_peers import HOUSEKEEPING, PeersMixin
+from ._queue_peers import HOUSEKEEPING, PeersFull, PeersMixin
 from ._sleepwake import Sleepers, fast_atomics as _fast_atomics, full_fence as _make_fence
 from .atomics import PLAIN_ORDERED_ACCESS, Atomics, get_backend
 from .semaphore import NamedSemaphore
@@ -106,6 +106,7 @@ class ShmQueue(PeersMixin, ObjectsMixin):
     """
 
     _closed = True
+    _fork_error = ""
     _finalizer: Optional[weakref.finalize[..., ShmQueue]] = None
     name: str
     id: str
@@ -255,16 +256,6 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         after_fork_in_child(self)
         return self
 
-    def _register(self) -> None:
-        try:
-            index, gen = self._peers.register()
-        except PeersFull:
-            raise PeersFull(f"ShmQueue {self.name!r}: all {self._peers.count} peer entries "
-                            "belong to live processes; create the queue with a larger "
-                            "max_peers") from None
-        self._tag_cell[:] = [index, gen]
-        self._tag = QL.owner_tag(index, gen)
-
     def _after_fork_in_child(self) -> None:
         if self._closed:
             return
@@ -272,7 +263,11 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         if self._finalizer is not None:
             self._finalizer.detach()
         self._owner = False
-        self._register()
+        try:
+            self._register()
+        except PeersFull as e:  # never act under the parent's peer entry: refuse every use
+            self._fork_error, self._closed, self._v = str(e), True, None
+            return
         self._finalizer = weakref.finalize(self, _finalize, self.name, self._identity, False,
                                            os.getpid(), self._peers, self._tag_cell)
 
@@ -310,6 +305,8 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                 f"slot_size={self.slot_size} {state}>")
 
     def _check_open(self, what: str) -> None:
+        if self._fork_error:
+            raise PeersFull(f"{self._fork_error} (so this forked child cannot use it)")
         if self._closed:
             raise ValueError(f"ShmQueue {self.name!r} is closed: open it again to {what}")
 

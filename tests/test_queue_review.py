@@ -4,6 +4,7 @@ not take or keep messages."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from ctshm import ShmQueue
+from ctshm._peers_table import PeersFull
 
 from .helpers import CHILD_TIMEOUT
 
@@ -127,3 +129,27 @@ def test_get_many_below_one_takes_nothing(q: ShmQueue, bad: int) -> None:
     assert len(q) == 1
 
 
+
+
+# -- fork -----------------------------------------------------------------------------------
+def _child_puts(q: ShmQueue) -> None:
+    try:
+        q.put(b"from the child")
+    except PeersFull as e:
+        os._exit(3 if "forked child" in str(e) else 4)
+    os._exit(0)
+
+
+def test_forked_child_without_a_peer_entry_refuses_to_act_as_its_parent(shm_id: str) -> None:
+    # Before the fix the child's re-registration failed silently and it went on claiming
+    # slots under its parent's peer entry: a claim of a killed child was then never reaped
+    # while the parent lived (and never at all once the parent left).
+    q = ShmQueue.create(shm_id, capacity=2, slot_size=64, max_peers=1)
+    try:
+        p = multiprocessing.get_context("fork").Process(target=_child_puts, args=(q,))
+        p.start()
+        p.join(CHILD_TIMEOUT)
+        assert p.exitcode == 3
+        assert len(q) == 0
+    finally:
+        q.close()
