@@ -452,7 +452,7 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                 if st in (_EMPTY, _WRITING):
                     break
                 if st == _SKIP and self._cas(self._base + 8 * wi, w, (lap + 1) << _LS) == w:
-                    self._freed()
+                    self._freed(v)
             elif wl < lap:
                 break
             h += 1
@@ -476,20 +476,24 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         else:
             self._publish(wi, (lap + 1) << _LS)
         if v[_W_PSLEEP] or v[_W_FIN]:
-            self._freed()
+            self._freed(v)
         self._ops += 1  # gets taken by this handle (stats()["get"])
         if not self._ops & 1023 and time.monotonic() > self._next_housekeeping:
             self.housekeeping()
         return data
 
-    def _freed(self) -> None:
+    def _freed(self, v: Any) -> None:
         """A slot became free: wake a producer; after finish() also every consumer (one may
-        wait for the last slot to empty: model MUT_NO_EOS_WAKE)."""
-        v = self._v
-        if v[_W_PSLEEP]:
-            self._space.wake_one()
-        if v[_W_FIN]:
-            self._items.wake_all()
+        wait for the last slot to empty: model MUT_NO_EOS_WAKE).  Closed meanwhile by another
+        thread: no wake-ups (sleepers wake at their slice's end), the get still returns."""
+        try:
+            if v[_W_PSLEEP]:
+                self._space.wake_one()
+            if v[_W_FIN]:
+                self._items.wake_all()
+        except ValueError:
+            if not self._closed:
+                raise
 
     def _nothing_at_head(self, into: Any) -> Any:
         """Nothing at HEAD: an orphan to redeliver, the end of the stream, or nothing."""

@@ -9,12 +9,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from ctshm import ShmQueue
+from ctshm import ShmQueue, queue_layout as QL
 from ctshm._peers_table import PeersFull
 
 from .helpers import CHILD_TIMEOUT
@@ -152,4 +154,40 @@ def test_forked_child_without_a_peer_entry_refuses_to_act_as_its_parent(shm_id: 
         assert p.exitcode == 3
         assert len(q) == 0
     finally:
+        q.close()
+
+
+# -- close racing a get in another thread ---------------------------------------------------
+def test_close_during_get_with_still_returns_the_taken_message(shm_id: str) -> None:
+    # A producer sleeps on the full queue, so the get that frees the slot must wake it; the
+    # handle is closed by another thread while fn runs.  Before the fix the wake-up read the
+    # closed handle's view: TypeError, and the message (already taken) was lost.
+    q = ShmQueue.create(shm_id, capacity=1, slot_size=64)
+    o = ShmQueue.open(shm_id)
+    try:
+        q.put(b"m1")
+        q._atomics.fetch_add(q._base + 8 * QL.W_P_SLEEP, 1)  # an announced sleeping producer
+        started = threading.Event()
+        out: list[Any] = []
+
+        def fn(view: memoryview) -> bytes:
+            started.set()
+            time.sleep(0.3)
+            return bytes(view)
+
+        def consumer() -> None:
+            try:
+                out.append(o.get_with(fn, timeout=5))
+            except BaseException as e:  # reported by the assert
+                out.append(e)
+
+        t = threading.Thread(target=consumer)
+        t.start()
+        assert started.wait(5)
+        o.close()
+        t.join(5)
+        assert out == [b"m1"]
+        assert len(q) == 0
+    finally:
+        o.close()
         q.close()
