@@ -8,7 +8,7 @@ segments (:class:`ShmMemory`); byte-compatible with the zkVM executor's Rust ``s
 from __future__ import annotations
 
 from .broadcast import BroadcastGuard, ReaderEvicted, ShmBroadcast, TooManyReaders
-from .errors import StaleViewWarning, UnreadMessagesWarning
+from .errors import PeersFull, StaleViewWarning, UnreadMessagesWarning
 from .memory import ShmMemory
 from .queue import QueueFinished, ShmQueue
 from .ring import (
@@ -35,6 +35,7 @@ __all__ = [
     "Crashed",
     "Data",
     "Finished",
+    "PeersFull",
     "ProducerCrashed",
     "ProducerGuard",
     "QueueFinished",

@@ -23,16 +23,13 @@ from typing import Any, Callable, Final, Optional
 
 from . import _fork, _proc
 from .atomics import Atomics
+from .errors import PeersFull
 
 __all__ = ["PeersFull", "PeersTable", "after_fork_in_child", "identity_of", "split_identity"]
 
 PID_BITS: Final = 22
 _PID_MASK: Final = (1 << PID_BITS) - 1
 _MASK64: Final = (1 << 64) - 1
-
-
-class PeersFull(RuntimeError):
-    """Every entry of a peer table belongs to a live process."""
 
 
 def identity_of(pid: int, start: int) -> int:

@@ -72,7 +72,11 @@ class ObjectsMixin:
     def get_many(self, max_messages: int = 100, timeout: Optional[float] = None
                  ) -> list[bytes]:
         """At least one message (blocking as ``get``), then as many more as are ready, up to
-        ``max_messages``."""
+        ``max_messages`` (an int >= 1)."""
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) \
+                or max_messages < 1:
+            raise ValueError(f"ShmQueue {self.name!r}: max_messages must be an int >= 1, "
+                             f"not {max_messages!r}")
         out = [self.get(timeout)]
         try_get, nothing = self._try_get, _NOTHING
         while len(out) < max_messages:

@@ -1,7 +1,8 @@
 """ShmQueue's end of stream, dead-peer handling and introspection (a part of
 ctshm/queue.py's class, split out for size): reaping a dead peer's claims -- WRITING ->
 SKIP (its unfinished put is skipped), READING -> ORPHAN (its unfinished get is
-redelivered) -- and len/stats/slot states.
+redelivered) --, the same undo for a claim of ours that an exception interrupted, and
+len/stats/slot states.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from typing import Any, Callable, Iterator
 
 from . import queue_layout as QL
 from ._peers_table import PeersTable
-from .errors import QueueFinished
+from .errors import PeersFull, QueueFinished
 
-__all__ = ["PeersMixin"]
+__all__ = ["PeersFull", "PeersMixin"]
 
 _LS = QL.LAP_SHIFT
 _W_ORPH = QL.W_ORPHANS
@@ -37,13 +38,26 @@ class PeersMixin:
     _peers: PeersTable
     _items: Any
     _space: Any
+    _mapping: Any
     _stats: dict[str, int]
+    _tag_cell: list[int]
+    _tag: int
     _nput: int
     _ops: int
     _next_housekeeping: float
     _check_open: Callable[[str], None]
     _closed: bool
     get: Callable[..., bytes]
+
+    def _register(self) -> None:
+        try:
+            index, gen = self._peers.register()
+        except PeersFull:
+            raise PeersFull(f"ShmQueue {self.name!r}: all {self._peers.count} peer entries "
+                            "belong to live processes; create the queue with a larger "
+                            "max_peers") from None
+        self._tag_cell[:] = [index, gen]
+        self._tag = QL.owner_tag(index, gen)
 
     # -- dead peers -------------------------------------------------------------------------
     def housekeeping(self) -> int:
@@ -81,6 +95,23 @@ class PeersMixin:
         if changed:
             self._items.wake_all()
             self._space.wake_all()
+
+    def _drop_claim(self, wi: int, mine: int, word: int) -> None:
+        """An exception left our claim ``mine`` of slot ``wi`` unfinished: if the slot is
+        still ours (not yet published or released), store ``word``: SKIP for a put, ORPHAN
+        for a get (the message goes back to the consumers; HEAD moved past it).  A live
+        process's claim is never reaped, so without this the slot would block the queue."""
+        v = self._v
+        if v is None:  # closed meanwhile by another thread: the mapping is still there
+            v = self._mapping.view().cast("Q")
+        if v[wi] != mine:
+            return
+        if word & 7 == _ORPHAN:
+            self._atomics.fetch_add(self._base + 8 * _W_ORPH, 1)  # first: never under-counts
+        self._atomics.store(self._base + 8 * wi, word)
+        self._atomics.fence()
+        if not self._closed:
+            self._items.wake_one()
 
     def __len__(self) -> int:
         """Messages committed and not yet taken (a snapshot)."""

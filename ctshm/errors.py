@@ -11,7 +11,7 @@ from typing import Any
 
 from .results import CrashDetails, Crashed
 
-__all__ = ["ConsumerGone", "CorruptRingError", "ProducerCrashed", "QueueFinished",
+__all__ = ["ConsumerGone", "CorruptRingError", "PeersFull", "ProducerCrashed", "QueueFinished",
            "ReaderEvicted", "RingFinished", "ShmDirError", "StaleViewWarning",
            "TooManyReaders", "UnreadMessagesWarning"]
 
@@ -80,3 +80,8 @@ class ReaderEvicted(RuntimeError):
 
 class TooManyReaders(RuntimeError):
     """Every reader slot of a ShmBroadcast is taken by a live reader."""
+
+
+class PeersFull(RuntimeError):
+    """Every entry of a ShmQueue's peer table belongs to a live process (create the queue
+    with a larger ``max_peers``); also raised by a forked child that found no entry."""

@@ -29,9 +29,9 @@ import weakref
 from typing import Any, Final, Optional
 
 from . import _proc, _shm, libc, queue_layout as QL
-from ._peers_table import PeersFull, PeersTable, after_fork_in_child, identity_of
+from ._peers_table import PeersTable, after_fork_in_child, identity_of
 from ._queue_io import _NOTHING, ObjectsMixin
-from ._queue_peers import HOUSEKEEPING, PeersMixin
+from ._queue_peers import HOUSEKEEPING, PeersFull, PeersMixin
 from ._sleepwake import Sleepers, fast_atomics as _fast_atomics, full_fence as _make_fence
 from .atomics import PLAIN_ORDERED_ACCESS, Atomics, get_backend
 from .errors import QueueFinished
@@ -102,6 +102,7 @@ class ShmQueue(PeersMixin, ObjectsMixin):
     """
 
     _closed = True
+    _fork_error = ""
     _finalizer: Optional[weakref.finalize[..., ShmQueue]] = None
     name: str
     id: str
@@ -251,16 +252,6 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         after_fork_in_child(self)
         return self
 
-    def _register(self) -> None:
-        try:
-            index, gen = self._peers.register()
-        except PeersFull:
-            raise PeersFull(f"ShmQueue {self.name!r}: all {self._peers.count} peer entries "
-                            "belong to live processes; create the queue with a larger "
-                            "max_peers") from None
-        self._tag_cell[:] = [index, gen]
-        self._tag = QL.owner_tag(index, gen)
-
     def _after_fork_in_child(self) -> None:
         if self._closed:
             return
@@ -268,7 +259,11 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         if self._finalizer is not None:
             self._finalizer.detach()
         self._owner = False
-        self._register()
+        try:
+            self._register()
+        except PeersFull as e:  # never act under the parent's peer entry: refuse every use
+            self._fork_error, self._closed, self._v = str(e), True, None
+            return
         self._finalizer = weakref.finalize(self, _finalize, self.name, self._identity, False,
                                            os.getpid(), self._peers, self._tag_cell)
 
@@ -306,6 +301,8 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                 f"slot_size={self.slot_size} {state}>")
 
     def _check_open(self, what: str) -> None:
+        if self._fork_error:
+            raise PeersFull(f"{self._fork_error} (so this forked child cannot use it)")
         if self._closed:
             raise ValueError(f"ShmQueue {self.name!r} is closed: open it again to {what}")
 
@@ -360,27 +357,31 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                     v[_W_TAIL] = t
                 return False
             t += 1
-        if v[_W_TAIL] <= t:
-            v[_W_TAIL] = t + 1
-        if v[_W_FIN]:  # finish() raced with our claim: refuse (model: MUT_NO_FIN_RECHECK)
-            self._publish(wi, free | _SKIP)
-            self._items.wake_one()
-            raise QueueFinished(f"ShmQueue {self.name!r} is finished: no more puts")
-        off = 8 * wi + QL.SLOT_HEADER
-        if len(parts) == 1:
-            self._b[off:off + n] = data
-        else:
-            for p in parts:
-                k = len(p)
-                self._b[off:off + k] = p
-                off += k
-        v[wi + 1] = n
-        if PLAIN_ORDERED_ACCESS:  # _publish inlined: the store, then the fence
-            v[wi] = free | _FULL
-            self._fence_acquire()
-            self._fence_release()
-        else:
-            self._publish(wi, free | _FULL)
+        try:
+            if v[_W_TAIL] <= t:
+                v[_W_TAIL] = t + 1
+            if v[_W_FIN]:  # finish() raced with our claim: refuse (model: MUT_NO_FIN_RECHECK)
+                self._publish(wi, free | _SKIP)
+                self._items.wake_one()
+                raise QueueFinished(f"ShmQueue {self.name!r} is finished: no more puts")
+            off = 8 * wi + QL.SLOT_HEADER
+            if len(parts) == 1:
+                self._b[off:off + n] = data
+            else:
+                for p in parts:
+                    k = len(p)
+                    self._b[off:off + k] = p
+                    off += k
+            v[wi + 1] = n
+            if PLAIN_ORDERED_ACCESS:  # _publish inlined: the store, then the fence
+                v[wi] = free | _FULL
+                self._fence_acquire()
+                self._fence_release()
+            else:
+                self._publish(wi, free | _FULL)
+        except BaseException:  # e.g. Ctrl-C: never leave our claim behind
+            self._drop_claim(wi, free | self._tag | _WRITING, free | _SKIP)
+            raise
         if v[_W_CSLEEP]:
             self._items.wake_one()
         self._nput += 1
@@ -437,13 +438,17 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                     # FULL (2) | WRITING (1) == READING (3), with our owner bits
                     if self._cas(self._base + 8 * wi, w, w | self._tag | _WRITING) != w:
                         continue  # another consumer won: look again
-                    if v[_W_HEAD] <= h:
-                        v[_W_HEAD] = h + 1
-                    return self._take(wi, lap, into)
+                    try:
+                        if v[_W_HEAD] <= h:
+                            v[_W_HEAD] = h + 1
+                        return self._take(wi, lap, into)
+                    except BaseException:  # fn raised, or e.g. Ctrl-C: give the message back
+                        self._drop_claim(wi, w | self._tag | _WRITING, (lap << _LS) | _ORPHAN)
+                        raise
                 if st in (_EMPTY, _WRITING):
                     break
                 if st == _SKIP and self._cas(self._base + 8 * wi, w, (lap + 1) << _LS) == w:
-                    self._freed()
+                    self._freed(v)
             elif wl < lap:
                 break
             h += 1
@@ -458,14 +463,8 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         off = 8 * wi + QL.SLOT_HEADER
         if n > self.slot_size:
             n = self.slot_size  # a corrupt length must not read past the slot
-        if into is None:
-            data: Any = self._b[off:off + n].tobytes()
-        else:
-            try:
-                data = into(self._b[off:off + n])
-            except BaseException:
-                self._give_back(wi, lap)
-                raise
+        data: Any = self._b[off:off + n].tobytes() if into is None else into(
+            self._b[off:off + n])
         if PLAIN_ORDERED_ACCESS:  # _publish inlined
             v[wi] = (lap + 1) << _LS
             self._fence_acquire()
@@ -473,26 +472,24 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         else:
             self._publish(wi, (lap + 1) << _LS)
         if v[_W_PSLEEP] or v[_W_FIN]:
-            self._freed()
+            self._freed(v)
         self._ops += 1  # gets taken by this handle (stats()["get"])
         if not self._ops & 1023 and time.monotonic() > self._next_housekeeping:
             self.housekeeping()
         return data
 
-    def _freed(self) -> None:
+    def _freed(self, v: Any) -> None:
         """A slot became free: wake a producer; after finish() also every consumer (one may
-        wait for the last slot to empty: model MUT_NO_EOS_WAKE)."""
-        v = self._v
-        if v[_W_PSLEEP]:
-            self._space.wake_one()
-        if v[_W_FIN]:
-            self._items.wake_all()
-
-    def _give_back(self, wi: int, lap: int) -> None:
-        """Our READING slot back to the consumers (as an orphan: HEAD moved past it)."""
-        self._atomics.fetch_add(self._base + 8 * _W_ORPH, 1)  # first: never under-counts
-        self._publish(wi, (lap << _LS) | _ORPHAN)
-        self._items.wake_one()
+        wait for the last slot to empty: model MUT_NO_EOS_WAKE).  Closed meanwhile by another
+        thread: no wake-ups (sleepers wake at their slice's end), the get still returns."""
+        try:
+            if v[_W_PSLEEP]:
+                self._space.wake_one()
+            if v[_W_FIN]:
+                self._items.wake_all()
+        except ValueError:
+            if not self._closed:
+                raise
 
     def _nothing_at_head(self, into: Any) -> Any:
         """Nothing at HEAD: an orphan to redeliver, the end of the stream, or nothing."""
@@ -514,8 +511,12 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                 # ORPHAN (5) -> READING (3) by us: clear bit 2, set bit 1 and our tag
                 new = (w & ~7) | self._tag | _READING
                 if self._cas(self._base + 8 * wi, w, new) == w:
-                    self._atomics.fetch_add(self._base + 8 * _W_ORPH, _MASK64)  # -= 1
-                    return self._take(wi, w >> _LS, into)
+                    try:
+                        self._atomics.fetch_add(self._base + 8 * _W_ORPH, _MASK64)  # -= 1
+                        return self._take(wi, w >> _LS, into)
+                    except BaseException:  # as in _try_get
+                        self._drop_claim(wi, new, w)  # w: the ORPHAN word we took
+                        raise
         return _NOTHING
 
     def _all_empty(self) -> bool:
