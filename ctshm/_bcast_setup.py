@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from . import _bcast_layout as L, _proc, _shm, libc
 from ._bcast_peers import AddrSemaphore, slot_alive
+from ._checks import check_range
 from .errors import ReaderEvicted, TooManyReaders
 
 if TYPE_CHECKING:
@@ -22,11 +23,7 @@ _KIND = "ShmBroadcast"
 
 
 def _check_int(what: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"ShmBroadcast {what} must be an int, not {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise ValueError(f"ShmBroadcast {what} must be from {lo} to {hi}, not {value}")
-    return value
+    return check_range(f"ShmBroadcast {what}", value, lo, hi)
 
 
 def create_segment(id: str, capacity: int, slot_size: int, max_readers: int, replace: bool,
