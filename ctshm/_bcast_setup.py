@@ -39,10 +39,7 @@ def create_segment(id: str, capacity: int, slot_size: int, max_readers: int, rep
         raise OSError(errno.ENOSYS, f"ShmBroadcast {id!r}: this platform has no sem_init "
                       "(process-shared unnamed semaphores): ShmBroadcast cannot work here")
     if replace:
-        try:
-            libc.shm_unlink(name)
-        except FileNotFoundError:
-            pass
+        _shm.unlink_quietly(name)
     try:
         fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, mode)
     except FileExistsError:
@@ -317,10 +314,7 @@ def unlink_name(b: ShmBroadcast) -> None:
     if ident is not None:
         _shm.unlink_if_same(b.name, ident)
     else:
-        try:
-            libc.shm_unlink(b.name)
-        except FileNotFoundError:
-            pass
+        _shm.unlink_quietly(b.name)
 
 
 # -- asyncio ----------------------------------------------------------------------------------
