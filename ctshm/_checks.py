@@ -2,8 +2,9 @@
 
 One home for each rule, so that every call says the same thing about the same mistake:
 ``check_timeout`` (seconds or None; huge means forever), ``check_linger`` (a finite bound),
-``is_int`` (an int that is not a bool), ``not_bytes`` / ``byte_view`` (what a message is
-copied from, and the ``TypeError`` text for what is not a buffer).
+``is_int`` (an int that is not a bool), ``check_range`` (an int within bounds),
+``check_crash_args`` (``notify_crash``'s arguments), ``not_bytes`` / ``byte_view`` (what a
+message is copied from, and the ``TypeError`` text for what is not a buffer).
 """
 
 from __future__ import annotations
