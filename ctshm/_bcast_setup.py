@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from . import _bcast_layout as L, _proc, _shm, libc
 from ._bcast_peers import AddrSemaphore, slot_alive
+from ._checks import check_range
 from .errors import ReaderEvicted, TooManyReaders
 
 if TYPE_CHECKING:
@@ -22,11 +23,7 @@ _KIND = "ShmBroadcast"
 
 
 def _check_int(what: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"ShmBroadcast {what} must be an int, not {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise ValueError(f"ShmBroadcast {what} must be from {lo} to {hi}, not {value}")
-    return value
+    return check_range(f"ShmBroadcast {what}", value, lo, hi)
 
 
 def create_segment(id: str, capacity: int, slot_size: int, max_readers: int, replace: bool,
@@ -42,10 +39,7 @@ def create_segment(id: str, capacity: int, slot_size: int, max_readers: int, rep
         raise OSError(errno.ENOSYS, f"ShmBroadcast {id!r}: this platform has no sem_init "
                       "(process-shared unnamed semaphores): ShmBroadcast cannot work here")
     if replace:
-        try:
-            libc.shm_unlink(name)
-        except FileNotFoundError:
-            pass
+        _shm.unlink_quietly(name)
     try:
         fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, mode)
     except FileExistsError:
@@ -320,10 +314,7 @@ def unlink_name(b: ShmBroadcast) -> None:
     if ident is not None:
         _shm.unlink_if_same(b.name, ident)
     else:
-        try:
-            libc.shm_unlink(b.name)
-        except FileNotFoundError:
-            pass
+        _shm.unlink_quietly(b.name)
 
 
 # -- asyncio ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _bcast_layout as L
 from ._bcast_peers import slot_alive
+from ._checks import check_crash_args
 from .results import CrashDetails, Crashed
 
 if TYPE_CHECKING:
@@ -79,16 +80,7 @@ def notify_crash(b: ShmBroadcast, signal: int, addr: int, operation: int, messag
                  ) -> None:
     """ShmBroadcast.notify_crash: validate, then (unless the stream already ended) write the
     details and the message, set CRASH by compare-exchange and wake every reader."""
-    if not all(isinstance(v, int) and not isinstance(v, bool)
-               for v in (signal, addr, operation)) or not (
-            -(1 << 31) <= signal < (1 << 31) and 0 <= addr < (1 << 64)
-            and -(1 << 31) <= operation < (1 << 31)):
-        raise ValueError(f"ShmBroadcast {b.id!r}: notify_crash({signal!r}, {addr!r}, "
-                         f"{operation!r}): signal and operation must be 32-bit ints and "
-                         "addr an unsigned 64-bit int")
-    if not isinstance(message, str):
-        raise TypeError(f"ShmBroadcast {b.id!r}: notify_crash(message=) must be a str, "
-                        f"not {type(message).__name__}")
+    check_crash_args(f"ShmBroadcast {b.id!r}", signal, addr, operation, message)
     hq = b._hq
     if b._closed or hq is None or hq[L.FIN] or hq[L.CRASH]:
         return

@@ -2,15 +2,17 @@
 
 One home for each rule, so that every call says the same thing about the same mistake:
 ``check_timeout`` (seconds or None; huge means forever), ``check_linger`` (a finite bound),
-``is_int`` (an int that is not a bool), ``not_bytes`` / ``byte_view`` (what a message is
-copied from, and the ``TypeError`` text for what is not a buffer).
+``is_int`` (an int that is not a bool), ``check_range`` (an int within bounds),
+``check_crash_args`` (``notify_crash``'s arguments), ``not_bytes`` / ``byte_view`` (what a
+message is copied from, and the ``TypeError`` text for what is not a buffer).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final, Optional
 
-__all__ = ["MAX_TIMEOUT", "byte_view", "check_linger", "check_timeout", "is_int", "not_bytes"]
+__all__ = ["MAX_TIMEOUT", "byte_view", "check_crash_args", "check_linger", "check_range",
+           "check_timeout", "is_int", "not_bytes"]
 
 #: A timeout beyond this (about 30 years) waits without bound.
 MAX_TIMEOUT: Final = 1e9
@@ -24,6 +26,16 @@ def is_int(v: Any) -> bool:
 def is_number(v: Any) -> bool:
     """An ``int`` or ``float`` and not a ``bool``."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_range(what: str, value: Any, low: int, high: int) -> int:
+    """``value``, an int (not a bool; else ``TypeError``) from ``low`` to ``high`` (else
+    ``ValueError``); ``what`` starts the error (``ShmQueue 'X': capacity``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be from {low} to {high}, not {value}")
+    return value
 
 
 def check_timeout(timeout: Optional[float], where: str = "", ring: str = ""
@@ -44,6 +56,21 @@ def check_timeout(timeout: Optional[float], where: str = "", ring: str = ""
     if timeout >= MAX_TIMEOUT:
         return None
     return float(timeout)
+
+
+def check_crash_args(who: str, signal: Any, addr: Any, operation: Any, message: Any,
+                     hint: str = "") -> None:
+    """``notify_crash``'s arguments: ``signal`` and ``operation`` 32-bit ints, ``addr`` an
+    unsigned 64-bit int (else ``ValueError``), ``message`` a str (else ``TypeError``, ending
+    with ``hint``); errors start with ``who`` (``ring 'X'``, ``ShmBroadcast 'X'``)."""
+    if not (is_int(signal) and -(1 << 31) <= signal < (1 << 31) and is_int(addr)
+            and 0 <= addr < (1 << 64) and is_int(operation)
+            and -(1 << 31) <= operation < (1 << 31)):
+        raise ValueError(f"{who}: notify_crash({signal!r}, {addr!r}, {operation!r}): signal "
+                         "and operation must be 32-bit ints and addr an unsigned 64-bit int")
+    if not isinstance(message, str):
+        raise TypeError(f"{who}: notify_crash(message=) must be a str, not "
+                        f"{type(message).__name__}{hint}")
 
 
 def not_bytes(name: str, what: str, data: Any) -> str:

@@ -16,7 +16,7 @@ import weakref
 from typing import TYPE_CHECKING, Final, Optional
 
 from . import _consumer, _exitnote, _peers, libc
-from ._checks import check_timeout, is_int
+from ._checks import check_crash_args, check_timeout, is_int
 from ._ringobjects import reserve_range
 from ._waiting import LIVENESS_SLICE
 from .errors import ConsumerGone
@@ -400,15 +400,8 @@ def mark_finished(ring: ShmTraceRing) -> None:
 def notify_crash(ring: ShmTraceRing, signal: int, addr: int = 0, operation: int = 0,
                  message: str = "") -> None:
     """See ``ShmTraceRing.notify_crash``."""
-    if not (is_int(signal) and -(1 << 31) <= signal < (1 << 31) and is_int(addr)
-            and 0 <= addr < (1 << 64) and is_int(operation)
-            and -(1 << 31) <= operation < (1 << 31)):
-        raise ValueError(f"ring {ring.name!r}: notify_crash({signal!r}, {addr!r}, "
-                         f"{operation!r}): signal and operation must be 32-bit ints and "
-                         "addr an unsigned 64-bit int")
-    if not isinstance(message, str):
-        raise TypeError(f"ring {ring.name!r}: notify_crash(message=) must be a str, not "
-                        f"{type(message).__name__} (decode bytes first)")
+    check_crash_args(f"ring {ring.name!r}", signal, addr, operation, message,
+                     " (decode bytes first)")
     objs = ring._objs
     if ring._closed or objs is None or not objs.inflight.enter():
         return

@@ -162,11 +162,7 @@ class RingObjects:
                              f"0o777 such as 0o600 (this user) or 0o660 (and its group), "
                              f"not {mode!r}")
         _handle_existing(name, replace)
-        try:
-            self.fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, mode)
-        except FileExistsError as e:
-            raise FileExistsError(e.errno, f"{e.strerror}: ring exists (pass replace=True, or "
-                                  "remove it with `python -m ctshm rm`)", name) from None
+        self.fd = _shm.create_exclusive(name, mode, "ring")
         self.owner = True
         self.identity = _shm.fd_identity(self.fd)
         os.fchmod(self.fd, mode)
@@ -310,10 +306,7 @@ def _handle_existing(name: str, replace: Optional[bool]) -> None:
         info = peek(name)
         if info is None or not info.get("ctshm") or info.get("creator_alive", True):
             return  # absent, not ours, or alive: O_EXCL decides
-    try:
-        libc.shm_unlink(name)
-    except FileNotFoundError:
-        pass
+    _shm.unlink_quietly(name)
     for s in sem_names(name):
         NamedSemaphore.unlink_name(s)
 

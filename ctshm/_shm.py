@@ -103,6 +103,24 @@ def name_identity(name: str) -> Optional[tuple[int, int]]:
         os.close(fd)
 
 
+def unlink_quietly(name: str) -> None:
+    """``shm_unlink(name)``; an absent name is no error (``replace=True`` before a create)."""
+    try:
+        libc.shm_unlink(name)
+    except FileNotFoundError:
+        pass
+
+
+def create_exclusive(name: str, mode: int, what: str) -> int:
+    """``shm_open(name, O_CREAT | O_EXCL | O_RDWR, mode)``: the new object's fd; an existing
+    one raises ``FileExistsError`` saying "``what`` exists" and what to do."""
+    try:
+        return libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, mode)
+    except FileExistsError as e:
+        raise FileExistsError(e.errno, f"{e.strerror}: {what} exists (pass replace=True, or "
+                              "remove it with `python -m ctshm rm`)", name) from None
+
+
 def unlink_if_same(name: str, identity: Optional[tuple[int, int]]) -> bool:
     """``shm_unlink(name)`` only if ``name`` still refers to the object ``identity``.
 

@@ -40,6 +40,7 @@ from typing import Any, Callable, Optional
 from . import _bcast_layout as L, _shm
 from ._bcast_peers import AddrSemaphore, ForkRegistry, Spin, spin_then_sleep
 from ._bcast_sleep import crashed, notify_crash, reader_doze, writer_doze
+from ._checks import MAX_TIMEOUT, check_timeout
 from .atomics import PLAIN_ORDERED_ACCESS, get_backend
 from .errors import ProducerCrashed, ReaderEvicted, RingFinished, TooManyReaders
 
@@ -58,14 +59,11 @@ def _kind_of(role: Any) -> str:
 
 
 def _check_timeout(where: str, timeout: Any) -> Optional[float]:
+    """``check_timeout``'s rule, but a huge bound stays a bound (``MAX_TIMEOUT``), not None."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{where}: timeout must be a number of seconds or None, not "
-                        f"{type(timeout).__name__}")
-    if not timeout >= 0:
-        raise ValueError(f"{where}: timeout must be >= 0 seconds or None, not {timeout!r}")
-    return float(min(timeout, 1e9))
+    t = check_timeout(timeout, where)
+    return MAX_TIMEOUT if t is None else t
 
 
 class ShmBroadcast:

@@ -120,16 +120,8 @@ class ShmMemory:
         self = cls(_token=_MAKE)
         self.name = name
         if replace:
-            try:
-                libc.shm_unlink(name)
-            except FileNotFoundError:
-                pass
-        try:
-            self._fd = libc.shm_open(name, libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, mode)
-        except FileExistsError as e:
-            raise FileExistsError(
-                e.errno, f"{e.strerror}: shared memory segment exists (pass replace=True, or "
-                "remove it with `python -m ctshm rm`)", name) from None
+            _shm.unlink_quietly(name)
+        self._fd = _shm.create_exclusive(name, mode, "shared memory segment")
         self._owner = True
         self._unlink_flag[0] = True
         self._identity = _shm.fd_identity(self._fd)

@@ -29,6 +29,7 @@ import weakref
 from typing import Any, Final, Optional
 
 from . import _proc, _shm, libc, queue_layout as QL
+from ._checks import check_range
 from ._peers_table import PeersTable, after_fork_in_child, identity_of
 from ._queue_io import _NOTHING, ObjectsMixin
 from ._queue_peers import HOUSEKEEPING, PeersFull, PeersMixin
@@ -57,11 +58,7 @@ _W_PSLEEP, _W_CSLEEP = QL.W_P_SLEEP, QL.W_C_SLEEP
 
 
 def _check_int(name: str, what: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"ShmQueue {name!r}: {what} must be an int, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"ShmQueue {name!r}: {what} must be from {low} to {high}, not {value}")
-    return value
+    return check_range(f"ShmQueue {name!r}: {what}", value, low, high)
 
 
 def _check_timeout(name: str, timeout: Any) -> Optional[float]:

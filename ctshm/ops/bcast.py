@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from .. import _bcast_layout as B, libc
+from .. import _bcast_layout as B
 from ._common import shm_path
 from ._scan import Mappers
-from .inspect import _mode, party
+from .inspect import party, read_shm, stat_fields
 from .schema import BroadcastInfo
 
 __all__ = ["broadcast_row", "broadcast_stat", "gc_decision_broadcast", "in_use_broadcast",
@@ -34,19 +34,13 @@ def _words(fd: int, size: int) -> Optional[list[int]]:
 def inspect_broadcast(name: str, mappers: Optional[Mappers] = None
                       ) -> Optional[BroadcastInfo]:
     mappers = mappers if mappers is not None else Mappers()
-    try:
-        fd = libc.shm_open(name, libc.O_RDONLY, 0)
-    except FileNotFoundError:
+    found = read_shm(name, lambda fd, st: (st, _words(fd, st.st_size)))
+    if found is None:
         return None
-    try:
-        st = os.fstat(fd)
-        hq = _words(fd, st.st_size)
-    finally:
-        os.close(fd)
+    st, hq = found
     info: BroadcastInfo = {
-        "kind": "broadcast", "name": name, "path": shm_path(name), "size": st.st_size,
-        "allocated": st.st_blocks * 512, "mode": _mode(st), "uid": st.st_uid,
-        "users": mappers.pids(st), "id": name[1:-len(B.SUFFIX)],
+        "kind": "broadcast", **stat_fields(name, shm_path(name), st, mappers),
+        "id": name[1:-len(B.SUFFIX)],
         "identity": [st.st_dev, st.st_ino], "state": NOT_A_BROADCAST,
         "creator": None, "writer": None, "capacity": 0, "slot_size": 0, "max_readers": 0,
         "published": 0, "readers": []}

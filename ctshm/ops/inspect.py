@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
-from typing import Optional
+from typing import Callable, Optional, TypeVar, cast
 
 from .. import _proc, _shm, layout as L, libc
 from ..semaphore import NamedSemaphore
@@ -26,10 +26,15 @@ from .schema import (
     SemState,
     SlotInfo,
     StatsInfo,
+    _RingBase,
+    _SemaphoreBase,
+    _StatFields,
 )
 
 __all__ = ["inspect_ring", "inspect_segment", "inspect_semaphore", "party", "read_ring_header",
-           "sem_suffix", "stats_info"]
+           "read_shm", "sem_suffix", "stat_fields", "stats_info"]
+
+_T = TypeVar("_T")
 
 _RUNNING_STATES = ("running", "abandoned", "finished", "crashed")
 
@@ -51,6 +56,25 @@ def _no_party(text: str) -> Party:
 
 def _mode(st: os.stat_result) -> str:
     return f"{stat_mod.S_IMODE(st.st_mode):04o}"
+
+
+def read_shm(name: str, read: Callable[[int, os.stat_result], _T]) -> Optional[_T]:
+    """``read(fd, stat)`` on the shm object ``name`` opened read-only (None if it does not
+    exist); the fd is closed whatever ``read`` does."""
+    try:
+        fd = libc.shm_open(name, libc.O_RDONLY, 0)
+    except FileNotFoundError:
+        return None
+    try:
+        return read(fd, os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+def stat_fields(name: str, path: str, st: os.stat_result, mappers: Mappers) -> _StatFields:
+    """The fields every object record starts with (after ``kind``), from its ``stat``."""
+    return {"name": name, "path": path, "size": st.st_size, "allocated": st.st_blocks * 512,
+            "mode": _mode(st), "uid": st.st_uid, "users": mappers.pids(st)}
 
 
 def sem_state(name: str, with_value: bool) -> SemState:
@@ -269,11 +293,10 @@ def _ring_info(name: str, st: os.stat_result, h: L.HeaderSnapshot, sems: list[Se
                         "operation": h.crash_operation,
                         "message": h.crash_message.decode("utf-8", "replace")
                         if h.is_ctshm else ""}
-    return {
+    # Typed as the base: a ** item may not leave RingInfo's stat-only keys out.
+    info: _RingBase = {
         "kind": "ring",
-        "name": name, "path": shm_path(name), "size": st.st_size,
-        "allocated": st.st_blocks * 512, "mode": _mode(st), "uid": st.st_uid,
-        "users": mappers.pids(st),
+        **stat_fields(name, shm_path(name), st, mappers),
         "id": name[1:-len(L.RING_SUFFIX)],
         "identity": [st.st_dev, st.st_ino],
         "semaphores": sems,
@@ -290,23 +313,20 @@ def _ring_info(name: str, st: os.stat_result, h: L.HeaderSnapshot, sems: list[Se
         "backlog": h.backlog if is_ring else None,
         "stats": stats_info(h) if is_ring else None,
     }
+    return cast(RingInfo, info)
 
 
 def inspect_ring(name: str, mappers: Optional[Mappers] = None, detail: bool = False
                  ) -> Optional[RingInfo]:
     """Everything about the ring ``/X_t`` (None if it does not exist); ``detail``: also the
     extension words, semaphore values and every slot (``stat``)."""
-    mappers = mappers if mappers is not None else Mappers()
-    try:
-        fd = libc.shm_open(name, libc.O_RDONLY, 0)
-    except FileNotFoundError:
-        return None
-    try:
-        st = os.fstat(fd)
-        sems = _ring_sems(name, detail, mappers)
+    maps = mappers if mappers is not None else Mappers()
+
+    def read(fd: int, st: os.stat_result) -> RingInfo:
+        sems = _ring_sems(name, detail, maps)
         # Map the header only if something was written (a sparse object reads as zero).
         h = read_ring_header(fd, st.st_size >= L.HEADER_WORDS_SIZE and st.st_blocks > 0, name)
-        info = _ring_info(name, st, h, sems, mappers)
+        info = _ring_info(name, st, h, sems, maps)
         if detail:
             info["extension"] = _extension(h)
             op = h.crash_operation
@@ -316,8 +336,8 @@ def inspect_ring(name: str, mappers: Optional[Mappers] = None, detail: bool = Fa
                 empty = sems[1].get("value")
                 info["slots"] = slots(fd, h, empty if isinstance(empty, int) else None)
         return info
-    finally:
-        os.close(fd)
+
+    return read_shm(name, read)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,19 +348,12 @@ def inspect_ring(name: str, mappers: Optional[Mappers] = None, detail: bool = Fa
 def inspect_segment(name: str, mappers: Optional[Mappers] = None) -> Optional[SegmentInfo]:
     """Size, allocation and users of the segment ``/X_m`` (None if it does not exist)."""
     mappers = mappers if mappers is not None else Mappers()
-    try:
-        fd = libc.shm_open(name, libc.O_RDONLY, 0)
-    except FileNotFoundError:
+    st = read_shm(name, lambda _fd, st: st)
+    if st is None:
         return None
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
     return {
         "kind": "segment",
-        "name": name, "path": shm_path(name), "size": st.st_size,
-        "allocated": st.st_blocks * 512, "mode": _mode(st), "uid": st.st_uid,
-        "users": mappers.pids(st),
+        **stat_fields(name, shm_path(name), st, mappers),
         "id": name[1:-len(L.SEGMENT_SUFFIX)],
         "identity": [st.st_dev, st.st_ino],
         "state": None,
@@ -366,16 +379,15 @@ def inspect_semaphore(name: str, mappers: Optional[Mappers] = None, detail: bool
         return None
     ring = name[:-len(sem_suffix(name))]
     orphan = not os.path.exists(shm_path(ring))
-    info: SemaphoreInfo = {
+    base: _SemaphoreBase = {
         "kind": "semaphore",
-        "name": name, "path": sem_path(name), "size": st.st_size,
-        "allocated": st.st_blocks * 512, "mode": _mode(st), "uid": st.st_uid,
-        "users": mappers.pids(st),
+        **stat_fields(name, sem_path(name), st, mappers),
         "ring": ring,
         "identity": [st.st_dev, st.st_ino],
         "orphan": orphan,
         "state": "orphan" if orphan else None,
     }
+    info = cast(SemaphoreInfo, base)
     if detail:
         s = sem_state(name, True)
         if "value" in s:

@@ -7,14 +7,15 @@ mapping (never the queue's own code, which would register this process as a peer
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from .. import _proc, _shm, libc, queue_layout as QL
 from .._peers_table import split_identity
 from ..semaphore import NamedSemaphore
 from ._common import sem_path, shm_path
 from ._scan import Mappers
-from .schema import Party, QueueInfo
+from .inspect import read_shm, stat_fields
+from .schema import Party, QueueInfo, _QueueBase
 
 __all__ = ["format_queue_row", "format_queue_stat", "inspect_queue", "queue_gc_decision",
            "remove_queue"]
@@ -33,22 +34,21 @@ def inspect_queue(name: str, mappers: Optional[Mappers] = None, detail: bool = F
                   ) -> Optional[QueueInfo]:
     """What ``/X_q`` holds (None if it does not exist)."""
     mappers = mappers if mappers is not None else Mappers()
-    try:
-        fd = libc.shm_open(name, libc.O_RDONLY, 0)
-    except FileNotFoundError:
+
+    def read(fd: int, st: os.stat_result) -> tuple[os.stat_result, dict[str, Any]]:
+        if st.st_size < QL.PEERS_OFF:
+            return st, {}
+        m = _shm.Mapping(fd, st.st_size, False, name)
+        return st, _read(m.view().cast("Q"), st.st_size, detail)
+
+    found = read_shm(name, read)
+    if found is None:
         return None
-    try:
-        st = os.fstat(fd)
-        words: dict[str, Any] = {}
-        if st.st_size >= QL.PEERS_OFF:
-            m = _shm.Mapping(fd, st.st_size, False, name)
-            words = _read(m.view().cast("Q"), st.st_size, detail)
-    finally:
-        os.close(fd)
-    info: QueueInfo = {
-        "kind": "queue", "name": name, "path": shm_path(name), "size": st.st_size,
-        "allocated": st.st_blocks * 512, "mode": oct(st.st_mode & 0o777), "uid": st.st_uid,
-        "users": mappers.pids(st), "id": name[1:-len(QL.SUFFIX)],
+    st, words = found
+    base: _QueueBase = {
+        "kind": "queue", **stat_fields(name, shm_path(name), st, mappers),
+        "mode": oct(st.st_mode & 0o777),  # not stat_fields' 0600 form: kept as it was
+        "id": name[1:-len(QL.SUFFIX)],
         "identity": [st.st_dev, st.st_ino],
         "semaphores": [s for s in (name + QL.SEM_ITEMS, name + QL.SEM_SPACE)
                        if os.path.exists(sem_path(s))],
@@ -58,6 +58,7 @@ def inspect_queue(name: str, mappers: Optional[Mappers] = None, detail: bool = F
         "queued": words.get("queued", 0), "finished": words.get("finished", False),
         "peers": words.get("peers", []), "counters": words.get("counters", {}),
     }
+    info = cast(QueueInfo, base)  # plus the stat-only key below
     if detail and "slots" in words:
         info["slots"] = words["slots"]
     return info
