@@ -22,6 +22,8 @@ from . import queue_children as qc
 from .helpers import CHILD_TIMEOUT, SPAWN, shm_exists
 
 FORK = multiprocessing.get_context("fork")
+# This thread's CPU time; PyPy has no RUSAGE_THREAD (the process's: no other thread is busy).
+_RUSAGE = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
 
 
 @pytest.fixture
@@ -332,7 +334,7 @@ def test_blocked_get_and_put_burn_no_cpu(shm_id: str) -> None:
         # A lagging hint (a racing consumer's / producer's late store) must not make the
         # wait spin: point it at an old, already taken position first.
         q._v[QL.W_HEAD if what == "get" else QL.W_TAIL] = 0
-        r0 = resource.getrusage(resource.RUSAGE_THREAD)
+        r0 = resource.getrusage(_RUSAGE)
         try:
             if what == "put":
                 q.put(b"x", timeout=1.0)
@@ -340,7 +342,7 @@ def test_blocked_get_and_put_burn_no_cpu(shm_id: str) -> None:
                 q.get(timeout=1.0)
         except (queue.Full, queue.Empty):
             pass
-        r1 = resource.getrusage(resource.RUSAGE_THREAD)
+        r1 = resource.getrusage(_RUSAGE)
         return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
     cpu_put = blocked("put")
