@@ -256,10 +256,12 @@ def test_signals_neither_abort_nor_shorten_a_wait(make_sem: SemFactory, mode: st
     poster = threading.Timer(post_after, s.post) if post_after is not None else None
     sender = _signal_main_thread_every(0.02, stop)
     try:
+        timeout = 0.6 if post_after is None else 30.0
+        # t0 before the poster starts: the post comes >= post_after after t0 however late
+        # this thread is scheduled (t0 taken after start() made elapsed < post_after under load).
+        t0 = time.monotonic()
         if poster is not None:
             poster.start()
-        timeout = 0.6 if post_after is None else 30.0
-        t0 = time.monotonic()
         got = s.acquire(timeout)
         elapsed = time.monotonic() - t0
     finally:
