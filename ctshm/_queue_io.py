@@ -16,6 +16,9 @@ import queue as _queue
 import struct
 from typing import Any, Callable, Optional
 
+from ._checks import check_timeout
+from .errors import QueueFinished
+
 __all__ = ["_NOTHING", "ObjectsMixin"]
 
 _COUNT = struct.Struct("<I")
@@ -46,6 +49,7 @@ class ObjectsMixin:
     def put_object(self, obj: Any, timeout: Optional[float] = None) -> None:
         """Pickle ``obj`` (protocol 5; large buffers such as NumPy arrays out of band) into
         one message."""
+        timeout = check_timeout(timeout, f"ShmQueue {self.name!r}: put_object")
         bufs: list[pickle.PickleBuffer] = []
         body = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
         raws = [b.raw() for b in bufs]
@@ -58,6 +62,7 @@ class ObjectsMixin:
 
     def get_object(self, timeout: Optional[float] = None) -> Any:
         """Take one message written by put_object and unpickle it."""
+        timeout = check_timeout(timeout, f"ShmQueue {self.name!r}: get_object")
         r = self._try_get(bytearray)
         if r is _NOTHING:
             r = self._block(self._try_get, (bytearray,), timeout, False)
@@ -65,36 +70,31 @@ class ObjectsMixin:
 
     # -- batches ----------------------------------------------------------------------------
     def put_many(self, messages: Any, timeout: Optional[float] = None) -> None:
-        """Put each message in order (blocking while full)."""
-        for m in messages:
-            self.put(m, timeout)
-
-    def get_many(self, max_messages: int = 100, timeout: Optional[float] = None
-                 ) -> list[bytes]:
-        """At least one message (blocking as ``get``), then as many more as are ready, up to
-        ``max_messages`` (an int >= 1)."""
-        if isinstance(max_messages, bool) or not isinstance(max_messages, int) \
-                or max_messages < 1:
-            raise ValueError(f"ShmQueue {self.name!r}: max_messages must be an int >= 1, "
-                             f"not {max_messages!r}")
-        out = [self.get(timeout)]
-        try_get, nothing = self._try_get, _NOTHING
-        while len(out) < max_messages:
-            r = try_get(None)
-            if r is nothing:
-                break
-            out.append(r)
-        return out
+        """Put each message in order (blocking while full; ``timeout`` is each put's).  If
+        one fails, the ones before it are committed (they will be delivered) and it and the
+        rest are not: the exception (of the same type) says how many were committed."""
+        timeout = check_timeout(timeout, f"ShmQueue {self.name!r}: put_many")
+        done = 0
+        try:
+            for m in messages:
+                self.put(m, timeout)
+                done += 1
+        except (_queue.Full, ValueError, TypeError, QueueFinished) as e:
+            raise type(e)(f"ShmQueue {self.name!r}: put_many(): the first {done} message(s) "
+                          f"were committed; message {done} and the rest were not "
+                          f"({type(e).__name__}: {e})") from e
 
     # -- asyncio ----------------------------------------------------------------------------
     async def aput(self, data: Any, timeout: Optional[float] = None) -> None:
         """``put`` for asyncio: waits in a worker thread (in slices, so cancelling never
         leaves a claim behind), claims on the event loop."""
+        timeout = check_timeout(timeout, f"ShmQueue {self.name!r}: aput")
         await self._await(lambda: self.put(data, 0), self._space, self._ready_put, timeout,
                           _queue.Full)
 
     async def aget(self, timeout: Optional[float] = None) -> bytes:
         """``get`` for asyncio (see aput)."""
+        timeout = check_timeout(timeout, f"ShmQueue {self.name!r}: aget")
         r: bytes = await self._await(lambda: self.get(0), self._items, self._ready_get,
                                      timeout, _queue.Empty)
         return r

@@ -8,7 +8,7 @@ len/stats/slot states.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from . import queue_layout as QL
 from ._peers_table import PeersTable
@@ -112,6 +112,12 @@ class PeersMixin:
         self._atomics.fence()
         if not self._closed:
             self._items.wake_one()
+
+    def _drop_claims(self, held: Sequence[int], words: Sequence[int]) -> None:
+        """_drop_claim for each claim of a get: the slot ``held[j]`` still holding our claim
+        word ``words[j]`` (not yet released) becomes ORPHAN: the message goes back."""
+        for wi, w in zip(held, words):
+            self._drop_claim(wi, w, (w & ~((1 << _LS) - 1)) | _ORPHAN)
 
     def __len__(self) -> int:
         """Messages committed and not yet taken (a snapshot)."""

@@ -22,17 +22,17 @@ are ``memoryview`` loads and stores.  Waits spin, then sleep in :data:`LIVENESS_
 from __future__ import annotations
 
 import os
-import queue as _queue
 import threading
 import time
 import weakref
 from typing import Any, Final, Optional
 
 from . import _proc, _shm, libc, queue_layout as QL
-from ._checks import check_range
+from ._checks import check_range, check_timeout
 from ._peers_table import PeersTable, after_fork_in_child, identity_of
 from ._queue_io import _NOTHING, ObjectsMixin
 from ._queue_peers import HOUSEKEEPING, PeersFull, PeersMixin
+from ._queue_wait import LIVENESS_SLICE, SPIN, WaitMixin
 from ._sleepwake import Sleepers, fast_atomics as _fast_atomics, full_fence as _make_fence
 from .atomics import PLAIN_ORDERED_ACCESS, Atomics, get_backend
 from .errors import QueueFinished
@@ -40,13 +40,6 @@ from .semaphore import NamedSemaphore
 
 __all__ = ["LIVENESS_SLICE", "QueueFinished", "ShmQueue"]
 
-#: Longest a blocked put/get sleeps before it checks its peers' liveness.
-LIVENESS_SLICE: Final = 0.2
-#: Busy-wait before sleeping (seconds), yielding the CPU between polls: adaptive, as the
-#: ring's (ctshm/_waiting.py): twice the last wait that outlasted the spin, within bounds.
-SPIN: Final = 50e-6
-SPIN_FLOOR: Final = 20e-6
-SPIN_CEILING: Final = 1e-3
 _KIND: Final = "ShmQueue"
 _MASK64: Final = (1 << 64) - 1
 
@@ -61,13 +54,9 @@ def _check_int(name: str, what: str, value: Any, low: int, high: int) -> int:
     return check_range(f"ShmQueue {name!r}: {what}", value, low, high)
 
 
-def _check_timeout(name: str, timeout: Any) -> Optional[float]:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
-        raise ValueError(f"ShmQueue {name!r}: timeout must be a number of seconds >= 0 or "
-                         f"None (wait forever), not {timeout!r}")
-    return float(timeout)
+def _check_timeout(name: str, what: str, timeout: Any) -> Optional[float]:
+    """``timeout`` of ``what`` (checked up front, whether or not the call would block)."""
+    return check_timeout(timeout, f"ShmQueue {name!r}: {what}")
 
 
 def _finalize(name: str, identity: Any, owner: bool, pid: int, table: Any,
@@ -90,7 +79,7 @@ def _unlink_names(name: str, identity: Any) -> None:
         NamedSemaphore.unlink_name(name + QL.SEM_SPACE)
 
 
-class ShmQueue(PeersMixin, ObjectsMixin):
+class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
     """A bounded many-producer many-consumer queue of byte messages in ``/ID_q``.
 
     ``create`` makes the owner (it unlinks on close); ``open`` attaches any other process.
@@ -175,7 +164,7 @@ class ShmQueue(PeersMixin, ObjectsMixin):
     def open(cls, id: str, timeout: float = 10.0) -> ShmQueue:
         """Open an existing queue, waiting up to ``timeout`` s for its creator to finish."""
         name = _shm.object_name(_KIND, id, QL.SUFFIX, (QL.SEM_ITEMS, QL.SEM_SPACE))
-        t = _check_timeout(name, timeout)
+        t = _check_timeout(name, "open", timeout)
         deadline = time.monotonic() + (t if t is not None else 1e9)
         while True:
             r = cls._try_open(name, id)
@@ -306,6 +295,8 @@ class ShmQueue(PeersMixin, ObjectsMixin):
     # -- the producer side ------------------------------------------------------------------
     def put(self, data: Any, timeout: Optional[float] = None) -> None:
         """Append one message (bytes-like); blocks while full; ``queue.Full`` on timeout."""
+        if timeout is not None:
+            timeout = _check_timeout(self.name, "put", timeout)
         if type(data) is not bytes:
             data = self._as_bytes(data)
         if not self._try_put(data, (data,), len(data)):
@@ -397,6 +388,8 @@ class ShmQueue(PeersMixin, ObjectsMixin):
     def get(self, timeout: Optional[float] = None) -> bytes:
         """Take one message; blocks while empty; ``queue.Empty`` on timeout;
         :class:`QueueFinished` once finished and drained."""
+        if timeout is not None:
+            timeout = _check_timeout(self.name, "get", timeout)
         r = self._try_get(None)
         if r is _NOTHING:
             r = self._block(self._try_get, (None,), timeout, False)
@@ -414,12 +407,74 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         if not callable(fn):
             raise TypeError(f"ShmQueue {self.name!r}: get_with() needs a callable, not "
                             f"{type(fn).__name__}")
+        if timeout is not None:
+            timeout = _check_timeout(self.name, "get_with", timeout)
         r = self._try_get(fn)
         if r is _NOTHING:
             r = self._block(self._try_get, (fn,), timeout, False)
         return r
 
+    def get_many(self, max_messages: int = 100, timeout: Optional[float] = None
+                 ) -> list[bytes]:
+        """At least one message (blocking as ``get``), then as many more as are ready, up to
+        ``max_messages`` (an int >= 1).  One batched claim (model/queue.pml BATCH): the
+        messages are claimed together, copied out, then their slots released together."""
+        if type(max_messages) is not int or max_messages < 1:
+            raise ValueError(f"ShmQueue {self.name!r}: get_many(): max_messages must be an "
+                             f"int >= 1, not {max_messages!r}")
+        if timeout is not None:
+            timeout = _check_timeout(self.name, "get_many", timeout)
+        r = self._try_get_many(max_messages)
+        if r is _NOTHING:
+            r = self._block(self._try_get_many, (max_messages,), timeout, False)
+        return r  # type: ignore[no-any-return]
+
+    def _claim(self, k: int) -> tuple[list[int], list[int]]:
+        """Walk from HEAD and claim up to ``k`` FULL slots, each by compare-exchange to
+        READING by us (so a death leaves every slot of the range naming us: the reaper
+        orphans each); free SKIP slots on the way; move HEAD past what we walked.  The word
+        indexes of our claims in position order ([] if nothing is ready at HEAD) and the
+        claim words (what an exception must find there to give the slot back)."""
+        v, cap, w0, sw = self._v, self.capacity, self._w0, self._sw
+        if v is None:
+            self._check_open("get")
+        cas, base, mine = self._cas, self._base, self._tag | _WRITING
+        held: list[int] = []
+        words: list[int] = []
+        h = v[_W_HEAD]
+        try:
+            while True:
+                lap, i = divmod(h, cap)
+                wi = w0 + i * sw
+                w = v[wi]
+                wl = w >> _LS
+                if wl == lap:
+                    st = w & 7
+                    if st == _FULL:
+                        # FULL (2) | WRITING (1) == READING (3), with our owner bits
+                        if cas(base + 8 * wi, w, w | mine) != w:
+                            continue  # another consumer won: look again
+                        held.append(wi)
+                        words.append(w | mine)
+                        if len(held) == k:
+                            h += 1
+                            break
+                    elif st in (_EMPTY, _WRITING):
+                        break
+                    elif st == _SKIP and cas(base + 8 * wi, w, (lap + 1) << _LS) == w:
+                        self._freed(v)
+                elif wl < lap:
+                    break
+                h += 1
+            if v[_W_HEAD] < h:  # a lagging hint would make _ready_get spin
+                v[_W_HEAD] = h
+        except BaseException:  # e.g. Ctrl-C: give back what we hold
+            self._drop_claims(held, words)
+            raise
+        return held, words
+
     def _try_get(self, into: Any) -> Any:
+        """One get: _claim(1) specialised (the hot path: no lists), then _take."""
         v, cap, w0, sw = self._v, self.capacity, self._w0, self._sw
         if v is None:
             self._check_open("get")
@@ -432,7 +487,6 @@ class ShmQueue(PeersMixin, ObjectsMixin):
             if wl == lap:
                 st = w & 7
                 if st == _FULL:
-                    # FULL (2) | WRITING (1) == READING (3), with our owner bits
                     if self._cas(self._base + 8 * wi, w, w | self._tag | _WRITING) != w:
                         continue  # another consumer won: look again
                     try:
@@ -440,7 +494,7 @@ class ShmQueue(PeersMixin, ObjectsMixin):
                             v[_W_HEAD] = h + 1
                         return self._take(wi, lap, into)
                     except BaseException:  # fn raised, or e.g. Ctrl-C: give the message back
-                        self._drop_claim(wi, w | self._tag | _WRITING, (lap << _LS) | _ORPHAN)
+                        self._drop_claims((wi,), (w | self._tag | _WRITING,))
                         raise
                 if st in (_EMPTY, _WRITING):
                     break
@@ -452,6 +506,36 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         if v[_W_HEAD] < h:  # where we stopped: a lagging hint would make _ready_get spin
             v[_W_HEAD] = h
         return self._nothing_at_head(into)
+
+    def _try_get_many(self, k: int) -> Any:
+        held, words = self._claim(k)
+        if not held:
+            r = self._nothing_at_head(None)
+            return r if r is _NOTHING else [r]
+        v, b, ss = self._v, self._b, self.slot_size
+        try:
+            out = []
+            for wi in held:
+                n = v[wi + 1]
+                off = 8 * wi + QL.SLOT_HEADER
+                out.append(b[off:off + (n if n <= ss else ss)].tobytes())
+            if PLAIN_ORDERED_ACCESS:  # the releases, then one fence
+                for wi, w in zip(held, words):
+                    v[wi] = ((w >> _LS) + 1) << _LS
+                self._fence_acquire()
+                self._fence_release()
+            else:
+                for wi, w in zip(held, words):
+                    self._atomics.store(self._base + 8 * wi, ((w >> _LS) + 1) << _LS)
+                self._atomics.fence()
+        except BaseException:  # e.g. Ctrl-C: what we still hold goes back to the queue
+            self._drop_claims(held, words)
+            raise
+        if v[_W_PSLEEP] or v[_W_FIN]:
+            for _ in held:  # one wake-up per freed slot (model: q-batch-wake)
+                self._freed(v)
+        self._count_gets(len(held))
+        return out
 
     def _take(self, wi: int, lap: int, into: Any) -> Any:
         """Copy the message of our READING slot ``wi`` out, then free the slot."""
@@ -474,6 +558,13 @@ class ShmQueue(PeersMixin, ObjectsMixin):
         if not self._ops & 1023 and time.monotonic() > self._next_housekeeping:
             self.housekeeping()
         return data
+
+    def _count_gets(self, n: int) -> None:
+        """``n`` more gets by this handle (stats()["get"]); every 1024, housekeeping if due."""
+        before = self._ops
+        self._ops = before + n
+        if (before ^ self._ops) >> 10 and time.monotonic() > self._next_housekeeping:
+            self.housekeeping()
 
     def _freed(self, v: Any) -> None:
         """A slot became free: wake a producer; after finish() also every consumer (one may
@@ -519,68 +610,6 @@ class ShmQueue(PeersMixin, ObjectsMixin):
     def _all_empty(self) -> bool:
         v, w0, sw = self._v, self._w0, self._sw
         return all(not v[w0 + i * sw] & 7 for i in range(self.capacity))
-
-    # -- waiting ----------------------------------------------------------------------------
-    def _ready_get(self) -> bool:
-        v, cap = self._v, self.capacity
-        h = v[_W_HEAD]
-        lap, i = divmod(h, cap)
-        w = v[self._w0 + i * self._sw]
-        st = w & 7
-        if (w >> _LS == lap and st != _EMPTY and st != _WRITING) or w >> _LS > lap:
-            return True
-        # ORPHANS may over-count (a consumer killed between taking an orphan and lowering
-        # the count): only an ORPHAN slot makes a get ready, else an idle get would spin.
-        if v[_W_ORPH] and any(v[self._w0 + k * self._sw] & 7 == _ORPHAN for k in range(cap)):
-            return True
-        return bool(v[_W_FIN] and self._all_empty())
-
-    def _ready_put(self) -> bool:
-        v, cap = self._v, self.capacity
-        t = v[_W_TAIL]
-        lap, i = divmod(t, cap)
-        return v[self._w0 + i * self._sw] >> _LS >= lap or bool(v[_W_FIN])
-
-    def _block(self, attempt: Any, args: tuple[Any, ...], timeout: Optional[float],
-               producer: bool) -> Any:
-        """The one wait loop: spin (yielding the CPU between polls) for the side's adaptive
-        budget, then sleep in liveness slices."""
-        self._check_open("put" if producer else "get")
-        timeout = _check_timeout(self.name, timeout)
-        t0 = time.monotonic()
-        deadline = None if timeout is None else t0 + timeout
-        side_i = 0 if producer else 1
-        budget = self._spin[side_i]
-        spin_end = t0 + (budget if timeout is None else min(budget, timeout))
-        while time.monotonic() < spin_end:
-            os.sched_yield()
-            r = attempt(*args)
-            if r is not _NOTHING:
-                return r
-        side, ready = ((self._space, self._ready_put) if producer
-                       else (self._items, self._ready_get))
-        while True:
-            r = attempt(*args)
-            if r is not _NOTHING:
-                self._spin[side_i] = _next_spin(budget, time.monotonic() - t0)
-                return r
-            chunk = LIVENESS_SLICE
-            if deadline is not None:
-                chunk = min(chunk, deadline - time.monotonic())
-                if chunk <= 0:
-                    raise (_queue.Full if producer else _queue.Empty)()
-            if self._closed:
-                raise ValueError(f"ShmQueue {self.name!r} was closed while waiting")
-            self._stats["waits"] += 1
-            if not side.sleep(ready, chunk):
-                self.housekeeping()
-
-
-def _next_spin(budget: float, waited: float) -> float:
-    """The spin budget after a wait that slept and ended after ``waited`` seconds."""
-    if waited <= SPIN_CEILING:
-        return min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
-    return max(SPIN_FLOOR, budget / 2)
 
 
 def _unlink_quietly(name: str) -> None:

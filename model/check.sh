@@ -15,8 +15,12 @@
 #   CC (default gcc).
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# CHECK_MODEL / CHECK_RUNS: another model and its runs table (model/check_broadcast.sh).
+# CHECK_MODEL / CHECK_RUNS: another model and its runs table (model/check_broadcast.sh,
+# model/check_queue.sh); CHECK_TAGS: the regex of its property tags; CHECK_DEPTH: pan -m.
 MODEL="${CHECK_MODEL:-$HERE/ring.pml}"
+PML=$(basename "$MODEL")
+TAGS=${CHECK_TAGS:-P[0-9][0-9]*}
+DEPTH=${CHECK_DEPTH:-2000000}
 JOBS=${JOBS:-2}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 MEMLIM=${MEMLIM:-2000}
@@ -142,14 +146,14 @@ mkdir -p "$OUT"
 run_one() {  # run_one NAME EXPECT MODE CCEXTRA SPINFLAGS  -> writes $WORK/NAME/result
     local name=$1 expect=$2 mode=$3 ccx=$4 flags=$5
     local d="$WORK/$name" ccf panf
-    mkdir -p "$d" && cp "$MODEL" "$d/ring.pml" && cd "$d" || return
+    mkdir -p "$d" && cp "$MODEL" "$d/$PML" && cd "$d" || return
     case $mode in
-        safety) ccf="-DSAFETY"; panf="-m2000000" ;;
+        safety) ccf="-DSAFETY"; panf="-m$DEPTH" ;;
         bfs)    ccf="-DSAFETY -DBFS"; panf="" ;;
-        live)   ccf="-DNFAIR=3"; panf="-m2000000 -a -f -N term"; flags="$flags -DLTL_TERM" ;;
+        live)   ccf="-DNFAIR=3"; panf="-m$DEPTH -a -f -N term"; flags="$flags -DLTL_TERM" ;;
     esac
     local verdict="" note="" states="-" secs="-" mem="-"
-    if ! spin $flags -a ring.pml >spin.log 2>&1; then
+    if ! spin $flags -a "$PML" >spin.log 2>&1; then
         verdict="ERROR"; note="spin -a failed: $(tail -n 3 spin.log | tr '\n' ' ')"
     elif ! $CC -O2 -w -DMEMLIM="$MEMLIM" $ccf $ccx -o pan pan.c >cc.log 2>&1; then
         verdict="ERROR"; note="$CC failed: $(tail -n 3 cc.log | tr '\n' ' ')"
@@ -170,26 +174,26 @@ run_one() {  # run_one NAME EXPECT MODE CCEXTRA SPINFLAGS  -> writes $WORK/NAME/
         grep -q "max search depth too small" pan.out && incomplete="search depth too small"
         [ -z "$errors" ] && [ -z "$incomplete" ] && incomplete="no verdict from pan (rc $rc)"
         local found=""
-        if [ -n "$errors" ] && [ "$errors" -gt 0 ] && [ -f ring.pml.trail ]; then
+        if [ -n "$errors" ] && [ "$errors" -gt 0 ] && [ -f "$PML.trail" ]; then
             # Replay the counterexample; name the violated property from the model's tags.
-            spin $flags -t -p -g -l ring.pml >trail.txt 2>&1
+            spin $flags -t -p -g -l "$PML" >trail.txt 2>&1
             if grep -q "^pan:[0-9]*: acceptance cycle" pan.out; then
                 found="L1"; note="acceptance cycle (a fair run where not every process ends)"
             elif grep -q "^pan:[0-9]*: invalid end state" pan.out; then
                 found="END"; note="invalid end state (deadlock)"
             else
                 local line
-                line=$(sed -n 's/^spin: ring.pml:\([0-9]*\), Error: assertion violated.*/\1/p' trail.txt | head -n 1)
+                line=$(sed -n "s/^spin: $PML:\([0-9]*\), Error: assertion violated.*/\1/p" trail.txt | head -n 1)
                 if [ -n "$line" ]; then
-                    found=$(sed -n "${line}p" ring.pml | grep -o 'P[0-9][0-9]*' | head -n 1)
-                    note="$(sed -n 's/^spin: text of failed assertion: //p' trail.txt | head -n 1) (ring.pml:$line)"
+                    found=$(sed -n "${line}p" "$PML" | grep -o "$TAGS" | head -n 1)
+                    note="$(sed -n 's/^spin: text of failed assertion: //p' trail.txt | head -n 1) ($PML:$line)"
                 else
                     note=$(grep -m1 "violated" pan.out)
                 fi
             fi
             note="$note; trail: $(grep -c '^ *[0-9]*:.*proc' trail.txt) steps"
             cp trail.txt "$OUT/$name.trail.txt"
-            cp ring.pml.trail "$OUT/$name.pml.trail"
+            cp "$PML.trail" "$OUT/$name.pml.trail"
         fi
         if [ -n "$incomplete" ]; then
             verdict="INCOMPLETE"; note="$incomplete"

@@ -15,6 +15,10 @@
  *             release (lap(h)+1, EMPTY) (a read-modify-write); wake a producer.
  *             (lap(h), SKIP) -> CAS -> (lap(h)+1, EMPTY) and go on.
  *             EMPTY / WRITING at lap(h): nothing ready -> orphans? end of stream? sleep.
+ *   batched claim (BATCH, get_many): after its first claim a consumer walks on from h + 1 by
+ *             the same rules and claims a second FULL slot the same way (CAS -> READING by
+ *             itself: every slot of the range names its owner); it copies both, then releases
+ *             both.  Killed anywhere in between, the reaper orphans each slot it holds.
  *   reaper (any process whose sleep slice ended; also a janitor at any time): for each dead
  *             peer, every slot it owns: WRITING -> SKIP, READING -> ORPHAN (ORPHANS += 1
  *             first, so the count never under-states); then wake everyone.
@@ -36,7 +40,8 @@
  *   Q5 progress when a peer dies (kills; sleeps end by slices, modelled by `timeout` with a
  *      budget): every live process ends -- a stall shows as an invalid end state.
  *
- * Configuration: NP producers x NM messages, NC consumers, CAP slots; PKILL / CKILL: how many
+ * Configuration: NP producers x NM messages, NC consumers, CAP slots; BATCH: consumers claim
+ * up to two slots before copying (get_many; BATCH1: only the first consumer); PKILL / CKILL: how many
  * producers / consumers the killer may SIGKILL (at any step: `unless`); NOSLICE: sleeps only
  * end by a token; JANITOR: a process that reaps at any moment (not in check_queue.sh: its
  * state space outgrows 1.5 GB; reaper races are covered by sleepers that time out together).
@@ -97,6 +102,7 @@ bit alive[NPROC];
 bit ended[NPROC];
 byte pdone = 0;             /* producers ended or dead */
 
+bit inrange[NPROC];         /* BATCH: the consumer holds a claimed range of two */
 bit committed[NMSG + 1];    /* put() returned */
 byte delivered[NMSG + 1];   /* get() returned */
 
@@ -208,6 +214,22 @@ byte delivered[NMSG + 1];   /* get() returned */
 #else
 #define REAP_SKIP_OFF false
 #endif
+#ifdef BATCH1
+#define BATCH 1
+#define BATCH_ME (me == NP)
+#else
+#define BATCH_ME true
+#endif
+#ifdef MUT_BATCH_NO_OWNER
+#define BATCH_OWNER NOBODY
+#else
+#define BATCH_OWNER me
+#endif
+#ifdef MUT_BATCH_WRITING
+#define BATCH_WRITING true
+#else
+#define BATCH_WRITING false
+#endif
 #ifdef MUT_NO_ORPHAN
 #define REAP_ORPHAN_OFF true
 #else
@@ -288,6 +310,10 @@ next:
 proctype Consumer(byte me) {
     byte h, s, L, wl, ws, wo, c, r, v1, v2, k, slices = SLICES;
     bit ok;
+#ifdef BATCH
+    byte s2, L2, u1, u2;
+    bit has2;
+#endif
     {
     do
     :: true ->
@@ -321,6 +347,49 @@ cwalk:
         fi;
 claimed:
         if :: head < h + 1 -> head = h + 1 :: else fi;
+#ifdef BATCH
+        /* the batched claim: walk on from h + 1 by the same rules; claim a second FULL slot
+         * by CAS with our name (MUT_BATCH_NO_OWNER: without it; MUT_BATCH_WRITING: also an
+         * unpublished slot) */
+        if :: !BATCH_ME -> goto copy :: else fi;     /* BATCH1: only the first consumer */
+        atomic { h++; has2 = 0 };
+bwalk:
+        atomic { s2 = h % CAP; L2 = h / CAP; wl = lap[s2]; ws = st[s2]; wo = own[s2] };
+        if
+        :: wl == L2 && (ws == FULL || (BATCH_WRITING && ws == WRITING)) ->
+            if
+            :: atomic { lap[s2] == L2 && st[s2] == ws -> st[s2] = READING;
+                        own[s2] = BATCH_OWNER; has2 = 1; inrange[me] = 1 }
+            :: atomic { else -> has2 = 0 }
+            fi;
+            if :: has2 -> if :: head < h + 1 -> head = h + 1 :: else fi :: else -> goto bwalk fi
+        :: wl == L2 && ws == SKIP ->
+            if
+            :: atomic { lap[s2] == L2 && st[s2] == SKIP -> lap[s2] = L2 + 1; st[s2] = EMPTY; ok = 1 }
+            :: atomic { else -> ok = 0 }
+            fi;
+            if :: ok -> WAKE_ONE(psleep, sem_space) :: else fi;
+            h++; goto bwalk
+        :: wl > L2 || (wl == L2 && (ws == READING || ws == ORPHAN)) -> h++; goto bwalk
+        :: wl < L2 || (wl == L2 && (ws == EMPTY || (!BATCH_WRITING && ws == WRITING))) -> skip
+        fi;
+        /* copy the range, then release it (as _try_get_many) */
+        if
+        :: has2 ->
+            v1 = d1[s]; v2 = d2[s];
+            u1 = d1[s2]; u2 = d2[s2];
+            assert(v1 == v2 && v1 > 0 && u1 == u2 && u1 > 0);                 /* Q3 */
+            atomic { assert(delivered[v1] == 0);                               /* Q1 */
+                     lap[s] = L + 1; st[s] = EMPTY; own[s] = NOBODY; delivered[v1]++ };
+            atomic { assert(delivered[u1] == 0);                               /* Q1 */
+                     lap[s2] = L2 + 1; st[s2] = EMPTY; own[s2] = NOBODY; delivered[u1]++;
+                     has2 = 0; s2 = 0; L2 = 0; u1 = 0; u2 = 0; ok = 0; wo = 0;
+                     inrange[me] = 0 };
+            WAKE_ONE(psleep, sem_space);          /* one wake-up per freed slot */
+            goto released
+        :: else -> atomic { wl = L; ws = FULL; wo = 0; ok = 0; s2 = 0; L2 = 0 }  /* one claim */
+        fi;
+#endif
 copy:
         v1 = d1[s];
 #ifdef MUT_RELEASE_EARLY
@@ -334,6 +403,7 @@ copy:
         atomic { assert(delivered[v1] == 0);                                   /* Q1 */
                  lap[s] = wl + 1; st[s] = EMPTY; own[s] = NOBODY; delivered[v1]++ };
 #endif
+released:
         WAKE_ONE(psleep, sem_space);
 #ifndef MUT_NO_EOS_WAKE
         if :: fin -> WAKE_ALL(csleep, sem_items) :: else fi;
@@ -404,7 +474,13 @@ proctype Finisher() {
     WAKE_ALL(csleep, sem_items)
 }
 
-/* SIGKILL: any producer (up to PKILL) and any consumer (up to CKILL), at any step */
+/* SIGKILL: any producer (up to PKILL) and any consumer (up to CKILL), at any step
+ * (CKILL_RANGE: a consumer only while it holds a claimed range, the batched claim's window) */
+#ifdef CKILL_RANGE
+#define CKILL_WHEN(x) inrange[x]
+#else
+#define CKILL_WHEN(x) true
+#endif
 proctype Killer() {
     byte pk = PKILL, ck = CKILL, x;
     do
@@ -425,7 +501,7 @@ proctype Killer() {
         :: break
         od;
         if
-        :: atomic { alive[x] && !ended[x] -> alive[x] = 0; ck-- }
+        :: atomic { alive[x] && !ended[x] && CKILL_WHEN(x) -> alive[x] = 0; ck-- }
         :: else -> break
         fi
     :: break

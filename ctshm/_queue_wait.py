@@ -1,0 +1,107 @@
+"""ShmQueue's waiting (a part of ctshm/queue.py's class, split out for size): the one wait
+loop -- spin (yielding the CPU between polls) for the side's adaptive budget, then sleep in
+:data:`LIVENESS_SLICE` slices on the side's :class:`~ctshm._sleepwake.Sleepers` -- and the
+"ready" predicates a sleeper re-checks after announcing itself (model/queue.pml)."""
+
+from __future__ import annotations
+
+import os
+import queue as _queue
+import time
+from typing import Any, Callable, Final, Optional
+
+from . import queue_layout as QL
+from ._queue_io import _NOTHING
+
+__all__ = ["LIVENESS_SLICE", "SPIN", "SPIN_CEILING", "SPIN_FLOOR", "WaitMixin"]
+
+#: Longest a blocked put/get sleeps before it checks its peers' liveness.
+LIVENESS_SLICE: Final = 0.2
+#: Busy-wait before sleeping (seconds), yielding the CPU between polls: adaptive, as the
+#: ring's (ctshm/_waiting.py): twice the last wait that outlasted the spin, within bounds.
+SPIN: Final = 50e-6
+SPIN_FLOOR: Final = 20e-6
+SPIN_CEILING: Final = 1e-3
+
+_LS: Final = QL.LAP_SHIFT
+_EMPTY, _WRITING, _ORPHAN = QL.EMPTY, QL.WRITING, QL.ORPHAN
+_W_TAIL, _W_HEAD, _W_FIN, _W_ORPH = QL.W_TAIL, QL.W_HEAD, QL.W_FINISHED, QL.W_ORPHANS
+
+
+class WaitMixin:
+    """_block, _ready_get, _ready_put for ShmQueue."""
+
+    name: str
+    capacity: int
+    _v: Any
+    _w0: int
+    _sw: int
+    _items: Any
+    _space: Any
+    _spin: list[float]
+    _stats: dict[str, int]
+    _closed: bool
+    _check_open: Callable[[str], None]
+    _all_empty: Callable[[], bool]
+    housekeeping: Callable[[], int]
+
+    def _ready_get(self) -> bool:
+        v, cap = self._v, self.capacity
+        h = v[_W_HEAD]
+        lap, i = divmod(h, cap)
+        w = v[self._w0 + i * self._sw]
+        st = w & 7
+        if (w >> _LS == lap and st != _EMPTY and st != _WRITING) or w >> _LS > lap:
+            return True
+        # ORPHANS may over-count (a consumer killed between taking an orphan and lowering
+        # the count): only an ORPHAN slot makes a get ready, else an idle get would spin.
+        if v[_W_ORPH] and any(v[self._w0 + k * self._sw] & 7 == _ORPHAN for k in range(cap)):
+            return True
+        return bool(v[_W_FIN] and self._all_empty())
+
+    def _ready_put(self) -> bool:
+        v, cap = self._v, self.capacity
+        t = v[_W_TAIL]
+        lap, i = divmod(t, cap)
+        return v[self._w0 + i * self._sw] >> _LS >= lap or bool(v[_W_FIN])
+
+    def _block(self, attempt: Any, args: tuple[Any, ...], timeout: Optional[float],
+               producer: bool) -> Any:
+        """The one wait loop (``timeout``: already checked by the caller): spin (yielding
+        the CPU between polls) for the side's adaptive budget, then sleep in liveness
+        slices."""
+        self._check_open("put" if producer else "get")
+        t0 = time.monotonic()
+        deadline = None if timeout is None else t0 + timeout
+        side_i = 0 if producer else 1
+        budget = self._spin[side_i]
+        spin_end = t0 + (budget if timeout is None else min(budget, timeout))
+        while time.monotonic() < spin_end:
+            os.sched_yield()
+            r = attempt(*args)
+            if r is not _NOTHING:
+                return r
+        side, ready = ((self._space, self._ready_put) if producer
+                       else (self._items, self._ready_get))
+        while True:
+            r = attempt(*args)
+            if r is not _NOTHING:
+                self._spin[side_i] = _next_spin(budget, time.monotonic() - t0)
+                return r
+            chunk = LIVENESS_SLICE
+            if deadline is not None:
+                chunk = min(chunk, deadline - time.monotonic())
+                if chunk <= 0:
+                    raise (_queue.Full if producer else _queue.Empty)()
+            if self._closed:
+                raise ValueError(f"ShmQueue {self.name!r} was closed while waiting")
+            self._stats["waits"] += 1
+            if not side.sleep(ready, chunk):
+                self.housekeeping()
+
+
+def _next_spin(budget: float, waited: float) -> float:
+    """The spin budget after a wait that slept and ended after ``waited`` seconds."""
+    if waited <= SPIN_CEILING:
+        return min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
+    return max(SPIN_FLOOR, budget / 2)
