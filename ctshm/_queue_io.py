@@ -41,6 +41,8 @@ class ObjectsMixin:
     _items: Any
     _space: Any
     _check_open: Callable[[str], None]
+    _closed: bool
+    _closed_while_waiting: Callable[[str], ValueError]
     housekeeping: Callable[[], int]
     put: Callable[..., None]
     get: Callable[..., bytes]
@@ -114,7 +116,13 @@ class ObjectsMixin:
                 if chunk <= 0:
                     raise exc()
             self._check_open("wait")
-            woke = await loop.run_in_executor(None, side.sleep, ready, chunk)
+            try:
+                woke = await loop.run_in_executor(None, side.sleep, ready, chunk)
+            except (ValueError, TypeError):  # closed while the worker thread slept
+                if self._closed:
+                    raise self._closed_while_waiting(
+                        "aput" if exc is _queue.Full else "aget") from None
+                raise
             if not woke:
                 self.housekeeping()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import queue as _queue
+import threading
 import time
 from typing import Any, Callable, Final, Optional
 
@@ -41,6 +42,7 @@ class WaitMixin:
     _spin: list[float]
     _stats: dict[str, int]
     _closed: bool
+    _closed_by: int
     _check_open: Callable[[str], None]
     _all_empty: Callable[[], bool]
     housekeeping: Callable[[], int]
@@ -83,21 +85,30 @@ class WaitMixin:
                 return r
         side, ready = ((self._space, self._ready_put) if producer
                        else (self._items, self._ready_get))
-        while True:
-            r = attempt(*args)
-            if r is not _NOTHING:
-                self._spin[side_i] = _next_spin(budget, time.monotonic() - t0)
-                return r
-            chunk = LIVENESS_SLICE
-            if deadline is not None:
-                chunk = min(chunk, deadline - time.monotonic())
-                if chunk <= 0:
-                    raise (_queue.Full if producer else _queue.Empty)()
+        try:
+            while True:
+                r = attempt(*args)
+                if r is not _NOTHING:
+                    self._spin[side_i] = _next_spin(budget, time.monotonic() - t0)
+                    return r
+                chunk = LIVENESS_SLICE
+                if deadline is not None:
+                    chunk = min(chunk, deadline - time.monotonic())
+                    if chunk <= 0:
+                        raise (_queue.Full if producer else _queue.Empty)()
+                self._stats["waits"] += 1
+                if not side.sleep(ready, chunk):
+                    self.housekeeping()
+        except (ValueError, TypeError):  # the semaphore or the view went away under us
             if self._closed:
-                raise ValueError(f"ShmQueue {self.name!r} was closed while waiting")
-            self._stats["waits"] += 1
-            if not side.sleep(ready, chunk):
-                self.housekeeping()
+                raise self._closed_while_waiting("put" if producer else "get") from None
+            raise
+
+    def _closed_while_waiting(self, what: str) -> ValueError:
+        """The error of a ``what`` that was waiting when the queue was closed."""
+        by = "this thread" if self._closed_by == threading.get_ident() else "another thread"
+        return ValueError(f"ShmQueue {self.name!r} was closed by {by} while {what}() waited "
+                          f"(open the queue again to {what})")
 
 
 def _next_spin(budget: float, waited: float) -> float:

@@ -88,6 +88,7 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
     """
 
     _closed = True
+    _closed_by = 0
     _fork_error = ""
     _finalizer: Optional[weakref.finalize[..., ShmQueue]] = None
     name: str
@@ -258,6 +259,7 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
         if self._closed:
             return
         self._closed = True
+        self._closed_by = threading.get_ident()  # for the error of a get/put that waited
         self._v = None  # the fast paths' closed check (threads in flight keep their view)
         if self._finalizer is not None:
             self._finalizer()

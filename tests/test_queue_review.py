@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
+import signal
 import subprocess
 import sys
 import textwrap
@@ -133,6 +135,84 @@ def test_get_many_below_one_takes_nothing(q: ShmQueue, bad: int) -> None:
     assert len(q) == 1
 
 
+
+
+_CALLS = {  # each with a message ready (gets) or room (puts): it would not block
+    "put": lambda q, t: q.put(b"m", timeout=t),
+    "put_many": lambda q, t: q.put_many([b"m"], timeout=t),
+    "put_object": lambda q, t: q.put_object(1, timeout=t),
+    "get": lambda q, t: q.get(timeout=t),
+    "get_many": lambda q, t: q.get_many(5, timeout=t),
+    "get_with": lambda q, t: q.get_with(bytes, timeout=t),
+    "get_object": lambda q, t: q.get_object(timeout=t),
+}
+
+
+@pytest.mark.parametrize("call", sorted(_CALLS))
+@pytest.mark.parametrize("bad, exc", [(-1, ValueError), ("soon", TypeError),
+                                      (float("nan"), ValueError)])
+def test_a_bad_timeout_is_refused_up_front(q: ShmQueue, call: str, bad: Any,
+                                           exc: type[Exception]) -> None:
+    if call.startswith("get"):
+        q.put_object("ready")
+    with pytest.raises(exc, match=f"ShmQueue {q.name!r}: {call}: timeout") as ei:
+        _CALLS[call](q, bad)
+    assert "semaphore" not in str(ei.value)
+    # nothing was put or taken
+    assert len(q) == (1 if call.startswith("get") else 0)
+
+
+def test_put_many_says_how_many_were_committed(q: ShmQueue) -> None:
+    with pytest.raises(queue.Full, match=r"the first 2 message\(s\) were committed; "
+                       r"message 2 and the rest were not") as ei:
+        q.put_many([b"a", b"b", b"c", b"d"], timeout=0)
+    assert q.name in str(ei.value)
+    assert [q.get(timeout=0), q.get(timeout=0)] == [b"a", b"b"]
+    too_big = b"x" * 65
+    with pytest.raises(ValueError, match="the first 1 message.*does not fit"):
+        q.put_many([b"a", too_big])
+
+
+@pytest.mark.parametrize("side", ["get", "put"])
+def test_a_wait_ended_by_another_threads_close_names_the_queue(shm_id: str, side: str) -> None:
+    q = ShmQueue.create(shm_id, capacity=1, slot_size=64)
+    if side == "put":
+        q.put(b"full")
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            q.get(timeout=CHILD_TIMEOUT) if side == "get" else q.put(b"x", timeout=CHILD_TIMEOUT)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    word = QL.W_C_SLEEP if side == "get" else QL.W_P_SLEEP
+    while not q._v[word] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert q._v[word], "the waiter never slept"
+    q.close()
+    t.join(CHILD_TIMEOUT)
+    assert len(errors) == 1 and isinstance(errors[0], ValueError), errors
+    msg = str(errors[0])
+    assert q.name in msg and "closed by another thread" in msg and f"{side}()" in msg, msg
+    assert "semaphore" not in msg
+
+
+def test_a_wait_ended_by_this_threads_signal_handler_close_says_so(shm_id: str) -> None:
+    q = ShmQueue.create(shm_id, capacity=1, slot_size=64)
+    old = signal.signal(signal.SIGALRM, lambda *a: q.close())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)  # well into the sleep (0.2 s slices)
+        with pytest.raises(ValueError, match="closed by this thread while get") as ei:
+            q.get(timeout=CHILD_TIMEOUT)
+        assert q.name in str(ei.value) and "semaphore" not in str(ei.value)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        q.close()
 
 
 # -- fork -----------------------------------------------------------------------------------
