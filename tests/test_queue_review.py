@@ -169,7 +169,7 @@ def test_put_many_says_how_many_were_committed(q: ShmQueue) -> None:
     assert q.name in str(ei.value)
     assert [q.get(timeout=0), q.get(timeout=0)] == [b"a", b"b"]
     too_big = b"x" * 65
-    with pytest.raises(ValueError, match="the first 1 message.*does not fit"):
+    with pytest.raises(ValueError, match=r"the first 1 message.*does not fit"):
         q.put_many([b"a", too_big])
 
 
