@@ -374,6 +374,8 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
             raise
         if v[_W_CSLEEP]:
             self._items.wake_one()
+        if v[_W_PSLEEP] and self._ready_put():
+            self._space.wake_one()
         self._nput += 1
         return True
 
@@ -534,8 +536,7 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
             self._drop_claims(held, words)
             raise
         if v[_W_PSLEEP] or v[_W_FIN]:
-            for _ in held:  # one wake-up per freed slot (model: q-batch-wake)
-                self._freed(v)
+            self._freed(v)
         self._count_gets(len(held))
         return out
 

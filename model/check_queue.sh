@@ -29,7 +29,7 @@ q-early-fin-c2|pass|safety|-DCOLLAPSE|$P12 -DEARLY_FIN|... 2 consumers
 q-wake-fin|pass|safety|-DCOLLAPSE|$P12 -DNOSLICE -DEARLY_FIN|no slices, finish() at any moment: Q4 at the end of stream
 q-batch-p2c1|pass|safety|-DCOLLAPSE|$P21 -DBATCH|get_many's batched claim: 2 producers, 1 consumer claiming a range
 q-batch-p1c2|pass|safety|-DCOLLAPSE|$P12 -DNM=2 -DBATCH|... 2 batching consumers race for 2 messages
-q-batch-wake|pass|safety|-DCOLLAPSE|$P21 -DBATCH -DNOSLICE|... no slices: Q4 (one wake-up per freed slot)
+q-batch-wake|pass|safety|-DCOLLAPSE|$P21 -DBATCH -DNOSLICE|... no slices: Q4
 q-batch-ckill|pass|safety|-DCOLLAPSE|$P12 -DNM=2 -DBATCH1 -DCKILL=1 -DCKILL_RANGE|... a consumer killed holding a range: each slot redelivered
 q-batch-pkill|pass|safety|-DCOLLAPSE|$P21 -DBATCH -DPKILL=1|... a producer killed: its slot skipped, never in a range
 mut-batch-no-owner|fail:END|safety|-DCOLLAPSE|$P12 -DNM=2 -DBATCH -DCKILL=1 -DCKILL_RANGE -DMUT_BATCH_NO_OWNER|range slots not named: a killed consumer's range is never reclaimed (Q5)

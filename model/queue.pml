@@ -10,7 +10,8 @@
  *
  *   producer: walk from TAIL to the first slot (lap(t), EMPTY); CAS -> (lap(t), WRITING, me);
  *             hint; re-check FINISHED (set: turn the slot into SKIP, refuse); write the data;
- *             publish (lap(t), FULL) with a read-modify-write (a full fence); wake a consumer.
+ *             publish (lap(t), FULL) with a read-modify-write (a full fence); wake a consumer;
+ *             if producers sleep and the slot at TAIL is free, wake one (the chain).
  *   consumer: walk from HEAD: (lap(h), FULL) -> CAS -> (lap(h), READING, me); hint; copy;
  *             release (lap(h)+1, EMPTY) (a read-modify-write); wake a producer.
  *             (lap(h), SKIP) -> CAS -> (lap(h)+1, EMPTY) and go on.
@@ -18,7 +19,8 @@
  *   batched claim (BATCH, get_many): after its first claim a consumer walks on from h + 1 by
  *             the same rules and claims a second FULL slot the same way (CAS -> READING by
  *             itself: every slot of the range names its owner); it copies both, then releases
- *             both.  Killed anywhere in between, the reaper orphans each slot it holds.
+ *             both, and wakes one sleeping producer (not one per slot: the producer chain
+ *             passes it on).  Killed anywhere in between, the reaper orphans each slot.
  *   reaper (any process whose sleep slice ended; also a janitor at any time): for each dead
  *             peer, every slot it owns: WRITING -> SKIP, READING -> ORPHAN (ORPHANS += 1
  *             first, so the count never under-states); then wake everyone.
@@ -281,6 +283,16 @@ claimed:
         atomic { st[s] = FULL; own[s] = NOBODY; committed[id] = 1 };
 #endif
         WAKE_ONE(csleep, sem_items);
+        /* the wake-up chain: producers asleep and room at TAIL: wake one (a batched release
+         * wakes one producer, not one per slot: each producer that puts passes it on).  Not
+         * needed for Q4 (each put leads to a release that wakes a producer; checked without
+         * the chain: NP=2 NM=2 BATCH NOSLICE passes), it wakes sleepers sooner. */
+        if
+        :: psleep > 0 ->
+            atomic { s = tail % CAP; L = tail / CAP; wl = lap[s] };
+            if :: wl >= L || fin -> WAKE_ONE(psleep, sem_space) :: else fi
+        :: else
+        fi;
         atomic { j++; t = 0; s = 0; L = 0; wl = 0; ws = 0; wo = 0 };
         goto next;
 pfull:
@@ -385,8 +397,7 @@ bwalk:
                      lap[s2] = L2 + 1; st[s2] = EMPTY; own[s2] = NOBODY; delivered[u1]++;
                      has2 = 0; s2 = 0; L2 = 0; u1 = 0; u2 = 0; ok = 0; wo = 0;
                      inrange[me] = 0 };
-            WAKE_ONE(psleep, sem_space);          /* one wake-up per freed slot */
-            goto released
+            goto released                        /* one wake-up for the range: the chain */
         :: else -> atomic { wl = L; ws = FULL; wo = 0; ok = 0; s2 = 0; L2 = 0 }  /* one claim */
         fi;
 #endif

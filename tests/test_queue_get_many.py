@@ -3,7 +3,8 @@ together (each slot by compare-exchange naming this peer), copied out, then rele
 together.  What must hold: order and limits; a dead producer's skipped slot inside the run is
 passed over and freed; a consumer SIGKILLed while it holds a range loses none of it (each
 slot of the range is redelivered); an exception during the copy gives every claimed message
-back; each freed slot wakes one sleeping producer."""
+back; a batched release wakes one sleeping producer, and each put passes the wake-up on
+while there is room (the chain)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -121,31 +121,21 @@ def _drain(q: ShmQueue) -> list[bytes]:
             return out
 
 
-def test_each_freed_slot_wakes_one_sleeping_producer(shm_id: str) -> None:
-    q = ShmQueue.create(shm_id, capacity=2, slot_size=64)
+def test_a_batched_release_wakes_one_producer_and_each_put_passes_it_on(shm_id: str) -> None:
+    """Two producers announced asleep on a full queue (their words set by hand, so that no
+    sleep slice can end meanwhile): get_many frees two slots and posts one wake-up; the put
+    of the producer it woke finds a sleeper and a free slot and posts the next (the chain)."""
+    q = ShmQueue.create(shm_id, capacity=4, slot_size=64)
     try:
-        q.put_many([b"a", b"b"])
-        errors: list[BaseException] = []
-
-        def put(m: bytes) -> None:
-            try:
-                q.put(m, timeout=CHILD_TIMEOUT)
-            except BaseException as e:  # pragma: no cover - reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=put, args=(m,)) for m in (b"c", b"d")]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + CHILD_TIMEOUT
-        while q._v[QL.W_P_SLEEP] < 2 and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert q._v[QL.W_P_SLEEP] == 2, "the producers never slept"
-        before = q.stats()["wakeups"]
+        q.put_many([b"a", b"b", b"c", b"d"])
+        q._v[QL.W_P_SLEEP] = 2  # two producers announced (model: psleep)
         assert q.get_many(2) == [b"a", b"b"]
-        assert q.stats()["wakeups"] - before == 2  # one post per freed slot
-        for t in threads:
-            t.join(CHILD_TIMEOUT)
-        assert not errors
-        assert sorted(q.get_many(2)) == [b"c", b"d"]
+        assert q._v[QL.W_P_SLEEP] == 1 and q.stats()["wakeups"] == 1  # one post for two slots
+        q.put(b"e")  # the woken producer's put
+        assert q._v[QL.W_P_SLEEP] == 0 and q.stats()["wakeups"] == 2  # passed on
+        assert q._space.sem.acquire(0) and q._space.sem.acquire(0)  # both tokens posted
+        q.put(b"f")  # no sleeper left: no post
+        assert q.stats()["wakeups"] == 2
+        assert q.get_many(10) == [b"c", b"d", b"e", b"f"]
     finally:
         q.close()

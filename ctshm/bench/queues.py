@@ -30,6 +30,7 @@ class QWorkload(NamedTuple):
     size: int
     messages: int
     objects: bool = False
+    batch: bool = False  # consumers take batches where the peer can (get_many)
 
 
 QUEUE_WORKLOADS: Final = (
@@ -40,13 +41,18 @@ QUEUE_WORKLOADS: Final = (
     QWorkload("Q5", 10, 1, 64, 200_000),
     QWorkload("Q6", 10, 1, 4096, 100_000),
     QWorkload("Q7", 1, 1, MiB, 400, objects=True),
+    QWorkload("Q3m", 4, 4, 64, 200_000, batch=True),
+    QWorkload("Q5m", 10, 1, 64, 200_000, batch=True),
 )
+#: Messages per batch of a ``batch`` workload's consumers.
+BATCH: Final = 100
 QUEUE_PEERS: Final = ("ctshm-queue", "mp.Queue", "faster-fifo")
 
 
 def _title(w: QWorkload) -> str:
     what = "1 MiB NumPy array (put_object)" if w.objects else f"{w.size} B"
-    return f"{w.producers}x{w.consumers} {w.messages:,} x {what}"
+    return f"{w.producers}x{w.consumers} {w.messages:,} x {what}" + (
+        ", get_many" if w.batch else "")
 
 
 def _payload(w: QWorkload) -> Any:
@@ -66,6 +72,7 @@ class _Ops(NamedTuple):
     get: Callable[[], Any]
     done: Callable[[Any], bool]  # is this the stop message?
     flush: Callable[[], None] = lambda: None  # before a producer's _exit
+    get_many: Optional[Callable[[], list[Any]]] = None  # a batch (where the peer has one)
 
 
 def _ctshm_make(w: QWorkload, qid: str) -> Any:
@@ -79,7 +86,7 @@ def _ctshm_ops(q: Any, w: QWorkload) -> _Ops:
     h = ShmQueue.open(q.id)
     if w.objects:
         return _Ops(h.put_object, h.get_object, lambda m: m is None)
-    return _Ops(h.put, h.get, lambda m: not m)
+    return _Ops(h.put, h.get, lambda m: not m, get_many=lambda: h.get_many(BATCH))
 
 
 def _mpq_make(w: QWorkload, qid: str) -> Any:
@@ -104,7 +111,8 @@ def _ff_make(w: QWorkload, qid: str) -> Any:
 def _ff_ops(q: Any, w: QWorkload) -> _Ops:
     if w.objects:
         return _Ops(q.put, q.get, lambda m: m is None)
-    return _Ops(q.put, q.get, lambda m: not m)
+    return _Ops(q.put, q.get, lambda m: not m,
+                get_many=lambda: q.get_many(max_messages_to_get=BATCH))
 
 
 _PEER_FNS: Final = {"ctshm-queue": (_ctshm_make, _ctshm_ops),
@@ -141,17 +149,37 @@ def _consumer(peer: str, q: Any, w: QWorkload, barrier: Any, out: Any) -> None:
     size = w.size
     n = bad = 0
     barrier.wait()
-    while True:
-        m = get()
-        if done(m):
-            break
-        n += 1
-        if (m.nbytes if w.objects else len(m)) != size:
-            bad += 1
+    if w.batch and ops.get_many is not None:
+        n, bad = _consume_batches(ops, size)
+    else:
+        while True:
+            m = get()
+            if done(m):
+                break
+            n += 1
+            if (m.nbytes if w.objects else len(m)) != size:
+                bad += 1
     out.put((n, bad))
     out.close()
     out.join_thread()  # the feeder thread must flush before _exit
     os._exit(0)
+
+
+def _consume_batches(ops: _Ops, size: int) -> tuple[int, int]:
+    """The consumer loop of a batch workload: (messages, wrong lengths).  The stop messages
+    come last (one per consumer): extra ones taken in a batch go back for the others."""
+    assert ops.get_many is not None
+    get_many = ops.get_many
+    n = bad = 0
+    while True:
+        ms = get_many()
+        stops = sum(1 for m in ms if not m)
+        n += len(ms) - stops
+        bad += sum(1 for m in ms if m and len(m) != size)
+        if stops:
+            for _ in range(stops - 1):
+                ops.put(b"")
+            return n, bad
 
 
 def run_one(peer: str, w: QWorkload, qid: str, timeout: float = 300.0) -> dict[str, Any]:
