@@ -7,11 +7,12 @@ import pytest
 from ctshm.bench import queues as qb
 
 
+@pytest.mark.parametrize("name", ["Q3", "Q3m"])  # 4x4 64 B; Q3m: consumers take batches
 @pytest.mark.parametrize("peer", qb.QUEUE_PEERS)
-def test_queue_workload_runs_and_verifies(peer: str, shm_id: str) -> None:
+def test_queue_workload_runs_and_verifies(peer: str, name: str, shm_id: str) -> None:
     if qb.available(peer):
         pytest.skip(str(qb.available(peer)))
-    w = qb.QUEUE_WORKLOADS[2]._replace(messages=400)  # 4x4 64 B
+    w = next(w for w in qb.QUEUE_WORKLOADS if w.name == name)._replace(messages=400)
     r = qb.run_one(peer, w, shm_id, timeout=60)
     assert r["verified"] and r["messages"] == 400 and r["msgs_per_s"] > 0, r
 
