@@ -1,31 +1,31 @@
-"""Generic pieces of ShmBroadcast that another many-process object could share (written here,
-not imported from the ring's internals, which are being rewritten):
+"""ShmBroadcast's waiting pieces:
 
 * :class:`AddrSemaphore` - an unnamed, process-shared POSIX semaphore living in a shared
   mapping (``sem_init(addr, 1, 0)``): one per sleeper, no extra name in /dev/shm;
-* :class:`Spin` and :func:`spin_then_sleep` - the wait shape: poll a ready check while an
-  adaptive budget lasts, then sleep in slices (the caller's slice announces, re-checks,
-  sleeps on a semaphore and withdraws, and runs its liveness checks between slices);
-* :func:`slot_alive` - pid + start-time liveness of a table slot's occupant;
-* :class:`ForkRegistry` - handles that a forked child must not use.
+* :func:`spin_then_sleep` - the wait shape: poll a ready check while an adaptive budget
+  (:class:`ctshm._sleepwake.Spin`, shared with ShmQueue) lasts, then sleep in slices (the
+  caller's slice announces, re-checks, sleeps on a semaphore and withdraws, and runs its
+  liveness checks between slices).
+
+Shared with ShmQueue and imported from there: ``Spin`` (``ctshm._sleepwake``), ``slot_alive``
+and ``ForkRegistry`` (``ctshm._peers_table``).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import threading
 import time
-import weakref
 from ctypes import byref, get_errno
 from typing import Any, Callable, Final, Optional
 
-from . import _proc, libc
-from ._fork import on_fork
+from . import libc
+from ._peers_table import ForkRegistry, slot_alive
+from ._sleepwake import _NCPU, Spin
 from .libc import fn
 from .semaphore import default_wait_mode
 
-__all__ = ["LIVENESS_SLICE", "AddrSemaphore", "ForkRegistry", "Spin", "slot_alive",
+__all__ = ["LIVENESS_SLICE", "_NCPU", "AddrSemaphore", "ForkRegistry", "Spin", "slot_alive",
            "spin_then_sleep"]
 
 #: Longest one sleep lasts before its liveness checks run again; the first slice of a wait
@@ -33,9 +33,6 @@ __all__ = ["LIVENESS_SLICE", "AddrSemaphore", "ForkRegistry", "Spin", "slot_aliv
 #: noticed within milliseconds; a long idle wait wakes ~10 times a second).
 LIVENESS_SLICE: Final = 0.1
 FIRST_SLICE: Final = 0.005
-SPIN_DEFAULT: Final = 50e-6
-SPIN_FLOOR: Final = 20e-6
-SPIN_CEILING: Final = 1e-3
 _POLL_MIN: Final = 50e-6
 _POLL_MAX: Final = 1e-3
 
@@ -118,56 +115,6 @@ def _fill(ts: libc.timespec, t: float) -> None:
     ts.tv_nsec = min(999_999_999, max(0, int((t - sec) * 1e9)))
 
 
-def _ncpu() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-_NCPU: Final = _ncpu()
-#: How often (seconds) a Spin re-reads the load average.
-_LOAD_EVERY: Final = 1.0
-
-
-class Spin:
-    """An adaptive busy-wait budget: after a wait that did not end at once, twice the time it
-    took, within [SPIN_FLOOR, SPIN_CEILING]; a longer wait halves it.  ``yielding`` (the last
-    wait outlasted its spin) makes the poll loop give the core away between polls.
-
-    No spinning at all where it only steals the core a peer needs: when the processes that
-    take part (``parties``) outnumber the CPUs this process may run on, or the load average
-    (re-read once a second) is at least that number.  Measured on 2 cores, 1 writer and 4
-    readers of 4 KiB messages: spinning readers made the stream 3-5x slower."""
-
-    __slots__ = ("_busy", "_checked", "budget", "yielding")
-
-    def __init__(self) -> None:
-        self.budget = SPIN_DEFAULT
-        self.yielding = False
-        self._checked = -_LOAD_EVERY
-        self._busy = False
-
-    def allowed(self, parties: int) -> bool:
-        if parties > _NCPU:
-            return False
-        now = time.monotonic()
-        if now - self._checked >= _LOAD_EVERY:
-            self._checked = now
-            try:
-                self._busy = os.getloadavg()[0] >= _NCPU
-            except OSError:
-                self._busy = False
-        return not self._busy
-
-    def record(self, waited: float) -> None:
-        self.yielding = waited > self.budget
-        if waited <= SPIN_CEILING:
-            self.budget = min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
-        else:
-            self.budget = max(SPIN_FLOOR, self.budget / 2)
-
-
 def spin_then_sleep(spin: Spin, ready: Callable[[], Any],
                     sleep: Callable[[float], Any], timeout: Optional[float],
                     parties: int = 2) -> Any:
@@ -204,27 +151,3 @@ def spin_then_sleep(spin: Spin, ready: Callable[[], Any],
         if r:
             spin.record(time.perf_counter() - t0)
             return r
-
-
-def slot_alive(pid: int, start: int) -> bool:
-    """Is the process that occupies a slot (its pid, and its start time if known) alive?"""
-    return pid == os.getpid() or _proc.is_alive(pid, start)
-
-
-class ForkRegistry:
-    """Objects whose ``_forked()`` runs in a forked child (their state there is a copy:
-    a reader slot or the writer seat belongs to the parent)."""
-
-    def __init__(self) -> None:
-        self._items: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        on_fork(self._after_fork)  # the one at-fork hook (ctshm._fork)
-
-    def add(self, obj: Any) -> None:
-        with self._lock:
-            self._items.add(obj)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-        for obj in list(self._items):
-            obj._forked()

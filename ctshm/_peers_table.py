@@ -12,20 +12,24 @@ of two u64 words in shared memory, ``[identity][generation]``.
   occupant of index 3: freeing an entry first bumps its generation (one compare-exchange: of
   several reapers exactly one frees), then clears the identity.
 
-Also here: ``after_fork_in_child``, a registry of objects to re-register in a forked child (a
-child must not act under its parent's identity).
+Also here: :func:`slot_alive` (pid + start-time liveness of an entry's occupant) and
+:class:`ForkRegistry` (objects to re-register in a forked child), shared with ShmBroadcast.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import weakref
 from typing import Any, Callable, Final, Optional
 
-from . import _fork, _proc
+from . import _proc
+from ._fork import on_fork
 from .atomics import Atomics
 from .errors import PeersFull
 
-__all__ = ["PeersFull", "PeersTable", "after_fork_in_child", "identity_of", "split_identity"]
+__all__ = ["ForkRegistry", "PeersFull", "PeersTable", "identity_of", "slot_alive",
+           "split_identity"]
 
 PID_BITS: Final = 22
 _PID_MASK: Final = (1 << PID_BITS) - 1
@@ -89,8 +93,7 @@ class PeersTable:
         ident, g = self.entry(index)
         if ident == 0 or (gen is not None and g != gen):
             return False
-        pid, start = split_identity(ident)
-        return _proc.is_alive(pid, start)
+        return slot_alive(*split_identity(ident))
 
     def live(self) -> list[tuple[int, int, int, int]]:
         """(index, generation, pid, start) of every occupied entry."""
@@ -107,7 +110,7 @@ class PeersTable:
         held; returns how many this call freed (others may free concurrently)."""
         freed = 0
         for index, gen, pid, start in self.live():
-            if _proc.is_alive(pid, start):
+            if slot_alive(pid, start):
                 continue
             cleanup(index, gen)
             wi, wg = self._words(index)
@@ -117,20 +120,29 @@ class PeersTable:
         return freed
 
 
-_fork_children: weakref.WeakSet[Any] = weakref.WeakSet()
+def slot_alive(pid: int, start: int) -> bool:
+    """Is the process that occupies a slot (its pid, and its start time if known) alive?"""
+    return pid == os.getpid() or _proc.is_alive(pid, start)
 
 
-def after_fork_in_child(obj: Any) -> None:
-    """Call ``obj._after_fork_in_child()`` in every forked child while ``obj`` lives."""
-    _fork_children.add(obj)
+class ForkRegistry:
+    """Objects whose ``_forked()`` runs in a forked child while they live (their state there
+    is a copy: a peer entry, a reader slot or the writer seat belongs to the parent; a child
+    must not act under its parent's identity).  ShmQueue and ShmBroadcast each have one."""
 
+    def __init__(self) -> None:
+        self._items: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        on_fork(self._after_fork)  # the one at-fork hook (ctshm._fork)
 
-def _run_fork_hooks() -> None:
-    for obj in list(_fork_children):
-        try:
-            obj._after_fork_in_child()
-        except Exception:  # pragma: no cover - a hook must not break the fork
-            pass
+    def add(self, obj: Any) -> None:
+        with self._lock:
+            self._items.add(obj)
 
-
-_fork.on_fork(_run_fork_hooks)  # the one at-fork hook (ctshm._fork)
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        for obj in list(self._items):
+            try:
+                obj._forked()
+            except Exception:  # pragma: no cover - a hook must not break the fork
+                pass

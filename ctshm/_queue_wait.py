@@ -1,5 +1,6 @@
 """ShmQueue's waiting (a part of ctshm/queue.py's class, split out for size): the one wait
-loop -- spin (yielding the CPU between polls) for the side's adaptive budget, then sleep in
+loop -- spin (yielding the CPU between polls) for the side's adaptive budget
+(:class:`~ctshm._sleepwake.Spin`, as the broadcast's), then sleep in
 :data:`LIVENESS_SLICE` slices on the side's :class:`~ctshm._sleepwake.Sleepers` -- and the
 "ready" predicates a sleeper re-checks after announcing itself (model/queue.pml)."""
 
@@ -13,16 +14,12 @@ from typing import Any, Callable, Final, Optional
 
 from . import queue_layout as QL
 from ._queue_io import _NOTHING
+from ._sleepwake import Spin
 
-__all__ = ["LIVENESS_SLICE", "SPIN", "SPIN_CEILING", "SPIN_FLOOR", "WaitMixin"]
+__all__ = ["LIVENESS_SLICE", "WaitMixin"]
 
 #: Longest a blocked put/get sleeps before it checks its peers' liveness.
 LIVENESS_SLICE: Final = 0.2
-#: Busy-wait before sleeping (seconds), yielding the CPU between polls: adaptive, as the
-#: ring's (ctshm/_waiting.py): twice the last wait that outlasted the spin, within bounds.
-SPIN: Final = 50e-6
-SPIN_FLOOR: Final = 20e-6
-SPIN_CEILING: Final = 1e-3
 
 _LS: Final = QL.LAP_SHIFT
 _EMPTY, _WRITING, _ORPHAN = QL.EMPTY, QL.WRITING, QL.ORPHAN
@@ -39,7 +36,7 @@ class WaitMixin:
     _sw: int
     _items: Any
     _space: Any
-    _spin: list[float]
+    _spin: tuple[Spin, Spin]  # producer side, consumer side
     _stats: dict[str, int]
     _closed: bool
     _closed_by: int
@@ -75,8 +72,8 @@ class WaitMixin:
         self._check_open("put" if producer else "get")
         t0 = time.monotonic()
         deadline = None if timeout is None else t0 + timeout
-        side_i = 0 if producer else 1
-        budget = self._spin[side_i]
+        spin = self._spin[0 if producer else 1]
+        budget = spin.budget
         spin_end = t0 + (budget if timeout is None else min(budget, timeout))
         while time.monotonic() < spin_end:
             os.sched_yield()
@@ -89,7 +86,7 @@ class WaitMixin:
             while True:
                 r = attempt(*args)
                 if r is not _NOTHING:
-                    self._spin[side_i] = _next_spin(budget, time.monotonic() - t0)
+                    spin.record(time.monotonic() - t0)
                     return r
                 chunk = LIVENESS_SLICE
                 if deadline is not None:
@@ -109,10 +106,3 @@ class WaitMixin:
         by = "this thread" if self._closed_by == threading.get_ident() else "another thread"
         return ValueError(f"ShmQueue {self.name!r} was closed by {by} while {what}() waited "
                           f"(open the queue again to {what})")
-
-
-def _next_spin(budget: float, waited: float) -> float:
-    """The spin budget after a wait that slept and ended after ``waited`` seconds."""
-    if waited <= SPIN_CEILING:
-        return min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
-    return max(SPIN_FLOOR, budget / 2)

@@ -1,7 +1,8 @@
 """Sleep and wake without a foreign call per message: a counter of announced sleepers in
 shared memory plus a named semaphore that only carries wake-ups.
 
-Generic (the queue uses it for both of its sides); the protocol is the ring's fast mode
+Generic (the queue uses it for both of its sides; :class:`Spin`, the adaptive busy-wait
+budget before a sleep, serves the queue and the broadcast); the protocol is the ring's fast mode
 (``ctshm/_waiting.py``, model/ring.pml -DFAST), checked again for many sleepers, many wakers
 and deaths in model/queue.pml::
 
@@ -25,15 +26,22 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Callable, Final
 
 from .atomics import PLAIN_ORDERED_ACCESS, Atomics, AtomicsUnavailable, get_backend
 from .semaphore import NamedSemaphore
 
-__all__ = ["OWED_WAIT", "Sleepers", "fast_atomics", "full_fence"]
+__all__ = ["OWED_WAIT", "SPIN_CEILING", "SPIN_DEFAULT", "SPIN_FLOOR", "Sleepers", "Spin",
+           "fast_atomics", "full_fence"]
 
 #: Longest a withdrawing sleeper waits for the token a waker owes it.
 OWED_WAIT: Final = 0.05
+#: Busy-wait before sleeping (seconds), adaptive (:class:`Spin`): twice the last wait that
+#: outlasted the spin, within [SPIN_FLOOR, SPIN_CEILING].
+SPIN_DEFAULT: Final = 50e-6
+SPIN_FLOOR: Final = 20e-6
+SPIN_CEILING: Final = 1e-3
 
 
 class Sleepers:
@@ -123,3 +131,54 @@ def full_fence(a: Any) -> Any:
         release()
 
     return fence
+
+
+def _ncpu() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_NCPU: Final = _ncpu()
+#: How often (seconds) a Spin re-reads the load average.
+_LOAD_EVERY: Final = 1.0
+
+
+class Spin:
+    """An adaptive busy-wait budget (ShmQueue and ShmBroadcast): after a wait that did not
+    end at once, twice the time it took, within [SPIN_FLOOR, SPIN_CEILING]; a longer wait
+    halves it.  ``yielding`` (the last
+    wait outlasted its spin) makes the poll loop give the core away between polls.
+
+    No spinning at all where it only steals the core a peer needs: when the processes that
+    take part (``parties``) outnumber the CPUs this process may run on, or the load average
+    (re-read once a second) is at least that number.  Measured on 2 cores, 1 writer and 4
+    readers of 4 KiB messages: spinning readers made the stream 3-5x slower."""
+
+    __slots__ = ("_busy", "_checked", "budget", "yielding")
+
+    def __init__(self) -> None:
+        self.budget = SPIN_DEFAULT
+        self.yielding = False
+        self._checked = -_LOAD_EVERY
+        self._busy = False
+
+    def allowed(self, parties: int) -> bool:
+        if parties > _NCPU:
+            return False
+        now = time.monotonic()
+        if now - self._checked >= _LOAD_EVERY:
+            self._checked = now
+            try:
+                self._busy = os.getloadavg()[0] >= _NCPU
+            except OSError:
+                self._busy = False
+        return not self._busy
+
+    def record(self, waited: float) -> None:
+        self.yielding = waited > self.budget
+        if waited <= SPIN_CEILING:
+            self.budget = min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
+        else:
+            self.budget = max(SPIN_FLOOR, self.budget / 2)

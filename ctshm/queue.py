@@ -29,11 +29,11 @@ from typing import Any, Final, Optional
 
 from . import _proc, _shm, libc, queue_layout as QL
 from ._checks import check_range, check_timeout
-from ._peers_table import PeersTable, after_fork_in_child, identity_of
+from ._peers_table import ForkRegistry, PeersTable, identity_of
 from ._queue_io import _NOTHING, ObjectsMixin
 from ._queue_peers import HOUSEKEEPING, PeersFull, PeersMixin
-from ._queue_wait import LIVENESS_SLICE, SPIN, WaitMixin
-from ._sleepwake import Sleepers, fast_atomics as _fast_atomics, full_fence as _make_fence
+from ._queue_wait import LIVENESS_SLICE, WaitMixin
+from ._sleepwake import Sleepers, Spin, fast_atomics as _fast_atomics, full_fence as _make_fence
 from .atomics import PLAIN_ORDERED_ACCESS, Atomics, get_backend
 from .errors import QueueFinished
 from .semaphore import NamedSemaphore
@@ -41,6 +41,7 @@ from .semaphore import NamedSemaphore
 __all__ = ["LIVENESS_SLICE", "QueueFinished", "ShmQueue"]
 
 _KIND: Final = "ShmQueue"
+_FORKS: Final = ForkRegistry()
 _MASK64: Final = (1 << 64) - 1
 
 _EMPTY, _WRITING, _FULL, _READING, _SKIP, _ORPHAN = (
@@ -117,7 +118,7 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
     _next_housekeeping: float
     _tag_cell: list[int]
     _tag: int
-    _spin: list[float]
+    _spin: tuple[Spin, Spin]
     _fence_acquire: Any
     _fence_release: Any
 
@@ -228,7 +229,7 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
         self._space = Sleepers(v, _W_PSLEEP, self._base + 8 * _W_PSLEEP, sems[1], self._cas)
         self._stats = {"waits": 0, "reaped": 0}
         self._nput = 0
-        self._spin = [SPIN, SPIN]  # producer side, consumer side
+        self._spin = (Spin(), Spin())  # producer side, consumer side
         self._ops = 0
         self._next_housekeeping = time.monotonic() + HOUSEKEEPING
         self._tag_cell = [-1, 0]
@@ -236,10 +237,11 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
         self._closed = False
         self._finalizer = weakref.finalize(self, _finalize, name, identity, owner, os.getpid(),
                                            self._peers, self._tag_cell)
-        after_fork_in_child(self)
+        _FORKS.add(self)
         return self
 
-    def _after_fork_in_child(self) -> None:
+    def _forked(self) -> None:
+        """In a forked child: register a peer entry of its own (never act as the parent)."""
         if self._closed:
             return
         self._tag_cell[0] = -1  # the parent's entry is the parent's
