@@ -95,23 +95,31 @@ def pair(shm_id: str) -> Iterator[tuple[ShmTraceRing, ShmTraceRing]]:
 @pytest.mark.timeout_s(1200)
 def test_model_check(tmp_path: Any) -> None:
     """spin: the fixed model passes, every known bug and mutant gives its counterexample."""
+    run_check_script(CHECK_SH, CHECK_TIMEOUT, tmp_path)
+
+
+def run_check_script(script: str, timeout: float, tmp_path: Any) -> None:
+    """Run a model/check*.sh script: pass on exit 0, skip on 77 (spin or a C compiler
+    missing and not installable), fail otherwise or after ``timeout`` seconds (with its
+    output: every run's verdict).  Also used by tests/test_queue_model.py."""
+    name = os.path.relpath(script, REPO_ROOT)
     bash = shutil.which("bash")
     if bash is None:
-        pytest.skip("model/check.sh needs bash, which is not installed")
+        pytest.skip(f"{name} needs bash, which is not installed")
     env = dict(os.environ, CHECK_OUT=str(tmp_path / "trails"))
     try:
-        proc = subprocess.run([bash, CHECK_SH], env=env, cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=CHECK_TIMEOUT, check=False)
+        proc = subprocess.run([bash, script], env=env, cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as e:
         partial = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
                           for x in (e.stdout, e.stderr))
-        pytest.fail(f"model/check.sh did not finish within {CHECK_TIMEOUT:g} s:\n{partial}")
+        pytest.fail(f"{name} did not finish within {timeout:g} s:\n{partial}")
     out = proc.stdout + proc.stderr
     print(out)
-    if proc.returncode == 77:  # check.sh: spin or a C compiler missing and not installable
+    if proc.returncode == 77:
         reason = next((ln for ln in out.splitlines() if "SKIP" in ln), out.strip()[-300:])
         pytest.skip(f"model check not run: {reason}")
-    assert proc.returncode == 0, f"model/check.sh exit {proc.returncode}:\n{out[-6000:]}"
+    assert proc.returncode == 0, f"{name} exit {proc.returncode}:\n{out[-6000:]}"
 
 
 # ---------------------------------------------------------------------------------------------
