@@ -242,7 +242,11 @@ for name in "${names[@]}"; do
 done
 echo "check.sh: ${#names[@]} runs in $(( $(date +%s) - start_all )) s (JOBS=$JOBS); counterexample trails in $OUT"
 if [ "$status" = 0 ]; then
-    echo "check.sh: PASS -- every verdict as expected (ring.py's model passes; every bug and mutant yields its counterexample)"
+    if [ -z "${CHECK_MODEL:-}" ]; then
+        echo "check.sh: PASS -- every verdict as expected (ring.py's model passes; every bug and mutant yields its counterexample)"
+    else
+        echo "check.sh: PASS -- every verdict as expected ($PML: every configuration passes; every mutant yields its counterexample)"
+    fi
 else
     echo "check.sh: FAIL -- some verdicts were not as expected (see above)"
 fi
