@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from . import queue_layout as QL
 from ._peers_table import PeersTable
+from ._queue_io import _NOTHING
 from .errors import PeersFull, QueueFinished
 
 __all__ = ["PeersFull", "PeersMixin"]
@@ -48,6 +49,7 @@ class PeersMixin:
     _check_open: Callable[[str], None]
     _closed: bool
     get: Callable[..., bytes]
+    _take: Callable[..., Any]
 
     def _register(self) -> None:
         try:
@@ -150,6 +152,39 @@ class PeersMixin:
         """Each slot's word, decoded (for `ctshm stat` and debugging)."""
         v, w0, sw = self._v, self._w0, self._sw
         return [QL.describe(v[w0 + i * sw]) for i in range(self.capacity)]
+
+    # -- orphans and the end of stream ----------------------------------------------------
+    def _nothing_at_head(self, into: Any) -> Any:
+        """Nothing at HEAD: an orphan to redeliver, the end of the stream, or nothing."""
+        v = self._v
+        if v[_W_ORPH]:
+            r = self._take_orphan(into)
+            if r is not _NOTHING:
+                return r
+        if v[_W_FIN] and self._all_empty():
+            raise QueueFinished(f"ShmQueue {self.name!r} is finished and drained")
+        return _NOTHING
+
+    def _take_orphan(self, into: Any) -> Any:
+        v, w0, sw = self._v, self._w0, self._sw
+        for i in range(self.capacity):
+            wi = w0 + i * sw
+            w = v[wi]
+            if w & 7 == _ORPHAN:
+                # ORPHAN (5) -> READING (3) by us: clear bit 2, set bit 1 and our tag
+                new = (w & ~7) | self._tag | _READING
+                if self._cas(self._base + 8 * wi, w, new) == w:
+                    try:
+                        self._atomics.fetch_add(self._base + 8 * _W_ORPH, _MASK64)  # -= 1
+                        return self._take(wi, w >> _LS, into)
+                    except BaseException:  # as in _try_get
+                        self._drop_claim(wi, new, w)  # w: the ORPHAN word we took
+                        raise
+        return _NOTHING
+
+    def _all_empty(self) -> bool:
+        v, w0, sw = self._v, self._w0, self._sw
+        return all(not v[w0 + i * sw] & 7 for i in range(self.capacity))
 
     # -- end of stream ----------------------------------------------------------------------
     def finish(self) -> None:

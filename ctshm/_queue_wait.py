@@ -1,4 +1,5 @@
-"""ShmQueue's waiting (a part of ctshm/queue.py's class, split out for size): the one wait
+"""ShmQueue's waiting and waking (a part of ctshm/queue.py's class, split out for size): the
+wake-ups a get owes producers (``_released``, ``_freed``), the one wait
 loop -- spin (yielding the CPU between polls) for the side's adaptive budget
 (:class:`~ctshm._sleepwake.Spin`, as the broadcast's), then sleep in
 :data:`LIVENESS_SLICE` slices on the side's :class:`~ctshm._sleepwake.Sleepers` -- and the
@@ -24,6 +25,7 @@ LIVENESS_SLICE: Final = 0.2
 _LS: Final = QL.LAP_SHIFT
 _EMPTY, _WRITING, _ORPHAN = QL.EMPTY, QL.WRITING, QL.ORPHAN
 _W_TAIL, _W_HEAD, _W_FIN, _W_ORPH = QL.W_TAIL, QL.W_HEAD, QL.W_FINISHED, QL.W_ORPHANS
+_W_PSLEEP: Final = QL.W_P_SLEEP
 
 
 class WaitMixin:
@@ -40,6 +42,7 @@ class WaitMixin:
     _stats: dict[str, int]
     _closed: bool
     _closed_by: int
+    _wake_at: int
     _check_open: Callable[[str], None]
     _all_empty: Callable[[], bool]
     housekeeping: Callable[[], int]
@@ -106,3 +109,26 @@ class WaitMixin:
         by = "this thread" if self._closed_by == threading.get_ident() else "another thread"
         return ValueError(f"ShmQueue {self.name!r} was closed by {by} while {what}() waited "
                           f"(open the queue again to {what})")
+
+    def _released(self, v: Any, pos: int) -> None:
+        """A get released position ``pos`` (a batch: its last) and producers sleep: wake one
+        once the queue has room for a burst -- at most ``capacity - room`` messages left
+        after ``pos`` (by the TAIL hint), ``room`` a quarter of the queue -- and the
+        producers' chain wakes the others (model: ROOM).  Waking a producer per freed slot
+        of a full queue cost the consumer a post and a preemption per message (10 producers:
+        2x slower).  A producer that misses a freed slot finds it when its slice ends."""
+        if v[_W_FIN] or v[_W_TAIL] - pos <= self._wake_at:
+            self._freed(v)
+
+    def _freed(self, v: Any) -> None:
+        """A slot became free: wake a producer; after finish() also every consumer (one may
+        wait for the last slot to empty: model MUT_NO_EOS_WAKE).  Closed meanwhile by another
+        thread: no wake-ups (sleepers wake at their slice's end), the get still returns."""
+        try:
+            if v[_W_PSLEEP]:
+                self._space.wake_one()
+            if v[_W_FIN]:
+                self._items.wake_all()
+        except ValueError:
+            if not self._closed:
+                raise

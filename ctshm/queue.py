@@ -42,12 +42,10 @@ __all__ = ["LIVENESS_SLICE", "QueueFinished", "ShmQueue"]
 
 _KIND: Final = "ShmQueue"
 _FORKS: Final = ForkRegistry()
-_MASK64: Final = (1 << 64) - 1
 
-_EMPTY, _WRITING, _FULL, _READING, _SKIP, _ORPHAN = (
-    QL.EMPTY, QL.WRITING, QL.FULL, QL.READING, QL.SKIP, QL.ORPHAN)
+_EMPTY, _WRITING, _FULL, _SKIP = QL.EMPTY, QL.WRITING, QL.FULL, QL.SKIP
 _LS: Final = QL.LAP_SHIFT
-_W_TAIL, _W_HEAD, _W_FIN, _W_ORPH = QL.W_TAIL, QL.W_HEAD, QL.W_FINISHED, QL.W_ORPHANS
+_W_TAIL, _W_HEAD, _W_FIN = QL.W_TAIL, QL.W_HEAD, QL.W_FINISHED
 _W_PSLEEP, _W_CSLEEP = QL.W_P_SLEEP, QL.W_C_SLEEP
 
 
@@ -106,6 +104,7 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
     _stride: int
     _sw: int
     _w0: int
+    _wake_at: int
     _atomics: Atomics
     _cas: Any
     _fence: Any
@@ -219,6 +218,7 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
         self._stride = v[QL.W_STRIDE]
         self._sw = self._stride // 8
         self._w0 = v[QL.W_SLOTS_OFF] // 8
+        self._wake_at = self.capacity - max(1, self.capacity >> 2) + 1  # see _released
         a = self._atomics = _fast_atomics()
         self._cas = a.compare_exchange
         self._fence = _make_fence(a)
@@ -537,8 +537,9 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
         except BaseException:  # e.g. Ctrl-C: what we still hold goes back to the queue
             self._drop_claims(held, words)
             raise
-        if v[_W_PSLEEP] or v[_W_FIN]:
-            self._freed(v)
+        if v[_W_PSLEEP] or v[_W_FIN]:  # the range's last position
+            self._released(v, (words[-1] >> _LS) * self.capacity
+                           + (held[-1] - self._w0) // self._sw)
         self._count_gets(len(held))
         return out
 
@@ -558,7 +559,7 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
         else:
             self._publish(wi, (lap + 1) << _LS)
         if v[_W_PSLEEP] or v[_W_FIN]:
-            self._freed(v)
+            self._released(v, lap * self.capacity + (wi - self._w0) // self._sw)
         self._ops += 1  # gets taken by this handle (stats()["get"])
         if not self._ops & 1023 and time.monotonic() > self._next_housekeeping:
             self.housekeeping()
@@ -570,51 +571,6 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
         self._ops = before + n
         if (before ^ self._ops) >> 10 and time.monotonic() > self._next_housekeeping:
             self.housekeeping()
-
-    def _freed(self, v: Any) -> None:
-        """A slot became free: wake a producer; after finish() also every consumer (one may
-        wait for the last slot to empty: model MUT_NO_EOS_WAKE).  Closed meanwhile by another
-        thread: no wake-ups (sleepers wake at their slice's end), the get still returns."""
-        try:
-            if v[_W_PSLEEP]:
-                self._space.wake_one()
-            if v[_W_FIN]:
-                self._items.wake_all()
-        except ValueError:
-            if not self._closed:
-                raise
-
-    def _nothing_at_head(self, into: Any) -> Any:
-        """Nothing at HEAD: an orphan to redeliver, the end of the stream, or nothing."""
-        v = self._v
-        if v[_W_ORPH]:
-            r = self._take_orphan(into)
-            if r is not _NOTHING:
-                return r
-        if v[_W_FIN] and self._all_empty():
-            raise QueueFinished(f"ShmQueue {self.name!r} is finished and drained")
-        return _NOTHING
-
-    def _take_orphan(self, into: Any) -> Any:
-        v, w0, sw = self._v, self._w0, self._sw
-        for i in range(self.capacity):
-            wi = w0 + i * sw
-            w = v[wi]
-            if w & 7 == _ORPHAN:
-                # ORPHAN (5) -> READING (3) by us: clear bit 2, set bit 1 and our tag
-                new = (w & ~7) | self._tag | _READING
-                if self._cas(self._base + 8 * wi, w, new) == w:
-                    try:
-                        self._atomics.fetch_add(self._base + 8 * _W_ORPH, _MASK64)  # -= 1
-                        return self._take(wi, w >> _LS, into)
-                    except BaseException:  # as in _try_get
-                        self._drop_claim(wi, new, w)  # w: the ORPHAN word we took
-                        raise
-        return _NOTHING
-
-    def _all_empty(self) -> bool:
-        v, w0, sw = self._v, self._w0, self._sw
-        return all(not v[w0 + i * sw] & 7 for i in range(self.capacity))
 
 
 def _unlink_quietly(name: str) -> None:
