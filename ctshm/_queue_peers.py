@@ -20,6 +20,7 @@ __all__ = ["PeersFull", "PeersMixin"]
 _LS = QL.LAP_SHIFT
 _W_ORPH = QL.W_ORPHANS
 _W_FIN = QL.W_FINISHED
+_W_PSLEEP = QL.W_P_SLEEP
 _FULL, _READING, _WRITING, _SKIP, _ORPHAN = QL.FULL, QL.READING, QL.WRITING, QL.SKIP, QL.ORPHAN
 _MASK64 = (1 << 64) - 1
 HOUSEKEEPING = 0.5
@@ -50,6 +51,7 @@ class PeersMixin:
     _closed: bool
     get: Callable[..., bytes]
     _take: Callable[..., Any]
+    _ready_put: Callable[[], bool]
 
     def _register(self) -> None:
         try:
@@ -155,8 +157,13 @@ class PeersMixin:
 
     # -- orphans and the end of stream ----------------------------------------------------
     def _nothing_at_head(self, into: Any) -> Any:
-        """Nothing at HEAD: an orphan to redeliver, the end of the stream, or nothing."""
+        """Nothing at HEAD: an orphan to redeliver, the end of the stream, or nothing.  First
+        the idle wake: a producer asleep while the slot at TAIL is free (a release out of
+        order, or before it slept, did not wake it: _released's room rule) is woken (model:
+        MUT_NO_IDLE_WAKE)."""
         v = self._v
+        if v[_W_PSLEEP] and self._ready_put():
+            self._space.wake_one()
         if v[_W_ORPH]:
             r = self._take_orphan(into)
             if r is not _NOTHING:

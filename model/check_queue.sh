@@ -27,12 +27,15 @@ q-kill-both|pass|safety|-DCOLLAPSE|$P12 -DPKILL=1 -DCKILL=1 -DCAP=1 -DSLICES=2|a
 q-early-fin|pass|safety|-DCOLLAPSE|$P21 -DEARLY_FIN|finish() while producers still put: refused puts are not committed
 q-early-fin-c2|pass|safety|-DCOLLAPSE|$P12 -DEARLY_FIN|... 2 consumers
 q-wake-fin|pass|safety|-DCOLLAPSE|$P12 -DNOSLICE -DEARLY_FIN|no slices, finish() at any moment: Q4 at the end of stream
+q-room|pass|safety|-DCOLLAPSE|-DNP=1 -DNC=1 -DNM=3 -DROOM=2 -DNOSLICE|a get wakes the producer only when the queue is empty (ROOM = CAP): no lost wake-up (Q4)
+q-room-c2|pass|safety|-DCOLLAPSE|-DNP=1 -DNC=2 -DNM=3 -DROOM=2 -DNOSLICE|... 2 consumers (the TAIL estimate with a release out of order)
 q-batch-p2c1|pass|safety|-DCOLLAPSE|$P21 -DBATCH|get_many's batched claim: 2 producers, 1 consumer claiming a range
 q-batch-p1c2|pass|safety|-DCOLLAPSE|$P12 -DNM=2 -DBATCH|... 2 batching consumers race for 2 messages
 q-batch-wake|pass|safety|-DCOLLAPSE|$P21 -DBATCH -DNOSLICE|... no slices: Q4
 q-batch-ckill|pass|safety|-DCOLLAPSE|$P12 -DNM=2 -DBATCH1 -DCKILL=1 -DCKILL_RANGE|... a consumer killed holding a range: each slot redelivered
 q-batch-pkill|pass|safety|-DCOLLAPSE|$P21 -DBATCH -DPKILL=1|... a producer killed: its slot skipped, never in a range
 mut-batch-no-owner|fail:END|safety|-DCOLLAPSE|$P12 -DNM=2 -DBATCH -DCKILL=1 -DCKILL_RANGE -DMUT_BATCH_NO_OWNER|range slots not named: a killed consumer's range is never reclaimed (Q5)
+mut-no-idle-wake|fail:Q4|safety|-DCOLLAPSE|-DNP=1 -DNC=2 -DNM=3 -DROOM=2 -DNOSLICE -DMUT_NO_IDLE_WAKE|a consumer with nothing to take does not wake a producer: an out-of-order release leaves it asleep
 mut-batch-writing|fail:Q3|bfs||$P21 -DBATCH -DMUT_BATCH_WRITING|the range takes an unpublished (WRITING) slot: partial read
 mut-claim-no-cas|fail:Q[123]|bfs||$P21 -DMUT_CLAIM_NO_CAS|producer claim as load-then-store
 mut-take-no-cas|fail:Q1|bfs||$P12 -DMUT_TAKE_NO_CAS|consumer take as load-then-store: a message twice

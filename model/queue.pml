@@ -13,7 +13,12 @@
  *             publish (lap(t), FULL) with a read-modify-write (a full fence); wake a consumer;
  *             if producers sleep and the slot at TAIL is free, wake one (the chain).
  *   consumer: walk from HEAD: (lap(h), FULL) -> CAS -> (lap(h), READING, me); hint; copy;
- *             release (lap(h)+1, EMPTY) (a read-modify-write); wake a producer.
+ *             release (lap(h)+1, EMPTY) (a read-modify-write); wake a producer if at most
+ *             CAP - ROOM messages are left after it by the TAIL hint (ROOM: the code's
+ *             capacity / 4, at least 1), or finished.  A performance rule: Q4 rests on the
+ *             producers' chain and on the idle wake -- a consumer with nothing at HEAD wakes
+ *             a producer if one sleeps and the slot at TAIL is free (MUT_NO_IDLE_WAKE: a
+ *             release out of order leaves the producer asleep for good).
  *             (lap(h), SKIP) -> CAS -> (lap(h)+1, EMPTY) and go on.
  *             EMPTY / WRITING at lap(h): nothing ready -> orphans? end of stream? sleep.
  *   batched claim (BATCH, get_many): after its first claim a consumer walks on from h + 1 by
@@ -216,6 +221,10 @@ byte delivered[NMSG + 1];   /* get() returned */
 #else
 #define REAP_SKIP_OFF false
 #endif
+#ifndef ROOM
+#define ROOM 1                      /* the code: max(1, capacity / 4): 1 for CAP <= 7 */
+#endif
+#define WAKE_AT (CAP - ROOM + 1)    /* at most CAP - ROOM messages left after the release */
 #ifdef BATCH1
 #define BATCH 1
 #define BATCH_ME (me == NP)
@@ -395,6 +404,7 @@ bwalk:
                      lap[s] = L + 1; st[s] = EMPTY; own[s] = NOBODY; delivered[v1]++ };
             atomic { assert(delivered[u1] == 0);                               /* Q1 */
                      lap[s2] = L2 + 1; st[s2] = EMPTY; own[s2] = NOBODY; delivered[u1]++;
+                     s = s2; wl = L2;                   /* the range's last position */
                      has2 = 0; s2 = 0; L2 = 0; u1 = 0; u2 = 0; ok = 0; wo = 0;
                      inrange[me] = 0 };
             goto released                        /* one wake-up for the range: the chain */
@@ -415,12 +425,28 @@ copy:
                  lap[s] = wl + 1; st[s] = EMPTY; own[s] = NOBODY; delivered[v1]++ };
 #endif
 released:
-        WAKE_ONE(psleep, sem_space);
+        /* wake a producer once the queue has ROOM free slots by the TAIL hint (position
+         * wl * CAP + s released; the chain wakes the others) */
+        if
+        :: fin || tail - (wl * CAP + s) <= WAKE_AT -> WAKE_ONE(psleep, sem_space)
+        :: else
+        fi;
 #ifndef MUT_NO_EOS_WAKE
         if :: fin -> WAKE_ALL(csleep, sem_items) :: else fi;
 #endif
         goto get;
 nothing:
+#ifndef MUT_NO_IDLE_WAKE
+        /* nothing at HEAD: producers asleep and the slot at TAIL free: wake one (a release
+         * out of order, or before the producer slept, may have left it asleep: ROOM) */
+        if
+        :: psleep > 0 ->
+            atomic { s = tail % CAP; L = tail / CAP; wl = lap[s] };
+            if :: wl >= L -> WAKE_ONE(psleep, sem_space) :: else fi;
+            atomic { s = h % CAP; L = h / CAP; wl = 0 }
+        :: else
+        fi;
+#endif
         /* orphans first (taken by CAS; the count is lowered after) */
         if
         :: orphans > 0 ->

@@ -139,3 +139,35 @@ def test_a_batched_release_wakes_one_producer_and_each_put_passes_it_on(shm_id: 
         assert q.get_many(10) == [b"c", b"d", b"e", b"f"]
     finally:
         q.close()
+
+
+def test_a_get_wakes_a_producer_once_a_quarter_of_the_queue_is_free(shm_id: str) -> None:
+    """The room rule (model: ROOM): a release that leaves the queue more than 3/4 full
+    wakes nobody (no post, no preemption per message while 10 producers wait); the one that
+    frees the quarter does."""
+    q = ShmQueue.create(shm_id, capacity=8, slot_size=64)  # room 2: wake at <= 6 left
+    try:
+        q.put_many([b"%d" % i for i in range(8)])
+        q._v[QL.W_P_SLEEP] = 1  # a producer announced asleep on the full queue
+        assert q.get() == b"0"  # 7 left
+        assert q._v[QL.W_P_SLEEP] == 1 and q.stats()["wakeups"] == 0
+        assert q.get() == b"1"  # 6 left: a quarter free
+        assert q._v[QL.W_P_SLEEP] == 0 and q.stats()["wakeups"] == 1
+        assert q._space.sem.acquire(0)
+    finally:
+        q.close()
+
+
+def test_a_get_with_nothing_to_take_wakes_a_producer_left_asleep(shm_id: str) -> None:
+    """The idle wake (model: MUT_NO_IDLE_WAKE): a producer asleep although the slot at TAIL
+    is free (a release out of order did not count as room) is woken by the first get that
+    finds nothing, so it never waits on a drained queue."""
+    q = ShmQueue.create(shm_id, capacity=8, slot_size=64)
+    try:
+        q._v[QL.W_P_SLEEP] = 1
+        with pytest.raises(queue.Empty):
+            q.get_nowait()
+        assert q._v[QL.W_P_SLEEP] == 0 and q.stats()["wakeups"] == 1
+        assert q._space.sem.acquire(0)
+    finally:
+        q.close()
