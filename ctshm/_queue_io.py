@@ -1,4 +1,4 @@
-"""ShmQueue's conveniences over put/get: objects (pickle 5, out-of-band buffers), batches,
+"""ShmQueue's conveniences over put/get: objects (pickle 5, out-of-band buffers), put_many,
 asyncio.  Everything here goes through the queue's own claim/publish (``_try_put``) and
 claim/copy/release (``_try_get``); nothing here touches shared memory by itself.
 
@@ -28,7 +28,8 @@ _NOTHING: Any = object()
 
 
 class ObjectsMixin:
-    """put_object/get_object, put_many/get_many, aput/aget for ShmQueue."""
+    """put_object/get_object, put_many, aput/aget for ShmQueue (get_many, a batched claim,
+    is in queue.py)."""
 
     name: str
     slot_size: int
