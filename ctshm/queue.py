@@ -31,7 +31,7 @@ from . import _proc, _shm, libc, queue_layout as QL
 from ._checks import check_range, check_timeout
 from ._peers_table import ForkRegistry, PeersTable, identity_of
 from ._queue_io import _NOTHING, ObjectsMixin
-from ._queue_peers import HOUSEKEEPING, PeersFull, PeersMixin
+from ._queue_peers import HOUSEKEEPING, PeersFull, PeersMixin, only_thread
 from ._queue_wait import LIVENESS_SLICE, WaitMixin
 from ._sleepwake import Sleepers, Spin, fast_atomics as _fast_atomics, full_fence as _make_fence
 from .atomics import PLAIN_ORDERED_ACCESS, Atomics, get_backend
@@ -335,21 +335,24 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
         if v is None:
             self._check_open("put")
         t = v[_W_TAIL]
-        while True:
-            lap, i = divmod(t, cap)
-            wi = w0 + i * sw
-            w = v[wi]
-            free = lap << _LS
-            if w == free:
-                if self._cas(self._base + 8 * wi, w, free | self._tag | _WRITING) != w:
-                    continue
-                break
-            if w >> _LS < lap:  # the previous lap is not consumed yet: full
-                if v[_W_TAIL] < t:  # where we stopped (else _ready_put would spin)
-                    v[_W_TAIL] = t
-                return False
-            t += 1
+        wi = w = free = -1
+        claimed = False  # the claim's CAS returned ours (else an exception may hide it)
         try:
+            while True:
+                lap, i = divmod(t, cap)
+                wi = w0 + i * sw
+                w = v[wi]
+                free = lap << _LS
+                if w == free:
+                    if self._cas(self._base + 8 * wi, w, free | self._tag | _WRITING) != w:
+                        continue
+                    claimed = True
+                    break
+                if w >> _LS < lap:  # the previous lap is not consumed yet: full
+                    if v[_W_TAIL] < t:  # where we stopped (else _ready_put would spin)
+                        v[_W_TAIL] = t
+                    return False
+                t += 1
             if v[_W_TAIL] <= t:
                 v[_W_TAIL] = t + 1
             if v[_W_FIN]:  # finish() raced with our claim: refuse (model: MUT_NO_FIN_RECHECK)
@@ -372,7 +375,8 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
             else:
                 self._publish(wi, free | _FULL)
         except BaseException:  # e.g. Ctrl-C: never leave our claim behind
-            self._drop_claim(wi, free | self._tag | _WRITING, free | _SKIP)
+            if w == free >= 0 and (claimed or only_thread()):
+                self._drop_claim(wi, free | self._tag | _WRITING, free | _SKIP)
             raise
         if v[_W_CSLEEP]:
             self._items.wake_one()
@@ -448,6 +452,7 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
         held: list[int] = []
         words: list[int] = []
         h = v[_W_HEAD]
+        wi = w = -1
         try:
             while True:
                 lap, i = divmod(h, cap)
@@ -476,6 +481,9 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
                 v[_W_HEAD] = h
         except BaseException:  # e.g. Ctrl-C: give back what we hold
             self._drop_claims(held, words)
+            if (wi >= 0 and w & 7 == _FULL and (not held or held[-1] != wi)
+                    and only_thread()):  # a claim whose CAS the exception interrupted
+                self._drop_claims((wi,), (w | mine,))
             raise
         return held, words
 
@@ -485,30 +493,34 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
         if v is None:
             self._check_open("get")
         h = v[_W_HEAD]
-        while True:
-            lap, i = divmod(h, cap)
-            wi = w0 + i * sw
-            w = v[wi]
-            wl = w >> _LS
-            if wl == lap:
-                st = w & 7
-                if st == _FULL:
-                    if self._cas(self._base + 8 * wi, w, w | self._tag | _WRITING) != w:
-                        continue  # another consumer won: look again
-                    try:
+        wi = w = 0
+        claimed = False  # the claim's CAS returned ours (else an exception may hide it)
+        try:
+            while True:
+                lap, i = divmod(h, cap)
+                wi = w0 + i * sw
+                w = v[wi]
+                wl = w >> _LS
+                if wl == lap:
+                    st = w & 7
+                    if st == _FULL:
+                        if self._cas(self._base + 8 * wi, w, w | self._tag | _WRITING) != w:
+                            continue  # another consumer won: look again
+                        claimed = True
                         if v[_W_HEAD] <= h:
                             v[_W_HEAD] = h + 1
                         return self._take(wi, lap, into)
-                    except BaseException:  # fn raised, or e.g. Ctrl-C: give the message back
-                        self._drop_claims((wi,), (w | self._tag | _WRITING,))
-                        raise
-                if st in (_EMPTY, _WRITING):
+                    if st in (_EMPTY, _WRITING):
+                        break
+                    if st == _SKIP and self._cas(self._base + 8 * wi, w, (lap + 1) << _LS) == w:
+                        self._freed(v)
+                elif wl < lap:
                     break
-                if st == _SKIP and self._cas(self._base + 8 * wi, w, (lap + 1) << _LS) == w:
-                    self._freed(v)
-            elif wl < lap:
-                break
-            h += 1
+                h += 1
+        except BaseException:  # fn raised, or e.g. Ctrl-C: give the message back
+            if w & 7 == _FULL and (claimed or only_thread()):
+                self._drop_claims((wi,), (w | self._tag | _WRITING,))
+            raise
         if v[_W_HEAD] < h:  # where we stopped: a lagging hint would make _ready_get spin
             v[_W_HEAD] = h
         return self._nothing_at_head(into)

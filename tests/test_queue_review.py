@@ -112,13 +112,62 @@ _SIGNAL_STORM = textwrap.dedent("""
 
 @pytest.mark.skipif(sys.implementation.name != "cpython",
                     reason="the window is CPython's eval-breaker check after a call")
-@pytest.mark.xfail(strict=True, reason=(
-    "residual window: an exception raised by a signal handler at CPython's eval-breaker check "
-    "right after the claim's compare-exchange call returns (before the claim is known to have "
-    "succeeded) still leaves the slot claimed by this live process, so it is never reaped and "
-    "the queue blocks at it; closing it needs a claim word that tells this thread's claim from "
-    "a sibling thread's (same handle, same tag): a protocol change (model/queue.pml)"))
+def _interrupt_after_claim_cas(q: ShmQueue, state: int) -> None:
+    """Shadow q._cas: the claim's compare-exchange (to ``state`` by q) happens, then a
+    KeyboardInterrupt is raised before its result reaches the caller -- as CPython raises a
+    signal handler's exception at the eval-breaker check right after the call returns."""
+    real = q._cas
+    armed = [True]
+
+    def cas(addr: int, expected: int, new: int) -> int:
+        r = real(addr, expected, new)
+        if armed[0] and new & 7 == state and new & QL.OWNER_MASK == q._tag:
+            armed[0] = False
+            raise KeyboardInterrupt
+        return int(r)
+
+    q._cas = cas
+
+
+_SIDES = {"get": lambda q: q.get(), "get_many": lambda q: q.get_many(5),
+          "put": lambda q: q.put(b"never")}
+
+
+@pytest.mark.parametrize("side", sorted(_SIDES))
+def test_an_exception_hiding_the_claims_result_gives_the_slot_back(q: ShmQueue,
+                                                                   side: str) -> None:
+    """A single-threaded process: the slot holding this handle's claim word is this call's
+    claim, so it is undone (the message goes back; the half-put is skipped)."""
+    q.put(b"keep me")
+    _interrupt_after_claim_cas(q, QL.WRITING if side == "put" else QL.READING)
+    with pytest.raises(KeyboardInterrupt):
+        _SIDES[side](q)
+    assert not [s for s in q.slot_states() if "READING" in s or "WRITING" in s]
+    assert q.get(timeout=2) == b"keep me"
+
+
+def test_with_other_threads_a_claim_of_unknown_result_is_left_alone(q: ShmQueue) -> None:
+    """The residual window: with another thread alive, a slot holding this handle's claim
+    word may be a sibling thread's claim (same handle, same tag), which must never be given
+    back under it (a duplicate): the interrupted claim stays until the process exits."""
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        q.put(b"m")
+        _interrupt_after_claim_cas(q, QL.READING)
+        with pytest.raises(KeyboardInterrupt):
+            q.get()
+        assert len([s for s in q.slot_states() if "READING" in s]) == 1
+    finally:
+        stop.set()
+        t.join(CHILD_TIMEOUT)
+
+
 def test_signal_handler_exceptions_leave_no_claimed_slot(shm_id: str) -> None:
+    """Including the window right after the claim's compare-exchange returns (CPython's
+    eval-breaker check, before the result is known): in a single-threaded process the slot
+    holding this handle's claim word is this call's (queue._peers.only_thread)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     r = subprocess.run([sys.executable, "-c", _SIGNAL_STORM, shm_id], env=env,
                        capture_output=True, text=True, timeout=CHILD_TIMEOUT)
