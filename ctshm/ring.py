@@ -71,6 +71,7 @@ import time
 from typing import Any, Callable, Final, Optional, TypeVar
 
 from . import (
+    _batch,
     _consumer,
     _doors,
     _exitnote,
@@ -800,6 +801,10 @@ class ShmTraceRing:
             return (f"<ShmTraceRing {self.name!r} {role} capacity={self.capacity} "
                     f"slot_size={self.slot_size} write={h[_W]} read={h[_R]} "
                     f"reserved={h[_RES]} finished={h[_FIN]}>")
+
+    # -- batches: one message per slot, many slots per lock section (ctshm._batch) ----------
+    put_many = _batch.put_many
+    get_many = _batch.get_many
 
     # -- copying helpers and the doors to the extensions (ctshm._doors) ---------------------
     get = _doors.get

@@ -138,6 +138,55 @@ class CtshmFast(CtshmSlot):
     fast = True
 
 
+class CtshmBatch(Peer):
+    """One message per slot in batches on a fast ring: ``ring.put_many(batch)`` of
+    ``BATCH`` messages / ``ring.get_many()`` (bytes copies)."""
+
+    name = "ctshm-batch"
+    kinds = ("stream",)
+    BATCH = 32
+
+    def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
+        return ctx.ring(RING_CAPACITY, RING_SLOT, settings, True)
+
+    @staticmethod
+    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        put_many, pack = ring.put_many, _SEQ.pack_into
+        batch = [message(wl.size) for _ in range(CtshmBatch.BATCH)]
+        sync.go()
+        t0 = time.perf_counter()
+        for start in range(0, count, len(batch)):
+            part = batch[:min(len(batch), count - start)]
+            for j, m in enumerate(part):
+                pack(m, 0, start + j)
+            put_many(part)
+        ring.mark_finished()
+        t1 = time.perf_counter()
+        ring.close()
+        return {"t_start": t0, "t_sent": t1}
+
+    @staticmethod
+    def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        chk = Check(wl.size)
+        unpack, size, get_many = _SEQ.unpack_from, wl.size, ring.get_many
+        sync.go()
+        n = 0
+        try:
+            while True:
+                for m in get_many(256):
+                    if len(m) != size or unpack(m, 0)[0] != n:
+                        chk.bad_message(n, m)
+                    n += 1
+        except RingFinished:
+            pass
+        chk.n = n
+        out = chk.result()
+        ring.close()
+        return out
+
+
 class _StreamRing(Peer):
     """A stream over one W ring."""
 
