@@ -13,11 +13,13 @@ far less.  A batch pays those once for as many messages as the ring holds now:
   slot ends the batch (fenced and woken first), then waits as ``put`` does.  This is the
   model's ``-DBATCH`` (``model/ring.pml``; its mutant goes on when the ring is full and loses
   a wake-up).
-* ``get_many`` copies up to ``max_messages`` committed messages out and hands their slots back
-  in one lock section: ``reserved_idx`` and ``read_idx`` move by the batch's length (from
-  equal values: no guard outstanding in this process), then one fence and one check of the
-  producer's sleep word.  These are the model's steps as they stand: claims, then an in-order
-  release of several slots with one fence and wake-up (a thread holding guards releasing them).
+* ``get_many`` copies committed messages out and hands their slots back in one lock section
+  per round of at most half the ring (the producer refills one half while the other is
+  copied; ``put_many`` publishes in rounds of half the ring too): ``reserved_idx`` and
+  ``read_idx`` move by the round's length (from equal values: no guard outstanding in this
+  process), then one fence and one check of the producer's sleep word.  These are the
+  model's steps as they stand: claims, then an in-order release of several slots with one
+  fence and wake-up (a thread holding guards releasing them).
 
 Both take the quiet path's conditions (registered, open, plain word access, no hand-back, no
 other producer thread holding the turn); otherwise they are loops of ``put`` / ``try_access``.
@@ -107,7 +109,7 @@ def _publish(ring: ShmTraceRing, views: list[Any], i: int) -> int:
             w = w0
             if hq[_FIN]:
                 return 0
-            end = min(len(views), i + cap - (w - hq[_R]))
+            end = min(len(views), i + cap - (w - hq[_R]), i + ring._batch_half)
             slot_views, backed = ring._slot_views, ring._backed
             nbytes = 0
             try:
@@ -158,13 +160,13 @@ def get_many(ring: ShmTraceRing, max_messages: int = 100, timeout: Optional[floa
     """At least one message as bytes (waiting as :meth:`get`: ``RingFinished`` at the end,
     ``ProducerCrashed``, ``TimeoutError``), then as many more as are committed now, up to
     ``max_messages`` (an int >= 1).  Each message's slot is handed back before this returns."""
-    if not is_int(max_messages) or max_messages < 1:
+    if (type(max_messages) is not int and not is_int(max_messages)) or max_messages < 1:
         raise ValueError(f"ring {ring.name!r}: get_many(): max_messages must be an int >= 1, "
                          f"not {max_messages!r}")
     if timeout is not None:
         timeout = check_timeout(timeout, "get_many", ring.name)
     if ring._c_quiet:
-        out = _take(ring, max_messages)
+        out = _take_all(ring, max_messages)
         if out:
             return out
         if timeout != 0:  # spin retrying the batch (no claim, no token of its own)
@@ -172,7 +174,7 @@ def get_many(ring: ShmTraceRing, max_messages: int = 100, timeout: Optional[floa
             ring._enter("get_many")
             try:
                 spun: Optional[list[bytes]] = ring._waiter.spin_quiet(
-                    False, lambda: _take(ring, max_messages) or None, timeout, t0)
+                    False, lambda: _take_all(ring, max_messages) or None, timeout, t0)
             finally:
                 ring._leave()
             if spun:
@@ -190,6 +192,19 @@ def get_many(ring: ShmTraceRing, max_messages: int = 100, timeout: Optional[floa
             break  # nothing now, or the end: the next call reports it
         with r.guard as g:
             out.append(bytes(g.buf))
+    return out
+
+
+def _take_all(ring: ShmTraceRing, most: int) -> Optional[list[bytes]]:
+    """Up to ``most`` messages, in rounds of at most half the ring, each round's slots
+    handed back before the next is copied (the producer refills them meanwhile)."""
+    half = ring._batch_half
+    out = _take(ring, min(most, half))
+    while out and len(out) < most:
+        more = _take(ring, min(most - len(out), half))
+        if not more:
+            break
+        out += more
     return out
 
 

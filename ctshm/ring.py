@@ -172,6 +172,7 @@ class ShmTraceRing:
     _p_quiet: bool = False
     _c_quiet: bool = False
     _undelivered: Optional[Callable[[], Optional[AccessResult]]] = None
+    _batch_half: int = 1  # put_many / get_many: slots per round (half the ring)
     _keep_attachment: bool = False  # set by __exit__ on an exception (see _on_close)
     name: str = ""
     id: str = ""
@@ -353,6 +354,7 @@ class ShmTraceRing:
         # Read once, used on every message (the quiet paths and the claims).
         self._hq, self._hv = hdr.hq, hdr.hv
         self.capacity, self.slot_size = hdr.capacity, hdr.slot_size
+        self._batch_half = max(1, hdr.capacity // 2)
         self._fast, self._plain, self._has_len = hdr.fast, hdr.plain, hdr.has_len
         self._slot_views = [None] * self.capacity
         self._ro_views = [None] * self.capacity
