@@ -48,7 +48,7 @@ from .results import Data
 if TYPE_CHECKING:
     from .ring import ShmTraceRing
 
-__all__ = ["get_many", "put_many"]
+__all__ = ["get_many", "put_many", "take"]
 
 
 # -- producer -----------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def get_many(ring: ShmTraceRing, max_messages: int = 100, timeout: Optional[floa
                 timeout = max(0.0, timeout - (time.perf_counter() - t0))
     out = [ring.get(timeout)]
     while len(out) < max_messages:
-        more = _take(ring, max_messages - len(out)) if ring._c_quiet else None
+        more = take(ring, max_messages - len(out)) if ring._c_quiet else None
         if more:
             out.extend(more)
             continue
@@ -199,16 +199,16 @@ def _take_all(ring: ShmTraceRing, most: int) -> Optional[list[bytes]]:
     """Up to ``most`` messages, in rounds of at most half the ring, each round's slots
     handed back before the next is copied (the producer refills them meanwhile)."""
     half = ring._batch_half
-    out = _take(ring, min(most, half))
+    out = take(ring, min(most, half))
     while out and len(out) < most:
-        more = _take(ring, min(most - len(out), half))
+        more = take(ring, min(most - len(out), half))
         if not more:
             break
         out += more
     return out
 
 
-def _take(ring: ShmTraceRing, most: int) -> Optional[list[bytes]]:
+def take(ring: ShmTraceRing, most: int) -> Optional[list[bytes]]:
     """The quiet batch: copy out up to ``most`` committed messages and hand their slots back
     (None or [] if the quiet path does not apply now: the caller takes the general one)."""
     fast, cap = ring._fast, ring.capacity

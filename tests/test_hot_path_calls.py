@@ -117,3 +117,25 @@ def test_a_batch_pays_its_calls_once(shm_id: str, fast: bool) -> None:
     over = {op: (n, dict(seen)) for op, (n, seen) in counts.items() if n > BATCH_TARGETS[op]}
     assert not over, f"Python calls per batch of {BATCH} above {BATCH_TARGETS}: {over}"
     assert all(n >= 1 for n, _ in counts.values()), counts
+
+
+#: Python calls per small object (a dict of a few fields, pickled in band).
+OBJECT_TARGETS = {"put_object": 5, "get_object": 10}
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["compat", "fast"])
+def test_a_small_object_takes_the_short_way(shm_id: str, fast: bool) -> None:
+    """put_object / get_object of a small object: one pickling, one put; one access, one
+    unpickling, one release (no frame object, no guard context, no import per call)."""
+    obj = {"id": 12345, "name": "sensor-7", "values": [1.5, 2.5], "ok": True, "tags": ("a",)}
+    with ShmTraceRing.create(shm_id, ROUNDS, 4096, fast=fast) as ring:
+        for _ in range(2 * ROUNDS):  # register both sides, back and map every slot
+            ring.put_object(obj)
+            assert ring.get_object() == obj
+        got: list[Any] = []
+        counts = {"put_object": count_calls(lambda: ring.put_object(obj), ROUNDS),
+                  "get_object": count_calls(lambda: got.append(ring.get_object()), ROUNDS)}
+        assert got == [obj] * ROUNDS
+    over = {op: (n, dict(seen)) for op, (n, seen) in counts.items() if n > OBJECT_TARGETS[op]}
+    assert not over, f"Python calls per object above {OBJECT_TARGETS}: {over}"
+    assert all(n >= 1 for n, _ in counts.values()), counts
