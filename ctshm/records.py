@@ -462,15 +462,10 @@ class RecordWriter:
         count = self._count
         if not count:
             return
-        g = self._guard
-        assert g is not None
         _pack_pair(self._buf, 0, count, 0)
         nbytes = self._pos
-        self._guard = None
-        self._buf = None
-        self._limit = 0
-        self._pos = SLOT_HEADER
-        self._count = 0
+        g = self._drop_slot()
+        assert g is not None
         g.commit(nbytes)
         self.records_written += count
         self.slots_written += 1
@@ -546,13 +541,18 @@ class RecordWriter:
             t.join(10.0)
 
     def _release_slot(self) -> None:
+        g = self._drop_slot()
+        if g is not None:
+            g.abort()
+
+    def _drop_slot(self) -> Optional[ProducerGuard]:
+        """Forget the current slot (the caller commits or aborts the guard returned)."""
         g, self._guard = self._guard, None
         self._buf = None
         self._limit = 0
         self._pos = SLOT_HEADER
         self._count = 0
-        if g is not None:
-            g.abort()
+        return g
 
     def __enter__(self) -> RecordWriter:
         return self
