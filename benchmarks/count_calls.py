@@ -24,19 +24,17 @@ Run: ``python benchmarks/count_calls.py [--count N] [--json]``.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import ctypes
 import json
 import os
-import signal
 import sys
 import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _hot_loops import SEQ, w1_consume, w1_produce, w4_client, w4_serve
+from _shared import SEQ, cli, w1_consume, w1_produce, w4_client, w4_serve
 
 import ctshm
 from ctshm import ShmTraceRing, atomics, libc, semaphore
@@ -298,15 +296,8 @@ def pingpong(count: int) -> dict[str, Any]:
             "client (per round trip)": cl["calls"], "server (per round trip)": sv["calls"]}
 
 
-def _sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # run the finally blocks: they unlink the rings
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _sigterm)
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--count", type=int, default=50_000)
+    p = cli(__doc__)
     p.add_argument("--json", action="store_true")
     p.add_argument("--fast", action="store_true", help="create the rings in fast mode")
     args = p.parse_args()

@@ -16,12 +16,10 @@ Run: ``python benchmarks/profile_hot.py [--count N] [--pyinstrument]``.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import os
 import pstats
-import signal
 import sys
 import time
 import timeit
@@ -29,7 +27,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _hot_loops import w1_consume, w1_produce, w4_client, w4_serve
+from _shared import cli, w1_consume, w1_produce, w4_client, w4_serve
 
 from ctshm import ShmTraceRing, atomics
 from ctshm.libc import fn
@@ -228,15 +226,8 @@ def profile_pingpong(count: int, instrument: bool) -> None:
         B.close()
 
 
-def _sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # run the finally blocks: they unlink the rings
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _sigterm)
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--count", type=int, default=50_000)
+    p = cli(__doc__)
     p.add_argument("--pyinstrument", action="store_true",
                    help="sampling profiles (pyinstrument) instead of cProfile")
     args = p.parse_args()

@@ -1,11 +1,15 @@
-"""The hot loops that ``count_calls.py`` counts and ``profile_hot.py`` profiles: W1 one
-message per slot (producer, consumer) and W4 ping-pong (server, client), 64-byte messages
-that carry a sequence number.  Each takes rings already open, so the caller decides what is
-counted, timed or profiled around the loop (opening and closing are not)."""
+"""What ``count_calls.py`` and ``profile_hot.py`` share: the hot loops one counts and the
+other profiles, W1 one message per slot (producer, consumer) and W4 ping-pong (server,
+client) with 64-byte messages that carry a sequence number, and the scripts' common start
+(:func:`cli`).  Each loop takes rings already open, so the caller decides what is counted,
+timed or profiled around it (opening and closing are not)."""
 
 from __future__ import annotations
 
+import argparse
+import signal
 import struct
+from typing import Any
 
 from ctshm import Data, ShmTraceRing
 
@@ -53,3 +57,17 @@ def w4_client(a: ShmTraceRing, b: ShmTraceRing, count: int) -> None:
         g = b.access().guard  # type: ignore[union-attr]
         SEQ.unpack_from(g.buf, 0)
         g.release()
+
+
+def cli(doc: str) -> argparse.ArgumentParser:
+    """A script's start: SIGTERM raises SystemExit (so the finally blocks unlink the rings);
+    a parser with ``--count`` (default 50,000)."""
+    signal.signal(signal.SIGTERM, _sigterm)
+    p = argparse.ArgumentParser(description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--count", type=int, default=50_000)
+    return p
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
