@@ -335,24 +335,21 @@ def _sems_fresh(name: str) -> Optional[str]:
 
 def peek(name: str) -> Optional[dict[str, Any]]:
     """Read an existing ring's header without opening it as a ring (None if absent)."""
-    try:
-        fd = libc.shm_open(name, libc.O_RDONLY, 0)
-    except OSError:
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        info: dict[str, Any] = {"size": size}
-        if size < L.HEADER_SIZE:
-            return info
-        m = _shm.Mapping(fd, L.LEN_OFF, writable=False, name=name)
-        hq = m.view().cast("Q")
-        try:
-            info["ctshm"] = hq[L.EXT_MAGIC] == L.MAGIC
-            pid, start = int(hq[L.CREATOR_PID]), int(hq[L.CREATOR_START])
-            info["creator_pid"] = pid
-            info["creator_alive"] = _proc.is_alive(pid, start) if info["ctshm"] else True
-        finally:
-            hq.release()
+    return _shm.read_existing(name, lambda fd: _peek_fd(fd, name))
+
+
+def _peek_fd(fd: int, name: str) -> dict[str, Any]:
+    size = os.fstat(fd).st_size
+    info: dict[str, Any] = {"size": size}
+    if size < L.HEADER_SIZE:
         return info
+    m = _shm.Mapping(fd, L.LEN_OFF, writable=False, name=name)
+    hq = m.view().cast("Q")
+    try:
+        info["ctshm"] = hq[L.EXT_MAGIC] == L.MAGIC
+        pid, start = int(hq[L.CREATOR_PID]), int(hq[L.CREATOR_START])
+        info["creator_pid"] = pid
+        info["creator_alive"] = _proc.is_alive(pid, start) if info["ctshm"] else True
     finally:
-        os.close(fd)
+        hq.release()
+    return info
