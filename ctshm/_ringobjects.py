@@ -22,8 +22,8 @@ import os
 import weakref
 from typing import Any, Optional, Union
 
-from . import _proc, _shm, _unread, layout as L, libc
-from ._inflight import InFlight
+from . import _liveness, _shm, _unread, layout as L, libc
+from ._callgate import InFlight
 from .errors import CorruptRingError
 from .semaphore import NamedSemaphore, sem_file_identity
 
@@ -185,7 +185,7 @@ class RingObjects:
             hq[L.SLOT_SIZE] = aligned
             hq[L.EXT_MAGIC] = L.MAGIC  # before the semaphores exist: see try_open()
             hq[L.EXT_VERSION] = L.VERSION
-            hq[L.CREATOR_PID], hq[L.CREATOR_START] = _proc.me()
+            hq[L.CREATOR_PID], hq[L.CREATOR_START] = _liveness.me()
             hq[L.NONCE] = int.from_bytes(os.urandom(8), "little")
             hq[L.LEN_RECORDS] = capacity
             hq[L.MODE] = L.MODE_FAST if fast else L.MODE_COMPAT
@@ -239,7 +239,7 @@ class RingObjects:
             is_ctshm = hq[L.EXT_MAGIC] == L.MAGIC
             if is_ctshm and hq[L.EXT_STATE] != L.STATE_READY:
                 pid, start = int(hq[L.CREATOR_PID]), int(hq[L.CREATOR_START])
-                if pid and not _proc.is_alive(pid, start):  # pid 0: not written yet
+                if pid and not _liveness.is_alive(pid, start):  # pid 0: not written yet
                     raise FileNotFoundError(
                         2, f"ring {name!r} was left half-initialized by its creator (pid "
                         f"{pid}), which died: it will never become ready (create() replaces "
@@ -349,7 +349,7 @@ def _peek_fd(fd: int, name: str) -> dict[str, Any]:
         info["ctshm"] = hq[L.EXT_MAGIC] == L.MAGIC
         pid, start = int(hq[L.CREATOR_PID]), int(hq[L.CREATOR_START])
         info["creator_pid"] = pid
-        info["creator_alive"] = _proc.is_alive(pid, start) if info["ctshm"] else True
+        info["creator_alive"] = _liveness.is_alive(pid, start) if info["ctshm"] else True
     finally:
         hq.release()
     return info

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ctshm import ShmMemory, ShmTraceRing, UnreadMessagesWarning, _space, libc
+from ctshm import ShmMemory, ShmTraceRing, UnreadMessagesWarning, _shmdir, libc
 
 from .helpers import REPO_ROOT, SHM_DIR, run_python, start_thread
 
@@ -26,7 +26,7 @@ def _cli_json(*args: str) -> object:
 
 
 def test_sparse_segment_warning_says_reading_also_kills() -> None:
-    text = _space.SPARSE_SEGMENT
+    text = _shmdir.SPARSE_SEGMENT
     assert "reading" in text and "SIGBUS" in text and "reserve" in text
 
 
