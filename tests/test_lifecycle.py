@@ -276,6 +276,15 @@ def test_exceptions_pickle() -> None:
         assert type(back) is type(exc) and back.args == exc.args
 
 
+def test_exceptions_keep_their_old_import_paths() -> None:
+    from ctshm import errors, results, ring
+    from ctshm._space import ShmDirError  # the module is _shmdir now
+
+    assert ShmDirError is errors.ShmDirError
+    for name in ("ConsumerGone", "CorruptRingError", "ProducerCrashed", "RingFinished"):
+        assert getattr(results, name) is getattr(ring, name) is getattr(errors, name), name
+
+
 def test_data_refuses_pickle_clearly(shm_id: str) -> None:
     with ShmTraceRing.create(shm_id, 1, 4096) as ring:
         ring.put(b"x")
