@@ -32,8 +32,8 @@ import os
 import weakref
 from typing import Any, Final, Optional
 
-from . import _shm, _space, libc
-from ._inflight import InFlight
+from . import _shm, _shmdir, libc
+from ._callgate import InFlight
 from .layout import SEGMENT_SUFFIX
 
 __all__ = ["ShmMemory"]
@@ -116,7 +116,7 @@ class ShmMemory:
         _check_flag(name, "replace", replace)
         _check_flag(name, "reserve", reserve)
         # Sparse: a warning, not a refusal; stacklevel 4 is the caller of create_*.
-        _space.check_free("ShmMemory", name, size, _space.SPARSE_SEGMENT, 4)
+        _shmdir.check_free("ShmMemory", name, size, _shmdir.SPARSE_SEGMENT, 4)
         self = cls(_token=_MAKE)
         self.name = name
         if replace:

@@ -76,11 +76,11 @@ from . import (
     _doors,
     _exitnote,
     _fork,
+    _liveness,
     _peers,
-    _proc,
     _producer,
     _shm,
-    _space,
+    _shmdir,
     _unread,
     _viewcheck,
     layout as L,
@@ -255,7 +255,7 @@ class ShmTraceRing:
             raise ValueError(f"ShmTraceRing of {capacity} slots of {aligned} bytes "
                              f"({total} bytes) is beyond any address space")
         # Sparse: a warning with the figures; the header reserve below raises ENOSPC.
-        _space.check_free("ShmTraceRing", name, total, _space.SPARSE_RING, 3)
+        _shmdir.check_free("ShmTraceRing", name, total, _shmdir.SPARSE_RING, 3)
         wait_mode, spinner = cls._settings(name, wait_mode, spin)
         objs = RingObjects.made(name, capacity, aligned, replace, wait_mode, fast, mode)
         self = cls._assemble(id, objs, wait_mode, spinner)
@@ -474,7 +474,7 @@ class ShmTraceRing:
         self._expect(_CONSUMER_PID, pid, "expect_consumer")
 
     def _expect(self, word: int, pid: int, what: str) -> None:
-        start = _proc.start_time(_peers.check_pid(self.name, what, pid))
+        start = _liveness.start_time(_peers.check_pid(self.name, what, pid))
         with self._lock:
             self._check_open()
             _peers.set_pair(self._store, word, pid, start)

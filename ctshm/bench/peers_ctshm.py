@@ -5,7 +5,7 @@ bound: the batching reference), and the message channel (``ring.sender()`` /
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..records import RecordReader, RecordWriter
 from ..ring import Data, Finished, RingFinished
@@ -188,12 +188,27 @@ class CtshmBatch(Peer):
 
 
 class _StreamRing(Peer):
-    """A stream over one W ring."""
+    """A stream over one W ring, written through a RecordWriter (:meth:`_writer`)."""
 
     kinds = ("stream",)
 
     def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
         return ctx.ring(RING_CAPACITY, RING_SLOT, settings)
+
+    @classmethod
+    def producer(cls, spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        send, finish, writer = cls._writer(ring, wl)
+        out = timed_sends(wl, count, sync, send, finish)  # finish: flush + mark_finished
+        ring.close()
+        out["slots"] = writer.slots_written
+        return out
+
+    @staticmethod
+    def _writer(ring: Any, wl: Workload) -> tuple[Callable[[Any], Any], Callable[[], Any],
+                                                  RecordWriter]:
+        """The peer's send and finish calls on ``ring``, and the writer behind them."""
+        raise NotImplementedError
 
 
 class CtshmRecords(_StreamRing):
@@ -202,15 +217,12 @@ class CtshmRecords(_StreamRing):
     name = "ctshm-records"
 
     @staticmethod
-    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
-        ring = spec.open()
+    def _writer(ring: Any, wl: Workload) -> tuple[Callable[[Any], Any], Callable[[], Any],
+                                                  RecordWriter]:
         # linger=None: slots are published only when full (the batching reference);
         # ctshm-channel measures the same stream with the linger bound on.
         w = RecordWriter(ring, max_bytes=max(RECORD_BATCH, 2 * wl.size), linger=None)
-        out = timed_sends(wl, count, sync, w.append, w.close)  # close: flush + mark_finished
-        ring.close()
-        out["slots"] = w.slots_written
-        return out
+        return w.append, w.close, w
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
@@ -237,13 +249,10 @@ class CtshmChannel(_StreamRing):
     name = "ctshm-channel"
 
     @staticmethod
-    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
-        ring = spec.open()
+    def _writer(ring: Any, wl: Workload) -> tuple[Callable[[Any], Any], Callable[[], Any],
+                                                  RecordWriter]:
         tx = ring.sender(max_bytes=max(RECORD_BATCH, 2 * wl.size))
-        out = timed_sends(wl, count, sync, tx.send, tx.close)  # close: flush + mark_finished
-        ring.close()
-        out["slots"] = tx.writer.slots_written
-        return out
+        return tx.send, tx.close, tx.writer
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
