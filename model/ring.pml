@@ -205,7 +205,7 @@ byte cwk[4];            /* FAST_WITHDRAW_FIX: threads of consumer process i betw
 #endif
 
 /* ---- processes ---- */
-bool p_alive = true;    /* the producer process exists: _proc.is_alive(ppid, start) */
+bool p_alive = true;    /* the producer process exists: _liveness.is_alive(ppid, start) */
 bool c_alive[4];        /* consumer incarnation i exists */
 byte cur_inc = 1;       /* the newest consumer incarnation */
 
@@ -648,8 +648,8 @@ proctype CThread(byte inc; byte t) {
     :: atomic { lk[inc] == 0 && !c_reg[inc] -> lk[inc] = t }
     fi;
 #ifndef MUTANT_OPENER_RECOVERY
-    /* pid, start = _proc.me(); old = self._load(_CONSUMER_PID); if old and old != pid:
-           if _proc.is_alive(old, ...): raise RuntimeError(... already has a live consumer) */
+    /* pid, start = _liveness.me(); old = self._load(_CONSUMER_PID); if old and old != pid:
+           if _liveness.is_alive(old, ...): raise RuntimeError(... already has a live consumer) */
     atomic {
         if
         :: c_pid != 0 && c_pid != inc -> assert(!c_alive[c_pid])  /* MODEL: (restarts follow deaths) */
@@ -761,7 +761,7 @@ check:
            if self._load(_FIN): return
            ppid = self._dead_peer(_PRODUCER_PID): pid = self._load(word); if not pid: 0
                start = self._load(word + 1); if self._load(word) != pid or
-               _proc.is_alive(pid, start): 0;  else pid
+               _liveness.is_alive(pid, start): 0;  else pid
            if not ppid: return
        (PRODUCER_PID is written once, before anything else the producer does, so reading it
        with the neighbouring word loses no behaviour) */
