@@ -145,13 +145,19 @@ def _publish(ring: ShmTraceRing, views: list[Any], i: int) -> int:
                                 ring._filled.post()  # raises the OSError with the name
     finally:
         if fast and done:
-            # After the lock's release (the fence, see _waiting): does the consumer sleep?
-            try:
-                if ring._lock._is_owned() or hq[_CSLEEP]:
-                    ring._waiter.signal(hq, _CSLEEP, _PS)
-            except ValueError:
-                pass  # closed by another thread meanwhile (its header view is released)
+            _wake(ring, hq, _CSLEEP, _PS)
     return done
+
+
+def _wake(ring: ShmTraceRing, hq: Any, word: int, stats: int) -> None:
+    """Fast mode, after the batch's lock section (its release is the fence, see _waiting):
+    does the other side sleep?  (Re-entrant: signal() fences first.)  The same steps as the
+    quiet single-message paths in ring.py, which inline them."""
+    try:
+        if ring._lock._is_owned() or hq[word]:
+            ring._waiter.signal(hq, word, stats)
+    except ValueError:
+        pass  # closed by another thread meanwhile (its header view is released)
 
 
 # -- consumer -----------------------------------------------------------------------------------
@@ -256,9 +262,5 @@ def take(ring: ShmTraceRing, most: int) -> Optional[list[bytes]]:
                             ring._empty.post()  # raises the OSError with the name
     finally:
         if fast and out:
-            try:
-                if ring._lock._is_owned() or hq[_PSLEEP]:
-                    ring._waiter.signal(hq, _PSLEEP, _CS)
-            except ValueError:
-                pass
+            _wake(ring, hq, _PSLEEP, _CS)
     return out
