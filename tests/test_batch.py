@@ -4,7 +4,11 @@ end of a stream, and byte for byte with the Rust original (compat ring)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import struct
+from typing import Any, Iterator
 
 import pytest
 
@@ -184,3 +188,213 @@ def test_get_many_from_the_rust_producer(seedref: str, shm_id: str) -> None:
     assert n == count
     out = finish_peer(p)
     assert out["count"] == count and out["drained"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# Review (session 5): defects found by playing a user; each test is marked xfail(strict=True)
+# until the library is fixed (an unexpected pass then fails the run: drop the marker).
+# ---------------------------------------------------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """What a signal handler raises (KeyboardInterrupt without stopping pytest)."""
+
+
+@contextlib.contextmanager
+def signal_after_call(handle: ShmTraceRing, attr: str, nth: int) -> Iterator[list[int]]:
+    """A signal arrives while the ``nth`` call of ``handle.<attr>`` (``_post``: sem_post,
+    ``_trywait``: sem_trywait) runs: its Python handler raises ``Interrupted`` as the call
+    returns (where CPython runs pending handlers: after every call).  The foreign calls are
+    instance attributes so that a test can shadow them (see ShmTraceRing._assemble)."""
+    real = getattr(handle, attr)
+    calls = [0]
+
+    def call(h: int) -> int:
+        r: int = real(h)
+        calls[0] += 1
+        if calls[0] == nth:
+            signal.raise_signal(signal.SIGUSR1)
+        return r
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    setattr(handle, attr, call)
+    try:
+        yield calls
+    finally:
+        setattr(handle, attr, real)
+        signal.signal(signal.SIGUSR1, old)
+
+
+def warm(ring: ShmTraceRing, reader: ShmTraceRing) -> None:
+    """Every slot used once by both handles (backed, mapped): the quiet paths apply."""
+    for _ in range(2):
+        ring.put_many([msg(i) for i in range(ring.capacity)])
+        assert len(reader.get_many(ring.capacity)) == ring.capacity
+
+
+def drain(reader: ShmTraceRing) -> list[bytes]:
+    got: list[bytes] = []
+    try:
+        while True:
+            got += reader.get_many(100, timeout=0.5)
+    except TimeoutError:
+        return got
+
+
+@pytest.mark.xfail(strict=True, reason="put_many posts its batch's `filled` tokens in a Python "
+                   "loop after the write_idx store: a signal handler's exception there skips "
+                   "the rest (published messages without tokens: a Rust consumer waits "
+                   "forever, a ctshm one a liveness slice each)")
+def test_a_signal_while_put_many_posts_its_tokens_loses_none(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 8, 4096, fast=False) as ring, \
+            ShmTraceRing.open(shm_id) as reader:
+        warm(ring, reader)
+        with signal_after_call(ring, "_post", 2), pytest.raises(Interrupted):
+            ring.put_many([msg(i) for i in range(4)])
+        hdr = ring.header()
+        published = hdr["write_idx"] - hdr["reserved_idx"]
+        assert published == 4  # all four are visible to a consumer ...
+        assert ring._filled.value() == published  # ... each with its token (a Rust peer)
+
+
+@pytest.mark.xfail(strict=True, reason="a signal handler's exception right after the quiet "
+                   "path's sem_trywait(empty) (before the copy's try) keeps the slot's token: "
+                   "the compat ring loses one slot of capacity for good (put_many per message; "
+                   "try_put/put the same)")
+@pytest.mark.parametrize("call", ["put_many", "put"])
+def test_a_signal_after_taking_a_slot_token_returns_it(shm_id: str, call: str) -> None:
+    with ShmTraceRing.create(shm_id, 8, 4096, fast=False) as ring, \
+            ShmTraceRing.open(shm_id) as reader:
+        warm(ring, reader)
+        nth, put = (3, 2) if call == "put_many" else (1, 0)  # the interrupted call, those put
+        with signal_after_call(ring, "_trywait", nth), pytest.raises(Interrupted):
+            if call == "put_many":
+                ring.put_many([msg(i) for i in range(4)])
+            else:
+                ring.put(msg(0))
+        assert drain(reader) == [msg(i) for i in range(put)]  # what was put arrives
+        assert len(ring) == 0
+        assert ring._empty.value() == ring.capacity  # every slot free, every token back
+
+
+@pytest.mark.xfail(strict=True, reason="get_many hands its slots back (read_idx stored) and "
+                   "then posts the `empty` tokens in a Python loop: a signal handler's exception "
+                   "there drops the copied batch (never returned, never redelivered) and the "
+                   "tokens not yet posted")
+def test_a_signal_while_get_many_hands_slots_back_loses_none(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 8, 4096, fast=False) as ring, \
+            ShmTraceRing.open(shm_id) as reader:
+        warm(ring, reader)
+        ring.put_many([msg(i) for i in range(4)])
+        with signal_after_call(reader, "_post", 2), pytest.raises(Interrupted):
+            reader.get_many(10)
+        # not returned: so still to be delivered, in order
+        assert drain(reader) == [msg(i) for i in range(4)]
+        assert ring._empty.value() == ring.capacity  # and no slot token lost
+
+
+@pytest.mark.parametrize("fast", MODES)
+@pytest.mark.xfail(strict=True, reason="get_many hands each round's slots back before its next "
+                   "round: a consumer killed mid-call loses the messages of the rounds done "
+                   "(copied into its memory, never returned); a restarted consumer does not "
+                   "get them (not at-least-once, unlike slots held by guards)")
+def test_a_consumer_killed_inside_get_many_loses_nothing(shm_id: str, fast: bool) -> None:
+    def consume_and_die() -> None:
+        from ctshm import _batch
+        take, calls = _batch.take, [0]
+
+        def dying_take(r: ShmTraceRing, most: int) -> Any:
+            calls[0] += 1
+            if calls[0] == 2:  # the second round starts: SIGKILL
+                os.kill(os.getpid(), signal.SIGKILL)
+            return take(r, most)
+
+        _batch.take = dying_take  # type: ignore[assignment]
+        with ShmTraceRing.open(shm_id) as c:
+            c.get_many(8, timeout=10)
+
+    with ShmTraceRing.create(shm_id, 8, 4096, fast=fast) as ring:
+        with ShmTraceRing.open(shm_id) as reader:
+            warm(ring, reader)
+        ring.put_many([msg(i) for i in range(8)])
+        assert helpers.reap(helpers.fork_call(consume_and_die), 30) == -signal.SIGKILL
+        assert ring.header()["read_idx"] > 16  # the dead consumer had taken some
+        with ShmTraceRing.open(shm_id) as restarted:
+            got = drain(restarted)
+        assert got == [msg(i) for i in range(8)]  # none was returned: all come again
+
+
+@pytest.mark.xfail(strict=True, reason="put_many iterates a bytes object as its messages: the "
+                   "error says 'needs a bytes-like object ..., not int' to a caller who passed "
+                   "a bytes-like object")
+def test_put_many_of_one_bytes_object_says_it_wants_a_list(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 2, 4096) as ring, \
+            pytest.raises(TypeError, match=r"put_many\(\).*(iterable|list|put\(\))") as info:
+        ring.put_many(b"abc")
+    assert "not int" not in str(info.value)
+
+
+@pytest.mark.xfail(strict=True, reason="put_many(None) raises Python's bare \"'NoneType' object "
+                   "is not iterable\": no ring, no call, no argument named")
+def test_put_many_of_a_non_iterable_names_the_ring_and_the_argument(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 2, 4096) as ring:
+        for bad in (None, 5):
+            with pytest.raises(TypeError, match=rf"{ring.name}.*put_many\(\).*messages"):
+                ring.put_many(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.xfail(strict=True, reason="get_many raises ValueError for a max_messages of the "
+                   "wrong type (the library's checks raise TypeError naming the type, e.g. "
+                   "check_range/check_size/check_timeout); numpy.int64(3) reads as 'must be an "
+                   "int >= 1, not np.int64(3)'")
+@pytest.mark.parametrize("bad", [1.5, "3", None])
+def test_get_many_wrong_type_of_count_is_a_type_error(shm_id: str, bad: object) -> None:
+    with ShmTraceRing.create(shm_id, 2, 4096) as ring, \
+            pytest.raises(TypeError, match=rf"get_many\(\): max_messages .*{type(bad).__name__}"):
+        ring.get_many(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.xfail(strict=True, reason="put_many's TimeoutError says 'messages 0..-1 of 1 were "
+                   "put, 0.. were not' when none was put")
+def test_put_many_timeout_text_when_none_was_put(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 1, 4096) as ring:
+        ring.put(b"full")
+        with pytest.raises(TimeoutError) as info:
+            ring.put_many([b"a"], timeout=0)
+        assert "-1" not in str(info.value)
+
+
+@pytest.mark.xfail(strict=True, reason="get_many's TimeoutError shows the time left after its "
+                   "spin ('no message within 0.2999... s'), not the caller's timeout, and names "
+                   "no get_many")
+def test_get_many_timeout_text_names_the_callers_timeout(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 2, 4096) as ring, ShmTraceRing.open(shm_id) as reader:
+        ring.put_many([b"a"])
+        assert reader.get_many() == [b"a"]  # registered: the quiet path (spin first)
+        with pytest.raises(TimeoutError, match=r"get_many.*within 0\.3 s"):
+            reader.get_many(timeout=0.3)
+
+
+@pytest.mark.seedref
+@pytest.mark.xfail(strict=True, reason="put_many's `filled` posts skipped by a signal handler's "
+                   "exception: the Rust consumer never sees the published messages")
+def test_a_signal_while_put_many_posts_its_tokens_rust_consumer(seedref: str, shm_id: str
+                                                                ) -> None:
+    count, plen = 20, 40
+    frames = []
+    for i in range(count):
+        buf = bytearray(64)
+        frames.append(bytes(buf[:rc.write_frame(memoryview(buf), i, plen)]))
+    with ShmTraceRing.create(shm_id, 8, 4096, fast=False) as ring:
+        p = start_peer(seedref, "consume", shm_id, 8, 4096, "--expect-count", count,
+                       "--expect-len", plen, "--idle-limit-s", 5)
+        ring.put_many(frames[:16], timeout=30)  # every slot used once: the quiet path
+        assert ring.wait_drained(30)
+        with signal_after_call(ring, "_post", 2), pytest.raises(Interrupted):
+            ring.put_many(frames[16:])
+        ring.mark_finished()
+        out = finish_peer(p, timeout=20)
+    assert out["count"] == count and out["finished"] is True and out["errors"] == 0
