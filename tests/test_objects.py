@@ -270,7 +270,7 @@ def test_put_object_pickles_an_object_once(shm_id: str, case: str) -> None:
         "small": Counted(7),
         "out-of-band buffer": [Counted(1), pickle.PickleBuffer(b"x" * 100)],
         "nested large bytes": {"a": {"b": [Counted(2), b"z" * 5000]}},
-        "stream over 4 KiB": [Counted(3)] + ["%04d" % i * 25 for i in range(60)],
+        "stream over 4 KiB": [Counted(3)] + [f"{i:04d}" * 25 for i in range(60)],
         "unpicklable": [Counted(4), lambda: 1],
     }[case]
     ring, prod = pair(shm_id)
