@@ -416,3 +416,20 @@ def test_an_error_after_get_many_took_messages_loses_none(shm_id: str) -> None:
             while True:  # the good message first, then the error (as get() does)
                 got += ring.get_many(10, timeout=1)
         assert got == [msg(0)]
+
+
+@pytest.mark.xfail(strict=True, reason="put_many collects the whole iterable before copying "
+                   "(to check every size first): a generator that refills one buffer (readinto, "
+                   "a struct packed in place) puts its last content N times, silently; put() "
+                   "per item is right.  Copy mutable items when collected, or document it")
+def test_put_many_of_a_generator_refilling_one_buffer(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 8, 4096) as ring, ShmTraceRing.open(shm_id) as reader:
+        buf = bytearray(8)
+
+        def frames() -> Iterator[bytearray]:
+            for i in range(3):
+                _SEQ.pack_into(buf, 0, i)
+                yield buf
+
+        ring.put_many(frames())
+        assert reader.get_many(10) == [_SEQ.pack(i) for i in range(3)]
