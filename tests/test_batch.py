@@ -235,6 +235,15 @@ def warm(ring: ShmTraceRing, reader: ShmTraceRing) -> None:
         assert len(reader.get_many(ring.capacity)) == ring.capacity
 
 
+@contextlib.contextmanager
+def warm_compat_pair(shm_id: str) -> Iterator[tuple[ShmTraceRing, ShmTraceRing]]:
+    """A compat ring of 8 slots (token counts to check) and a reader, both warm."""
+    with ShmTraceRing.create(shm_id, 8, 4096, fast=False) as ring, \
+            ShmTraceRing.open(shm_id) as reader:
+        warm(ring, reader)
+        yield ring, reader
+
+
 def drain(reader: ShmTraceRing) -> list[bytes]:
     got: list[bytes] = []
     try:
@@ -249,15 +258,14 @@ def drain(reader: ShmTraceRing) -> list[bytes]:
                    "the rest (published messages without tokens: a Rust consumer waits "
                    "forever, a ctshm one a liveness slice each)")
 def test_a_signal_while_put_many_posts_its_tokens_loses_none(shm_id: str) -> None:
-    with ShmTraceRing.create(shm_id, 8, 4096, fast=False) as ring, \
-            ShmTraceRing.open(shm_id) as reader:
-        warm(ring, reader)
+    with warm_compat_pair(shm_id) as (ring, reader):
         with signal_after_call(ring, "_post", 2), pytest.raises(Interrupted):
             ring.put_many([msg(i) for i in range(4)])
         hdr = ring.header()
         published = hdr["write_idx"] - hdr["reserved_idx"]
         assert published == 4  # all four are visible to a consumer ...
         assert ring._filled.value() == published  # ... each with its token (a Rust peer)
+        assert drain(reader) == [msg(i) for i in range(4)]
 
 
 @pytest.mark.xfail(strict=True, reason="a signal handler's exception right after the quiet "
@@ -266,9 +274,7 @@ def test_a_signal_while_put_many_posts_its_tokens_loses_none(shm_id: str) -> Non
                    "try_put/put the same)")
 @pytest.mark.parametrize("call", ["put_many", "put"])
 def test_a_signal_after_taking_a_slot_token_returns_it(shm_id: str, call: str) -> None:
-    with ShmTraceRing.create(shm_id, 8, 4096, fast=False) as ring, \
-            ShmTraceRing.open(shm_id) as reader:
-        warm(ring, reader)
+    with warm_compat_pair(shm_id) as (ring, reader):
         nth, put = (3, 2) if call == "put_many" else (1, 0)  # the interrupted call, those put
         with signal_after_call(ring, "_trywait", nth), pytest.raises(Interrupted):
             if call == "put_many":
@@ -285,9 +291,7 @@ def test_a_signal_after_taking_a_slot_token_returns_it(shm_id: str, call: str) -
                    "there drops the copied batch (never returned, never redelivered) and the "
                    "tokens not yet posted")
 def test_a_signal_while_get_many_hands_slots_back_loses_none(shm_id: str) -> None:
-    with ShmTraceRing.create(shm_id, 8, 4096, fast=False) as ring, \
-            ShmTraceRing.open(shm_id) as reader:
-        warm(ring, reader)
+    with warm_compat_pair(shm_id) as (ring, reader):
         ring.put_many([msg(i) for i in range(4)])
         with signal_after_call(reader, "_post", 2), pytest.raises(Interrupted):
             reader.get_many(10)
