@@ -173,6 +173,7 @@ class ShmTraceRing:
     _c_quiet: bool = False
     _undelivered: Optional[Callable[[], Optional[AccessResult]]] = None
     _batch_half: int = 1  # put_many / get_many: slots per round (half the ring)
+    _batch_error: Optional[BaseException] = None  # get_many: raised by the next call
     _keep_attachment: bool = False  # set by __exit__ on an exception (see _on_close)
     name: str = ""
     id: str = ""
@@ -561,6 +562,9 @@ class ShmTraceRing:
 
     def mark_finished(self) -> None:
         """End of stream: the consumer gets ``Finished`` after every committed slot."""
+        if self._ps.owed_filled:
+            with self._lock:
+                _batch.settle(self)  # an interrupted batch's tokens first
         _producer.mark_finished(self)
 
     def notify_crash(self, signal: int, addr: int = 0, operation: int = 0,
@@ -716,6 +720,9 @@ class ShmTraceRing:
         with self._lock:
             if objs.inflight.closed:
                 return
+            ps = self._ps
+            if ps.owed_filled or ps.owed_empty:
+                _batch.settle(self)  # tokens an interrupted batch still owes the peer
             self._closed = True
             self._on_close()
         if objs.owner and objs.pid == os.getpid():

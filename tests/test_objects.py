@@ -251,19 +251,12 @@ class Counted:
         return (Counted, (self.payload,))
 
 
-_PICKLED_TWICE = pytest.mark.xfail(strict=True, reason="put_object's short way (_small) pickles "
-                                   "the object in band first and throws the stream away when it "
-                                   "meets an out-of-band buffer, a stream over 4 KiB or an error: "
-                                   "the general path pickles it again (side effects twice, the "
-                                   "work twice)")
-
-
 @pytest.mark.parametrize("case", [
     "small",
-    pytest.param("out-of-band buffer", marks=_PICKLED_TWICE),
-    pytest.param("nested large bytes", marks=_PICKLED_TWICE),
-    pytest.param("stream over 4 KiB", marks=_PICKLED_TWICE),
-    pytest.param("unpicklable", marks=_PICKLED_TWICE),
+    "out-of-band buffer",
+    "nested large bytes",
+    "stream over 4 KiB",
+    "unpicklable",
 ])
 def test_put_object_pickles_an_object_once(shm_id: str, case: str) -> None:
     obj: Any = {
