@@ -54,8 +54,9 @@ from ._scan import Mappers, scan_mappers
 from .cleanup import gc, gc_decision, in_use, remove
 from .cli import add_arguments, add_subcommands, cmd_gc, cmd_ls, cmd_rm, cmd_stat, cmd_top, run
 from .format import format_gc, format_ls, format_stat, format_top
-from .inspect import inspect_ring, inspect_segment, inspect_semaphore
+from .inspect import inspect_ring, inspect_semaphore
 from .names import collect, resolve
+from .segments import inspect_owner_record, inspect_segment
 from .top import run_top, top_records
 
 __all__ = [
@@ -82,6 +83,7 @@ __all__ = [
     "gc",
     "gc_decision",
     "in_use",
+    "inspect_owner_record",
     "inspect_ring",
     "inspect_segment",
     "inspect_semaphore",
