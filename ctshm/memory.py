@@ -101,6 +101,13 @@ def _exists_error(name: str, owner: Optional[_owner_record.Record], replace: Opt
                   creating: bool = False) -> FileExistsError:
     """``FileExistsError`` for ``create_*`` over ``name``: whose it is and what to do."""
     rm = f"`python -m ctshm rm {name}`"
+    if creating and not (owner is not None and owner.alive()):
+        rec = name + _owner_record.SUFFIX
+        return FileExistsError(errno.EEXIST, f"{os.strerror(errno.EEXIST)}: shared memory "
+                               f"segment {name!r} cannot be created: its owner record {rec!r} "
+                               "exists and names no live creator (being written, or not "
+                               f"ctshm's): remove it with `python -m ctshm rm {rec}`, or pass "
+                               "replace=True", name)
     if replace is False:
         why, todo = "exists (replace=False)", (f"remove it with {rm}, or pass replace=True "
                                                "(or None: replace it if its creator is dead)")
@@ -111,9 +118,8 @@ def _exists_error(name: str, owner: Optional[_owner_record.Record], replace: Opt
                 f"its creator close it first; `python -m ctshm rm --force {name}` removes it "
                 "anyway, replace=True replaces it")
     else:
-        what = "its owner record names no creator" if creating else "has no owner record"
-        why = (f"exists and {what} (made by the Rust original, or kept with keep_on_drop(), "
-               "so nobody can tell whether its creator lives)")
+        why = ("exists and has no owner record (made by the Rust original, or kept with "
+               "keep_on_drop(), so nobody can tell whether its creator lives)")
         todo = (f"remove it with {rm} (or `python -m ctshm gc --include-unknown`), or pass "
                 "replace=True")
     return FileExistsError(errno.EEXIST, f"{os.strerror(errno.EEXIST)}: shared memory segment "

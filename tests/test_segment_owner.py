@@ -88,7 +88,7 @@ def _killed_creator(id: str, where: str = "held") -> int:
 
 def _finish(p: subprocess.Popen[str]) -> None:
     """Let a held creator close its segment and exit."""
-    out, err = p.communicate("\n", timeout=60)
+    _out, err = p.communicate("\n", timeout=60)
     assert p.returncode == 0, err
 
 
@@ -111,6 +111,9 @@ def test_the_creator_is_recorded_and_both_names_go_on_close(shm_id: str) -> None
         assert seg["owner_record"] == _rec(shm_id) and seg["state"] is None
         text = run_cli("stat", shm_id).stdout
         assert f"{os.getpid()} (alive)" in text and _rec(shm_id) in text
+        # The record's name names its segment (as a semaphore's names its ring).
+        assert ops.resolve(_rec(shm_id)) == [("segment", m.name)]
+        assert run_cli("stat", _rec(shm_id)).stdout == text
     assert shm_entries(shm_id) == []
 
 
@@ -288,6 +291,23 @@ def test_an_unrecorded_segment_is_unknown_never_replaced_nor_collected(shm_id: s
     assert shm_entries(shm_id) == []
 
 
+def test_a_record_naming_no_creator_blocks_create_with_what_to_do(shm_id: str) -> None:
+    fd = libc.shm_open(_rec(shm_id), libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, 0o600)
+    os.close(fd)  # empty: as a creator killed between shm_open and writing its pid leaves it
+    with pytest.raises(FileExistsError) as info:
+        ShmMemory.create_readonly(shm_id, 4096)
+    msg = str(info.value)
+    assert f"owner record {_rec(shm_id)!r} exists and names no live creator" in msg, msg
+    assert f"python -m ctshm rm {_rec(shm_id)}" in msg and info.value.filename == _seg(shm_id)
+    o = listing(shm_id)[_rec(shm_id)]
+    assert (o["kind"], o["state"], o["creator"]["pid"]) == ("owner-record", "unknown", None)
+    res = cli_json("gc", "--prefix", shm_id)
+    assert res["removed"] == [] and "--include-unknown" in res["kept"][0]["reason"]
+    res = cli_json("gc", "--prefix", shm_id, "--include-unknown")
+    assert [e["name"] for e in res["removed"]] == [_rec(shm_id)]
+    assert shm_entries(shm_id) == []
+
+
 def test_a_creation_in_progress_is_neither_replaced_nor_collected(shm_id: str) -> None:
     rec, mapping = _owner_record.create(_rec(shm_id), 0o600)  # this process, creating
     try:
@@ -318,8 +338,7 @@ def test_rust_made_segment_is_unknown(seedref: str, shm_id: str) -> None:
         assert res["removed"] == [] and "in use by" in res["kept"][0]["reason"]
         assert shm_entries(shm_id) == [f"{shm_id}_m"]
     finally:
-        out, err = p.communicate("\n", timeout=60)
-        assert p.returncode == 0, err
+        _finish(p)
     assert shm_entries(shm_id) == []
 
 

@@ -11,7 +11,7 @@ import os
 import stat as stat_mod
 from typing import Optional
 
-from .. import _owner_record, layout as L, queue_layout as QL
+from .. import _owner_record, _shm, layout as L, queue_layout as QL
 from .._bcast_layout import SUFFIX as BCAST_SUFFIX
 from ._common import SEM_PREFIX, SHM_DIR, OpsError, sem_path, shm_path
 from ._scan import Mappers, scan_mappers
@@ -105,6 +105,15 @@ def _exists(kind: str, name: str) -> bool:
     return kind == "ring" and any(os.path.exists(sem_path(name + s)) for s in L.SEM_SUFFIXES)
 
 
+def _record_target(name: str) -> tuple[str, str]:
+    """An owner record's name names its segment while it describes it (as a semaphore's
+    names its ring), else the record alone."""
+    seg = name[:-len(_owner_record.SUFFIX)]
+    if _owner_record.describes(_owner_record.read(name), _shm.name_identity(seg)):
+        return ("segment", seg)
+    return (RECORD_KIND, name)
+
+
 def resolve(arg: str) -> list[tuple[str, str]]:
     """What ``arg`` names: ``[(kind, name)]`` with kind ``ring`` (``/X_t``, including its
     semaphores, or only orphan semaphores), ``segment`` (``/X_m``, including its owner
@@ -122,7 +131,7 @@ def resolve(arg: str) -> list[tuple[str, str]]:
     elif body.endswith(L.RING_SUFFIX):
         exact.append(("ring", "/" + body))
     elif body.endswith(L.SEGMENT_SUFFIX + _owner_record.SUFFIX):
-        exact.append((RECORD_KIND, "/" + body))
+        exact.append(_record_target("/" + body))
     elif body.endswith(L.SEGMENT_SUFFIX):
         exact.append(("segment", "/" + body))
     elif body.endswith(QL.SUFFIX):
