@@ -4,14 +4,14 @@ A segment's bytes are the user's, shared byte for byte with the Rust original, s
 ring it has no header to name its creator in.  A ctshm creator records itself in a
 companion shm object instead (64 bytes, u64 little-endian words)::
 
-    offset 0 ┌──────────────── /X_m_owner ────────────────────────────────────────────┐
+    offset 0 ┌──────────────── /X_m_owner ──────────────────────────────────────────────┐
            0 │ magic    u64  b"CTSHMOW1" (written first)                               │
-           8 │ pid      u64  │ 16 start u64: the creator, pid + start time, written     │
-             │               as a ring's peers are (``_peers.set_pair``: pid 0, start, pid)│
-          24 │ seg_dev  u64  │ 32 seg_ino u64: (st_dev, st_ino) of the segment this     │
-             │               record describes; 0, 0 until the segment exists          │
-          40 │ zero                                                                   │
-             └────────────────────────────────────────────────────────────────────────┘
+           8 │ pid      u64  │ 16 start u64: the creator, pid + start time (_proc);    │
+             │               start is written first, then pid (read with read_peer)    │
+          24 │ seg_dev  u64  │ 32 seg_ino u64: (st_dev, st_ino) of the segment this    │
+             │               record describes; 0, 0 until the segment exists           │
+          40 │ zero up to 64                                                           │
+             └──────────────────────────────────────────────────────────────────────────┘
 
 Rules (``ShmMemory`` creates and removes; ``ctshm.ops`` and ``create``'s replace policy read):
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 from typing import Final, NamedTuple, Optional
 
-from . import _peers, _proc, _shm, libc
+from . import _proc, _shm, libc
 from .layout import read_peer
 
 __all__ = ["SUFFIX", "Record", "create", "describes", "lone_verdict", "read", "remove_for"]
@@ -81,7 +81,8 @@ def create(name: str, mode: int) -> tuple[Record, _shm.Mapping]:
     try:
         hq[_MAGIC] = MAGIC
         pid, start = _proc.me()
-        _peers.set_pair(hq.__setitem__, _PID, pid, start)
+        hq[_START] = start  # then the pid (0 until now): the order of _peers.set_pair
+        hq[_PID] = pid
     finally:
         hq.release()
     return Record(name, identity, pid, start, None), m
