@@ -22,7 +22,7 @@ from ctshm import Data, ShmMemory, ShmTraceRing, cli, ops
 from ctshm.layout import HEADER_SIZE, HUGE_PAGE_SIZE
 from ctshm.semaphore import NamedSemaphore
 
-from .helpers import REPO_ROOT, SHM_DIR, run_python, sem_exists, shm_exists
+from .helpers import REPO_ROOT, SHM_DIR, drain, run_python, sem_exists, shm_exists
 from .test_interop import start_peer
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm (Linux)")
@@ -128,6 +128,7 @@ def test_ls_and_stat_live_ring(shm_id: str) -> None:
             g.abort()
             assert isinstance(data, Data), data
             data.guard.release()
+        assert drain(ring) == 1
     assert shm_entries(shm_id) == []
 
 
