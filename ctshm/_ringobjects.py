@@ -62,16 +62,13 @@ class RingObjects:
             self._finalizers.append(weakref.finalize(ring, self._unlink_at_end))
 
     def _collected(self) -> None:
-        # Never raises; nothing in a forked child.  Released even if unlinking raised (an
-        # UnreadMessagesWarning under an "error" warnings filter): no descriptor leaks.
+        # Never raises; nothing in a forked child.
         if os.getpid() != self.pid:
             return
         try:
-            try:
-                if self.owner:
-                    self.unlink_names()
-            finally:
-                self.release()
+            if self.owner:
+                self.unlink_names()
+            self.release()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
 
