@@ -20,7 +20,7 @@ import weakref
 from ctypes import byref, get_errno
 from typing import Any, Callable, Final, Optional
 
-from . import _proc, libc
+from . import _liveness, libc
 from ._fork import on_fork
 from .libc import fn
 from .semaphore import default_wait_mode
@@ -208,7 +208,7 @@ def spin_then_sleep(spin: Spin, ready: Callable[[], Any],
 
 def slot_alive(pid: int, start: int) -> bool:
     """Is the process that occupies a slot (its pid, and its start time if known) alive?"""
-    return pid == os.getpid() or _proc.is_alive(pid, start)
+    return pid == os.getpid() or _liveness.is_alive(pid, start)
 
 
 class ForkRegistry:

@@ -6,7 +6,7 @@ companion shm object instead (64 bytes, u64 little-endian words)::
 
     offset 0 ┌──────────────── /X_m_owner ──────────────────────────────────────────────┐
            0 │ magic    u64  b"CTSHMOW1" (written first)                               │
-           8 │ pid      u64  │ 16 start u64: the creator, pid + start time (_proc);    │
+           8 │ pid      u64  │ 16 start u64: the creator, pid + start time (_liveness) │
              │               start is written first, then pid (read with read_peer)    │
           24 │ seg_dev  u64  │ 32 seg_ino u64: (st_dev, st_ino) of the segment this    │
              │               record describes; 0, 0 until the segment exists           │
@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 from typing import Final, NamedTuple, Optional
 
-from . import _proc, _shm, libc
+from . import _liveness, _shm, libc
 from .layout import read_peer
 
 __all__ = ["SUFFIX", "Record", "create", "describes", "lone_verdict", "read", "remove_for"]
@@ -58,7 +58,7 @@ class Record(NamedTuple):
     segment: Optional[Identity]  # the segment it describes; None: not made yet
 
     def alive(self) -> bool:
-        return bool(self.pid) and _proc.is_alive(self.pid, self.start)
+        return bool(self.pid) and _liveness.is_alive(self.pid, self.start)
 
 
 def create(name: str, mode: int) -> tuple[Record, _shm.Mapping]:
@@ -80,7 +80,7 @@ def create(name: str, mode: int) -> tuple[Record, _shm.Mapping]:
     hq = m.view().cast("Q")
     try:
         hq[_MAGIC] = MAGIC
-        pid, start = _proc.me()
+        pid, start = _liveness.me()
         hq[_START] = start  # then the pid (0 until now): the order of _peers.set_pair
         hq[_PID] = pid
     finally:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Callable, Final, Optional
 
-from . import _fork, _proc
+from . import _fork, _liveness
 from .atomics import Atomics
 from .errors import PeersFull
 
@@ -41,7 +41,7 @@ def split_identity(ident: int) -> tuple[int, int]:
 
 
 def _my_identity() -> int:
-    pid, start = _proc.me()
+    pid, start = _liveness.me()
     return identity_of(pid, start)
 
 
@@ -90,7 +90,7 @@ class PeersTable:
         if ident == 0 or (gen is not None and g != gen):
             return False
         pid, start = split_identity(ident)
-        return _proc.is_alive(pid, start)
+        return _liveness.is_alive(pid, start)
 
     def live(self) -> list[tuple[int, int, int, int]]:
         """(index, generation, pid, start) of every occupied entry."""
@@ -107,7 +107,7 @@ class PeersTable:
         held; returns how many this call freed (others may free concurrently)."""
         freed = 0
         for index, gen, pid, start in self.live():
-            if _proc.is_alive(pid, start):
+            if _liveness.is_alive(pid, start):
                 continue
             cleanup(index, gen)
             wi, wg = self._words(index)

@@ -33,8 +33,8 @@ import os
 import weakref
 from typing import Any, Final, Optional
 
-from . import _owner_record, _shm, _space, libc
-from ._inflight import InFlight
+from . import _owner_record, _shm, _shmdir, libc
+from ._callgate import InFlight
 from .layout import SEGMENT_SUFFIX
 
 __all__ = ["ShmMemory"]
@@ -195,7 +195,7 @@ class ShmMemory:
                             f"creator's segment), True or False, not {replace!r}")
         _check_flag(name, "reserve", reserve)
         # Sparse: a warning, not a refusal; stacklevel 4 is the caller of create_*.
-        _space.check_free("ShmMemory", name, size, _space.SPARSE_SEGMENT, 4)
+        _shmdir.check_free("ShmMemory", name, size, _shmdir.SPARSE_SEGMENT, 4)
         self = cls(_token=_MAKE)
         self.name = name
         _make_room(name, replace)

@@ -221,10 +221,51 @@ def _fill(enc: _Encoded, g: ProducerGuard) -> None:
     g.commit(enc.total)
 
 
+def _small(obj: Any) -> Optional[bytes]:
+    """The whole frame of an object that pickles small and in band (the common case: a
+    dict of a few fields), or None: then :class:`_Encoded` does the general work."""
+    t = type(obj)
+    if t is bytes or t is bytearray:
+        return None
+    if t is dict or t is list or t is tuple:  # large bytes at the top level go out of band
+        if len(obj) > 64:
+            return None
+        for v in (obj.values() if t is dict else obj):
+            if type(v) in _BYTES and len(v) >= OUT_OF_BAND_MIN:
+                return None
+    try:
+        stream = _dumps(obj, 5, buffer_callback=_refuse)
+    except _OutOfBand:
+        return None
+    except Exception:  # (the general path raises it again, with the ring's name)
+        return None
+    if len(stream) > _SMALL_MAX:
+        return None
+    return _HEAD.pack(MAGIC, VERSION, 0, 0, 0, len(stream)) + stream
+
+
+class _OutOfBand(Exception):
+    """A PickleBuffer met while pickling small: the general path takes the object."""
+
+
+def _refuse(pb: pickle.PickleBuffer) -> bool:
+    raise _OutOfBand
+
+
+_BYTES: Final = (bytes, bytearray)
+_dumps: Final = pickle.dumps
+#: A frame pickled in band up to this size goes through ``ring.put`` as bytes.
+_SMALL_MAX: Final = 4096
+
+
 def put_object(ring: ShmTraceRing, obj: Any, timeout: Optional[float] = None) -> None:
     """Pickle ``obj`` (protocol 5, large buffers out of band) into one slot and commit it.
     ``TimeoutError`` when no slot is free within ``timeout`` seconds (None: no bound);
     ``ValueError`` when the pickled object does not fit a slot."""
+    small = _small(obj)
+    if small is not None and len(small) <= ring.slot_size:
+        ring.put(small, timeout)
+        return
     enc = _encode(ring, obj, "put_object")
     small = enc.small_frame()
     if small is not None:
@@ -338,8 +379,20 @@ def _data(ring: ShmTraceRing, r: Any, timeout: Optional[float]) -> ConsumerGuard
 
 
 def _owned(ring: ShmTraceRing, g: ConsumerGuard) -> Any:
-    with g:
-        return decode(g.buf, True, name=ring.name, index=g.index)
+    try:
+        buf = g.buf
+        if len(buf) >= HEADER:  # the common case first: no buffer out of band
+            magic, version, _, n_oob, n_pid, plen = _HEAD.unpack_from(buf, 0)
+            if (not n_oob and not n_pid and magic == MAGIC and version == VERSION
+                    and HEADER + plen <= len(buf)):
+                stream = buf[HEADER:HEADER + plen]
+                try:
+                    return pickle.loads(stream)
+                finally:
+                    stream.release()
+        return decode(buf, True, name=ring.name, index=g.index)
+    finally:
+        g.release()
 
 
 def get_object(ring: ShmTraceRing, timeout: Optional[float] = None) -> Any:
@@ -347,7 +400,8 @@ def get_object(ring: ShmTraceRing, timeout: Optional[float] = None) -> Any:
     ``RingFinished`` at the end, ``ProducerCrashed`` on a crash, ``TimeoutError`` on
     timeout, ``CorruptRingError`` if the message is not an object frame.  Unpickling runs
     code chosen by the producer: trusted peers only."""
-    return _owned(ring, _data(ring, ring.access(timeout), timeout))
+    r = ring.access(timeout)
+    return _owned(ring, r.guard if type(r) is Data else _data(ring, r, timeout))
 
 
 async def aget_object(ring: ShmTraceRing, timeout: Optional[float] = None) -> Any:

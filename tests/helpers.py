@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Optional, Sequence
@@ -112,6 +113,22 @@ def join_all(procs: Sequence[Any], timeout: float = CHILD_TIMEOUT) -> list[Optio
         else:
             codes.append(p.exitcode)
     return codes
+
+
+def start_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
+    """``fn()`` in a thread, started; the list receives what it raises (the test asserts it
+    after joining the thread)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, errors
 
 
 def fork_call(fn: Callable[[], Any]) -> int:

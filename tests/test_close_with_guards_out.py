@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from ctshm import ShmTraceRing
 from ctshm.errors import UnreadMessagesWarning
 
-from .helpers import REPO_ROOT, fork_call, reap
+from .helpers import REPO_ROOT, fork_call, reap, start_thread
 
 
 def test_closed_handle_keeps_producer_turn_until_its_guard_ends(shm_id: str) -> None:
@@ -26,16 +25,7 @@ def test_closed_handle_keeps_producer_turn_until_its_guard_ends(shm_id: str) -> 
         try:
             g = p1.acquire(5, size=8)
             stale = g.buf  # taken before the close
-            errors: list[BaseException] = []
-
-            def produce() -> None:
-                try:
-                    p2.put(b"good....", timeout=30)
-                except BaseException as e:  # pragma: no cover - reported below
-                    errors.append(e)
-
-            t = threading.Thread(target=produce)
-            t.start()
+            t, errors = start_thread(lambda: p2.put(b"good....", timeout=30))
             p1.close()
             t.join(0.5)  # not an assertion: lets a put that wrongly got the slot finish
             with pytest.raises(ValueError, match=r"was closed: buf of .* nothing was published"):

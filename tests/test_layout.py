@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from ctshm import ShmTraceRing, _proc, layout as L
+from ctshm import ShmTraceRing, _liveness, layout as L
 
 from .helpers import REPO_ROOT, SHM_DIR, drain
 
@@ -44,7 +44,7 @@ def put_word(v: memoryview, word: int, value: int) -> None:
 
 
 def test_read_header_of_a_live_ring(shm_id: str) -> None:
-    me = L.PeerId(*_proc.me())
+    me = L.PeerId(*_liveness.me())
     with ShmTraceRing.create(shm_id, 4, 4096) as ring:
         for n in (5, 100, 7):
             ring.put(b"x" * n)

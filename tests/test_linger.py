@@ -247,8 +247,9 @@ def test_a_dropped_writer_stops_its_flusher(ring: ShmTraceRing) -> None:
     assert not t.is_alive()
 
 
+@pytest.mark.parametrize("call", ["append", "reserve", "flush", "close"])
 def test_a_failed_flusher_publication_is_reported_by_the_next_call(
-        ring: ShmTraceRing) -> None:
+        ring: ShmTraceRing, call: str) -> None:
     clock = FakeClock()
     make_busy(ring)
     w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
@@ -258,7 +259,12 @@ def test_a_failed_flusher_publication_is_reported_by_the_next_call(
     with w._cond:  # type: ignore[union-attr]
         w._flusher_step()
     with pytest.raises(RuntimeError, match="linger flusher could not publish"):
-        w.append(b"next")
+        if call == "append":
+            w.append(b"next")
+        elif call == "reserve":
+            w.reserve(4)
+        else:
+            getattr(w, call)()
     w.abort()
 
 

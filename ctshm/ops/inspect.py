@@ -13,7 +13,7 @@ import os
 import stat as stat_mod
 from typing import Callable, Optional, TypeVar, cast
 
-from .. import _proc, _shm, layout as L, libc
+from .. import _liveness, _shm, layout as L, libc
 from ..semaphore import NamedSemaphore
 from ._common import NOT_A_RING, OPERATIONS, SEM_T_SIZE, STATES_FIN, sem_path, shm_path
 from ._scan import Mappers
@@ -45,7 +45,7 @@ def party(pid: int, start: int, *, unknown: bool = False) -> Optional[Party]:
         if unknown:
             return {"pid": None, "start": None, "alive": None, "text": "unknown"}
         return None
-    alive = _proc.is_alive(pid, start)
+    alive = _liveness.is_alive(pid, start)
     return {"pid": pid, "start": start, "alive": alive,
             "text": f"{pid} ({'alive' if alive else 'dead'})"}
 
