@@ -13,7 +13,7 @@ import os
 import stat as stat_mod
 from typing import Callable, Optional, TypeVar, cast
 
-from .. import _liveness, _shm, layout as L, libc
+from .. import _liveness, _shm, layout as L
 from ..semaphore import NamedSemaphore
 from ._common import NOT_A_RING, OPERATIONS, SEM_T_SIZE, STATES_FIN, sem_path, shm_path
 from ._scan import Mappers
@@ -59,16 +59,10 @@ def _mode(st: os.stat_result) -> str:
 
 
 def read_shm(name: str, read: Callable[[int, os.stat_result], _T]) -> Optional[_T]:
-    """``read(fd, stat)`` on the shm object ``name`` opened read-only (None if it does not
-    exist); the fd is closed whatever ``read`` does."""
-    try:
-        fd = libc.shm_open(name, libc.O_RDONLY, 0)
-    except FileNotFoundError:
-        return None
-    try:
-        return read(fd, os.fstat(fd))
-    finally:
-        os.close(fd)
+    """``read(fd, stat)`` on the shm object ``name`` opened read-only (``_shm.read_existing``:
+    None if it does not exist or is not ours to read); the fd is closed whatever ``read``
+    does."""
+    return _shm.read_existing(name, lambda fd: read(fd, os.fstat(fd)))
 
 
 def stat_fields(name: str, path: str, st: os.stat_result, mappers: Mappers) -> _StatFields:
