@@ -10,6 +10,13 @@ Lifecycles, same names as the original (object ``/{id}_m``):
 * :meth:`ShmMemory.open_readwrite` opens an existing object and maps it read-write; it never
   unlinks.
 
+A creator records itself (pid + start time) in the owner record ``/{id}_m_owner``
+(``ctshm._owner_record``: the segment's own bytes are the user's, shared with the Rust
+original), made before the segment and removed after it.  It tells ``python -m ctshm ls``
+who made the segment and ``gc`` when that creator is dead; ``create_*`` replaces a dead
+creator's segment (``replace=None``, the rule rings follow) and refuses a live creator's or
+an unrecorded one (the Rust original's, one kept with :meth:`keep_on_drop`).
+
 Sparse by default, as the original: a segment costs memory only for the pages touched, so a
 2 TiB segment is fine.  The price: when /dev/shm is full, the first touch of a page - a
 write, and on tmpfs a *read* of a never-written page too - kills the process with SIGBUS.

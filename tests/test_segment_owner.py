@@ -137,6 +137,19 @@ def test_garbage_collection_unlink_and_unlink_id_remove_the_record(shm_id: str) 
     assert shm_entries(shm_id) == []
 
 
+def test_a_replaced_creator_leaves_its_successors_record_alone(shm_id: str) -> None:
+    old = ShmMemory.create_readonly(shm_id, 4096)
+    new = ShmMemory.create_readonly(shm_id, 4096, replace=True)  # live creator: replaced
+    try:
+        old.close()  # its names are the successor's now: neither is removed
+        rec = _owner_record.read(_rec(shm_id))
+        st = os.stat(SHM_DIR + new.name)
+        assert rec is not None and rec.segment == (st.st_dev, st.st_ino)
+    finally:
+        new.close()
+    assert shm_entries(shm_id) == []
+
+
 def test_an_opener_never_touches_the_record(shm_id: str) -> None:
     with ShmMemory.create_readonly(shm_id, 4096):
         o = ShmMemory.open_readwrite(shm_id)
