@@ -17,7 +17,7 @@ import pytest
 import ctshm._waiting as ring_mod
 from ctshm import Crashed, Data, Finished, ShmTraceRing, Timeout, atomics, layout as L, libc
 
-from .helpers import SPAWN, join_all, run_children, start_thread
+from .helpers import SPAWN, drain, join_all, run_children, start_thread
 
 SLOT = 4096
 LONG_SLICE = 30.0
@@ -380,8 +380,10 @@ def test_producer_timeout_on_a_fast_ring_without_consumer_says_why(shm_id: str) 
         ring.put(b"a")
         with pytest.raises(TimeoutError, match=r"fast ring and no ctshm consumer .* Rust"):
             ring.put(b"b", timeout=0.05)
+        assert drain(ring) == 1
     with ShmTraceRing.create(shm_id, 1, SLOT) as ring:
         ring.put(b"a")
         with pytest.raises(TimeoutError) as e:
             ring.put(b"b", timeout=0.05)
         assert "fast ring" not in str(e.value)
+        assert drain(ring) == 1

@@ -16,7 +16,7 @@ import pytest
 from ctshm import ShmTraceRing
 from ctshm.records import DEFAULT_LINGER, RecordReader, RecordWriter
 
-from .helpers import SPAWN, join_all
+from .helpers import SPAWN, drain, join_all
 
 SLOT = 1 << 16
 
@@ -37,6 +37,7 @@ def flusher_threads() -> list[threading.Thread]:
 def ring(shm_id: str):  # type: ignore[no-untyped-def]
     r = ShmTraceRing.create(shm_id, 4, SLOT)
     yield r
+    drain(r)  # what a test left unread (make_busy's blocker, ...): closing loses nothing
     r.close()
 
 
