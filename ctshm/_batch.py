@@ -85,7 +85,7 @@ def put_many(ring: ShmTraceRing, messages: Any, timeout: Optional[float] = None)
             ring.put(views[i], timeout)
         except TimeoutError:
             done = f"messages 0..{i - 1} of {total} were put, {i}.. were not" if i else \
-                f"none of the {total} messages was put"
+                f"none of the {total} messages were put"
             raise TimeoutError(f"ring {ring.name!r}: put_many(): no free slot within "
                                f"{timeout} s; {done}") from None
         i += 1
