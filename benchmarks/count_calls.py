@@ -24,26 +24,24 @@ Run: ``python benchmarks/count_calls.py [--count N] [--json]``.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import ctypes
 import json
 import os
-import signal
-import struct
 import sys
 import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _shared import SEQ, cli, w1_consume, w1_produce, w4_client, w4_serve
+
 import ctshm
-from ctshm import Data, ShmTraceRing, atomics, libc, semaphore
+from ctshm import ShmTraceRing, atomics, libc, semaphore
 from ctshm.records import RecordReader, RecordWriter
 
 COUNTS: collections.Counter[str] = collections.Counter()
 SLOT = 2 << 20
-_SEQ = struct.Struct("<Q")
 #: ``--fast``: the rings are created in fast mode (ctshm peers only).
 MODE: dict[str, bool] = {"fast": False}
 
@@ -206,48 +204,51 @@ def _collect(pid: int, r: int) -> dict[str, Any]:
     return json.loads(b"".join(chunks))  # type: ignore[no-any-return]
 
 
+def _counted(ids: tuple[str, ...],
+             body: Callable[..., tuple[int, dict[str, Any]]]) -> Callable[[], dict[str, Any]]:
+    """One side, for a forked child: open the rings ``ids``, run ``body(*rings)`` (which
+    returns its message count and extra report fields) with the foreign calls counted and
+    the time taken; calls per message, seconds and the extra fields."""
+    def side() -> dict[str, Any]:
+        COUNTS.clear()
+        rings = [ShmTraceRing.open(i) for i in ids]
+        a = snapshot()
+        t0 = time.perf_counter()
+        n, extra = body(*rings)
+        dt = time.perf_counter() - t0
+        out = per(diff(a, snapshot()), n)
+        for r in rings:
+            r.close()
+        return {"calls": out, "seconds": dt, **extra}
+    return side
+
+
+def _run_pair(rings: list[ShmTraceRing], first: Callable[[], dict[str, Any]],
+              second: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fork ``first`` then ``second``; their reports once both are done; then the creator's
+    ``rings`` are closed (unlinked)."""
+    try:
+        p1, r1 = _fork(first)
+        p2, r2 = _fork(second)
+        return _collect(p1, r1), _collect(p2, r2)
+    finally:
+        for ring in rings:
+            ring.close()
+
+
 def slot_stream(count: int) -> dict[str, Any]:
     rid = f"cc{os.getpid():x}_st"
     ring = ShmTraceRing.create(rid, 32, SLOT, fast=MODE["fast"])
 
-    def producer() -> dict[str, Any]:
-        COUNTS.clear()
-        rg = ShmTraceRing.open(rid)
-        msg = bytearray(64)
-        a = snapshot()
-        t0 = time.perf_counter()
-        for i in range(count):
-            _SEQ.pack_into(msg, 0, i)
-            rg.put(msg)
-        rg.mark_finished()
-        dt = time.perf_counter() - t0
-        out = per(diff(a, snapshot()), count)
-        rg.close()
-        return {"calls": out, "seconds": dt}
+    def producer(rg: ShmTraceRing) -> tuple[int, dict[str, Any]]:
+        w1_produce(rg, count)
+        return count, {}
 
-    def consumer() -> dict[str, Any]:
-        COUNTS.clear()
-        rg = ShmTraceRing.open(rid)
-        a = snapshot()
-        n = 0
-        while True:
-            d = rg.access()
-            if type(d) is not Data:
-                break
-            g = d.guard
-            _SEQ.unpack_from(g.buf, 0)
-            g.release()
-            n += 1
-        out = per(diff(a, snapshot()), n)
-        rg.close()
-        return {"calls": out, "messages": n}
+    def consumer(rg: ShmTraceRing) -> tuple[int, dict[str, Any]]:
+        n = w1_consume(rg)
+        return n, {"messages": n}
 
-    try:
-        pc, rc = _fork(consumer)
-        pp, rp = _fork(producer)
-        prod, cons = _collect(pp, rp), _collect(pc, rc)
-    finally:
-        ring.close()
+    cons, prod = _run_pair([ring], _counted((rid,), consumer), _counted((rid,), producer))
     return {"messages": cons["messages"], "msgs_per_s": count / prod["seconds"],
             "producer": prod["calls"], "consumer": cons["calls"]}
 
@@ -256,100 +257,47 @@ def records_stream(count: int) -> dict[str, Any]:
     rid = f"cc{os.getpid():x}_rs"
     ring = ShmTraceRing.create(rid, 32, SLOT, fast=MODE["fast"])
 
-    def producer() -> dict[str, Any]:
-        COUNTS.clear()
-        rg = ShmTraceRing.open(rid)
+    def producer(rg: ShmTraceRing) -> tuple[int, dict[str, Any]]:
         msg = bytearray(64)
-        a = snapshot()
         w = RecordWriter(rg, max_bytes=64 * 1024)
         for i in range(count):
-            _SEQ.pack_into(msg, 0, i)
+            SEQ.pack_into(msg, 0, i)
             w.append(msg)
         w.close()
-        out = per(diff(a, snapshot()), count)
-        rg.close()
-        return {"calls": out, "slots": w.slots_written}
+        return count, {"slots": w.slots_written}
 
-    def consumer() -> dict[str, Any]:
-        COUNTS.clear()
-        rg = ShmTraceRing.open(rid)
-        a = snapshot()
+    def consumer(rg: ShmTraceRing) -> tuple[int, dict[str, Any]]:
         n = 0
         for rec in RecordReader(rg):
-            _SEQ.unpack_from(rec, 0)
+            SEQ.unpack_from(rec, 0)
             n += 1
-        out = per(diff(a, snapshot()), n)
-        rg.close()
-        return {"calls": out, "messages": n}
+        return n, {"messages": n}
 
-    try:
-        pc, rc = _fork(consumer)
-        pp, rp = _fork(producer)
-        prod, cons = _collect(pp, rp), _collect(pc, rc)
-    finally:
-        ring.close()
+    cons, prod = _run_pair([ring], _counted((rid,), consumer), _counted((rid,), producer))
     return {"messages": cons["messages"], "slots": prod["slots"], "producer": prod["calls"],
             "consumer": cons["calls"]}
 
 
 def pingpong(count: int) -> dict[str, Any]:
     ida, idb = f"cc{os.getpid():x}_pa", f"cc{os.getpid():x}_pb"
-    A, B = (ShmTraceRing.create(ida, 4, SLOT, fast=MODE["fast"]),
-            ShmTraceRing.create(idb, 4, SLOT, fast=MODE["fast"]))
+    rings = [ShmTraceRing.create(ida, 4, SLOT, fast=MODE["fast"]),
+             ShmTraceRing.create(idb, 4, SLOT, fast=MODE["fast"])]
 
-    def server() -> dict[str, Any]:
-        COUNTS.clear()
-        a, b = ShmTraceRing.open(ida), ShmTraceRing.open(idb)
-        reply = bytearray(64)
-        s = snapshot()
-        for _ in range(count):
-            g = a.access().guard  # type: ignore[union-attr]
-            _SEQ.pack_into(reply, 0, _SEQ.unpack_from(g.buf, 0)[0])
-            b.put(reply)
-            g.release()
-        out = per(diff(s, snapshot()), count)
-        a.close()
-        b.close()
-        return {"calls": out}
+    def server(a: ShmTraceRing, b: ShmTraceRing) -> tuple[int, dict[str, Any]]:
+        w4_serve(a, b, count)
+        return count, {}
 
-    def client() -> dict[str, Any]:
-        COUNTS.clear()
-        a, b = ShmTraceRing.open(ida), ShmTraceRing.open(idb)
-        msg = bytearray(64)
-        s = snapshot()
-        t0 = time.perf_counter()
-        for i in range(count):
-            _SEQ.pack_into(msg, 0, i)
-            a.put(msg)
-            g = b.access().guard  # type: ignore[union-attr]
-            _SEQ.unpack_from(g.buf, 0)
-            g.release()
-        dt = time.perf_counter() - t0
-        out = per(diff(s, snapshot()), count)
-        a.close()
-        b.close()
-        return {"calls": out, "mean_rtt_us": dt / count * 1e6}
+    def client(a: ShmTraceRing, b: ShmTraceRing) -> tuple[int, dict[str, Any]]:
+        w4_client(a, b, count)
+        return count, {}
 
-    try:
-        ps, rs = _fork(server)
-        pcl, rcl = _fork(client)
-        cl, sv = _collect(pcl, rcl), _collect(ps, rs)
-    finally:
-        A.close()
-        B.close()
-    return {"round_trips": count, "mean_rtt_us": cl["mean_rtt_us"],
+    sv, cl = _run_pair(rings, _counted((ida, idb), server), _counted((ida, idb), client))
+    return {"round_trips": count, "mean_rtt_us": cl["seconds"] / count * 1e6,
             "client (per round trip)": cl["calls"], "server (per round trip)": sv["calls"]}
 
 
-def _sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # run the finally blocks: they unlink the rings
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _sigterm)
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--count", type=int, default=50_000)
+    p = cli(__doc__)
     p.add_argument("--json", action="store_true")
     p.add_argument("--fast", action="store_true", help="create the rings in fast mode")
     args = p.parse_args()

@@ -16,13 +16,10 @@ Run: ``python benchmarks/profile_hot.py [--count N] [--pyinstrument]``.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import os
 import pstats
-import signal
-import struct
 import sys
 import time
 import timeit
@@ -30,11 +27,12 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ctshm import Data, ShmTraceRing, atomics
+from _shared import cli, w1_consume, w1_produce, w4_client, w4_serve
+
+from ctshm import ShmTraceRing, atomics
 from ctshm.libc import fn
 
 SLOT = 2 << 20
-_SEQ = struct.Struct("<Q")
 
 
 def best_ns(stmt: Callable[[], Any], number: int) -> float:
@@ -191,24 +189,12 @@ def profile_stream(count: int, instrument: bool) -> None:
     ring = ShmTraceRing.create(rid, 32, SLOT)
 
     def producer() -> None:
-        r = ShmTraceRing.open(rid)
-        msg = bytearray(64)
-        for i in range(count):
-            _SEQ.pack_into(msg, 0, i)
-            r.put(msg)
-        r.mark_finished()
-        r.close()
+        with ShmTraceRing.open(rid) as r:
+            w1_produce(r, count)
 
     def consumer() -> None:
-        r = ShmTraceRing.open(rid)
-        while True:
-            d = r.access()
-            if type(d) is not Data:
-                break
-            g = d.guard
-            _SEQ.unpack_from(g.buf, 0)
-            g.release()
-        r.close()
+        with ShmTraceRing.open(rid) as r:
+            w1_consume(r)
 
     try:
         pc = _profile_child(consumer, f"W1 one-per-slot consumer, {count} messages", instrument)
@@ -224,27 +210,12 @@ def profile_pingpong(count: int, instrument: bool) -> None:
     A, B = ShmTraceRing.create(ida, 4, SLOT), ShmTraceRing.create(idb, 4, SLOT)
 
     def server() -> None:
-        a, b = ShmTraceRing.open(ida), ShmTraceRing.open(idb)
-        reply = bytearray(64)
-        for _ in range(count):
-            g = a.access().guard  # type: ignore[union-attr]
-            _SEQ.pack_into(reply, 0, _SEQ.unpack_from(g.buf, 0)[0])
-            b.put(reply)
-            g.release()
-        a.close()
-        b.close()
+        with ShmTraceRing.open(ida) as a, ShmTraceRing.open(idb) as b:
+            w4_serve(a, b, count)
 
     def client() -> None:
-        a, b = ShmTraceRing.open(ida), ShmTraceRing.open(idb)
-        msg = bytearray(64)
-        for i in range(count):
-            _SEQ.pack_into(msg, 0, i)
-            a.put(msg)
-            g = b.access().guard  # type: ignore[union-attr]
-            _SEQ.unpack_from(g.buf, 0)
-            g.release()
-        a.close()
-        b.close()
+        with ShmTraceRing.open(ida) as a, ShmTraceRing.open(idb) as b:
+            w4_client(a, b, count)
 
     try:
         ps = _profile_child(server, f"W4 server, {count} round trips", instrument)
@@ -255,15 +226,8 @@ def profile_pingpong(count: int, instrument: bool) -> None:
         B.close()
 
 
-def _sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # run the finally blocks: they unlink the rings
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _sigterm)
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--count", type=int, default=50_000)
+    p = cli(__doc__)
     p.add_argument("--pyinstrument", action="store_true",
                    help="sampling profiles (pyinstrument) instead of cProfile")
     args = p.parse_args()

@@ -11,7 +11,7 @@ import queue
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import _bcast_layout as L, _proc, _shm, libc
+from . import _bcast_layout as L, _liveness, _shm, libc
 from ._bcast_peers import AddrSemaphore, slot_alive
 from ._checks import check_range
 from .errors import ReaderEvicted, TooManyReaders
@@ -74,7 +74,7 @@ def _initialise(fd: int, name: str, total: int, capacity: int, slot_size: int,
                  (L.H_SLOT_SIZE, slot_size), (L.H_MAX_READERS, max_readers),
                  (L.H_STRIDE, stride), (L.H_SLOTS_OFF, slots_off), (L.H_TOTAL, total)):
         hq[k] = v
-    hq[L.CREATOR_PID], hq[L.CREATOR_START] = _proc.me()
+    hq[L.CREATOR_PID], hq[L.CREATOR_START] = _liveness.me()
     from .atomics import get_backend
     get_backend().fence()
     hq[L.H_MAGIC] = L.MAGIC   # last: openers wait for it
@@ -158,7 +158,7 @@ def join_reader(b: ShmBroadcast) -> None:
     """Claim a place, then take the current W as the join point (model: the claim comes
     first, mutant-join-load-first), store R and wake the writer (finding-join-no-wake)."""
     slot, state = claim_reader_slot(b)
-    hq, me = b._hq, _proc.me()
+    hq, me = b._hq, _liveness.me()
     b._slot, b._i_state = slot, L.reader_word(slot, L.R_STATE)
     b._i_r = L.reader_word(slot, L.R_IDX)
     b._rsem = b._base + L.reader_sem_off(slot)
@@ -179,7 +179,7 @@ def join_reader(b: ShmBroadcast) -> None:
 
 def claim_writer_seat(b: ShmBroadcast) -> None:
     hq = b._hq
-    pid, start = _proc.me()
+    pid, start = _liveness.me()
     while True:
         cur = int(hq[L.WRITER_PID])
         if cur == 0:

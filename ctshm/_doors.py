@@ -2,8 +2,9 @@
 doors to the extensions (``aget``/``aput``/... from :mod:`ctshm.aio`, ``put_object``/... from
 :mod:`ctshm.objects`, ``sender``/``receiver`` from :mod:`ctshm.channel`).
 
-Each is a function of a ring built on the ring's public API only; ``ShmTraceRing`` binds
-them as its methods.  The extensions are imported lazily, here and nowhere else below them
+Each is a function of a ring built on the ring's public API (``get`` and copying iteration
+first try a quiet batch of one, :func:`ctshm._batch.take`); ``ShmTraceRing`` binds them as
+its methods.  The extensions are imported lazily, here and nowhere else below them
 (the layering test, ``tests/test_layering.py``, holds every module to ``docs/modules.md``):
 importing ``ctshm`` loads no extension, and no extension is named by the core.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
+from . import _batch
 from .errors import ProducerCrashed, RingFinished
 from .layout import Buffer
 from .results import AccessResult, Crashed, Data, Finished
@@ -28,6 +30,10 @@ __all__ = ["chunks", "get", "iter_chunks"]
 def get(ring: ShmTraceRing, timeout: Optional[float] = None) -> bytes:
     """The next message as bytes.  ``RingFinished`` at the end, ``ProducerCrashed`` on a
     crash, ``TimeoutError`` on timeout."""
+    if ring._c_quiet:  # the quiet path: a batch of one (no guard, no result object)
+        got = _batch.take(ring, 1)
+        if got:
+            return got[0]
     r = ring.access(timeout)
     if isinstance(r, Data):
         with r.guard as g:
@@ -45,6 +51,11 @@ def chunks(ring: ShmTraceRing, timeout: Optional[float] = None, copy: bool = Tru
     ``TimeoutError`` if one wait exceeds ``timeout``.  Items are ``bytes``; with
     ``copy=False`` each is a read-only memoryview valid until the next item is requested."""
     while True:
+        if copy and ring._c_quiet:
+            got = _batch.take(ring, 1)
+            if got:
+                yield got[0]
+                continue
         r = ring.access(timeout)
         if isinstance(r, Data):
             g = r.guard
@@ -100,14 +111,32 @@ async def aput(ring: ShmTraceRing, data: Buffer, timeout: Optional[float] = None
 # -- Python objects (ctshm.objects) -------------------------------------------------------------
 def put_object(ring: ShmTraceRing, obj: Any, timeout: Optional[float] = None) -> None:
     """Send one Python object (see :func:`ctshm.objects.put_object`)."""
-    from .objects import put_object
-    put_object(ring, obj, timeout)
+    try:
+        f = _OBJECTS["put_object"]
+    except KeyError:
+        f = _load_objects("put_object")
+    f(ring, obj, timeout)
 
 
 def get_object(ring: ShmTraceRing, timeout: Optional[float] = None) -> Any:
     """Receive one Python object (see :func:`ctshm.objects.get_object`)."""
-    from .objects import get_object
-    return get_object(ring, timeout)
+    try:
+        f = _OBJECTS["get_object"]
+    except KeyError:
+        f = _load_objects("get_object")
+    return f(ring, timeout)
+
+
+#: ctshm.objects' per-message functions once loaded (an import statement per call costs
+#: about a microsecond: the door imports once).
+_OBJECTS: dict[str, Any] = {}
+
+
+def _load_objects(name: str) -> Any:
+    from . import objects
+    _OBJECTS["put_object"] = objects.put_object
+    _OBJECTS["get_object"] = objects.get_object
+    return _OBJECTS[name]
 
 
 def get_object_view(ring: ShmTraceRing, timeout: Optional[float] = None) -> Any:

@@ -2,7 +2,7 @@
 in one place.
 
 Each side registers itself in the ctshm extension as a (pid, start time) pair - the start
-time (``_proc``) guards against pid reuse - on its first ``acquire``/``access``, or is
+time (``_liveness``) guards against pid reuse - on its first ``acquire``/``access``, or is
 registered in advance by its parent (``expect_producer``/``expect_consumer``; the Rust
 original registers nothing, so this is how its death is seen).  The pair is written pid 0,
 start, pid, so a reader that sees the same non-zero pid before and after reading start has a
@@ -40,7 +40,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from . import _proc
+from . import _liveness
 from .layout import MSG_OFF, PRODUCER_TENTATIVE
 
 __all__ = ["TENTATIVE", "attach", "check_pid", "dead", "detach", "live_other", "pid_of",
@@ -80,7 +80,7 @@ def death_note(load: Load, word: int, pid: int) -> bytes:
         return b""
     if load(word) & TENTATIVE:
         return f"producer pid {pid} opened the ring and ended before its first put()".encode()
-    how = _proc.exit_status(pid)
+    how = _liveness.exit_status(pid)
     return f"producer pid {pid} {how}".encode() if how else b""
 
 
@@ -97,9 +97,9 @@ def dead(load: Load, word: int) -> int:
     if not pid:
         return 0
     if pid & TENTATIVE:  # an opener's record: no start time, the pid alone
-        return 0 if _proc.is_alive(pid & ~TENTATIVE) else pid & ~TENTATIVE
+        return 0 if _liveness.is_alive(pid & ~TENTATIVE) else pid & ~TENTATIVE
     start = load(word + 1)
-    if load(word) != pid or _proc.is_alive(pid, start):
+    if load(word) != pid or _liveness.is_alive(pid, start):
         return 0
     return pid
 
@@ -118,7 +118,7 @@ def live_other(load: Load, word: int) -> int:
     if not pid or pid == os.getpid() or pid & TENTATIVE:
         return 0
     start = load(word + 1)
-    if load(word) != pid or not _proc.is_alive(pid, start):
+    if load(word) != pid or not _liveness.is_alive(pid, start):
         return 0
     return pid
 
@@ -126,13 +126,13 @@ def live_other(load: Load, word: int) -> int:
 def register(load: Load, store: Store, word: int, ring: str, role: str) -> int:
     """Register this process at ``word``.  Returns the pid of a dead process it replaced
     (0 if none); ``RuntimeError`` if another live process holds the role."""
-    pid, start = _proc.me()
+    pid, start = _liveness.me()
     old = load(word)
     replaced = 0
     if old & TENTATIVE:
         old = 0  # an opener's record: replaced, alive or not
     if old and old != pid:
-        if _proc.is_alive(old, load(word + 1)):
+        if _liveness.is_alive(old, load(word + 1)):
             other = ("ctshm.ShmQueue (many producers)" if role == "producer" else
                      "ctshm.ShmQueue (many consumers) or ctshm.ShmBroadcast (many readers)")
             raise RuntimeError(f"ring {ring!r} already has a live {role} (pid {old}); a ring "

@@ -23,7 +23,7 @@ import threading
 import weakref
 from typing import Any, Callable, Final, Optional
 
-from . import _proc
+from . import _liveness
 from ._fork import on_fork
 from .atomics import Atomics
 from .errors import PeersFull
@@ -45,7 +45,7 @@ def split_identity(ident: int) -> tuple[int, int]:
 
 
 def _my_identity() -> int:
-    pid, start = _proc.me()
+    pid, start = _liveness.me()
     return identity_of(pid, start)
 
 
@@ -122,7 +122,7 @@ class PeersTable:
 
 def slot_alive(pid: int, start: int) -> bool:
     """Is the process that occupies a slot (its pid, and its start time if known) alive?"""
-    return pid == os.getpid() or _proc.is_alive(pid, start)
+    return pid == os.getpid() or _liveness.is_alive(pid, start)
 
 
 class ForkRegistry:

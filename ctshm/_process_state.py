@@ -36,8 +36,8 @@ class ProcessState:
     in turn.  The outstanding guard is held weakly: dropping it aborts it (its ``__del__``).
     """
 
-    __slots__ = ("__weakref__", "acquiring", "lock", "opened", "pending", "pg_ref", "turn",
-                 "turn_free", "turn_owner")
+    __slots__ = ("__weakref__", "acquiring", "lock", "opened", "owed_empty", "owed_filled",
+                 "pending", "pg_ref", "turn", "turn_free", "turn_owner")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -53,6 +53,11 @@ class ProcessState:
         # No guard handed out and no acquire waiting since the last end_turn (the quiet
         # path's one check; busy() is the thorough one).
         self.turn_free = True
+        # Compat tokens a batch owes the other side (ctshm._batch): counted before they are
+        # posted, so a signal handler's exception between two posts leaves them owed, and
+        # the next batch, mark_finished() or close() posts them (under ``lock``).
+        self.owed_filled = 0
+        self.owed_empty = 0
 
     def producer_guard(self) -> Optional[ProducerGuard]:
         r = self.pg_ref

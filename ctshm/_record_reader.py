@@ -36,7 +36,7 @@ class RecordReader:
     def __iter__(self) -> Iterator[memoryview]:
         # chain walks each slot's list in C: no generator frame is resumed per record.  The
         # slot is released when the next one is requested, or when the iterator is closed or
-        # dropped (break), since batches() releases it in a finally.
+        # dropped (break), since batches() releases it when its `with` block exits.
         gen = self.batches()
         it = cast(_Records, _Records.from_iterable(gen))
         it._batches = gen
@@ -48,32 +48,10 @@ class RecordReader:
         access = self._ring.access
         timeout = self.timeout
         while True:
-            r = access(timeout)
-            if type(r) is Data:
-                g = r.guard
-                records = None
-                try:
-                    records = self._take(g)
-                    yield records
-                finally:
-                    _release(g, records)
-            elif self._ended(r, timeout):
-                return
-
-    def _take(self, g: ConsumerGuard) -> list[memoryview]:
-        """A slot's records as views, counted."""
-        records = split(g.buf, g.index, self._ring.name)
-        self.slots_read += 1
-        self.records_read += len(records)
-        return records
-
-    def _ended(self, r: AccessResult, timeout: Optional[float]) -> bool:
-        """True at Finished; ``ProducerCrashed`` on a crash, ``TimeoutError`` on a timeout."""
-        if type(r) is Finished:
-            return True
-        if type(r) is Crashed:
-            raise ProducerCrashed(r)
-        raise TimeoutError(f"ring {self._ring.name!r}: no slot within {timeout} s")
+            with _Batch(self, access(timeout), timeout) as records:
+                if records is None:
+                    return
+                yield records
 
     # -- asyncio (see ctshm.aio) ------------------------------------------------------------
     async def abatches(self) -> AsyncIterator[list[memoryview]]:
@@ -83,17 +61,10 @@ class RecordReader:
         ring = self._ring
         timeout = self.timeout
         while True:
-            r = await aaccess(ring, timeout)
-            if type(r) is Data:
-                g = r.guard
-                records = None
-                try:
-                    records = self._take(g)
-                    yield records
-                finally:
-                    _release(g, records)
-            elif self._ended(r, timeout):
-                return
+            with _Batch(self, await aaccess(ring, timeout), timeout) as records:
+                if records is None:
+                    return
+                yield records
 
     async def aiter(self) -> AsyncIterator[memoryview]:
         """``async for rec in reader.aiter():`` each record as a read-only memoryview (valid
@@ -126,12 +97,42 @@ class _Records(chain):  # type: ignore[type-arg]
         self._batches.close()
 
 
-def _release(g: ConsumerGuard, records: Optional[list[memoryview]]) -> None:
-    """A batch is done: its record views (one exported further by the caller stays valid:
-    the mapping outlives it), then its slot."""
-    for v in records or ():
-        try:
-            v.release()
-        except BufferError:
-            pass
-    g.release()
+class _Batch:
+    """``with _Batch(reader, r, timeout) as records:`` the records of access result ``r``'s
+    slot, counted; None at Finished (``ProducerCrashed`` on a crash, ``TimeoutError`` on a
+    timeout).  On exit the record views are released (one exported further by the caller
+    stays valid: the mapping outlives it), then the slot; a slot that does not parse is
+    released at once."""
+
+    __slots__ = ("_guard", "_records")
+
+    def __init__(self, reader: RecordReader, r: AccessResult, timeout: Optional[float]) -> None:
+        self._guard: Optional[ConsumerGuard] = None
+        self._records: Optional[list[memoryview]] = None
+        if type(r) is Data:
+            g = self._guard = r.guard
+            try:
+                records = self._records = split(g.buf, g.index, reader._ring.name)
+            except BaseException:
+                g.release()
+                raise
+            reader.slots_read += 1
+            reader.records_read += len(records)
+        elif type(r) is Crashed:
+            raise ProducerCrashed(r)
+        elif type(r) is not Finished:
+            raise TimeoutError(f"ring {reader._ring.name!r}: no slot within {timeout} s")
+
+    def __enter__(self) -> Optional[list[memoryview]]:
+        return self._records
+
+    def __exit__(self, *exc: object) -> None:
+        g = self._guard
+        if g is None:
+            return
+        for v in self._records or ():
+            try:
+                v.release()
+            except BufferError:
+                pass
+        g.release()

@@ -22,8 +22,8 @@ import os
 import weakref
 from typing import Any, Optional, Union
 
-from . import _proc, _shm, _unread, layout as L, libc
-from ._inflight import InFlight
+from . import _liveness, _shm, _unread, layout as L, libc
+from ._callgate import InFlight
 from .errors import CorruptRingError
 from .semaphore import NamedSemaphore, sem_file_identity
 
@@ -185,7 +185,7 @@ class RingObjects:
             hq[L.SLOT_SIZE] = aligned
             hq[L.EXT_MAGIC] = L.MAGIC  # before the semaphores exist: see try_open()
             hq[L.EXT_VERSION] = L.VERSION
-            hq[L.CREATOR_PID], hq[L.CREATOR_START] = _proc.me()
+            hq[L.CREATOR_PID], hq[L.CREATOR_START] = _liveness.me()
             hq[L.NONCE] = int.from_bytes(os.urandom(8), "little")
             hq[L.LEN_RECORDS] = capacity
             hq[L.MODE] = L.MODE_FAST if fast else L.MODE_COMPAT
@@ -239,7 +239,7 @@ class RingObjects:
             is_ctshm = hq[L.EXT_MAGIC] == L.MAGIC
             if is_ctshm and hq[L.EXT_STATE] != L.STATE_READY:
                 pid, start = int(hq[L.CREATOR_PID]), int(hq[L.CREATOR_START])
-                if pid and not _proc.is_alive(pid, start):  # pid 0: not written yet
+                if pid and not _liveness.is_alive(pid, start):  # pid 0: not written yet
                     raise FileNotFoundError(
                         2, f"ring {name!r} was left half-initialized by its creator (pid "
                         f"{pid}), which died: it will never become ready (create() replaces "
@@ -335,24 +335,21 @@ def _sems_fresh(name: str) -> Optional[str]:
 
 def peek(name: str) -> Optional[dict[str, Any]]:
     """Read an existing ring's header without opening it as a ring (None if absent)."""
-    try:
-        fd = libc.shm_open(name, libc.O_RDONLY, 0)
-    except OSError:
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        info: dict[str, Any] = {"size": size}
-        if size < L.HEADER_SIZE:
-            return info
-        m = _shm.Mapping(fd, L.LEN_OFF, writable=False, name=name)
-        hq = m.view().cast("Q")
-        try:
-            info["ctshm"] = hq[L.EXT_MAGIC] == L.MAGIC
-            pid, start = int(hq[L.CREATOR_PID]), int(hq[L.CREATOR_START])
-            info["creator_pid"] = pid
-            info["creator_alive"] = _proc.is_alive(pid, start) if info["ctshm"] else True
-        finally:
-            hq.release()
+    return _shm.read_existing(name, lambda fd: _peek_fd(fd, name))
+
+
+def _peek_fd(fd: int, name: str) -> dict[str, Any]:
+    size = os.fstat(fd).st_size
+    info: dict[str, Any] = {"size": size}
+    if size < L.HEADER_SIZE:
         return info
+    m = _shm.Mapping(fd, L.LEN_OFF, writable=False, name=name)
+    hq = m.view().cast("Q")
+    try:
+        info["ctshm"] = hq[L.EXT_MAGIC] == L.MAGIC
+        pid, start = int(hq[L.CREATOR_PID]), int(hq[L.CREATOR_START])
+        info["creator_pid"] = pid
+        info["creator_alive"] = _liveness.is_alive(pid, start) if info["ctshm"] else True
     finally:
-        os.close(fd)
+        hq.release()
+    return info

@@ -11,7 +11,7 @@ import errno
 import os
 import sys
 import weakref
-from typing import Any, ClassVar, Final, Optional
+from typing import Any, Callable, ClassVar, Final, Optional, TypeVar
 
 from . import libc
 
@@ -93,12 +93,21 @@ def fd_identity(fd: int) -> tuple[int, int]:
 
 def name_identity(name: str) -> Optional[tuple[int, int]]:
     """(st_dev, st_ino) of the object currently bound to ``name``, or None if there is none."""
+    return read_existing(name, fd_identity)
+
+
+_T = TypeVar("_T")
+
+
+def read_existing(name: str, read: Callable[[int], _T]) -> Optional[_T]:
+    """``read(fd)`` on the shm object ``name`` opened read-only; None if it cannot be opened
+    (there is none, or it is not ours to read).  The fd is closed whatever ``read`` does."""
     try:
         fd = libc.shm_open(name, libc.O_RDONLY, 0)
     except OSError:
         return None
     try:
-        return fd_identity(fd)
+        return read(fd)
     finally:
         os.close(fd)
 

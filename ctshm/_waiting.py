@@ -94,7 +94,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
-from . import _peers, _proc, libc
+from . import _liveness, _peers, libc
 from .layout import (
     C_SLEEP as _CSLEEP,
     CONSUMER_PID as _CONSUMER_PID,
@@ -379,7 +379,7 @@ class Waiter:
         This process's own wakers: see withdraw."""
         pid, start = waker
         if pid:
-            return _proc.is_alive(pid, start)
+            return _liveness.is_alive(pid, start)
         return _peers.alive(self.hdr.load,
                             _PRODUCER_PID if word == _CSLEEP else _CONSUMER_PID)
 

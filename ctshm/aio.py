@@ -109,15 +109,33 @@ def _state(ring: ShmTraceRing, role: str) -> Any:
 _RingRef = Callable[[], Optional[ShmTraceRing]]
 
 
-def _helper_thread(target: Callable[[Any, _RingRef], None], st: Any, ring: ShmTraceRing,
-                   role: str) -> threading.Thread:
-    """A daemon helper thread (not started yet) running ``target(st, weakref.ref(ring))``.
+_Step = Callable[[Any, _RingRef], bool]
+
+
+def _start_helper(st: Any, ring: ShmTraceRing, role: str, step: _Step,
+                  on_exit: Callable[[Any], None]) -> threading.Thread:
+    """Under ``st.lock``: start ``st.helper``, a daemon thread that runs
+    ``step(st, weakref.ref(ring))`` until it returns False (``step`` calls ``on_exit(st)``
+    then; on an exception the thread does, if it is still ``st.helper``).
 
     The helper holds the ring only while it makes a blocking call for a waiting caller (who
     holds it too): a dropped ring is freed at once, its names with it, and its helper exits
     (as for a closed ring)."""
-    return threading.Thread(target=target, args=(st, weakref.ref(ring)), daemon=True,
-                            name=f"{THREAD_PREFIX}{role} {ring.name}")
+    t = st.helper = threading.Thread(target=_run_helper, args=(st, weakref.ref(ring), step,
+                                                                on_exit),
+                                     daemon=True, name=f"{THREAD_PREFIX}{role} {ring.name}")
+    t.start()
+    return t
+
+
+def _run_helper(st: Any, ref: _RingRef, step: _Step, on_exit: Callable[[Any], None]) -> None:
+    try:
+        while step(st, ref):
+            pass
+    finally:
+        with st.lock:
+            if st.helper is threading.current_thread():
+                on_exit(st)
 
 
 def _gone(ref: _RingRef) -> bool:
@@ -225,25 +243,15 @@ class _Consumer:
     def start_helper(self, ring: ShmTraceRing) -> None:
         """Under lock: make sure the helper runs (it waits on `cond` while idle)."""
         if self.helper is None:
-            t = self.helper = _helper_thread(_consumer_helper, self, ring, "consumer")
-            t.start()
+            # Known before the helper's first access(): it takes the lock (held here) first.
+            self.helper_ident = _start_helper(self, ring, "consumer", _consumer_step,
+                                              _consumer_exit).ident or 0
         else:
             self.cond.notify()
 
 
 def _consumer_state(ring: ShmTraceRing) -> _Consumer:
     return _ring_state(ring, "consumer", _Consumer)
-
-
-def _consumer_helper(st: _Consumer, ref: _RingRef) -> None:
-    st.helper_ident = threading.get_ident()
-    try:
-        while _consumer_step(st, ref):
-            pass
-    finally:
-        with st.lock:
-            if st.helper is threading.current_thread():
-                _consumer_exit(st)
 
 
 def _consumer_step(st: _Consumer, ref: _RingRef) -> bool:
@@ -454,8 +462,7 @@ class _Producer:
 
     def start_helper(self, ring: ShmTraceRing) -> None:
         if self.helper is None:
-            t = self.helper = _helper_thread(_producer_helper, self, ring, "producer")
-            t.start()
+            _start_helper(self, ring, "producer", _producer_step, _producer_exit)
         else:
             self.cond.notify_all()
 
@@ -468,16 +475,6 @@ class _Producer:
 
 def _producer_state(ring: ShmTraceRing) -> _Producer:
     return _ring_state(ring, "producer", _Producer)
-
-
-def _producer_helper(st: _Producer, ref: _RingRef) -> None:
-    try:
-        while _producer_step(st, ref):
-            pass
-    finally:
-        with st.lock:
-            if st.helper is threading.current_thread():
-                _producer_exit(st)
 
 
 def _producer_step(st: _Producer, ref: _RingRef) -> bool:

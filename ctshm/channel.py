@@ -113,7 +113,7 @@ class Receiver:
     to keep it.  A receiver holds at most one slot; ``close()`` releases it.
     """
 
-    __slots__ = ("_batch", "_guard", "_i", "_last", "_ring", "messages_received",
+    __slots__ = ("_batch", "_guard", "_i", "_kept", "_last", "_ring", "messages_received",
                  "slots_received")
 
     def __init__(self, ring: ShmTraceRing) -> None:
@@ -122,15 +122,19 @@ class Receiver:
         self._batch: list[memoryview] = []
         self._i = 0
         self._last: Optional[memoryview] = None
+        self._kept: list[memoryview] = []  # views the caller exported further: retried later
         self.messages_received = 0
         self.slots_received = 0  # record slots taken from the ring
 
     def recv_view(self, timeout: Optional[float] = None) -> memoryview:
         """The next message as a read-only view, valid until the next call (see the class)."""
         last = self._last
-        if last is not None:
+        if last is not None:  # (inline: no call per message)
             self._last = None
-            _release(last)
+            try:
+                last.release()
+            except BufferError:  # exported further by the caller: retried with the slot
+                self._kept.append(last)
         i = self._i
         if i >= len(self._batch):
             self._next_slot(timeout)
@@ -174,8 +178,10 @@ class Receiver:
             raise TimeoutError(f"Receiver for {ring.name!r}: no message within {timeout} s")
 
     def _drop_slot(self) -> None:
-        batch, self._batch, self._i = self._batch, [], 0
-        for v in batch:
+        """Release the views not handed out, those kept, then the slot."""
+        batch, i, self._batch, self._i = self._batch, self._i, [], 0
+        kept, self._kept = self._kept, []
+        for v in batch[i:] + kept:
             _release(v)
         g, self._guard = self._guard, None
         if g is not None:

@@ -14,7 +14,7 @@ import re
 import sys
 from typing import Any, NoReturn, Optional
 
-from . import __version__, _space, atomics, libc, semaphore
+from . import __version__, _shmdir, atomics, libc, semaphore
 from ._ops_help import OPS_HELP
 from ._shm import SHM_DIR
 
@@ -89,8 +89,8 @@ def environment() -> dict[str, Any]:
         "plain_ordered_access": atomics.PLAIN_ORDERED_ACCESS,
         "wait_mode": semaphore.default_wait_mode(),
         "page_size": libc.page_size(),
-        "shm_dir": _space.describe(),
-        "shm_dir_status": _space.status(),
+        "shm_dir": _shmdir.describe(),
+        "shm_dir_status": _shmdir.status(),
         "shmem_thp": _read("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
         if libc.IS_LINUX else "n/a",
     }

@@ -326,9 +326,10 @@ def _byte_view(view: Buffer, what: str, need: int) -> memoryview:
     return mv
 
 
-def _peer(hq: memoryview, word: int) -> tuple[PeerId, bool]:
-    # A peer publishes (pid, start) as pid 0, start, pid: read pid, start, pid again until
-    # both pids agree (False: they never did, the pair is the last attempt's).
+def read_peer(hq: memoryview, word: int) -> tuple[PeerId, bool]:
+    """The (pid, start) pair at ``word`` of ``hq`` (u64 words), as its writer publishes it
+    (``_peers.set_pair``: pid 0 while changing, start, pid): pid, start, pid again until
+    both pids agree (False: they never did, the pair is the last attempt's)."""
     pid, start = int(hq[word]), int(hq[word + 1])
     for _ in range(_PEER_ATTEMPTS):
         if int(hq[word]) == pid:
@@ -377,7 +378,7 @@ def read_header(view: Buffer) -> HeaderSnapshot:
                 consistent = True
                 break
         (creator, c_ok), (producer, p_ok), (consumer, k_ok) = (
-            _peer(hq, word) for word in (CREATOR_PID, PRODUCER_PID, CONSUMER_PID))
+            read_peer(hq, word) for word in (CREATOR_PID, PRODUCER_PID, CONSUMER_PID))
         sig, addr, op = CRASH.unpack_from(head, CRASH_OFF)
         n = min(MSG_LEN.unpack_from(head, MSG_OFF)[0], MSG_MAX)
         return HeaderSnapshot(

@@ -272,11 +272,11 @@ def oserror(err: int, name: Optional[str] = None, call: Optional[str] = None) ->
     if call:
         msg = f"{msg} ({call})"
     if call in ("shm_open", "sem_open"):
-        from . import _space  # cold path: the directory may be the cause (absent, read-only)
+        from . import _shmdir  # cold path: the directory may be the cause (absent, read-only)
 
-        problem = _space.dir_problem(err, call)
+        problem = _shmdir.dir_problem(err, call)
         if problem is not None:
-            return _space.ShmDirError(err, f"{msg}: {problem}", name)
+            return _shmdir.ShmDirError(err, f"{msg}: {problem}", name)
     if name is None:
         return OSError(err, msg)
     return OSError(err, msg, name)

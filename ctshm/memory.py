@@ -10,6 +10,13 @@ Lifecycles, same names as the original (object ``/{id}_m``):
 * :meth:`ShmMemory.open_readwrite` opens an existing object and maps it read-write; it never
   unlinks.
 
+A creator records itself (pid + start time) in the owner record ``/{id}_m_owner``
+(``ctshm._owner_record``: the segment's own bytes are the user's, shared with the Rust
+original), made before the segment and removed after it.  It tells ``python -m ctshm ls``
+who made the segment and ``gc`` when that creator is dead; ``create_*`` replaces a dead
+creator's segment (``replace=None``, the rule rings follow) and refuses a live creator's or
+an unrecorded one (the Rust original's, one kept with :meth:`keep_on_drop`).
+
 Sparse by default, as the original: a segment costs memory only for the pages touched, so a
 2 TiB segment is fine.  The price: when /dev/shm is full, the first touch of a page - a
 write, and on tmpfs a *read* of a never-written page too - kills the process with SIGBUS.
@@ -28,12 +35,13 @@ to the object it created (a successor that re-created the same id is left alone)
 
 from __future__ import annotations
 
+import errno
 import os
 import weakref
 from typing import Any, Final, Optional
 
-from . import _shm, _space, libc
-from ._inflight import InFlight
+from . import _owner_record, _shm, _shmdir, libc
+from ._callgate import InFlight
 from .layout import SEGMENT_SUFFIX
 
 __all__ = ["ShmMemory"]
@@ -47,19 +55,88 @@ def _check_flag(name: str, what: str, value: Any) -> None:
 
 
 def _finalize(fd: int, name: str, identity: Optional[tuple[int, int]], pid: int,
-              unlink: list[bool]) -> None:
-    # Never raises; nothing at all in a forked child.
+              unlink: list[bool], record: list[Optional[_owner_record.Record]]) -> None:
+    # Never raises; nothing at all in a forked child.  The segment first, then its owner
+    # record (a crash between leaves a record alone: garbage that gc removes).
     if os.getpid() != pid:
         return
     try:
         if unlink[0]:
             _shm.unlink_if_same(name, identity)
+        rec, record[0] = record[0], None
+        if rec is not None:
+            _owner_record.remove(rec)
     except Exception:  # pragma: no cover
         pass
     try:
         os.close(fd)
     except OSError:  # pragma: no cover
         pass
+
+
+def _make_room(name: str, replace: Optional[bool]) -> None:
+    """The ``replace`` policy of ``create_*`` (see :meth:`ShmMemory.create_readonly`): clear
+    what may be replaced, raise ``FileExistsError`` for what may not."""
+    rec_name = name + _owner_record.SUFFIX
+    if replace:
+        _shm.unlink_quietly(name)
+        _shm.unlink_quietly(rec_name)
+        return
+    seg = _shm.name_identity(name)
+    rec = _owner_record.read(rec_name)
+    if seg is not None:
+        owner = rec if _owner_record.describes(rec, seg) else None
+        if replace is None and owner is not None and not owner.alive():
+            _shm.unlink_if_same(name, seg)  # a dead creator's: replaced, as a ring is
+            _owner_record.remove(owner)
+            return
+        raise _exists_error(name, owner, replace)
+    if rec is not None and _owner_record.lone_verdict(rec)[0]:
+        _owner_record.remove(rec)  # garbage: its segment is gone, or its creator died
+
+
+def _create_record(name: str, mode: int, replace: Optional[bool]
+                   ) -> tuple[_owner_record.Record, _shm.Mapping]:
+    try:
+        return _owner_record.create(name + _owner_record.SUFFIX, mode)
+    except FileExistsError:  # a creation in progress, or a record nobody can judge
+        rec = _owner_record.read(name + _owner_record.SUFFIX)
+        raise _exists_error(name, rec, replace, creating=True) from None
+
+
+def _exists_error(name: str, owner: Optional[_owner_record.Record], replace: Optional[bool],
+                  creating: bool = False) -> FileExistsError:
+    """``FileExistsError`` for ``create_*`` over ``name``: whose it is and what to do."""
+    rm = f"`python -m ctshm rm {name}`"
+    if creating and not (owner is not None and owner.alive()):
+        rec = name + _owner_record.SUFFIX
+        return FileExistsError(errno.EEXIST, f"{os.strerror(errno.EEXIST)}: shared memory "
+                               f"segment {name!r} cannot be created: its owner record {rec!r} "
+                               "exists and names no live creator (being written, or not "
+                               f"ctshm's): remove it with `python -m ctshm rm {rec}`, or pass "
+                               "replace=True", name)
+    if replace is False:
+        why, todo = "exists (replace=False)", (f"remove it with {rm}, or pass replace=True "
+                                               "(or None: replace it if its creator is dead)")
+    elif owner is not None and owner.pid and owner.alive():
+        doing = "is being created" if creating else "exists and its creator"
+        why = f"{doing} (pid {owner.pid}){'' if creating else ' is alive'}"
+        todo = (f"open it with ShmMemory.open_readwrite({name[1:-len(_SUFFIX)]!r}), or let "
+                f"its creator close it first; `python -m ctshm rm --force {name}` removes it "
+                "anyway, replace=True replaces it")
+    else:
+        why = ("exists and has no owner record (made by the Rust original, or kept with "
+               "keep_on_drop(), so nobody can tell whether its creator lives)")
+        todo = (f"remove it with {rm} (or `python -m ctshm gc --include-unknown`), or pass "
+                "replace=True")
+    return FileExistsError(errno.EEXIST, f"{os.strerror(errno.EEXIST)}: shared memory segment "
+                           f"{name!r} {why}: {todo}", name)
+
+
+def _unlink_segment(name: str) -> None:
+    seg = _shm.name_identity(name)
+    libc.shm_unlink(name)
+    _owner_record.remove_for(name, seg)
 
 
 _MAKE: Final = object()
@@ -85,48 +162,66 @@ class ShmMemory:
                             "ShmMemory.create_readonly(id, size), ShmMemory.create_readwrite("
                             "id, size) or ShmMemory.open_readwrite(id)")
         self._unlink_flag = [False]
+        # The owner record this creator made (``_owner_record``), until it is removed.
+        self._record: list[Optional[_owner_record.Record]] = [None]
         self._inflight = InFlight()
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def create_readonly(cls, id: str, size: int, *, replace: bool = False,
+    def create_readonly(cls, id: str, size: int, *, replace: Optional[bool] = None,
                         mode: int = 0o600, reserve: bool = False) -> ShmMemory:
         """Create ``/{id}_m`` of ``size`` bytes (sparse) and map it read-only.
 
-        ``FileExistsError`` if the name exists, unless ``replace=True`` (the Rust original's
-        behaviour: the old name is unlinked first; its users keep their mapping).
-        ``reserve=True`` reserves backing store for all of it first (see the module
-        docstring: ENOSPC now rather than SIGBUS on a first touch).
+        ``replace``: what to do if the name exists.  ``None`` (default) replaces it only when
+        its owner record names a creator that is dead (as a ring is replaced); ``True``
+        always replaces (the Rust original's behaviour: the old name is unlinked first, its
+        users keep their mapping); ``False`` never.  Otherwise ``FileExistsError`` says who
+        holds it and what to do.  ``reserve=True`` reserves backing store for all of it
+        first (see the module docstring: ENOSPC now rather than SIGBUS on a first touch).
         """
         return cls._create(id, size, replace, mode, reserve, writable=False)
 
     @classmethod
-    def create_readwrite(cls, id: str, size: int, *, replace: bool = False,
+    def create_readwrite(cls, id: str, size: int, *, replace: Optional[bool] = None,
                          mode: int = 0o600, reserve: bool = False) -> ShmMemory:
         """Create ``/{id}_m`` like :meth:`create_readonly`, but map it read-write: the
         creator writes, others open it (``open_readwrite``).  Same naming, ownership (the
-        creator unlinks on close) and sparse semantics."""
+        creator unlinks on close), replace policy and sparse semantics."""
         return cls._create(id, size, replace, mode, reserve, writable=True)
 
     @classmethod
-    def _create(cls, id: str, size: int, replace: bool, mode: int, reserve: bool,
+    def _create(cls, id: str, size: int, replace: Optional[bool], mode: int, reserve: bool,
                 writable: bool) -> ShmMemory:
         name = _shm.object_name("ShmMemory", id, _SUFFIX)
+        # The owner record's name must fit as well: a creator's id is 6 bytes shorter than
+        # the longest one open_readwrite takes (a Rust-made segment's).
+        _shm.object_name("ShmMemory", id, _SUFFIX + _owner_record.SUFFIX)
         size = _shm.check_size("ShmMemory", size)
-        _check_flag(name, "replace", replace)
+        if replace is not None and not isinstance(replace, bool):
+            raise TypeError(f"ShmMemory {name!r}: replace= must be None (replace a dead "
+                            f"creator's segment), True or False, not {replace!r}")
         _check_flag(name, "reserve", reserve)
         # Sparse: a warning, not a refusal; stacklevel 4 is the caller of create_*.
-        _space.check_free("ShmMemory", name, size, _space.SPARSE_SEGMENT, 4)
+        _shmdir.check_free("ShmMemory", name, size, _shmdir.SPARSE_SEGMENT, 4)
         self = cls(_token=_MAKE)
         self.name = name
-        if replace:
-            _shm.unlink_quietly(name)
-        self._fd = _shm.create_exclusive(name, mode, "shared memory segment")
+        _make_room(name, replace)
+        record, rec_map = _create_record(name, mode, replace)
+        self._record[0] = record
         self._owner = True
+        try:
+            self._fd = _shm.create_exclusive(name, mode, "shared memory segment")
+        except FileExistsError:  # made since _make_room looked (by a Rust peer, say)
+            _owner_record.remove(record)
+            raise _exists_error(name, None, replace) from None
+        except BaseException:
+            _owner_record.remove(record)
+            raise
         self._unlink_flag[0] = True
         self._identity = _shm.fd_identity(self._fd)
         self._arm_finalizer()
         try:
+            _owner_record.bind(rec_map, self._identity)
             libc.ftruncate(self._fd, size, name)
             self._map(size, reserve, writable)
         except BaseException:
@@ -175,7 +270,7 @@ class ShmMemory:
 
     def _arm_finalizer(self) -> None:
         self._finalizer = weakref.finalize(self, _finalize, self._fd, self.name, self._identity,
-                                           os.getpid(), self._unlink_flag)
+                                           os.getpid(), self._unlink_flag, self._record)
 
     # -- accessors ---------------------------------------------------------------------------
     def _check_open(self) -> _shm.Mapping:
@@ -246,19 +341,31 @@ class ShmMemory:
             self._inflight.leave()
 
     def keep_on_drop(self) -> None:
-        """Do not unlink the name on close / garbage collection."""
+        """Do not unlink the name on close / garbage collection.
+
+        The segment then outlives its creator, which will not remove it: its owner record is
+        removed now, so it counts as a segment of unknown owner (as a Rust-made one):
+        ``create`` never replaces it by default, and ``python -m ctshm gc`` removes it only
+        with ``--include-unknown`` once no process uses it.
+        """
         self._unlink_flag[0] = False
+        rec = self._record[0]
+        if rec is not None and rec.pid == os.getpid():  # not in a forked child
+            self._record[0] = None
+            _owner_record.remove(rec)
 
     # -- teardown ----------------------------------------------------------------------------
     def unlink(self) -> None:
-        """``shm_unlink(3)`` the name now (any handle may do this explicitly)."""
+        """``shm_unlink(3)`` the name now, and its owner record (any handle may do this
+        explicitly)."""
         self._unlink_flag[0] = False
-        libc.shm_unlink(self.name)
+        _unlink_segment(self.name)
 
     @staticmethod
     def unlink_id(id: str) -> None:
-        """Remove the segment ``/{id}_m`` by id (``FileNotFoundError`` if absent)."""
-        libc.shm_unlink(_shm.object_name("ShmMemory", id, _SUFFIX))
+        """Remove the segment ``/{id}_m`` by id, and its owner record (``FileNotFoundError``
+        if absent)."""
+        _unlink_segment(_shm.object_name("ShmMemory", id, _SUFFIX))
 
     def close(self) -> None:
         """Release the descriptor and, for the creator, the name.  Idempotent.

@@ -90,22 +90,33 @@ _ENTRY: Final = struct.Struct("<QQ")
 _IN_BAND_MAX: Final = 64 * 1024
 
 
-def _has_large_bytes(obj: Any, depth: int) -> bool:
-    """A large bytes/bytearray within ``depth`` levels of dict/list/tuple nesting?"""
+def _has_large_bytes(obj: Any) -> bool:
+    """A large bytes/bytearray within two levels of dict/list/tuple nesting (or a container
+    too large to walk: the Pickler subclass then decides per object)?  One loop, no call
+    per level: it runs for every object put."""
     t = type(obj)
-    if t is bytes or t is bytearray:
+    if t in _BYTES:
         return len(obj) >= OUT_OF_BAND_MIN
-    if depth and (t is dict or t is list or t is tuple):
-        if len(obj) > 64:
-            return True  # large containers: the Pickler subclass decides per object
-        for v in (obj.values() if t is dict else obj):
-            tv = type(v)
-            if tv is bytes or tv is bytearray:
-                if len(v) >= OUT_OF_BAND_MIN:
-                    return True
-            elif (tv is dict or tv is list or tv is tuple) and _has_large_bytes(v, depth - 1):
+    if t not in _CONTAINERS:
+        return False
+    if len(obj) > 64:
+        return True
+    for v in (obj.values() if t is dict else obj):
+        tv = type(v)
+        if tv in _BYTES:
+            if len(v) >= OUT_OF_BAND_MIN:
                 return True
+        elif tv in _CONTAINERS:
+            if len(v) > 64:
+                return True
+            for x in (v.values() if tv is dict else v):
+                if type(x) in _BYTES and len(x) >= OUT_OF_BAND_MIN:
+                    return True
     return False
+
+
+_BYTES: Final = (bytes, bytearray)
+_CONTAINERS: Final = (dict, list, tuple)
 
 
 def _align8(n: int) -> int:
@@ -139,11 +150,15 @@ class _Encoded:
 
     __slots__ = ("_n", "offsets", "raws", "stream", "total")
 
-    def __init__(self, obj: Any) -> None:
+    def __init__(self, obj: Any, stream: Any = None, pbs: Optional[list[Any]] = None
+                 ) -> None:
+        """``stream``/``pbs``: a plain ``pickle.dumps`` of ``obj`` already made (and the
+        PickleBuffers it gave out of band), when it needs no second look."""
         raws: list[memoryview] = []
         pids: list[memoryview] = []
-        stream: Any = None
-        if not _has_large_bytes(obj, 2):
+        if stream is not None:
+            raws = [pb.raw() for pb in pbs or ()]
+        elif not _has_large_bytes(obj):
             # Plain dumps (a third of a Pickler subclass's cost for small objects); bytes
             # found in band are small unless hidden deeper than the walk looked.
             stream = pickle.dumps(obj, 5, buffer_callback=lambda pb: raws.append(pb.raw()))
@@ -196,12 +211,12 @@ class _Encoded:
         self.stream.release()
 
 
-def _encode(ring: ShmTraceRing, obj: Any, what: str) -> _Encoded:
+def _encode(ring: ShmTraceRing, obj: Any, what: str, stream: Any = None,
+            pbs: Optional[list[Any]] = None) -> _Encoded:
     try:
-        enc = _Encoded(obj)
+        enc = _Encoded(obj, stream, pbs)
     except (pickle.PicklingError, TypeError, AttributeError) as e:
-        raise type(e)(f"ring {ring.name!r}: {what}(): cannot pickle "
-                      f"{type(obj).__name__}: {e}") from e
+        raise _pickle_error(ring, obj, what, e) from e
     if enc.total > ring.slot_size:
         enc.release()
         raise ValueError(f"ring {ring.name!r}: {what}(): the {type(obj).__name__} takes "
@@ -221,11 +236,31 @@ def _fill(enc: _Encoded, g: ProducerGuard) -> None:
     g.commit(enc.total)
 
 
+def _pickle_error(ring: ShmTraceRing, obj: Any, what: str, e: Exception) -> Exception:
+    return type(e)(f"ring {ring.name!r}: {what}(): cannot pickle {type(obj).__name__}: {e}")
+
+
+_dumps: Final = pickle.dumps
+
+
 def put_object(ring: ShmTraceRing, obj: Any, timeout: Optional[float] = None) -> None:
     """Pickle ``obj`` (protocol 5, large buffers out of band) into one slot and commit it.
     ``TimeoutError`` when no slot is free within ``timeout`` seconds (None: no bound);
     ``ValueError`` when the pickled object does not fit a slot."""
-    enc = _encode(ring, obj, "put_object")
+    stream: Any = None
+    pbs: Optional[list[Any]] = None
+    if not _has_large_bytes(obj):  # the common case: one plain pickling, in band
+        pbs = []
+        try:
+            stream = _dumps(obj, 5, buffer_callback=pbs.append)
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            raise _pickle_error(ring, obj, "put_object", e) from e
+        if not pbs and len(stream) + HEADER <= ring.slot_size:
+            ring.put(_HEAD.pack(MAGIC, VERSION, 0, 0, 0, len(stream)) + stream, timeout)
+            return
+        if len(stream) > _IN_BAND_MAX:  # large bytes deeper than the walk: out of band
+            stream = pbs = None
+    enc = _encode(ring, obj, "put_object", stream, pbs)
     small = enc.small_frame()
     if small is not None:
         enc.release()
@@ -338,8 +373,20 @@ def _data(ring: ShmTraceRing, r: Any, timeout: Optional[float]) -> ConsumerGuard
 
 
 def _owned(ring: ShmTraceRing, g: ConsumerGuard) -> Any:
-    with g:
-        return decode(g.buf, True, name=ring.name, index=g.index)
+    try:
+        buf = g.buf
+        if len(buf) >= HEADER:  # the common case first: no buffer out of band
+            magic, version, _, n_oob, n_pid, plen = _HEAD.unpack_from(buf, 0)
+            if (not n_oob and not n_pid and magic == MAGIC and version == VERSION
+                    and HEADER + plen <= len(buf)):
+                stream = buf[HEADER:HEADER + plen]
+                try:
+                    return pickle.loads(stream)
+                finally:
+                    stream.release()
+        return decode(buf, True, name=ring.name, index=g.index)
+    finally:
+        g.release()
 
 
 def get_object(ring: ShmTraceRing, timeout: Optional[float] = None) -> Any:
@@ -347,7 +394,8 @@ def get_object(ring: ShmTraceRing, timeout: Optional[float] = None) -> Any:
     ``RingFinished`` at the end, ``ProducerCrashed`` on a crash, ``TimeoutError`` on
     timeout, ``CorruptRingError`` if the message is not an object frame.  Unpickling runs
     code chosen by the producer: trusted peers only."""
-    return _owned(ring, _data(ring, ring.access(timeout), timeout))
+    r = ring.access(timeout)
+    return _owned(ring, r.guard if type(r) is Data else _data(ring, r, timeout))
 
 
 async def aget_object(ring: ShmTraceRing, timeout: Optional[float] = None) -> Any:

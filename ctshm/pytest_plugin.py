@@ -11,10 +11,11 @@ well: pytest would register the module twice.  ``-p no:ctshm`` disables it.)
 * Leak check, opt-in: ``--ctshm-leak-check``, the ini option ``ctshm_leak_check = true``, or
   ``@pytest.mark.ctshm_leak_check`` on a test (``@pytest.mark.ctshm_leak_check(False)`` turns
   it off for one test).  After the test and its fixtures are torn down, anything whose name
-  starts with the test's ``ctshm_id`` still in /dev/shm (rings, their semaphores, segments)
-  is removed and reported as an error of that test (at teardown), naming every object.
-  Without /dev/shm (macOS) the check looks for the exact names ``/ID_t``,
-  ``/ID_t_filled``, ``/ID_t_empty`` and ``/ID_m``.
+  starts with the test's ``ctshm_id`` still in /dev/shm (rings, their semaphores, segments
+  and their owner records, queues, broadcasts) is removed and reported as an error of that
+  test (at teardown), naming every object.  Without /dev/shm (macOS) the check looks for
+  the exact names ctshm derives from the id (``/ID_t``, ``/ID_t_filled``, ``/ID_t_empty``,
+  ``/ID_m``, ``/ID_m_owner``, ``/ID_q``, ...).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Optional
 import pytest
 
 from . import libc
+from ._owner_record import SUFFIX as OWNER_SUFFIX
 from ._shm import SHM_DIR as _SHM_DIR
 from .layout import RING_SUFFIX, SEM_SUFFIXES
 from .semaphore import NamedSemaphore
@@ -105,7 +107,7 @@ def leftovers(id: str) -> list[str]:
 def _exact_leftovers(id: str) -> list[str]:
     # No /dev/shm to list (macOS): probe the names ctshm itself derives from the id.
     found = []
-    for name in (f"/{id}_t", f"/{id}_m", f"/{id}_q", f"/{id}_b"):
+    for name in (f"/{id}_t", f"/{id}_m", f"/{id}_m{OWNER_SUFFIX}", f"/{id}_q", f"/{id}_b"):
         try:
             os.close(libc.shm_open(name, libc.O_RDONLY, 0))
             found.append(name)

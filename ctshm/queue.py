@@ -27,7 +27,7 @@ import time
 import weakref
 from typing import Any, Final, Optional
 
-from . import _proc, _shm, libc, queue_layout as QL
+from . import _liveness, _shm, libc, queue_layout as QL
 from ._checks import check_range, check_timeout
 from ._peers_table import ForkRegistry, PeersTable, identity_of
 from ._queue_io import _NOTHING, ObjectsMixin
@@ -149,7 +149,7 @@ class ShmQueue(PeersMixin, ObjectsMixin, WaitMixin):
                            (QL.W_SLOT_SIZE, slot_size), (QL.W_STRIDE, QL.stride(slot_size)),
                            (QL.W_MAX_PEERS, max_peers),
                            (QL.W_SLOTS_OFF, QL.slots_offset(max_peers)),
-                           (QL.W_OWNER, identity_of(*_proc.me())), (QL.W_MAGIC, QL.MAGIC)):
+                           (QL.W_OWNER, identity_of(*_liveness.me())), (QL.W_MAGIC, QL.MAGIC)):
                 v[w] = val
             sems = tuple(NamedSemaphore(name + s, create=True, value=0, mode=mode)
                          for s in (QL.SEM_ITEMS, QL.SEM_SPACE))

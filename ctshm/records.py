@@ -79,6 +79,7 @@ import sys
 import threading
 import time
 import weakref
+from contextlib import nullcontext
 from typing import Any, Callable, Final, Optional, cast
 
 from ._checks import byte_view, check_linger, is_int
@@ -326,9 +327,7 @@ class RecordWriter:
         if cond is None:
             return self._reserve(n)
         with cond:
-            if self._failure is not None:
-                self._raise_failure()
-            self._reserving = False
+            self._settle()
             if self._count:  # the linger rule for the records before this one
                 hq = self._hq
                 if hq[WRITE_IDX] == hq[READ_IDX] or self._clock() >= self._deadline:
@@ -448,29 +447,25 @@ class RecordWriter:
 
     def flush(self) -> None:
         """Publish the current slot now (nothing happens when it holds no record)."""
-        cond = self._cond
-        if cond is None:
+        with self._cond or _UNLOCKED:
+            self._settle()
             self._flush()
-            return
-        with cond:
-            if self._failure is not None:
-                self._raise_failure()
-            self._reserving = False
-            self._flush()
+
+    def _settle(self) -> None:
+        """A writer call (under the lock, if any): a reserve() view counts as filled now, and
+        a publication the flusher failed is raised."""
+        self._reserving = False
+        if self._failure is not None:
+            self._raise_failure()
 
     def _flush(self) -> None:
         count = self._count
         if not count:
             return
-        g = self._guard
-        assert g is not None
         _pack_pair(self._buf, 0, count, 0)
         nbytes = self._pos
-        self._guard = None
-        self._buf = None
-        self._limit = 0
-        self._pos = SLOT_HEADER
-        self._count = 0
+        g = self._drop_slot()
+        assert g is not None
         g.commit(nbytes)
         self.records_written += count
         self.slots_written += 1
@@ -497,48 +492,33 @@ class RecordWriter:
         if self._closed:
             return
         cond = self._cond
-        if cond is None:
-            self._close()
-        else:
-            with cond:
-                if self._closed:
-                    return
-                self._reserving = False
+        with cond or _UNLOCKED:
+            if self._closed:  # by another thread meanwhile
+                return
+            try:
+                self._settle()
                 try:
-                    if self._failure is not None:
-                        self._raise_failure()
-                    self._close()
+                    self._flush()
                 finally:
-                    self._closed = True
+                    self._release_slot()
+            finally:
+                self._closed = True
+                if cond is not None:
                     cond.notify_all()
-            self._join_flusher()
+        self._join_flusher()
         if finish:
             self._ring.mark_finished()
-
-    def _close(self) -> None:
-        if self._closed:
-            return
-        try:
-            self._flush()
-        finally:
-            self._closed = True
-            self._release_slot()
 
     def abort(self) -> None:
         """Drop the unpublished records and give the slot back; the writer is closed."""
         cond = self._cond
-        if cond is None:
-            self._abort()
-            return
-        with cond:
-            self._abort()
-            cond.notify_all()
+        with cond or _UNLOCKED:
+            self._count = 0
+            self._closed = True
+            self._release_slot()
+            if cond is not None:
+                cond.notify_all()
         self._join_flusher()
-
-    def _abort(self) -> None:
-        self._count = 0
-        self._closed = True
-        self._release_slot()
 
     def _join_flusher(self) -> None:
         t = self._flusher
@@ -546,13 +526,18 @@ class RecordWriter:
             t.join(10.0)
 
     def _release_slot(self) -> None:
+        g = self._drop_slot()
+        if g is not None:
+            g.abort()
+
+    def _drop_slot(self) -> Optional[ProducerGuard]:
+        """Forget the current slot (the caller commits or aborts the guard returned)."""
         g, self._guard = self._guard, None
         self._buf = None
         self._limit = 0
         self._pos = SLOT_HEADER
         self._count = 0
-        if g is not None:
-            g.abort()
+        return g
 
     def __enter__(self) -> RecordWriter:
         return self
@@ -567,6 +552,10 @@ class RecordWriter:
         state = "closed" if self._closed else f"{self._count} pending"
         return (f"<RecordWriter {self._ring.name!r} {state} records={self.records_written} "
                 f"slots={self.slots_written} linger={self._linger}>")
+
+
+#: The lock of a writer without a linger bound (no flusher thread: nothing to exclude).
+_UNLOCKED: Final = nullcontext()
 
 
 def _flusher_main(ref: weakref.ReferenceType[RecordWriter], cond: threading.Condition) -> None:

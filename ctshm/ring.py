@@ -71,15 +71,16 @@ import time
 from typing import Any, Callable, Final, Optional, TypeVar
 
 from . import (
+    _batch,
     _consumer,
     _doors,
     _exitnote,
     _fork,
+    _liveness,
     _peers,
-    _proc,
     _producer,
     _shm,
-    _space,
+    _shmdir,
     _unread,
     _viewcheck,
     layout as L,
@@ -171,6 +172,8 @@ class ShmTraceRing:
     _p_quiet: bool = False
     _c_quiet: bool = False
     _undelivered: Optional[Callable[[], Optional[AccessResult]]] = None
+    _batch_half: int = 1  # put_many / get_many: slots per round (half the ring)
+    _batch_error: Optional[BaseException] = None  # get_many: raised by the next call
     _keep_attachment: bool = False  # set by __exit__ on an exception (see _on_close)
     name: str = ""
     id: str = ""
@@ -253,7 +256,7 @@ class ShmTraceRing:
             raise ValueError(f"ShmTraceRing of {capacity} slots of {aligned} bytes "
                              f"({total} bytes) is beyond any address space")
         # Sparse: a warning with the figures; the header reserve below raises ENOSPC.
-        _space.check_free("ShmTraceRing", name, total, _space.SPARSE_RING, 3)
+        _shmdir.check_free("ShmTraceRing", name, total, _shmdir.SPARSE_RING, 3)
         wait_mode, spinner = cls._settings(name, wait_mode, spin)
         objs = RingObjects.made(name, capacity, aligned, replace, wait_mode, fast, mode)
         self = cls._assemble(id, objs, wait_mode, spinner)
@@ -352,6 +355,7 @@ class ShmTraceRing:
         # Read once, used on every message (the quiet paths and the claims).
         self._hq, self._hv = hdr.hq, hdr.hv
         self.capacity, self.slot_size = hdr.capacity, hdr.slot_size
+        self._batch_half = max(1, hdr.capacity // 2)
         self._fast, self._plain, self._has_len = hdr.fast, hdr.plain, hdr.has_len
         self._slot_views = [None] * self.capacity
         self._ro_views = [None] * self.capacity
@@ -471,7 +475,7 @@ class ShmTraceRing:
         self._expect(_CONSUMER_PID, pid, "expect_consumer")
 
     def _expect(self, word: int, pid: int, what: str) -> None:
-        start = _proc.start_time(_peers.check_pid(self.name, what, pid))
+        start = _liveness.start_time(_peers.check_pid(self.name, what, pid))
         with self._lock:
             self._check_open()
             _peers.set_pair(self._store, word, pid, start)
@@ -558,6 +562,9 @@ class ShmTraceRing:
 
     def mark_finished(self) -> None:
         """End of stream: the consumer gets ``Finished`` after every committed slot."""
+        if self._ps.owed_filled:
+            with self._lock:
+                _batch.settle(self)  # an interrupted batch's tokens first
         _producer.mark_finished(self)
 
     def notify_crash(self, signal: int, addr: int = 0, operation: int = 0,
@@ -713,6 +720,9 @@ class ShmTraceRing:
         with self._lock:
             if objs.inflight.closed:
                 return
+            ps = self._ps
+            if ps.owed_filled or ps.owed_empty:
+                _batch.settle(self)  # tokens an interrupted batch still owes the peer
             self._closed = True
             self._on_close()
         if objs.owner and objs.pid == os.getpid():
@@ -800,6 +810,10 @@ class ShmTraceRing:
             return (f"<ShmTraceRing {self.name!r} {role} capacity={self.capacity} "
                     f"slot_size={self.slot_size} write={h[_W]} read={h[_R]} "
                     f"reserved={h[_RES]} finished={h[_FIN]}>")
+
+    # -- batches: one message per slot, many slots per lock section (ctshm._batch) ----------
+    put_many = _batch.put_many
+    get_many = _batch.get_many
 
     # -- copying helpers and the doors to the extensions (ctshm._doors) ---------------------
     get = _doors.get

@@ -17,7 +17,7 @@ Three wait modes, chosen once per semaphore:
 Every wait retries EINTR with the time that remains (the deadline is absolute, so a retry
 never waits longer than asked).
 
-``close()`` never frees a semaphore under a running call (see ``ctshm._inflight``): a wait
+``close()`` never frees a semaphore under a running call (see ``ctshm._callgate``): a wait
 sleeps in slices of at most ``CLOSE_SLICE`` seconds and, once the handle was closed by another
 thread, raises ``ValueError`` at the end of its slice; the last call out runs ``sem_close``.
 At interpreter exit nothing is closed (a daemon thread may still be waiting): the process's
@@ -34,7 +34,7 @@ from ctypes import byref, c_int, c_uint, get_errno
 from typing import Final, Optional
 
 from . import libc
-from ._inflight import InFlight
+from ._callgate import InFlight
 from ._shm import SHM_DIR
 from .libc import fn
 

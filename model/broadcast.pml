@@ -174,7 +174,7 @@ inline evict_pass() {
             if
             :: r + CAP <= m ->
                 if
-                :: running[i] != INC(s) ->          /* _proc.is_alive(pid, start) is False */
+                :: running[i] != INC(s) ->          /* _liveness.is_alive(pid, start) is False */
                     atomic { if :: st[i] == s -> st[i] = FREE :: else -> skip fi }
 #if XEVICT
                 :: running[i] == INC(s) ->

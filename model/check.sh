@@ -126,6 +126,12 @@ fast-pkill|pass|safety||$FS -DPKILL=1 -DNOFINISH=1 -DTMO=1 -DNMSG=2 $SMALL|fast:
 fast-pkill-L1|pass|live||$FS -DPKILL=1 -DNOFINISH=1 -DNMSG=2 -DNTHR=1 $SMALL|... a dead producer is always reported
 fast-ckill|pass|safety||$FS -DCKILL=1 -DNTHR=1 -DNTHR2=1 -DNMSG=2 $SMALL|fast: consumer killed at any step + restart, 1 thread
 fast-ckill-cap1-L1|pass|live||$FS -DCAP=1 -DNMSG=2 -DCKILL=1 -DNTHR=1 -DNTHR2=1 $SMALL|... liveness, capacity 1
+fast-batch|pass|safety||$FN -DBATCH -DEINTRS=0|put_many: a batch publishes several messages, one fence + wake-up
+fast-batch-L1|pass|live||$FN -DBATCH -DEINTRS=0|... termination, everything delivered
+fast-batch-hold2|pass|safety||$FS -DBATCH -DCAP=3 -DNMSG=4 -DHOLD=2 $SMALL|... cap 3, 4 messages, consumers holding 2 guards (slices: with 2 guards held a consumer may wait on itself)
+fast-batch-slices|pass|safety||$FS -DBATCH -DPKILL=1 -DNOFINISH=1 -DNMSG=2 $SMALL|... liveness slices, producer killed at any step
+fast-batch-sigcrash|pass|safety||$FS -DBATCH -DSIGCRASH=2 -DNMSG=3 -DNTHR=1 $SMALL|... notify_crash at any step of a batch (may return into it)
+mutant-fast-batch-when-full|fail:P13|bfs||$FN -DBATCH -DMUTANT_BATCH_WHEN_FULL -DCAP=1 -DNMSG=2 $SMALL|a batch that goes on when the ring is full
 fast-v1-slices|pass|safety||-DFAST -DSKIP_P12 $SMALL|design v1 (no F-1 fix): all but P12 hold
 finding-fast-withdraw-timeout|fail:P12|bfs||-DFAST $SMALL|F-1: v1 withdraw gives up on a live, slow waker
 finding-fast-empty-cap|fail:P12|bfs||$FN -DFAST_EMPTY_CAP $SMALL|F-0: empty created with capacity tokens

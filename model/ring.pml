@@ -64,6 +64,11 @@
  *   MUTANT_NONATOMIC_RESERVE MUTANT_COMMIT_ON_ERROR MUTANT_OPENER_RECOVERY
  *   MUTANT_CRASH_FIRST MUTANT_EINTR_AS_TOKEN MUTANT_LEN_AFTER_PUBLISH
  *   MUTANT_RELEASE_UNORDERED MUTANT_NO_LIVENESS_CHECK MUTANT_NO_SELFHEAL
+ * Batches (-DBATCH, FAST): put_many publishes several messages in one lock section and fences
+ * and wakes once, after the last (the consumer's batch, get_many, is already the model's
+ * steps: claims, then an in-order release of several slots with one fence and wake-up, as a
+ * thread holding HOLD=2 guards releases them):
+ *   MUTANT_BATCH_WHEN_FULL  the batch also goes on (unwoken consumer) when no slot is free
  * Fast-mode mutants (the design's (a)-(e)):
  *   MUTANT_FAST_NO_FENCE (a) the waker's W / R store stays buffered past its sleep-word load
  *   MUTANT_FAST_NO_RECHECK (b) the sleeper does not re-check ready() after announcing
@@ -200,7 +205,7 @@ byte cwk[4];            /* FAST_WITHDRAW_FIX: threads of consumer process i betw
 #endif
 
 /* ---- processes ---- */
-bool p_alive = true;    /* the producer process exists: _proc.is_alive(ppid, start) */
+bool p_alive = true;    /* the producer process exists: _liveness.is_alive(ppid, start) */
 bool c_alive[4];        /* consumer incarnation i exists */
 byte cur_inc = 1;       /* the newest consumer incarnation */
 
@@ -267,9 +272,17 @@ proctype Producer() {
                -> self._set_peer(_PRODUCER_PID, pid, start): pid 0, start, pid */
         atomic { if :: !p_reg -> p_reg = true :: else fi };
 #ifdef FAST
+#ifdef BATCH
+        goto pwait;
+pbatch:
+        /* put_many's next message, still inside the batch's lock section (no lock taken:
+           nothing drains; `finished` was checked once, at the batch's start) */
+        skip;
+#endif
 pwait:
-        /* fast acquire: under the lock, space = W - R < capacity (header loads; no trywait) */
-        atomic { if :: W - R < CAP -> goto pslot :: else fi };
+        /* fast acquire: under the lock, space = W - R < capacity (header loads; no trywait;
+           the producer's own W through store forwarding: PWV) */
+        atomic { if :: PWV - R < CAP -> goto pslot :: else fi };
         /* sleep(P_SLEEP, empty, space, slice):
            1. CAS-increment P_SLEEP (a locked RMW: the producer's buffer drains) */
 #ifndef MUTANT_FAST_ANNOUNCE_STORE
@@ -381,7 +394,11 @@ pslot:
            (_reserve: posix_fallocate; on ENOSPC `self._empty.post()` and raise -- the same
            as the abort below); g = ProducerGuard(self, w, v[:size]) */
         atomic {
+#ifdef FAST
+            w = PWV;                            /* (store forwarding: a batch's own W) */
+#else
             w = W;
+#endif
             s = w % CAP;
             assert(HELD(cur_inc, s) == 0);      /* P3: no (live) ConsumerGuard holds the slot */
             assert(w < R + CAP);                /* P3: the slot's last message was released */
@@ -409,6 +426,21 @@ pslot:
                 Wb = w + 1; pwb = true;
                 assert(R <= RES && RES <= w + 1 && w + 1 <= R + CAP)  /* P4 */
             };
+#ifdef BATCH
+            /* put_many (ctshm/_batch.py): while messages are left and the next slot is free
+               now, the next message goes on inside the same lock section -- no fence, no
+               wake-up check (R only grows: the slot stays free).  The batch's last message,
+               or one that finds no free slot, fences and wakes as put() does. */
+            if
+#ifndef MUTANT_BATCH_WHEN_FULL
+            :: atomic { k + 1 < NMSG && w + 1 - R < CAP -> k++; w = 0; s = 0; goto pbatch }
+#else
+            :: atomic { k + 1 < NMSG -> k++; w = 0; s = 0; goto pbatch }  /* mutant: also
+                                                   when full: it then waits for space unwoken */
+#endif
+            :: skip
+            fi;
+#endif
             /* release the lock = FENCE (drains the buffer), then wake(C_SLEEP, filled):
                c = load(C_SLEEP); if c == 0: return; if CAS(c, c - 1) == c: post
                (fence and load in one step: the buffer may also drain at any earlier step, by
@@ -616,8 +648,8 @@ proctype CThread(byte inc; byte t) {
     :: atomic { lk[inc] == 0 && !c_reg[inc] -> lk[inc] = t }
     fi;
 #ifndef MUTANT_OPENER_RECOVERY
-    /* pid, start = _proc.me(); old = self._load(_CONSUMER_PID); if old and old != pid:
-           if _proc.is_alive(old, ...): raise RuntimeError(... already has a live consumer) */
+    /* pid, start = _liveness.me(); old = self._load(_CONSUMER_PID); if old and old != pid:
+           if _liveness.is_alive(old, ...): raise RuntimeError(... already has a live consumer) */
     atomic {
         if
         :: c_pid != 0 && c_pid != inc -> assert(!c_alive[c_pid])  /* MODEL: (restarts follow deaths) */
@@ -729,7 +761,7 @@ check:
            if self._load(_FIN): return
            ppid = self._dead_peer(_PRODUCER_PID): pid = self._load(word); if not pid: 0
                start = self._load(word + 1); if self._load(word) != pid or
-               _proc.is_alive(pid, start): 0;  else pid
+               _liveness.is_alive(pid, start): 0;  else pid
            if not ppid: return
        (PRODUCER_PID is written once, before anything else the producer does, so reading it
        with the neighbouring word loses no behaviour) */

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Optional, Sequence
@@ -72,6 +73,23 @@ def sem_exists(name: str) -> bool:
     return os.path.exists(SHM_DIR + "/sem." + name.lstrip("/"))
 
 
+def drain(ring: Any, timeout: float = 10.0) -> int:
+    """Take and release every message still committed in ``ring`` (what a test left unread),
+    so that closing its owner loses none (no ``UnreadMessagesWarning``); how many.  Stops at
+    the first non-``Data`` result (finished, crashed, timeout): what is left then is for the
+    test to judge.  A closed handle drains nothing."""
+    from ctshm import Data
+
+    n = 0
+    while not ring.closed and len(ring):
+        r = ring.access(timeout)
+        if not isinstance(r, Data):
+            break
+        r.guard.release()
+        n += 1
+    return n
+
+
 def run_children(target: Callable[..., Any], args_list: Sequence[tuple[Any, ...]],
                  timeout: float = CHILD_TIMEOUT) -> list[Optional[int]]:
     """Start one spawned process per argument tuple, join them all within ``timeout`` seconds
@@ -95,6 +113,22 @@ def join_all(procs: Sequence[Any], timeout: float = CHILD_TIMEOUT) -> list[Optio
         else:
             codes.append(p.exitcode)
     return codes
+
+
+def start_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
+    """``fn()`` in a thread, started; the list receives what it raises (the test asserts it
+    after joining the thread)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, errors
 
 
 def fork_call(fn: Callable[[], Any]) -> int:

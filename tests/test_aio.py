@@ -302,6 +302,23 @@ def test_at_most_one_helper_thread_per_handle_and_none_at_the_end(shm_id: str) -
     assert sorted(got) == list(range(20))
 
 
+def test_the_consumer_helper_is_known_to_take_pending(shm_id: str) -> None:
+    # take_pending() returns None in the helper thread (its access() calls fill the buffer:
+    # taking from it there would reorder messages), so the state must name the helper from
+    # its first access() on.
+    async def main(ring: ShmTraceRing, prod: ShmTraceRing) -> bytes:
+        task = asyncio.ensure_future(ring.aget(timeout=30))
+        await until(lambda: len(aio.helper_threads(ring)) == 1, "helper started")
+        (helper,) = aio.helper_threads(ring)
+        assert aio._state(ring, "consumer").helper_ident == helper.ident
+        prod.put(b"m")
+        return await task
+
+    with ShmTraceRing.create(shm_id, 4, 4096) as ring, ShmTraceRing.open(shm_id) as prod:
+        assert run(main(ring, prod)) == b"m"
+    assert aio._state(ring, "consumer").helper_ident == 0  # reset when the helper exited
+
+
 @pytest.mark.parametrize("side", ["consumer", "producer"])
 def test_dropped_ring_is_freed_at_once_though_its_helper_lingers(
         shm_id: str, side: str, monkeypatch: Any) -> None:

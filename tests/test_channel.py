@@ -165,14 +165,18 @@ def pair(shm_id: str):  # type: ignore[no-untyped-def]
         yield prod, ring
 
 
-def test_recv_view_is_valid_until_the_next_call(pair: tuple[ShmTraceRing, ShmTraceRing]
-                                                ) -> None:
-    prod, ring = pair
+def three_messages(prod: ShmTraceRing, ring: ShmTraceRing) -> Receiver:
+    """b"one", b"two", b"three" in one slot, the stream finished; a receiver on ``ring``."""
     tx = prod.sender(linger=None)
     for m in (b"one", b"two", b"three"):
         tx.send(m)
     tx.close()
-    rx = ring.receiver()
+    return ring.receiver()
+
+
+def test_recv_view_is_valid_until_the_next_call(pair: tuple[ShmTraceRing, ShmTraceRing]
+                                                ) -> None:
+    rx = three_messages(*pair)
     v = rx.recv_view(timeout=5)
     assert v.readonly and bytes(v) == b"one"
     w = rx.recv_view(timeout=5)
@@ -258,3 +262,28 @@ def test_a_ring_get_sees_one_record_framed_slot(pair: tuple[ShmTraceRing, ShmTra
     tx.close()
     raw = ring.get(timeout=5)  # what a one-message-per-slot peer (Rust) sees
     assert raw[:4] == (2).to_bytes(4, "little") and len(raw) == 8 + 2 * 16
+
+
+def test_a_view_exported_further_is_retried_with_the_slot(
+        pair: tuple[ShmTraceRing, ShmTraceRing]) -> None:
+    """recv_view's previous view is released by the next call; if the caller exported it
+    further (an export of it still alive), that release fails and is retried when the slot is
+    dropped: an export ended by then leaves no stale view (no warning), the view is released
+    with the slot, and the slot goes."""
+    import pickle
+    import warnings
+    ring = pair[1]
+    rx = three_messages(*pair)
+    v = rx.recv_view(timeout=5)
+    part = pickle.PickleBuffer(v)  # an export of v (a slice would share v's buffer)
+    assert bytes(rx.recv_view(timeout=5)) == b"two"  # v's release fails: kept
+    assert bytes(part.raw()) == b"one"  # still readable: nothing was freed under it
+    part.release()  # the export ends; v is still held (against the rule)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stale view would warn here
+        assert rx.recv(timeout=5) == b"three"
+        with pytest.raises(RingFinished):
+            rx.recv(timeout=5)
+    assert ring.header()["read_idx"] == 1
+    with pytest.raises(ValueError):
+        bytes(v)  # released with the slot: never a read of a slot handed back

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from ctshm import _space
+from ctshm import _shmdir
 
 from .helpers import REPO_ROOT
 
@@ -315,13 +315,13 @@ class _FakeVfs:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/shm is Linux's")
 def test_check_free_warns_with_the_figures(monkeypatch: Any) -> None:
-    monkeypatch.setattr(_space.os, "statvfs", lambda path: _FakeVfs())
+    monkeypatch.setattr(_shmdir.os, "statvfs", lambda path: _FakeVfs())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _space.check_free("ShmTraceRing", "/r_t", 10 << 20, _space.SPARSE_RING, 2)  # fits
+        _shmdir.check_free("ShmTraceRing", "/r_t", 10 << 20, _shmdir.SPARSE_RING, 2)  # fits
         assert caught == []
-        _space.check_free("ShmTraceRing", "/r_t", (10 << 20) + 1, _space.SPARSE_RING, 2)
-        _space.check_free("ShmMemory", "/m_m", 11 << 20, _space.SPARSE_SEGMENT, 2)
+        _shmdir.check_free("ShmTraceRing", "/r_t", (10 << 20) + 1, _shmdir.SPARSE_RING, 2)
+        _shmdir.check_free("ShmMemory", "/m_m", 11 << 20, _shmdir.SPARSE_SEGMENT, 2)
     assert [w.category for w in caught] == [ResourceWarning, ResourceWarning]
     ring, seg = (str(w.message) for w in caught)
     assert "ShmTraceRing '/r_t' needs 10,485,761 bytes" in ring
@@ -329,4 +329,4 @@ def test_check_free_warns_with_the_figures(monkeypatch: Any) -> None:
     assert "raise OSError(ENOSPC) once /dev/shm runs out, never SIGBUS" in ring
     assert "ShmMemory '/m_m' needs 11,534,336 bytes" in seg and "SIGBUS" in seg and "ENOSPC" in seg
     assert all(w.filename == __file__ for w in caught)
-    assert _space.describe() == "/dev/shm size 64.0 MiB, free 10.0 MiB"
+    assert _shmdir.describe() == "/dev/shm size 64.0 MiB, free 10.0 MiB"

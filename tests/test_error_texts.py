@@ -8,12 +8,13 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
-from ctshm import ShmMemory, ShmTraceRing, UnreadMessagesWarning, _space, libc
+from ctshm import ShmMemory, ShmTraceRing, UnreadMessagesWarning, _shmdir, libc
 
-from .helpers import REPO_ROOT, SHM_DIR, run_python
+from .helpers import REPO_ROOT, SHM_DIR, run_python, start_thread
 
 
 def _cli_json(*args: str) -> object:
@@ -25,7 +26,7 @@ def _cli_json(*args: str) -> object:
 
 
 def test_sparse_segment_warning_says_reading_also_kills() -> None:
-    text = _space.SPARSE_SEGMENT
+    text = _shmdir.SPARSE_SEGMENT
     assert "reading" in text and "SIGBUS" in text and "reserve" in text
 
 
@@ -38,21 +39,9 @@ def test_ids_with_control_characters_are_refused(bad: str) -> None:
 
 
 def test_closed_while_waiting_does_not_blame_another_thread(shm_id: str) -> None:
-    import threading
-
     with ShmTraceRing.create(shm_id, 1, 4096) as ring:
         ring.put(b"full")
-        errors: list[BaseException] = []
-
-        def waiter() -> None:
-            try:
-                ring.put(b"more", timeout=30)
-            except BaseException as e:
-                errors.append(e)
-
-        t = threading.Thread(target=waiter)
-        t.start()
-        import time
+        t, errors = start_thread(lambda: ring.put(b"more", timeout=30))
         time.sleep(0.2)
         with pytest.warns(UnreadMessagesWarning):  # "full" was never read
             ring.close()

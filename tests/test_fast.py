@@ -17,7 +17,7 @@ import pytest
 import ctshm._waiting as ring_mod
 from ctshm import Crashed, Data, Finished, ShmTraceRing, Timeout, atomics, layout as L, libc
 
-from .helpers import SPAWN, join_all, run_children
+from .helpers import SPAWN, drain, join_all, run_children, start_thread
 
 SLOT = 4096
 LONG_SLICE = 30.0
@@ -231,16 +231,7 @@ def test_notify_crash_wakes_a_sleeping_consumer(shm_id: str, long_slices: None) 
 def test_close_while_a_thread_sleeps_withdraws_it(shm_id: str) -> None:
     with ShmTraceRing.create(shm_id, 2, SLOT, fast=True, spin=0) as owner:
         ring = ShmTraceRing.open(shm_id, spin=0)
-        errors: list[BaseException] = []
-
-        def wait() -> None:
-            try:
-                ring.access(None)
-            except BaseException as e:
-                errors.append(e)
-
-        t = threading.Thread(target=wait)
-        t.start()
+        t, errors = start_thread(lambda: ring.access(None))
         while owner.header()["c_sleep"] == 0:
             os.sched_yield()
         ring.close()
@@ -389,8 +380,10 @@ def test_producer_timeout_on_a_fast_ring_without_consumer_says_why(shm_id: str) 
         ring.put(b"a")
         with pytest.raises(TimeoutError, match=r"fast ring and no ctshm consumer .* Rust"):
             ring.put(b"b", timeout=0.05)
+        assert drain(ring) == 1
     with ShmTraceRing.create(shm_id, 1, SLOT) as ring:
         ring.put(b"a")
         with pytest.raises(TimeoutError) as e:
             ring.put(b"b", timeout=0.05)
         assert "fast ring" not in str(e.value)
+        assert drain(ring) == 1

@@ -334,7 +334,7 @@ _FULL_CHILD = textwrap.dedent("""
     results.append("put ok")
     os.unlink("/dev/shm/filler"); fill(0)               # full
     attempt("ring create", lambda: ShmTraceRing.create("full", 2, 4096))  # the header reserve
-    import ctshm._space as space                        # without it (another process could
+    import ctshm._shmdir as space                       # without it (another process could
     space.check_free = lambda *a, **k: None             # fill /dev/shm after the check), the
     attempt("ring create, no check", lambda: ShmTraceRing.create("full", 2, 4096))  # reserve
     attempt("readonly create reserve", lambda: ShmMemory.create_readonly(

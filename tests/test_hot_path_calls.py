@@ -93,3 +93,50 @@ def test_a_rare_event_takes_the_general_path(shm_id: str) -> None:
         assert counts["put"][0] <= TARGETS["put"]  # the producer side stays quiet
         ring.set_undelivered_source(None)
         assert per_message(ring)["access"][0] <= TARGETS["access"]
+
+
+#: Python calls per batch of BATCH messages: put_many, get_many (each itself included).
+BATCH = 32
+#: (put_many: itself, collecting, the round and its wake-up check; get_many: the same)
+BATCH_TARGETS = {"put_many": 5, "get_many": 3}
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["compat", "fast"])
+def test_a_batch_pays_its_calls_once(shm_id: str, fast: bool) -> None:
+    """put_many / get_many in the steady state: a few Python calls per batch, none per
+    message (the per-message work is straight-line code in one lock section)."""
+    msgs = [bytes(64)] * BATCH
+    with ShmTraceRing.create(shm_id, 2 * BATCH, 4096, fast=fast) as ring:  # half: BATCH
+        for _ in range(4):  # register both sides, back and map every slot
+            ring.put_many(msgs)
+            assert len(ring.get_many(BATCH)) == BATCH
+        counts = {"put_many": count_calls(lambda: ring.put_many(msgs), 1)}
+        got: list[list[bytes]] = []
+        counts["get_many"] = count_calls(lambda: got.append(ring.get_many(BATCH)), 1)
+        assert [len(g) for g in got] == [BATCH]
+        assert ring.stats()["backlog"] == 0
+    over = {op: (n, dict(seen)) for op, (n, seen) in counts.items() if n > BATCH_TARGETS[op]}
+    assert not over, f"Python calls per batch of {BATCH} above {BATCH_TARGETS}: {over}"
+    assert all(n >= 1 for n, _ in counts.values()), counts
+
+
+#: Python calls per small object (a dict of a few fields, pickled in band).
+OBJECT_TARGETS = {"put_object": 5, "get_object": 10}
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["compat", "fast"])
+def test_a_small_object_takes_the_short_way(shm_id: str, fast: bool) -> None:
+    """put_object / get_object of a small object: one pickling, one put; one access, one
+    unpickling, one release (no frame object, no guard context, no import per call)."""
+    obj = {"id": 12345, "name": "sensor-7", "values": [1.5, 2.5], "ok": True, "tags": ("a",)}
+    with ShmTraceRing.create(shm_id, ROUNDS, 4096, fast=fast) as ring:
+        for _ in range(2 * ROUNDS):  # register both sides, back and map every slot
+            ring.put_object(obj)
+            assert ring.get_object() == obj
+        got: list[Any] = []
+        counts = {"put_object": count_calls(lambda: ring.put_object(obj), ROUNDS),
+                  "get_object": count_calls(lambda: got.append(ring.get_object()), ROUNDS)}
+        assert got == [obj] * ROUNDS
+    over = {op: (n, dict(seen)) for op, (n, seen) in counts.items() if n > OBJECT_TARGETS[op]}
+    assert not over, f"Python calls per object above {OBJECT_TARGETS}: {over}"
+    assert all(n >= 1 for n, _ in counts.values()), counts

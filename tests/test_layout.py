@@ -14,9 +14,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from ctshm import ShmTraceRing, _proc, layout as L
+from ctshm import ShmTraceRing, _liveness, layout as L
 
-from .helpers import REPO_ROOT, SHM_DIR
+from .helpers import REPO_ROOT, SHM_DIR, drain
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm (Linux)")
 
@@ -44,7 +44,7 @@ def put_word(v: memoryview, word: int, value: int) -> None:
 
 
 def test_read_header_of_a_live_ring(shm_id: str) -> None:
-    me = L.PeerId(*_proc.me())
+    me = L.PeerId(*_liveness.me())
     with ShmTraceRing.create(shm_id, 4, 4096) as ring:
         for n in (5, 100, 7):
             ring.put(b"x" * n)
@@ -73,6 +73,7 @@ def test_read_header_of_a_live_ring(shm_id: str) -> None:
             assert L.read_len_record(raw, 1) == (2, 100)
         finally:
             data.guard.release()  # type: ignore[union-attr]
+        assert drain(ring) == 2
 
 
 def _pread(name: str, n: int) -> bytes:
@@ -97,6 +98,7 @@ def test_crash_details_and_message(shm_id: str) -> None:
             L.MSG_LEN.pack_into(w, L.MSG_OFF, 5000)
             h = L.read_header(w)
         assert len(h.crash_message) == L.MSG_MAX
+        assert drain(ring) == 1  # committed before the crash: still delivered
 
 
 def test_stats_words(shm_id: str) -> None:

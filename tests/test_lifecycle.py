@@ -31,7 +31,7 @@ from ctshm import (
 )
 from ctshm.semaphore import NamedSemaphore
 
-from .helpers import SHM_DIR, run_python
+from .helpers import SHM_DIR, run_python, start_thread
 
 
 def _no_signal_death(out: Any) -> None:
@@ -134,23 +134,15 @@ def test_close_waits_for_in_flight_then_releases(shm_id: str) -> None:
     objs = ring._objs
     assert objs is not None
     sems = list(objs.sems)
-    errors: list[BaseException] = []
-
-    def waiter() -> None:
-        try:
-            ring.access(5)
-        except ValueError as e:
-            errors.append(e)
-
-    t = threading.Thread(target=waiter)
-    t.start()
+    t, errors = start_thread(lambda: ring.access(5))
     time.sleep(0.2)
     ring.close()
     assert ring.closed
     t.join(5)
     assert not t.is_alive()
     assert all(s.closed for s in sems) and objs.fd == -1
-    assert len(errors) == 1 and "while access() waited" in str(errors[0])
+    assert len(errors) == 1 and isinstance(errors[0], ValueError), errors
+    assert "while access() waited" in str(errors[0])
     assert not [e for e in os.listdir(SHM_DIR) if shm_id in e]
 
 
@@ -284,6 +276,15 @@ def test_exceptions_pickle() -> None:
         assert type(back) is type(exc) and back.args == exc.args
 
 
+def test_exceptions_keep_their_old_import_paths() -> None:
+    from ctshm import errors, results, ring
+    from ctshm._space import ShmDirError  # the module is _shmdir now
+
+    assert ShmDirError is errors.ShmDirError
+    for name in ("ConsumerGone", "CorruptRingError", "ProducerCrashed", "RingFinished"):
+        assert getattr(results, name) is getattr(ring, name) is getattr(errors, name), name
+
+
 def test_data_refuses_pickle_clearly(shm_id: str) -> None:
     with ShmTraceRing.create(shm_id, 1, 4096) as ring:
         ring.put(b"x")
@@ -360,18 +361,10 @@ def test_same_thread_second_acquire_still_refused(shm_id: str) -> None:
 def test_producer_turn_wait_is_bounded(shm_id: str) -> None:
     with ShmTraceRing.create(shm_id, 2, 4096) as ring:
         g = ring.acquire()
-        err: list[BaseException] = []
-
-        def other() -> None:
-            try:
-                ring.put(b"x", timeout=0.3)
-            except TimeoutError as e:
-                err.append(e)
-
-        t = threading.Thread(target=other)
-        t.start()
+        t, err = start_thread(lambda: ring.put(b"x", timeout=0.3))
         t.join(10)
-        assert not t.is_alive() and "another producer thread" in str(err[0])
+        assert not t.is_alive() and len(err) == 1 and isinstance(err[0], TimeoutError), err
+        assert "another producer thread" in str(err[0])
         g.abort()
 
 

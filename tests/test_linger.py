@@ -16,7 +16,7 @@ import pytest
 from ctshm import ShmTraceRing
 from ctshm.records import DEFAULT_LINGER, RecordReader, RecordWriter
 
-from .helpers import SPAWN, join_all
+from .helpers import SPAWN, drain, join_all
 
 SLOT = 1 << 16
 
@@ -37,6 +37,7 @@ def flusher_threads() -> list[threading.Thread]:
 def ring(shm_id: str):  # type: ignore[no-untyped-def]
     r = ShmTraceRing.create(shm_id, 4, SLOT)
     yield r
+    drain(r)  # what a test left unread (make_busy's blocker, ...): closing loses nothing
     r.close()
 
 
@@ -246,8 +247,9 @@ def test_a_dropped_writer_stops_its_flusher(ring: ShmTraceRing) -> None:
     assert not t.is_alive()
 
 
+@pytest.mark.parametrize("call", ["append", "reserve", "flush", "close"])
 def test_a_failed_flusher_publication_is_reported_by_the_next_call(
-        ring: ShmTraceRing) -> None:
+        ring: ShmTraceRing, call: str) -> None:
     clock = FakeClock()
     make_busy(ring)
     w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
@@ -257,7 +259,12 @@ def test_a_failed_flusher_publication_is_reported_by_the_next_call(
     with w._cond:  # type: ignore[union-attr]
         w._flusher_step()
     with pytest.raises(RuntimeError, match="linger flusher could not publish"):
-        w.append(b"next")
+        if call == "append":
+            w.append(b"next")
+        elif call == "reserve":
+            w.reserve(4)
+        else:
+            getattr(w, call)()
     w.abort()
 
 

@@ -390,14 +390,20 @@ def test_opening_an_unsized_object(shm_id: str) -> None:
 
 
 def test_longest_id_that_fits(shm_id: str) -> None:
+    # The longest a creator may use leaves room for its owner record (test_segment_owner);
+    # open_readwrite takes the longest name there is (a segment the Rust original made).
     assert libc.IS_LINUX, "written for Linux's NAME_MAX (255, slash not counted)"
     id = shm_id + "x" * (libc.NAME_MAX - 2 - len(shm_id))  # "/" + id + "_m": 255 + slash
-    m = ShmMemory.create_readonly(id, 4096)
+    fd = libc.shm_open(_name(id), libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, 0o600)
     try:
+        libc.ftruncate(fd, 4096, _name(id))
+        m = ShmMemory.open_readwrite(id)
         assert len(m.name) == libc.NAME_MAX + 1
-        assert shm_exists(m.name)
-    finally:
+        assert m.size == 4096
         m.close()
+    finally:
+        os.close(fd)
+        libc.shm_unlink(_name(id))
 
 
 def test_too_long_id(shm_id: str) -> None:

@@ -31,9 +31,10 @@ from typing import Any, Callable
 import pytest
 
 from ctshm import CrashDetails, Crashed, Data, Finished, ShmTraceRing
+from ctshm.errors import UnreadMessagesWarning
 from ctshm.layout import FINISHED as _FIN, RESERVED_IDX as _RES
 
-from .helpers import REPO_ROOT, run_python
+from .helpers import REPO_ROOT, drain, run_python
 
 MODEL_DIR = os.path.join(REPO_ROOT, "model")
 CHECK_SH = os.path.join(MODEL_DIR, "check.sh")
@@ -73,6 +74,14 @@ def _release(r: Any) -> None:
         r.guard.release()
 
 
+def _close_reporting_the_undelivered(prod: ShmTraceRing, cons: ShmTraceRing) -> None:
+    """The message committed after notify_crash is never delivered (the point of the test):
+    once the consumer has left, the owner's close reports it as unread."""
+    cons.close()
+    with pytest.warns(UnreadMessagesWarning, match="with 1 committed message"):
+        prod.close()
+
+
 @pytest.fixture
 def pair(shm_id: str) -> Iterator[tuple[ShmTraceRing, ShmTraceRing]]:
     """A producer handle (the owner) and a consumer handle on a 2-slot ring, one process."""
@@ -81,6 +90,7 @@ def pair(shm_id: str) -> Iterator[tuple[ShmTraceRing, ShmTraceRing]]:
         cons = ShmTraceRing.open(shm_id)
         try:
             yield prod, cons
+            drain(cons)  # what a test left unread: closing the owner loses nothing
         finally:
             cons.close()
     finally:
@@ -249,6 +259,7 @@ def test_killed_consumer_loses_no_slot(shm_id: str) -> None:
                 raise AssertionError(
                     "the producer waited for a free slot of an empty ring: the killed "
                     "consumer's `empty` token is lost") from None
+            assert drain(cons) == 2
         finally:
             cons.close()
     finally:
@@ -382,6 +393,7 @@ def test_commit_racing_notify_crash_is_not_delivered(
         assert isinstance(r, Crashed), f"delivered after notify_crash: {r!r}"
     finally:
         _release(r)
+    _close_reporting_the_undelivered(prod, cons)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,3 +426,4 @@ def test_late_commit_not_delivered_to_a_consumer_that_read_finished_before_the_c
             f"message 1, published after notify_crash, was delivered: {r!r}")
     finally:
         _release(r)
+    _close_reporting_the_undelivered(prod, cons)

@@ -235,3 +235,46 @@ def test_objects_to_a_consumer_process(shm_id: str) -> None:
             prod.put_object(obj, timeout=30)
         prod.mark_finished()
         assert join_all([p], 60) == [0]
+
+
+class Counted:
+    """Counts how often it is pickled (``__reduce__`` with a side effect, as a sequence
+    number or a lazily loaded proxy has)."""
+
+    reductions = 0
+
+    def __init__(self, payload: Any = None) -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> Any:
+        Counted.reductions += 1
+        return (Counted, (self.payload,))
+
+
+@pytest.mark.parametrize("case", [
+    "small",
+    "out-of-band buffer",
+    "nested large bytes",
+    "stream over 4 KiB",
+    "unpicklable",
+])
+def test_put_object_pickles_an_object_once(shm_id: str, case: str) -> None:
+    obj: Any = {
+        "small": Counted(7),
+        "out-of-band buffer": [Counted(1), pickle.PickleBuffer(b"x" * 100)],
+        "nested large bytes": {"a": {"b": [Counted(2), b"z" * 5000]}},
+        "stream over 4 KiB": [Counted(3)] + [f"{i:04d}" * 25 for i in range(60)],
+        "unpicklable": [Counted(4), lambda: 1],
+    }[case]
+    ring, prod = pair(shm_id)
+    with ring, prod:
+        Counted.reductions = 0
+        if case == "unpicklable":
+            with pytest.raises((pickle.PicklingError, TypeError, AttributeError),
+                               match="put_object"):
+                prod.put_object(obj)
+        else:
+            prod.put_object(obj)
+            got = ring.get_object(5)
+            assert type(got) is type(obj)
+        assert Counted.reductions == 1

@@ -22,7 +22,7 @@ from ctshm import Data, ShmMemory, ShmTraceRing, cli, ops
 from ctshm.layout import HEADER_SIZE, HUGE_PAGE_SIZE
 from ctshm.semaphore import NamedSemaphore
 
-from .helpers import REPO_ROOT, SHM_DIR, run_python, sem_exists, shm_exists
+from .helpers import REPO_ROOT, SHM_DIR, drain, run_python, sem_exists, shm_exists
 from .test_interop import start_peer
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm (Linux)")
@@ -128,6 +128,7 @@ def test_ls_and_stat_live_ring(shm_id: str) -> None:
             g.abort()
             assert isinstance(data, Data), data
             data.guard.release()
+        assert drain(ring) == 1
     assert shm_entries(shm_id) == []
 
 
@@ -302,11 +303,11 @@ def test_segment_ls_stat_rm(shm_id: str) -> None:
         o = listing(shm_id)[m.name]
         assert o["kind"] == "segment" and o["size"] == 8192 and o["allocated"] == 0
         assert os.getpid() in o["users"]
-        assert o["creator"]["pid"] is None
+        assert o["creator"]["pid"] == os.getpid()  # from its owner record
         st = cli_json("stat", shm_id)["objects"]
         assert [(x["kind"], x["name"]) for x in st] == [("segment", m.name)]
         res = cli_json("gc", "--prefix", shm_id, "--include-unknown")
-        assert res["removed"] == [] and "in use by" in res["kept"][0]["reason"]
+        assert res["removed"] == [] and "is alive" in res["kept"][0]["reason"]
 
         r = run_cli("rm", f"{shm_id}_m")  # mapped by this process: refused
         assert r.returncode == 1 and r.stdout == ""
@@ -314,7 +315,7 @@ def test_segment_ls_stat_rm(shm_id: str) -> None:
         assert shm_exists(m.name)
         r = run_cli("rm", f"{shm_id}_m", "--json", "--force")
         assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout) == {"removed": [m.name]}
+        assert json.loads(r.stdout) == {"removed": [m.name, m.name + "_owner"]}
         assert not shm_exists(m.name)
     assert shm_entries(shm_id) == []
 

@@ -22,7 +22,7 @@ import pytest
 from ctshm import ShmTraceRing, layout as L
 from ctshm.ops import top as T
 
-from .helpers import REPO_ROOT, SHM_DIR
+from .helpers import REPO_ROOT, SHM_DIR, drain
 from .test_layout import mapped, put_word
 from .test_ops import cli_json, run_cli
 
@@ -57,6 +57,7 @@ def test_stat_shows_version_2_stats_derived_from_the_indices(shm_id: str) -> Non
             "consumer": {"messages": 1, "bytes": 10, "waits": 0, "wakeups": 1, "spins": 0}}
         assert o["stats"] == {"producer": ring.stats()["producer"],
                               "consumer": ring.stats()["consumer"]}
+        assert drain(ring) == 1
 
 
 def test_stat_shows_stats_and_backlog(shm_id: str) -> None:
@@ -81,6 +82,7 @@ def test_stat_shows_stats_and_backlog(shm_id: str) -> None:
         assert ("  consumer stats  messages 5, bytes 500 (500), waits 4, wakeups 5, spins 6"
                 in lines), r.stdout
         assert ring.get(5) == b"a" * 10  # still a working ring
+        assert drain(ring) == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +227,7 @@ def test_top_once_text_and_empty(shm_id: str) -> None:
         r = run_cli("top", "--once", "--interval", "0.05", "--prefix", shm_id)
         row = next(ln for ln in r.stdout.splitlines() if ln.startswith(ring.name))
         assert row.split()[1:4] == ["crashed", "1/4", "25%"], row
+        assert drain(ring) == 1  # committed before the crash: still delivered
 
 
 def test_top_not_a_ring(shm_id: str) -> None:

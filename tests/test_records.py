@@ -367,10 +367,13 @@ def test_corrupt_slot_is_refused_and_released(ring: ShmTraceRing) -> None:
     struct.pack_into("<II", g.buf, 24, 1000, 0)
     g.commit(40)
     ring.mark_finished()
-    with pytest.raises(CorruptRingError, match="announces 2 records"):
+    with pytest.raises(CorruptRingError, match="announces 2 records") as raised:
         read_all(ring)
+    # Released by the reader itself, not by the guard's finalizer: the traceback kept in
+    # `raised` still holds the reader's frames (and the guard), as a caller's handler would.
     h = ring.header()
     assert h["read_idx"] == h["write_idx"] == 1
+    del raised
 
 
 def test_invalid_arguments(ring: ShmTraceRing) -> None:

@@ -29,7 +29,7 @@ from ctshm import (
 from ctshm.layout import HEADER_SIZE, HUGE_PAGE_SIZE
 
 from . import ring_children as rc
-from .helpers import SPAWN, join_all, sem_exists, shm_exists
+from .helpers import SPAWN, drain, join_all, sem_exists, shm_exists
 
 MiB = 1 << 20
 
@@ -179,6 +179,7 @@ def test_commit_bounds(shm_id: str) -> None:
         g.commit(0)
         with pytest.raises(ValueError, match="do not fit"):
             ring.put(b"x" * (HUGE_PAGE_SIZE + 1))
+        assert drain(ring) == 1  # the empty message committed above
 
 
 def test_timeouts(shm_id: str, config: str) -> None:
@@ -194,6 +195,7 @@ def test_timeouts(shm_id: str, config: str) -> None:
         assert time.monotonic() - t0 >= 0.19
         with pytest.raises(ValueError):
             ring.access(-1)
+        assert drain(ring) == 1
 
 
 def test_finished_after_all_data(shm_id: str, config: str) -> None:

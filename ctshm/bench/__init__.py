@@ -23,6 +23,8 @@ Peers (each used the way its documentation suggests):
                    :class:`~ctshm.records.RecordReader` (zero-copy record views).
 ``ctshm-slot``     one message per slot: ``ring.put(msg)`` / ``ring.access()`` + ``release()``.
 ``ctshm-fast``     the same on a ring created with ``fast=True`` (ctshm peers only).
+``ctshm-batch``    one message per slot in batches on a fast ring: ``ring.put_many`` of 32
+                   messages / ``ring.get_many()`` (streams only).
 ``mp.Queue``       ``multiprocessing.Queue(maxsize)``: ``put(bytes)`` / ``get()``.
 ``mp.Pipe``        ``multiprocessing.Pipe()``: ``send_bytes`` / ``recv_bytes``.
 ``os.pipe``        raw ``os.write`` / ``os.readv`` of each message (no user-space buffering).

@@ -29,14 +29,14 @@ from .harness import (
     scaled,
     sp1_workload,
 )
-from .peers_ctshm import CtshmChannel, CtshmFast, CtshmRecords, CtshmSlot
+from .peers_ctshm import CtshmBatch, CtshmChannel, CtshmFast, CtshmRecords, CtshmSlot
 from .peers_extra import FasterFifo, Iceoryx2, PosixIpc
 from .peers_stdlib import MpPipe, MpQueue, OsPipe
 from .seedref import RustSeed
 
 PEERS: Final[dict[str, Peer]] = {p.name: p for p in (
-    CtshmRecords(), CtshmChannel(), CtshmSlot(), CtshmFast(), MpQueue(), MpPipe(), OsPipe(),
-    PosixIpc(), FasterFifo(), Iceoryx2(), RustSeed())}
+    CtshmRecords(), CtshmChannel(), CtshmSlot(), CtshmFast(), CtshmBatch(), MpQueue(), MpPipe(),
+    OsPipe(), PosixIpc(), FasterFifo(), Iceoryx2(), RustSeed())}
 
 
 def _best(runs: list[dict[str, Any]], kind: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ bound: the batching reference), and the message channel (``ring.sender()`` /
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..records import RecordReader, RecordWriter
 from ..ring import Data, Finished, RingFinished
@@ -138,13 +138,77 @@ class CtshmFast(CtshmSlot):
     fast = True
 
 
+class CtshmBatch(Peer):
+    """One message per slot in batches on a fast ring: ``ring.put_many(batch)`` of
+    ``BATCH`` messages / ``ring.get_many()`` (bytes copies)."""
+
+    name = "ctshm-batch"
+    kinds = ("stream",)
+    BATCH = 32
+
+    def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
+        return ctx.ring(RING_CAPACITY, RING_SLOT, settings, True)
+
+    @staticmethod
+    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        put_many, pack = ring.put_many, _SEQ.pack_into
+        batch = [message(wl.size) for _ in range(CtshmBatch.BATCH)]
+        sync.go()
+        t0 = time.perf_counter()
+        for start in range(0, count, len(batch)):
+            part = batch[:min(len(batch), count - start)]
+            for j, m in enumerate(part):
+                pack(m, 0, start + j)
+            put_many(part)
+        ring.mark_finished()
+        t1 = time.perf_counter()
+        ring.close()
+        return {"t_start": t0, "t_sent": t1}
+
+    @staticmethod
+    def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        chk = Check(wl.size)
+        unpack, size, get_many = _SEQ.unpack_from, wl.size, ring.get_many
+        sync.go()
+        n = 0
+        try:
+            while True:
+                for m in get_many(256):
+                    if len(m) != size or unpack(m, 0)[0] != n:
+                        chk.bad_message(n, m)
+                    n += 1
+        except RingFinished:
+            pass
+        chk.n = n
+        out = chk.result()
+        ring.close()
+        return out
+
+
 class _StreamRing(Peer):
-    """A stream over one W ring."""
+    """A stream over one W ring, written through a RecordWriter (:meth:`_writer`)."""
 
     kinds = ("stream",)
 
     def setup(self, ctx: RunContext, wl: Workload, count: int, settings: Settings) -> Any:
         return ctx.ring(RING_CAPACITY, RING_SLOT, settings)
+
+    @classmethod
+    def producer(cls, spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
+        ring = spec.open()
+        send, finish, writer = cls._writer(ring, wl)
+        out = timed_sends(wl, count, sync, send, finish)  # finish: flush + mark_finished
+        ring.close()
+        out["slots"] = writer.slots_written
+        return out
+
+    @staticmethod
+    def _writer(ring: Any, wl: Workload) -> tuple[Callable[[Any], Any], Callable[[], Any],
+                                                  RecordWriter]:
+        """The peer's send and finish calls on ``ring``, and the writer behind them."""
+        raise NotImplementedError
 
 
 class CtshmRecords(_StreamRing):
@@ -153,15 +217,12 @@ class CtshmRecords(_StreamRing):
     name = "ctshm-records"
 
     @staticmethod
-    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
-        ring = spec.open()
+    def _writer(ring: Any, wl: Workload) -> tuple[Callable[[Any], Any], Callable[[], Any],
+                                                  RecordWriter]:
         # linger=None: slots are published only when full (the batching reference);
         # ctshm-channel measures the same stream with the linger bound on.
         w = RecordWriter(ring, max_bytes=max(RECORD_BATCH, 2 * wl.size), linger=None)
-        out = timed_sends(wl, count, sync, w.append, w.close)  # close: flush + mark_finished
-        ring.close()
-        out["slots"] = w.slots_written
-        return out
+        return w.append, w.close, w
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
@@ -188,13 +249,10 @@ class CtshmChannel(_StreamRing):
     name = "ctshm-channel"
 
     @staticmethod
-    def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
-        ring = spec.open()
+    def _writer(ring: Any, wl: Workload) -> tuple[Callable[[Any], Any], Callable[[], Any],
+                                                  RecordWriter]:
         tx = ring.sender(max_bytes=max(RECORD_BATCH, 2 * wl.size))
-        out = timed_sends(wl, count, sync, tx.send, tx.close)  # close: flush + mark_finished
-        ring.close()
-        out["slots"] = tx.writer.slots_written
-        return out
+        return tx.send, tx.close, tx.writer
 
     @staticmethod
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:

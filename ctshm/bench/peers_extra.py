@@ -7,6 +7,7 @@ reported as "not measured" with the reason.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import time
 from typing import Any, Callable, Optional
 
@@ -33,8 +34,6 @@ class _PosixRing:
     with two posix_ipc semaphores (filled, empty): the ring one writes by hand with posix_ipc."""
 
     def __init__(self, names: tuple[str, str, str], capacity: int, size: int) -> None:
-        import mmap
-
         import posix_ipc  # type: ignore[import-not-found,unused-ignore]
 
         self.capacity = capacity
@@ -64,6 +63,15 @@ class _PosixRing:
                                        posix_ipc.unlink_semaphore, names[2]))
         return names
 
+    def side(self, producer: bool) -> tuple[mmap.mmap, int, int, Callable[[], Any],
+                                            Callable[[], Any]]:
+        """What one side's loop binds: the mapping, the capacity, the slot size, then the
+        semaphore operations that wait for a slot and hand it over (``empty`` / ``filled``
+        for the producer, ``filled`` / ``empty`` for the consumer)."""
+        if producer:
+            return self.mm, self.capacity, self.slot, self.empty.acquire, self.filled.release
+        return self.mm, self.capacity, self.slot, self.filled.acquire, self.empty.release
+
     def close(self) -> None:
         self.mm.close()
         self.filled.close()
@@ -83,9 +91,8 @@ class PosixIpc(Peer):
     def producer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
         ring = _PosixRing(spec[0], RING_CAPACITY, wl.size)
         msg = message(wl.size)
-        pack, mm, n = _SEQ.pack_into, ring.mm, wl.size
-        cap, slot = ring.capacity, ring.slot
-        acquire, release = ring.empty.acquire, ring.filled.release
+        pack, n = _SEQ.pack_into, wl.size
+        mm, cap, slot, acquire, release = ring.side(producer=True)
         sync.go()
         t0 = time.perf_counter()
         for i in range(count):
@@ -103,9 +110,8 @@ class PosixIpc(Peer):
     def consumer(spec: Any, wl: Workload, count: int, sync: Sync) -> dict[str, Any]:
         ring = _PosixRing(spec[0], RING_CAPACITY, wl.size)
         chk = Check(wl.size)
-        unpack, mm, size = _SEQ.unpack_from, ring.mm, wl.size
-        cap, slot = ring.capacity, ring.slot
-        acquire, release = ring.filled.acquire, ring.empty.release
+        unpack, size = _SEQ.unpack_from, wl.size
+        mm, cap, slot, acquire, release = ring.side(producer=False)
         sync.go()
         for i in range(count):
             off = (i % cap) * slot
@@ -126,8 +132,8 @@ class PosixIpc(Peer):
     @staticmethod
     def _sender(ring: _PosixRing, size: int) -> Callable[[Any], None]:
         state = [0]
-        mm, cap, slot, pack = ring.mm, ring.capacity, ring.slot, _SEQ.pack_into
-        acquire, release = ring.empty.acquire, ring.filled.release
+        pack = _SEQ.pack_into
+        mm, cap, slot, acquire, release = ring.side(producer=True)
 
         def send(m: Any) -> None:
             off = (state[0] % cap) * slot
@@ -141,8 +147,8 @@ class PosixIpc(Peer):
     @staticmethod
     def _receiver(ring: _PosixRing) -> Callable[[], bytes]:
         state = [0]
-        mm, cap, slot, unpack = ring.mm, ring.capacity, ring.slot, _SEQ.unpack_from
-        acquire, release = ring.filled.acquire, ring.empty.release
+        unpack = _SEQ.unpack_from
+        mm, cap, slot, acquire, release = ring.side(producer=False)
 
         def recv() -> bytes:
             off = (state[0] % cap) * slot

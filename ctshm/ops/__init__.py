@@ -7,7 +7,8 @@ as ``SHM_DIR/sem.NAME``; ``SHM_DIR`` is ``ctshm._shm.SHM_DIR``)::
 
     /X_t                        ring        (ShmTraceRing, created by ctshm or by Rust)
     sem.X_t_filled, sem.X_t_empty  its semaphores; without /X_t: orphan semaphores
-    /X_m                        segment     (ShmMemory; no header, so no owner information)
+    /X_m                        segment     (ShmMemory; its creator in /X_m_owner: ops.segments)
+    /X_m_owner                  its owner record; listed alone when it describes no segment
     /X_b                        broadcast   (ShmBroadcast: creator, writer, readers; ops.bcast)
 
 Inspection never modifies anything: a ring's header words (always written by its creator)
@@ -17,15 +18,18 @@ sparse object, ``pread`` of a hole does not); nothing registers as producer or c
 semaphores are opened existing-only (``sem_open`` without ``O_CREAT``) for ``sem_getvalue``.
 
 Liveness: a ctshm ring records its creator's (and registered producer's / consumer's) pid and
-start time, so a recycled pid is not taken for the creator.  A Rust-created ring (extension
-magic 0) and a segment carry no owner: ``ls`` says "unknown (Rust peer)".  For every object,
+start time, so a recycled pid is not taken for the creator; a ctshm segment's creator is in
+its owner record (``ctshm._owner_record``).  A Rust-created ring (extension magic 0) carries
+no owner: ``ls`` says "unknown (Rust peer)"; a segment without an owner record (Rust's, or
+kept with ``keep_on_drop()``) "unknown (no owner record)".  For every object,
 ``users`` lists the processes that have it mapped or open (``/proc/PID/maps`` and
 ``/proc/PID/fd``, matched by device and inode; best effort: without root, other users'
 processes are not visible).
 
-``gc`` removes ctshm rings whose creator is dead (ring + both semaphores) and orphan ring
-semaphores nobody has mapped or open.  Rings without owner information and segments are
-removed only with ``--include-unknown``, and even then only when no process uses them.
+``gc`` removes ctshm rings whose creator is dead (ring + both semaphores), ctshm segments
+whose creator is dead (segment + owner record), orphan ring semaphores nobody has mapped or
+open and owner records whose segment is gone.  Rings and segments without owner information
+are removed only with ``--include-unknown``, and even then only when no process uses them.
 Every removal re-checks that the name still refers to the object that was inspected (a
 successor that re-created the name is left alone).
 
@@ -54,8 +58,9 @@ from ._scan import Mappers, scan_mappers
 from .cleanup import gc, gc_decision, in_use, remove
 from .cli import add_arguments, add_subcommands, cmd_gc, cmd_ls, cmd_rm, cmd_stat, cmd_top, run
 from .format import format_gc, format_ls, format_stat, format_top
-from .inspect import inspect_ring, inspect_segment, inspect_semaphore
+from .inspect import inspect_ring, inspect_semaphore
 from .names import collect, resolve
+from .segments import inspect_owner_record, inspect_segment
 from .top import run_top, top_records
 
 __all__ = [
@@ -82,6 +87,7 @@ __all__ = [
     "gc",
     "gc_decision",
     "in_use",
+    "inspect_owner_record",
     "inspect_ring",
     "inspect_segment",
     "inspect_semaphore",

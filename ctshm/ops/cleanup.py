@@ -1,8 +1,10 @@
-"""``rm`` and ``gc``: removing rings (with both semaphores), segments and orphan semaphores.
+"""``rm`` and ``gc``: removing rings (with both semaphores), segments (with their owner
+records), orphan semaphores and lone owner records.
 
-``gc`` removes ctshm rings whose creator is dead and orphan ring semaphores nobody has mapped
-or open; rings without owner information and segments only with ``include_unknown``, and
-even then only when no process uses them.  Every removal re-checks that the name still
+``gc`` removes ctshm rings and segments whose creator is dead, orphan ring semaphores nobody
+has mapped or open, and owner records whose segment is gone; rings and segments without
+owner information only with ``include_unknown``, and even then only when no process uses
+them.  Every removal re-checks that the name still
 refers to the object that was inspected (a successor that re-created the name is left
 alone).  ``rm`` refuses an object a live process uses unless forced.
 """
@@ -11,15 +13,22 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .. import _shm, layout as L, libc
+from .. import _owner_record, _shm, layout as L, libc
 from ..semaphore import NamedSemaphore, sem_file_identity
 from ._common import NOT_A_RING
 from ._scan import Mappers
 from .bcast import gc_decision_broadcast, in_use_broadcast
-from .inspect import inspect_ring, inspect_segment, inspect_semaphore
+from .inspect import inspect_ring, inspect_semaphore
 from .names import collect
 from .queues import inspect_queue, queue_gc_decision, remove_queue
 from .schema import GcEntry, GcResult, ObjectInfo
+from .segments import (
+    RECORD_KIND,
+    inspect_owner_record,
+    inspect_segment,
+    record_gc_decision,
+    segment_alive_parties,
+)
 
 __all__ = ["gc", "gc_decision", "in_use", "remove", "would_remove"]
 
@@ -92,7 +101,17 @@ def remove(kind: str, name: str, info: Optional[ObjectInfo] = None) -> list[str]
         return _remove_ring(name, info, ident)
     if kind == "queue":
         return remove_queue(name, ident)
-    return [name] if _unlink_shm(name, ident) else []
+    if kind == RECORD_KIND:
+        rec = _owner_record.read(name)
+        ok = rec is not None and (ident is None or rec.identity == ident)
+        return [name] if ok and rec is not None and _owner_record.remove(rec) else []
+    if kind != "segment":
+        return [name] if _unlink_shm(name, ident) else []
+    seg = ident if ident is not None else _shm.name_identity(name)
+    if not _unlink_shm(name, seg):
+        return []
+    rec_name = _owner_record.remove_for(name, seg)  # after the segment: see _owner_record
+    return [name] + ([rec_name] if rec_name else [])
 
 
 def _unknown_owner_decision(what: str, users: Optional[list[int]], in_use: str,
@@ -120,6 +139,14 @@ def gc_decision(o: ObjectInfo, include_unknown: bool) -> tuple[bool, str]:
         return queue_gc_decision(o)
     if o["kind"] == "broadcast":
         return gc_decision_broadcast(o)
+    if o["kind"] == "owner-record":
+        return record_gc_decision(o, include_unknown)
+    if o["kind"] == "segment" and o["owner_record"] is not None:
+        creator = o["creator"]
+        if creator["alive"] is not False:
+            return False, f"creator pid {creator['pid']} is alive"
+        why = f"creator pid {creator['pid']} is dead"
+        return True, why + (f" (still {in_use})" if in_use else "")
     if o["kind"] == "ring" and o["ctshm"]:
         creator = o["creator"]
         if creator["alive"]:
@@ -138,6 +165,8 @@ def would_remove(o: ObjectInfo) -> list[str]:
         return [o["name"]] + [s["name"] for s in o["semaphores"] if s["exists"]]
     if o["kind"] == "queue":
         return [o["name"], *o["semaphores"]]
+    if o["kind"] == "segment" and o["owner_record"]:
+        return [o["name"], o["owner_record"]]
     return [o["name"]]
 
 
@@ -154,7 +183,8 @@ def gc(prefix: str = "", include_unknown: bool = False, dry_run: bool = False) -
             entry["objects"] = would_remove(o)
             result["removed"].append(entry)
             continue
-        kind = o["kind"] if o["kind"] in ("segment", "queue", "broadcast") else "ring"
+        kind = o["kind"] if o["kind"] in ("segment", "queue", "broadcast", RECORD_KIND
+                                          ) else "ring"
         name = o["ring"] if o["kind"] == "semaphore" else o["name"]
         try:
             entry["objects"] = remove(kind, name, o)
@@ -195,11 +225,17 @@ def in_use(kind: str, name: str, mappers: Mappers) -> list[str]:
     the objects it would remove."""
     if kind == "broadcast":
         return in_use_broadcast(name, mappers)
+    if kind == RECORD_KIND:
+        rec = inspect_owner_record(name, mappers)
+        creating = rec is not None and rec["state"] == "creating"
+        return [f"its creator pid {rec['creator']['pid']} is alive, creating {rec['segment']}"
+                ] if rec is not None and creating else []
     if kind in ("segment", "queue"):
-        seg = (inspect_segment(name, mappers) if kind == "segment"
-               else inspect_queue(name, mappers))
-        why: list[str] = []
-        objs: list[tuple[str, Users]] = [] if seg is None else [(seg["name"], seg["users"])]
+        seg = inspect_segment(name, mappers) if kind == "segment" else None
+        found = seg if kind == "segment" else inspect_queue(name, mappers)
+        why: list[str] = segment_alive_parties(seg)
+        objs: list[tuple[str, Users]] = ([] if found is None
+                                         else [(found["name"], found["users"])])
     else:
         why, objs = _ring_users(name, mappers)
     for obj, users in objs:

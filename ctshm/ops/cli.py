@@ -16,10 +16,11 @@ from ._scan import scan_mappers, scan_quality
 from .bcast import inspect_broadcast
 from .cleanup import gc, in_use, remove
 from .format import format_gc, format_ls, format_stat
-from .inspect import inspect_ring, inspect_segment, inspect_semaphore
+from .inspect import inspect_ring, inspect_semaphore
 from .names import collect, resolve
 from .queues import inspect_queue
 from .schema import ObjectInfo
+from .segments import RECORD_KIND, inspect_owner_record, inspect_segment
 from .top import run_top
 
 __all__ = ["HELP", "add_arguments", "add_subcommands", "cmd_gc", "cmd_ls", "cmd_rm",
@@ -120,6 +121,10 @@ def cmd_stat(args: argparse.Namespace) -> int:
         if kind == "segment":
             seg = inspect_segment(name, mappers)
             objs += [seg] if seg is not None else []
+            continue
+        if kind == RECORD_KIND:
+            rec = inspect_owner_record(name, mappers)
+            objs += [rec] if rec is not None else []
             continue
         if kind == "queue":
             qi = inspect_queue(name, mappers, detail=True)

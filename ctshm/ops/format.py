@@ -63,7 +63,10 @@ def _ls_row(o: ObjectInfo) -> list[str]:
     if o["kind"] == "broadcast":
         return broadcast_row(o, human, users)
     if o["kind"] == "segment":
-        return ["segment", o["name"], size, alloc, "-", "-", "-", "-", "-",
+        return ["segment", o["name"], size, alloc, o["state"] or "-", "-", "-", "-", "-",
+                o["creator"]["text"], "-", "-", users]
+    if o["kind"] == "owner-record":  # one that describes no existing segment
+        return ["owner-record", o["name"], size, alloc, o["state"], "-", "-", "-", "-",
                 o["creator"]["text"], "-", "-", users]
     if o["kind"] == "semaphore":
         return ["semaphore", o["name"], size, alloc, o["state"] or "-", "-", "-", "-", "-",
@@ -195,6 +198,13 @@ def format_stat(o: ObjectInfo) -> str:
     if o["kind"] == "broadcast":
         broadcast_stat(o, kv)
     elif o["kind"] == "segment":
+        kv("owner", o["creator"]["text"])
+        kv("owner record", o["owner_record"] or "none")
+        if o["state"]:
+            kv("state", f"{o['state']} (its creator is dead: `python -m ctshm gc` removes it)")
+    elif o["kind"] == "owner-record":
+        kv("segment", o["segment"])
+        kv("state", f"{o['state']} ({o['state_reason']})")
         kv("owner", o["creator"]["text"])
     elif o["kind"] == "semaphore":
         _stat_semaphore(o, kv)

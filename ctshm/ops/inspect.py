@@ -1,4 +1,5 @@
-"""Inspection of one ring, segment or ring semaphore: what ``ls`` and ``stat`` report.
+"""Inspection of one ring or ring semaphore: what ``ls`` and ``stat`` report (segments:
+``ops.segments``).
 
 Nothing is modified: a ring's header words are mapped **read-only** (its creator always
 writes that page), length records are read with ``pread`` (a read fault through a mapping
@@ -12,7 +13,7 @@ import os
 import stat as stat_mod
 from typing import Callable, Optional, TypeVar, cast
 
-from .. import _proc, _shm, layout as L, libc
+from .. import _liveness, _shm, layout as L
 from ..semaphore import NamedSemaphore
 from ._common import NOT_A_RING, OPERATIONS, SEM_T_SIZE, STATES_FIN, sem_path, shm_path
 from ._scan import Mappers
@@ -21,7 +22,6 @@ from .schema import (
     Extension,
     Party,
     RingInfo,
-    SegmentInfo,
     SemaphoreInfo,
     SemState,
     SlotInfo,
@@ -31,7 +31,7 @@ from .schema import (
     _StatFields,
 )
 
-__all__ = ["inspect_ring", "inspect_segment", "inspect_semaphore", "party", "read_ring_header",
+__all__ = ["inspect_ring", "inspect_semaphore", "party", "read_ring_header",
            "read_shm", "sem_suffix", "stat_fields", "stats_info"]
 
 _T = TypeVar("_T")
@@ -45,7 +45,7 @@ def party(pid: int, start: int, *, unknown: bool = False) -> Optional[Party]:
         if unknown:
             return {"pid": None, "start": None, "alive": None, "text": "unknown"}
         return None
-    alive = _proc.is_alive(pid, start)
+    alive = _liveness.is_alive(pid, start)
     return {"pid": pid, "start": start, "alive": alive,
             "text": f"{pid} ({'alive' if alive else 'dead'})"}
 
@@ -59,16 +59,10 @@ def _mode(st: os.stat_result) -> str:
 
 
 def read_shm(name: str, read: Callable[[int, os.stat_result], _T]) -> Optional[_T]:
-    """``read(fd, stat)`` on the shm object ``name`` opened read-only (None if it does not
-    exist); the fd is closed whatever ``read`` does."""
-    try:
-        fd = libc.shm_open(name, libc.O_RDONLY, 0)
-    except FileNotFoundError:
-        return None
-    try:
-        return read(fd, os.fstat(fd))
-    finally:
-        os.close(fd)
+    """``read(fd, stat)`` on the shm object ``name`` opened read-only (``_shm.read_existing``:
+    None if it does not exist or is not ours to read); the fd is closed whatever ``read``
+    does."""
+    return _shm.read_existing(name, lambda fd: read(fd, os.fstat(fd)))
 
 
 def stat_fields(name: str, path: str, st: os.stat_result, mappers: Mappers) -> _StatFields:
@@ -341,24 +335,8 @@ def inspect_ring(name: str, mappers: Optional[Mappers] = None, detail: bool = Fa
 
 
 # ---------------------------------------------------------------------------------------------
-# Segments and semaphores
+# Semaphores (segments: ops.segments)
 # ---------------------------------------------------------------------------------------------
-
-
-def inspect_segment(name: str, mappers: Optional[Mappers] = None) -> Optional[SegmentInfo]:
-    """Size, allocation and users of the segment ``/X_m`` (None if it does not exist)."""
-    mappers = mappers if mappers is not None else Mappers()
-    st = read_shm(name, lambda _fd, st: st)
-    if st is None:
-        return None
-    return {
-        "kind": "segment",
-        **stat_fields(name, shm_path(name), st, mappers),
-        "id": name[1:-len(L.SEGMENT_SUFFIX)],
-        "identity": [st.st_dev, st.st_ino],
-        "state": None,
-        "creator": _no_party("unknown (no owner record)"),
-    }
 
 
 def sem_suffix(name: str) -> str:

@@ -11,14 +11,15 @@ import os
 import stat as stat_mod
 from typing import Optional
 
-from .. import layout as L, queue_layout as QL
+from .. import _owner_record, _shm, layout as L, queue_layout as QL
 from .._bcast_layout import SUFFIX as BCAST_SUFFIX
 from ._common import SEM_PREFIX, SHM_DIR, OpsError, sem_path, shm_path
 from ._scan import Mappers, scan_mappers
 from .bcast import inspect_broadcast
-from .inspect import inspect_ring, inspect_segment, inspect_semaphore, sem_suffix
+from .inspect import inspect_ring, inspect_semaphore, sem_suffix
 from .queues import inspect_queue
 from .schema import ObjectInfo
+from .segments import RECORD_KIND, inspect_owner_record, inspect_segment
 
 __all__ = ["collect", "entries", "resolve", "ring_names"]
 
@@ -49,8 +50,8 @@ def ring_names(prefix: str = "") -> list[str]:
 
 def collect(prefix: str = "", mappers: Optional[Mappers] = None, detail: bool = False
             ) -> list[ObjectInfo]:
-    """Every ring, segment and orphan ring semaphore in SHM_DIR whose name (without the
-    leading slash) starts with ``prefix``."""
+    """Every ring, segment, queue, broadcast, orphan ring semaphore and lone segment owner
+    record in SHM_DIR whose name (without the leading slash) starts with ``prefix``."""
     names = entries()
     present = set(names)
     mappers = mappers if mappers is not None else scan_mappers()
@@ -59,7 +60,9 @@ def collect(prefix: str = "", mappers: Optional[Mappers] = None, detail: bool = 
         if e.startswith(SEM_PREFIX) or not e.startswith(prefix):
             continue
         info: Optional[ObjectInfo] = None
-        if e.endswith(L.RING_SUFFIX):
+        if e.endswith(L.SEGMENT_SUFFIX + _owner_record.SUFFIX):  # listed with its segment
+            info = inspect_owner_record("/" + e, mappers)       # unless it describes none
+        elif e.endswith(L.RING_SUFFIX):
             info = inspect_ring("/" + e, mappers, detail)
         elif e.endswith(L.SEGMENT_SUFFIX):
             info = inspect_segment("/" + e, mappers)
@@ -102,9 +105,19 @@ def _exists(kind: str, name: str) -> bool:
     return kind == "ring" and any(os.path.exists(sem_path(name + s)) for s in L.SEM_SUFFIXES)
 
 
+def _record_target(name: str) -> tuple[str, str]:
+    """An owner record's name names its segment while it describes it (as a semaphore's
+    names its ring), else the record alone."""
+    seg = name[:-len(_owner_record.SUFFIX)]
+    if _owner_record.describes(_owner_record.read(name), _shm.name_identity(seg)):
+        return ("segment", seg)
+    return (RECORD_KIND, name)
+
+
 def resolve(arg: str) -> list[tuple[str, str]]:
     """What ``arg`` names: ``[(kind, name)]`` with kind ``ring`` (``/X_t``, including its
-    semaphores, or only orphan semaphores) or ``segment`` (``/X_m``).
+    semaphores, or only orphan semaphores), ``segment`` (``/X_m``, including its owner
+    record), ``owner-record`` (``/X_m_owner`` alone), ``queue`` or ``broadcast``.
 
     An object or semaphore name (``X_t``, ``/X_m``, ``/X_t_filled``, ``sem.X_t_empty``, a
     path under SHM_DIR) names that object if it exists; otherwise ``arg`` is taken as an id:
@@ -117,6 +130,8 @@ def resolve(arg: str) -> list[tuple[str, str]]:
         exact.append(("ring", "/" + body[:-len(sfx)]))
     elif body.endswith(L.RING_SUFFIX):
         exact.append(("ring", "/" + body))
+    elif body.endswith(L.SEGMENT_SUFFIX + _owner_record.SUFFIX):
+        exact.append(_record_target("/" + body))
     elif body.endswith(L.SEGMENT_SUFFIX):
         exact.append(("segment", "/" + body))
     elif body.endswith(QL.SUFFIX):
@@ -126,6 +141,10 @@ def resolve(arg: str) -> list[tuple[str, str]]:
     found = [t for t in exact if _exists(*t)]
     if found:
         return found
-    as_id = [("ring", "/" + body + L.RING_SUFFIX), ("segment", "/" + body + L.SEGMENT_SUFFIX),
+    seg = "/" + body + L.SEGMENT_SUFFIX
+    as_id = [("ring", "/" + body + L.RING_SUFFIX), ("segment", seg),
              ("queue", "/" + body + QL.SUFFIX), ("broadcast", "/" + body + BCAST_SUFFIX)]
-    return [t for t in as_id if _exists(*t)]
+    found = [t for t in as_id if _exists(*t)]
+    if ("segment", seg) not in found and _exists(RECORD_KIND, seg + _owner_record.SUFFIX):
+        found.append((RECORD_KIND, seg + _owner_record.SUFFIX))  # a record alone
+    return found

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, cast
 
-from .. import _proc, _shm, libc, queue_layout as QL
+from .. import _liveness, _shm, libc, queue_layout as QL
 from .._peers_table import split_identity
 from ..semaphore import NamedSemaphore
 from ._common import sem_path, shm_path
@@ -25,7 +25,7 @@ def _party(ident: int) -> Party:
     pid, start = split_identity(ident)
     if not pid:
         return {"pid": None, "start": None, "alive": None, "text": "unknown"}
-    alive = _proc.is_alive(pid, start)
+    alive = _liveness.is_alive(pid, start)
     return {"pid": pid, "start": start, "alive": alive,
             "text": f"{pid} ({'alive' if alive else 'dead'})"}
 

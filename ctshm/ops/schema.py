@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal, Optional, TypedDict, Union
 
 __all__ = ["BroadcastInfo", "BroadcastReaderInfo", "CrashInfo", "Extension", "GcEntry",
-           "GcResult", "ObjectInfo", "Party", "QueueInfo",
+           "GcResult", "ObjectInfo", "OwnerRecordInfo", "Party", "QueueInfo",
            "RingInfo", "SegmentInfo", "SemState", "SemaphoreInfo", "SideStatsInfo",
            "SlotInfo", "StatsInfo", "TopRecord"]
 
@@ -134,13 +134,26 @@ class RingInfo(_RingBase, total=False):
 
 
 class SegmentInfo(_StatFields):
-    """A segment ``/X_m`` (no header: no owner record)."""
+    """A segment ``/X_m``; its creator from its owner record ``/X_m_owner``, if any."""
 
     kind: Literal["segment"]
     id: str
     identity: list[int]
-    state: None
+    state: Optional[str]  # None, or "abandoned": its recorded creator is dead
     creator: Party
+    owner_record: Optional[str]  # the record's name; None: no owner record (unknown)
+
+
+class OwnerRecordInfo(_StatFields):
+    """A segment's owner record ``/X_m_owner`` that describes no existing segment."""
+
+    kind: Literal["owner-record"]
+    segment: str
+    identity: list[int]
+    state: str  # orphan (segment gone), stale (segment re-made), creating, unknown
+    state_reason: str
+    creator: Party
+    describes: Optional[list[int]]  # (st_dev, st_ino) of the segment it was made for
 
 
 class _SemaphoreBase(_StatFields):
@@ -207,7 +220,8 @@ class BroadcastInfo(_StatFields):
 
 
 
-ObjectInfo = Union[RingInfo, SegmentInfo, SemaphoreInfo, QueueInfo, BroadcastInfo]
+ObjectInfo = Union[RingInfo, SegmentInfo, SemaphoreInfo, QueueInfo, BroadcastInfo,
+                   OwnerRecordInfo]
 
 
 class _GcEntryBase(TypedDict):
