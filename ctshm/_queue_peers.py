@@ -32,7 +32,7 @@ def only_thread() -> bool:
     after an exception interrupted the claim's compare-exchange (CPython runs signal
     handlers right after a call returns, before its result is known) was claimed by this
     call: no sibling thread shares the handle's tag.  With other threads the claim word
-    cannot tell (tests/test_queue_review.py: the residual window, threads only)."""
+    cannot tell (tests/test_queue_misuse_and_signals.py: the residual window, threads only)."""
     return threading.active_count() == 1
 
 
