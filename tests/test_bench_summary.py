@@ -63,3 +63,13 @@ def test_targets_only_with_the_flag() -> None:
     verdict = [ln for ln in format_compact(report).splitlines() if "->" in ln]
     assert verdict == ["  -> ctshm (records): 4.0x faster than mp.Queue; os.pipe is ahead "
                        "(up to 2.0x)"]
+
+
+def test_a_long_verdict_wraps_within_the_screen() -> None:
+    """The quick report's verdict with peers on both sides (seen: 103 columns for W4 under
+    load) goes on two lines rather than past 100 columns."""
+    from ctshm.bench.compact import _verdict
+    others = {"mp.Queue": {"ratio": 9.2}, "mp.Pipe": {"ratio": 1.4}, "os.pipe": {"ratio": 0.7}}
+    text = _verdict("pingpong", "ctshm (one per slot)", others)
+    assert "mp.Queue, mp.Pipe" in text and "os.pipe is ahead" in text
+    assert max(len(ln) for ln in text.splitlines()) <= 100, text

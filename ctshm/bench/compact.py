@@ -45,7 +45,9 @@ def _verdict(kind: str, label: str, others: dict[str, dict[str, Any]]) -> str:
         most = max(slower.values())
         verb = "is" if len(slower) == 1 else "are"
         parts.append(f"{_names(list(slower))} {verb} ahead (up to {most:.1f}x)")
-    return f"  -> {label}: " + "; ".join(parts)
+    # One line while it fits a 100-column screen, else each part on its own line.
+    line = f"  -> {label}: " + "; ".join(parts)
+    return line if len(line) <= 100 else f"  -> {label}: " + ";\n     ".join(parts)
 
 
 def _names(names: list[str]) -> str:
