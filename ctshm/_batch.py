@@ -306,31 +306,8 @@ def take(ring: ShmTraceRing, most: int) -> Optional[list[bytes]]:
             fin, res, w = hq[_FIN], hq[_RES], hq[_W]
             if fin or hq[_FIN] or res >= w or w - res > cap or hq[_R] != res:
                 return None  # the end, nothing, or guards outstanding: the general path
-            end = min(w, res + most)
             res0 = res
-            ro_views, limit = ring._ro_views, ring.slot_size
-            nbytes, append, tokens = 0, out.append, 0
-            try:
-                while res < end:
-                    slot = res % cap
-                    v = ro_views[slot]
-                    if v is None or not (fast or ring._trywait(ring._h_filled) == 0):
-                        break
-                    tokens += 1
-                    k = _LEN + 2 * slot
-                    n = hq[k + 1] if hq[k] == res + 1 else len(v)  # Rust: the whole slot
-                    if n > limit:
-                        break  # the general path reports it (its token is given back below)
-                    append(v[:n].tobytes())
-                    res += 1
-                    nbytes += n
-            except BaseException:  # (a signal handler's exception): nothing was taken
-                out.clear()
-                raise
-            finally:
-                if not fast:  # the tokens of messages not taken go back
-                    for _ in range(tokens - len(out)):
-                        ring._post(ring._h_filled)
+            res, nbytes = _copy_out(ring, hq, res, min(w, res + most), out)
             if out:
                 hq[_RES] = res  # claimed ...
                 hq[_CS + STAT_BYTES] += nbytes
@@ -342,3 +319,35 @@ def take(ring: ShmTraceRing, most: int) -> Optional[list[bytes]]:
         if fast and out:
             _wake(ring, hq, _PSLEEP, _CS)
     return out
+
+
+def _copy_out(ring: ShmTraceRing, hq: Any, res: int, end: int, out: list[bytes]
+              ) -> tuple[int, int]:
+    """Under the lock: copy messages res..end-1 into ``out`` while each is there (compat:
+    with its ``filled`` token); the next index and the bytes copied.  On an exception
+    nothing was taken (``out`` emptied); the tokens of messages not taken go back."""
+    fast, cap = ring._fast, ring.capacity
+    ro_views, limit = ring._ro_views, ring.slot_size
+    nbytes, append, tokens = 0, out.append, 0
+    try:
+        while res < end:
+            slot = res % cap
+            v = ro_views[slot]
+            if v is None or not (fast or ring._trywait(ring._h_filled) == 0):
+                break
+            tokens += 1
+            k = _LEN + 2 * slot
+            n = hq[k + 1] if hq[k] == res + 1 else len(v)  # Rust: the whole slot
+            if n > limit:
+                break  # the general path reports it (its token is given back below)
+            append(v[:n].tobytes())
+            res += 1
+            nbytes += n
+    except BaseException:  # (a signal handler's exception): nothing was taken
+        out.clear()
+        raise
+    finally:
+        if not fast:
+            for _ in range(tokens - len(out)):
+                ring._post(ring._h_filled)
+    return res, nbytes
