@@ -55,7 +55,7 @@ from .results import Crashed, Data, Finished
 if TYPE_CHECKING:
     from .ring import ShmTraceRing
 
-__all__ = ["get_many", "put_many", "take"]
+__all__ = ["end_error", "get_many", "put_many", "settle", "take"]
 
 
 # -- producer -----------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def get_many(ring: ShmTraceRing, max_messages: int = 100, timeout: Optional[floa
     # meanwhile hands none back: a restarted one gets them again), then released in order.
     first = ring.access(timeout)
     if not isinstance(first, Data):
-        raise _end(ring, first, timeout)
+        raise end_error(ring, first, timeout, "get_many(): ")
     guards = [first.guard]
     out = [bytes(first.guard.buf)]
     try:
@@ -280,12 +280,15 @@ def get_many(ring: ShmTraceRing, max_messages: int = 100, timeout: Optional[floa
     return out
 
 
-def _end(ring: ShmTraceRing, r: Any, timeout: Optional[float]) -> Exception:
+def end_error(ring: ShmTraceRing, r: Any, timeout: Optional[float], what: str = ""
+              ) -> Exception:
+    """The exception the copying calls (``get``, iteration, ``get_many``) raise for a
+    result that is not ``Data``: ``Finished``, ``Crashed`` or ``Timeout``."""
     if isinstance(r, Finished):
         return RingFinished(f"ring {ring.name!r} is finished")
     if isinstance(r, Crashed):
         return ProducerCrashed(r)
-    return TimeoutError(f"ring {ring.name!r}: get_many(): no message within {timeout} s")
+    return TimeoutError(f"ring {ring.name!r}: {what}no message within {timeout} s")
 
 
 def take(ring: ShmTraceRing, most: int) -> Optional[list[bytes]]:

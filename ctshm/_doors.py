@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from . import _batch
-from .errors import ProducerCrashed, RingFinished
 from .layout import Buffer
-from .results import AccessResult, Crashed, Data, Finished
+from .results import AccessResult, Data, Finished
 
 if TYPE_CHECKING:
     from .channel import Receiver, Sender
@@ -38,11 +37,7 @@ def get(ring: ShmTraceRing, timeout: Optional[float] = None) -> bytes:
     if isinstance(r, Data):
         with r.guard as g:
             return bytes(g.buf)
-    if isinstance(r, Finished):
-        raise RingFinished(f"ring {ring.name!r} is finished")
-    if isinstance(r, Crashed):
-        raise ProducerCrashed(r)
-    raise TimeoutError(f"ring {ring.name!r}: no message within {timeout} s")
+    raise _batch.end_error(ring, r, timeout)
 
 
 def chunks(ring: ShmTraceRing, timeout: Optional[float] = None, copy: bool = True
@@ -65,10 +60,8 @@ def chunks(ring: ShmTraceRing, timeout: Optional[float] = None, copy: bool = Tru
                 g.release()
         elif isinstance(r, Finished):
             return
-        elif isinstance(r, Crashed):
-            raise ProducerCrashed(r)
         else:
-            raise TimeoutError(f"ring {ring.name!r}: no message within {timeout} s")
+            raise _batch.end_error(ring, r, timeout)
 
 
 def iter_chunks(ring: ShmTraceRing) -> Iterator[bytes]:
