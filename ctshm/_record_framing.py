@@ -1,11 +1,29 @@
 """The records wire format inside a slot, and its pure parser.
 
-A slot written by :class:`ctshm.records.RecordWriter` starts with ``u32 record_count``,
-``u32 0``, followed by ``record_count`` records, each ``u32 length``, ``u32 0``, ``length``
-payload bytes and 0-7 pad bytes up to the next multiple of 8 (drawn in ``ctshm.records``'
-module docstring and summarized in ``ctshm.layout``).  :func:`split` parses one slot's
-committed bytes into record views; the I/O around it is ``ctshm._record_reader``'s (and
-``ctshm.channel``'s).
+Slot framing (all integers little-endian; every offset below is from the start of the slot)::
+
+    offset 0   u32 record_count   number of records in the slot (>= 1)
+    offset 4   u32 reserved       0 (writers write 0, readers ignore it)
+    offset 8   record 0
+               record 1           each record starts at an offset that is a multiple of 8
+               ...
+    record  =  u32 length         payload bytes (0 allowed)
+               u32 reserved       0 (writers write 0, readers ignore it)
+               payload            ``length`` bytes, starting 8-aligned (record offset + 8)
+               pad                0..7 bytes up to the next multiple of 8 (contents unspecified)
+
+The producer commits exactly the framed length, ``8 + sum(8 + round_up(length, 8))`` (a
+multiple of 8), with ``ProducerGuard.commit(nbytes)``, so a ctshm consumer's view ends at the
+last record's padding.  A record therefore needs ``8 + round_up(length, 8)`` bytes and the
+largest single record a slot can hold is ``slot_size - 16`` bytes.  The slot stays ordinary
+slot bytes for the ring and for the Rust peer: the ring neither knows nor checks the framing.
+A reader accepts any committed length that covers every record it announces (a Rust
+producer's slot is handed out whole); a record that would end beyond the committed bytes
+raises :class:`~ctshm.ring.CorruptRingError` and is never handed out.
+
+:func:`split` parses one slot's committed bytes into record views; the writer is
+:class:`ctshm.records.RecordWriter`, the I/O around the parser ``ctshm._record_reader``'s
+(and ``ctshm.channel``'s).  ``ctshm.layout`` summarizes this framing.
 """
 
 from __future__ import annotations

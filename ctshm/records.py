@@ -7,26 +7,10 @@ it is full, when ``max_bytes`` is reached, when the linger bound says so (below)
 :meth:`RecordWriter.flush` or on :meth:`RecordWriter.close`; :class:`RecordReader` hands
 the records back, in order, as zero-copy read-only memoryviews.
 
-Slot framing (all integers little-endian; every offset below is from the start of the slot)::
-
-    offset 0   u32 record_count   number of records in the slot (>= 1)
-    offset 4   u32 reserved       0 (writers write 0, readers ignore it)
-    offset 8   record 0
-               record 1           each record starts at an offset that is a multiple of 8
-               ...
-    record  =  u32 length         payload bytes (0 allowed)
-               u32 reserved       0 (writers write 0, readers ignore it)
-               payload            ``length`` bytes, starting 8-aligned (record offset + 8)
-               pad                0..7 bytes up to the next multiple of 8 (contents unspecified)
-
-The producer commits exactly the framed length, ``8 + sum(8 + round_up(length, 8))`` (a
-multiple of 8), with ``ProducerGuard.commit(nbytes)``, so a ctshm consumer's view ends at the
-last record's padding.  A record therefore needs ``8 + round_up(length, 8)`` bytes and the
-largest single record a slot can hold is ``slot_size - 16`` bytes.  The slot stays ordinary
-slot bytes for the ring and for the Rust peer: the ring neither knows nor checks the framing.
-A reader accepts any committed length that covers every record it announces (a Rust
-producer's slot is handed out whole); a record that would end beyond the committed bytes
-raises :class:`~ctshm.ring.CorruptRingError` and is never handed out.
+The slot framing (``u32 record_count``, then 8-aligned ``u32 length`` records; the
+producer commits exactly the framed length) is drawn in :mod:`ctshm._record_framing`, with
+its parser.  The ring neither knows nor checks it; a record that would end beyond the
+committed bytes raises :class:`~ctshm.ring.CorruptRingError` and is never handed out.
 
 Lifetimes: a record view points into the slot.  It stays valid until the reader moves past
 the slot's last record (the slot is then released and the producer may overwrite it); after
@@ -42,7 +26,12 @@ the record is written (and by ``reserve`` to the records before its own):
 
 1. publish the slot **at once when the ring is empty**, i.e. ``write_idx == read_idx``
    in the shared header (the consumer has released every published slot, so it waits or is
-   about to; two memoryview loads, no foreign call);
+   about to; two memoryview loads, no foreign call) -- **unless the writer streams**: the
+   slot's first record arrived less than ``STREAM_TEST`` (2) slot costs after the previous
+   slot was published, a slot's cost being what its ``acquire`` and its publication took
+   (the writer times both, four clock reads per slot).  A streaming slot is held until
+   ``STREAM_HOLD`` (16) slot costs after that publication, never more than ``linger``
+   (without it a consumer that keeps up got one record per slot: docs/messages.md);
 2. otherwise, if this is the slot's first record, its deadline is ``clock() + linger``
    (``linger=0``: publish at once);
 3. otherwise publish when ``clock() >= deadline`` (one ``time.perf_counter()`` compare);
@@ -56,11 +45,10 @@ the record is written (and by ``reserve`` to the records before its own):
 So a record is published at most ``linger`` after it was appended, except: a slot with an
 unfilled ``reserve()`` view waits for the writer's next call; and while the producing thread
 runs Python code without calling the writer, the flusher needs the GIL, which CPython hands
-over within ``sys.getswitchinterval()`` (5 ms).  Rule 1 can publish slots with few records
-when the consumer keeps up (that is the point: it is waiting); a full-rate stream then pays
-more slots than ``linger=None``, which publishes only full slots, on ``flush()`` and on
-``close()`` (no lock, no thread, the fastest for bulk streams).  The consumer-waiting test
-is this header heuristic for now: the ring has no consumer-waiting flag.
+over within ``sys.getswitchinterval()`` (5 ms).  ``linger=None`` publishes only full
+slots, on ``flush()`` and on ``close()`` (no lock, no thread, the fastest for bulk streams).
+The consumer-waiting test is this header heuristic for now: the ring has no consumer-waiting
+flag.
 
 Example::
 
@@ -97,6 +85,11 @@ __all__ = ["DEFAULT_LINGER", "RECORD_HEADER", "SLOT_HEADER", "RecordReader", "Re
 #: Default linger bound of :class:`RecordWriter` (seconds): a record is published at most this
 #: long after it was appended.
 DEFAULT_LINGER: Final = 100e-6
+#: The streaming test and hold of rule 1, in units of the last slot's cost (its acquire and
+#: its publication): the next slot's first record, arriving within STREAM_TEST of them after
+#: the publication, is streaming and held for STREAM_HOLD of them (at most ``linger``).
+STREAM_TEST: Final = 2.0
+STREAM_HOLD: Final = 16.0
 
 #: Small records are written with one ``Struct("<II{n}s").pack_into`` (header and payload in
 #: one C call: half the cost of a header pack plus a slice assignment); one Struct per size,
@@ -137,8 +130,9 @@ class RecordWriter:
 
     ``linger`` (seconds, default :data:`DEFAULT_LINGER` = 100 µs) bounds how long a record
     waits in the writer (the rule is in the module docstring, "Linger"): the slot is also
-    published when the ring is empty (the consumer has released everything and would wait),
-    and, when no further call comes, by a background flusher thread.  ``linger=0`` publishes
+    published when the ring is empty (the consumer has released everything and would wait)
+    unless the writer streams (then it is held a little, to batch), and, when no further call
+    comes, by a background flusher thread.  ``linger=0`` publishes
     every record at once; ``linger=None`` turns the bound off (records wait for a full slot,
     ``flush()`` or ``close()``; no thread, no lock).  ``clock`` (default
     ``time.perf_counter``) is the monotonic clock the bound is measured with (tests inject a
@@ -152,10 +146,10 @@ class RecordWriter:
     free slot holds it); with ``linger=None`` it is not thread-safe (one thread at a time).
     """
 
-    __slots__ = ("__weakref__", "_buf", "_clock", "_closed", "_cond", "_count", "_deadline",
-                 "_failure", "_flusher", "_guard", "_hq", "_idle", "_limit", "_linger", "_lock",
-                 "_max", "_pos", "_reserving", "_ring", "_slot", "_what", "records_written",
-                 "slots_written", "timeout")
+    __slots__ = ("__weakref__", "_arrived", "_buf", "_clock", "_closed", "_cond", "_count",
+                 "_deadline", "_early", "_failure", "_flusher", "_guard", "_hold_end", "_hq",
+                 "_idle", "_limit", "_linger", "_lock", "_max", "_pos", "_reserving", "_ring",
+                 "_slot", "_took", "_what", "records_written", "slots_written", "timeout")
 
     def __init__(self, ring: ShmTraceRing, *, max_bytes: Optional[int] = None,
                  timeout: Optional[float] = None,
@@ -196,6 +190,11 @@ class RecordWriter:
         self._cond: Optional[threading.Condition] = (
             None if self._lock is None else threading.Condition(self._lock))
         self._deadline = 0.0  # when the oldest pending record must be published
+        # Rule 1's streaming test (module docstring, "Linger"): _arrived is when the current
+        # slot's first record came, _took the last slot's cost.  After a publication, _early
+        # ends the streaming test and _hold_end the hold; while a slot is held, _early is its
+        # deadline (so deadline >= early always).
+        self._early = self._hold_end = self._arrived = self._took = 0.0
         self._reserving = False  # a reserve() view not yet filled: the flusher waits
         self._flusher: Optional[threading.Thread] = None
         self._idle = False  # the flusher waits without a deadline (needs a notify)
@@ -244,31 +243,43 @@ class RecordWriter:
             self._pos = (end + 7) & ~7
             self._count += 1
             if lock is not None:
-                # The linger rule (module docstring, "Linger").
-                hq = self._hq
-                try:
-                    empty = hq[WRITE_IDX] == hq[READ_IDX]
-                except ValueError:  # the ring's header view is gone: the ring was closed
-                    len(self._ring)  # raises the ring's own "is closed" error
-                    raise
-                if empty:  # the consumer has released every published slot: it waits
-                    self._flush()
-                elif self._count == 1:  # the oldest record of this slot: its clock starts
-                    self._start_clock()
-                elif self._clock() >= self._deadline:
+                # The linger rule (module docstring, "Linger"): publish when the deadline
+                # has come, or when the ring is empty after the streaming hold.  Since
+                # deadline >= early, nothing is due before early: no header load then.
+                now = self._clock()
+                if self._count == 1:
+                    self._first_record(now)
+                elif now >= self._early and (now >= self._deadline or self._ring_empty()):
                     self._flush()
         finally:
             if lock is not None:
                 lock.release()
 
-    def _start_clock(self) -> None:
-        """The slot's first record was added while the ring is not empty (under the lock)."""
-        linger = cast(float, self._linger)
-        self._deadline = self._clock() + linger
-        if linger:
-            self._wake_flusher()
+    def _ring_empty(self) -> bool:
+        """Has the consumer released every published slot (so it waits)?  Two loads."""
+        hq = self._hq
+        try:
+            return bool(hq[WRITE_IDX] == hq[READ_IDX])
+        except ValueError:  # the ring's header view is gone: the ring was closed
+            len(self._ring)  # raises the ring's own "is closed" error
+            raise
+
+    def _first_record(self, now: float) -> None:
+        """The linger rule for a slot's first record, appended at ``now`` (under the lock):
+        at once if the ring is empty and the writer does not stream (rule 1), else its
+        deadline starts (the hold's end: rule 1; or ``now + linger``: rule 2)."""
+        if self._ring_empty():
+            if self._arrived >= self._early:
+                self._flush()
+                return
+            # Streaming: held until the hold ends (for the empty-ring test too).
+            self._deadline = self._early = self._hold_end
         else:
-            self._flush()  # linger=0
+            self._deadline = now + cast(float, self._linger)
+            if not self._linger:
+                self._flush()
+                return
+        self._wake_flusher()
 
     def _wake_flusher(self) -> None:
         """A deadline now exists: start the flusher, or wake it when it waits without one
@@ -330,7 +341,9 @@ class RecordWriter:
             self._settle()
             if self._count:  # the linger rule for the records before this one
                 hq = self._hq
-                if hq[WRITE_IDX] == hq[READ_IDX] or self._clock() >= self._deadline:
+                now = self._clock()
+                if ((hq[WRITE_IDX] == hq[READ_IDX] and now >= self._early)
+                        or now >= self._deadline):
                     self._flush()
             view = self._reserve(n)
             if self._count == 1:
@@ -403,12 +416,16 @@ class RecordWriter:
         if self._count:
             self._flush()  # publishes the records so far; the new one starts a fresh slot
         if self._guard is None:
+            if self._lock is not None:  # when the next slot's first record came (rule 1)
+                self._arrived = self._clock()
             # Ask only for the bytes we may use: the ring reserves backing store for that
             # prefix of the slot (and guard.buf is that long), not for the whole slot.
             return max(self._max, SLOT_HEADER + _framed(n))
         return None
 
     def _use_slot(self, g: ProducerGuard) -> None:
+        if self._lock is not None:  # the slot's cost, part 1 (rule 1): its acquire
+            self._took = self._clock() - self._arrived
         self._guard = g
         self._buf = g.buf
         self._pos = SLOT_HEADER
@@ -466,7 +483,15 @@ class RecordWriter:
         nbytes = self._pos
         g = self._drop_slot()
         assert g is not None
-        g.commit(nbytes)
+        if self._lock is None:
+            g.commit(nbytes)
+        else:  # timed: the streaming hold (module docstring, "Linger", rule 1)
+            start = self._clock()
+            g.commit(nbytes)
+            end = self._clock()
+            took, linger = end - start + self._took, cast(float, self._linger)
+            self._early = end + min(linger, STREAM_TEST * took)  # <= any later deadline
+            self._hold_end = end + min(linger, STREAM_HOLD * took)
         self.records_written += count
         self.slots_written += 1
 

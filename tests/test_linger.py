@@ -1,5 +1,6 @@
 """RecordWriter's linger bound: a record is published at most ``linger`` seconds after it was
-appended, at once when the ring is empty, by a flusher thread when no further call comes.
+appended, at once when the ring is empty (unless the writer streams: then it is held a
+little), by a flusher thread when no further call comes.
 
 No assertion measures time: the bound is checked structurally (an injected fake clock, or a
 publication that only the flusher thread can have made).
@@ -161,6 +162,67 @@ def test_publishes_at_once_when_the_ring_is_empty(ring: ShmTraceRing) -> None:
     w.append(b"now")  # published with the two held records
     assert (w.pending, write_idx(ring)) == (0, 2)
     assert records_of_slots(ring, 1) == [[b"held", b"held too", b"now"]]
+    w.close()
+
+
+class MainThreadClock:
+    """A clock for the writer's own thread: each call advances it by 1 s (so every timed step
+    of the writer lasts 1 s), and ``t`` can jump; the flusher thread always reads 0.0 (its
+    waits then outlast the test: only the appends below publish)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.main = threading.current_thread()
+
+    def __call__(self) -> float:
+        if threading.current_thread() is not self.main:
+            return 0.0
+        self.t += 1.0
+        return self.t
+
+
+def read_one_slot(ring: ShmTraceRing) -> list[bytes]:
+    """The records of the next published slot (released after): the ring is empty again."""
+    return records_of_slots(ring, 1)[0]
+
+
+def test_a_streaming_writer_holds_the_next_slot_instead_of_publishing_at_once(
+        ring: ShmTraceRing) -> None:
+    # Each writer step lasts 1 s on this clock: a slot's acquire 1 s, its publication 1 s,
+    # so a slot costs 2 s.  The streaming test is 2 slot costs (4 s), the hold 16 (32 s).
+    clock = MainThreadClock()
+    w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
+    w.append(b"a")  # the ring is empty and nothing was published before: at once
+    assert (w.pending, write_idx(ring)) == (0, 1)
+    published = clock.t  # the end of that publication
+    assert read_one_slot(ring) == [b"a"]  # empty again: the consumer keeps up
+    w.append(b"b")  # arrives 1 s after the publication (< 4 s): streaming, held
+    assert (w.pending, write_idx(ring)) == (1, 1)
+    w.append(b"c")  # still held, though the ring is empty
+    assert (w.pending, write_idx(ring)) == (2, 1)
+    clock.t = published + 32 - 1  # the next append reads the clock at the hold's end
+    w.append(b"d")
+    assert (w.pending, w.slots_written, write_idx(ring)) == (0, 2, 2)
+    assert read_one_slot(ring) == [b"b", b"c", b"d"]
+    clock.t += 100.0  # a reply after a round trip: long after the streaming test
+    w.append(b"reply")  # the ring is empty: at once, as before the hold existed
+    assert (w.pending, write_idx(ring)) == (0, 3)
+    assert read_one_slot(ring) == [b"reply"]
+    w.close()
+
+
+def test_the_streaming_hold_never_exceeds_linger(ring: ShmTraceRing) -> None:
+    clock = MainThreadClock()
+    w = RecordWriter(ring, timeout=5, linger=3.0, clock=clock)  # the hold would be 32 s
+    w.append(b"a")
+    published = clock.t
+    assert read_one_slot(ring) == [b"a"]
+    w.append(b"b")  # streaming: held, but only until linger after the publication
+    assert (w.pending, write_idx(ring)) == (1, 1)
+    clock.t = published + 3.0 - 1  # the next append reads published + linger
+    w.append(b"c")
+    assert (w.pending, write_idx(ring)) == (0, 2)
+    assert read_one_slot(ring) == [b"b", b"c"]
     w.close()
 
 

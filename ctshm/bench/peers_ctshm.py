@@ -244,7 +244,8 @@ class CtshmRecords(_StreamRing):
 
 class CtshmChannel(_StreamRing):
     """``ring.sender()`` / ``ring.receiver()``: one record per message with the default linger
-    bound (100 µs; a slot is also published at once when the ring is empty)."""
+    bound (100 µs; a slot is also published at once when the ring is empty, unless the sender
+    streams: ``ctshm.records``, "Linger")."""
 
     name = "ctshm-channel"
 
