@@ -155,7 +155,9 @@ class ConsumerGuard(_Guard):
     @property
     def buf(self) -> memoryview:
         """Read-only view of the committed bytes (the whole slot for a Rust producer)."""
-        return self._view()
+        if self._done or _viewcheck.ENABLED:  # (the hot path makes no further call)
+            return self._view()
+        return self._buf
 
     def __len__(self) -> int:
         return len(self._buf)
