@@ -7,10 +7,8 @@ it is full, when ``max_bytes`` is reached, when the linger bound says so (below)
 :meth:`RecordWriter.flush` or on :meth:`RecordWriter.close`; :class:`RecordReader` hands
 the records back, in order, as zero-copy read-only memoryviews.
 
-The slot framing (``u32 record_count``, then 8-aligned ``u32 length`` records; the
-producer commits exactly the framed length) is drawn in :mod:`ctshm._record_framing`, with
-its parser.  The ring neither knows nor checks it; a record that would end beyond the
-committed bytes raises :class:`~ctshm.ring.CorruptRingError` and is never handed out.
+The slot framing is drawn in :mod:`ctshm._record_framing`, beside its parser; the ring
+neither knows nor checks it (a reader raises :class:`~ctshm.ring.CorruptRingError`).
 
 Lifetimes: a record view points into the slot.  It stays valid until the reader moves past
 the slot's last record (the slot is then released and the producer may overwrite it); after
@@ -47,8 +45,6 @@ unfilled ``reserve()`` view waits for the writer's next call; and while the prod
 runs Python code without calling the writer, the flusher needs the GIL, which CPython hands
 over within ``sys.getswitchinterval()`` (5 ms).  ``linger=None`` publishes only full
 slots, on ``flush()`` and on ``close()`` (no lock, no thread, the fastest for bulk streams).
-The consumer-waiting test is this header heuristic for now: the ring has no consumer-waiting
-flag.
 
 Example::
 
@@ -208,9 +204,9 @@ class RecordWriter:
         # One body for both modes (no extra Python call on the hot path): with a linger
         # bound the lock is held throughout and the rule runs after the record is written.
         lock = self._lock
-        if lock is not None:
-            lock.acquire()
         try:
+            if lock is not None:
+                lock.acquire()  # inside the try, not `with` (ctshm/ring.py, "Locking")
             if lock is not None and (self._failure is not None or self._reserving):
                 self._reserving = False
                 if self._failure is not None:
@@ -253,7 +249,10 @@ class RecordWriter:
                     self._flush()
         finally:
             if lock is not None:
-                lock.release()
+                try:
+                    lock.release()
+                except RuntimeError:  # acquire() itself was interrupted
+                    pass
 
     def _ring_empty(self) -> bool:
         """Has the consumer released every published slot (so it waits)?  Two loads."""

@@ -144,6 +144,14 @@ _MAX_SIZE: Final = (1 << 63) - 1
 _new_object: Final = object.__new__
 _set_field: Final = object.__setattr__
 
+# Locking on the quiet paths (try_put, try_access, _complete; records' append does the same):
+# ``try: lock.acquire() ... finally: lock.release()`` costs half a ``with lock:`` block (no
+# __exit__ bound method, no three-argument call).  The acquire sits *inside* the try because
+# CPython runs a pending signal handler as a call returns: a handler's exception
+# (KeyboardInterrupt) right after acquire() returned must release the lock, or it stays held
+# by this thread for good.  A blocking acquire() that the handler interrupts before it took
+# the lock leaves nothing to release: the RuntimeError of that release() is ignored.
+
 class ShmTraceRing:
     """A ring of large slots in POSIX shared memory (see :mod:`ctshm.layout` for the bytes).
 
@@ -509,8 +517,8 @@ class ShmTraceRing:
             # lock section, no guard object (compat: sem_trywait, copy, publish, sem_post;
             # fast mode: no token).  Anything else takes the general path below.
             ps, fast, hq, lock = self._ps, self._fast, None, self._lock
-            lock.acquire()  # (not `with`: half the cost; nothing can raise before the try)
             try:
+                lock.acquire()  # inside the try, not `with` (see "Locking" above)
                 if self._p_quiet and ps.turn_free:
                     hq = self._hq
                     w = hq[_W]
@@ -537,7 +545,10 @@ class ShmTraceRing:
                                 self._filled.post()  # raises the OSError with the name
                             return True
             finally:
-                lock.release()
+                try:
+                    lock.release()
+                except RuntimeError:  # acquire() itself was interrupted (see "Locking" above)
+                    pass
             if hq is not None:
                 # Fast mode, after the lock's release (the fence, see _waiting): does the
                 # consumer sleep?  (Re-entrant: signal() fences first.)
@@ -586,8 +597,8 @@ class ShmTraceRing:
         or None if nothing is there now."""
         if self._c_quiet:
             lock = self._lock
-            lock.acquire()  # (not `with`: half the cost; nothing can raise before the try)
             try:
+                lock.acquire()  # inside the try, not `with` (see "Locking" above)
                 # The steady state, straight-line (see "The quiet path"): a committed
                 # message whose slot view exists, nothing ended, the header sane.  The
                 # checks are _claim's and _data's (`finished` loaded before and after the
@@ -614,7 +625,10 @@ class ShmTraceRing:
                     return _consumer.claim(self)  # holding the token (compat)
                 return None
             finally:
-                lock.release()
+                try:
+                    lock.release()
+                except RuntimeError:  # acquire() itself was interrupted (see "Locking" above)
+                    pass
         return _consumer.access_now(self)
 
     def access(self, timeout: Optional[float] = None) -> AccessResult:
@@ -651,8 +665,8 @@ class ShmTraceRing:
         Compat: one ``empty`` post per slot freed; fast: one wake-up, if the producer
         sleeps."""
         lock = self._lock
-        lock.acquire()  # (not `with`: half the cost; nothing can raise before the try)
         try:
+            lock.acquire()  # inside the try, not `with` (see "Locking" above)
             if guard is not None:
                 if guard._done:  # another thread released it first
                     return
@@ -686,7 +700,10 @@ class ShmTraceRing:
             if not freed:
                 return
         finally:
-            lock.release()
+            try:
+                lock.release()
+            except RuntimeError:  # acquire() itself was interrupted (see "Locking" above)
+                pass
         # Fast mode, after the lock's release (the fence, see _waiting): does the producer
         # sleep?  (Re-entrant, or not x86_64: signal() fences first.)
         try:
