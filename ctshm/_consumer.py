@@ -14,7 +14,7 @@ import heapq
 import time
 from typing import TYPE_CHECKING, Optional
 
-from . import _peers
+from . import _fork, _peers
 from .errors import CorruptRingError
 from .guards import ConsumerGuard
 from .layout import (
@@ -121,8 +121,13 @@ def claim(ring: ShmTraceRing) -> Optional[AccessResult]:
                 raise CorruptRingError(
                     f"ring {ring.name!r} header is corrupt: write_idx={w} is more than "
                     f"capacity={ring.capacity} ahead of reserved_idx={res}")
-            st(_RES, res + 1)
-            return data(ring, res)
+            d = data(ring, res)  # its guard is inert until the claim (see try_access)
+            if ring._plain:
+                ring._hq[_RES] = res + 1  # no call between the claim and the guard's life
+            else:
+                st(_RES, res + 1)  # (a handler's exception right after it: see data)
+            d.guard._done = False
+            return d
         if fin:
             ring._waiter.wake_consumers()  # every consumer thread sees the end
             return ring._hdr.crashed() if fin == _CRASHED else _FINISHED_RESULT
@@ -131,25 +136,33 @@ def claim(ring: ShmTraceRing) -> Optional[AccessResult]:
 
 
 def data(ring: ShmTraceRing, idx: int) -> Data:
-    # Under ring._lock (the consumer's statistics words are written under it).
+    """Under ring._lock, before message ``idx`` is claimed: its ``Data`` with an *inert*
+    guard (done: its finalizer does nothing).  The caller claims the message and makes the
+    guard live with no call in between, so a signal handler's exception (raised as a call
+    returns) lands before both (nothing claimed; the inert guard is dropped) or after both
+    (the guard's finalizer hands the slot back): never a claimed slot without a guard, which
+    would stall the ring for good.  Not x86_64 (the claim is a call): the exception can land
+    between them.  A length record beyond the slot is claimed and skipped here."""
     slot = idx % ring.capacity
     v = ring._ro_views[slot]
     if v is None:
         v = ring._ro_views[slot] = ring._ro_view(slot)
     hq = ring._hq
+    n = len(v)
     if ring._has_len:
         k = _LEN + 2 * slot
         if hq[k] == idx + 1:
             n = hq[k + 1]
             if n > ring.slot_size:
+                ring._store(_RES, idx + 1)
                 ring._complete(idx, None)
                 raise CorruptRingError(
                     f"ring {ring.name!r}: length record of message {idx} says {n} bytes, "
                     f"more than the slot ({ring.slot_size}); the message was skipped")
-            hq[_CS + STAT_BYTES] += n  # statistics: the consumer's own word
-            return Data(ConsumerGuard(ring, idx, v[:n]))
-    hq[_CS + STAT_BYTES] += len(v)
-    return Data(ConsumerGuard(ring, idx, v[:]))
+    hq[_CS + STAT_BYTES] += n  # statistics: the consumer's own word
+    g = ConsumerGuard.__new__(ConsumerGuard)  # (not __init__: inert from the start)
+    g._ring, g.index, g._buf, g._done, g._pid = ring, idx, v[:n], True, _fork.PID
+    return Data(g)
 
 
 def on_timeout(ring: ShmTraceRing) -> AccessResult:

@@ -614,13 +614,16 @@ class ShmTraceRing:
                         if hq[_LEN + 2 * slot] == res + 1:  # quiet: length records exist
                             n = hq[_LEN + 2 * slot + 1]
                         if n <= self.slot_size:
-                            hq[_RES] = res + 1
-                            hq[_CS + STAT_BYTES] += n
                             g = _new_object(ConsumerGuard)  # ConsumerGuard(...), inline
                             g._ring, g.index, g._buf, g._done, g._pid = (
-                                self, res, v[:n], False, _fork.PID)
+                                self, res, v[:n], True, _fork.PID)  # inert: see below
                             d = _new_object(Data)  # Data(g), inline
                             _set_field(d, "guard", g)
+                            # The claim, then the guard's life, with no call between them
+                            # (see _consumer.data): never a claimed slot without a guard.
+                            hq[_RES] = res + 1
+                            g._done = False
+                            hq[_CS + STAT_BYTES] += n
                             return d
                     return _consumer.claim(self)  # holding the token (compat)
                 return None

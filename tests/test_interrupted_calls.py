@@ -1,0 +1,207 @@
+"""A call interrupted by a signal handler's exception leaves the ring usable: its lock free,
+and no message claimed without a guard (which would stall the ring for good).
+
+CPython runs a pending signal handler as a call returns, so its exception (KeyboardInterrupt:
+Ctrl-C in a notebook that then goes on) can surface after any call.  The tests simulate it
+exactly there: a wrapped function raises ``Interrupted`` as it returns.
+
+1. The quiet paths (``put``/``try_put``, ``access``/``try_access``, a guard's ``release``,
+   and a RecordWriter's ``append`` with a linger bound) take their lock with an explicit
+   ``acquire()`` (cheaper than ``with``): the lock must be released when the exception
+   surfaces right after ``acquire()`` returned, or it stays held by that thread for good.
+2. ``access`` claims a message (``reserved_idx``) and gives it a guard: an exception between
+   the two would leave a claimed slot nobody releases.  Claim and guard are one step now;
+   an exception after both loses that message to the interrupted call (as any returning
+   call's result is lost) and the dropped guard hands its slot back.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import pytest
+
+from ctshm import ShmTraceRing
+from ctshm.records import RecordWriter
+
+MODES = [pytest.param(False, id="compat"), pytest.param(True, id="fast")]
+
+
+class Interrupted(Exception):
+    """What the simulated signal handler raises."""
+
+
+class InterruptedOnAcquire:
+    """Wraps an RLock: its ``nth`` acquire() takes the lock and then raises ``Interrupted``."""
+
+    def __init__(self, real: Any, nth: int = 1) -> None:
+        self.real, self.nth, self.calls = real, nth, 0
+
+    def acquire(self, *a: Any) -> bool:
+        got: bool = self.real.acquire(*a)
+        self.calls += 1
+        if self.calls == self.nth:
+            raise Interrupted
+        return got
+
+    def __getattr__(self, name: str) -> Any:  # release, _is_owned, __enter__, __exit__...
+        return getattr(self.real, name)
+
+    def __enter__(self) -> Any:
+        return self.real.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.real.__exit__(*exc)
+
+
+def free_for_another_thread(lock: Any) -> bool:
+    """Can another thread take ``lock`` within 2 s?"""
+    got: list[bool] = []
+
+    def take() -> None:
+        ok = lock.acquire(timeout=2)
+        got.append(ok)
+        if ok:
+            lock.release()
+
+    t = threading.Thread(target=take)
+    t.start()
+    t.join(10)
+    return got == [True]
+
+
+def interrupt_once(obj: Any, call: Callable[[], Any]) -> None:
+    """Run ``call`` with ``obj._lock`` interrupted on its first acquire; the lock is back after."""
+    real = obj._lock
+    obj._lock = InterruptedOnAcquire(real)
+    try:
+        with pytest.raises(Interrupted):
+            call()
+    finally:
+        obj._lock = real
+    assert free_for_another_thread(real), "the interrupted call left its lock held"
+
+
+@pytest.mark.parametrize("fast", MODES)
+def test_put_access_and_release_release_their_lock_when_interrupted(shm_id: str,
+                                                                    fast: bool) -> None:
+    with ShmTraceRing.create(shm_id, 4, 4096, fast=fast) as ring, \
+            ShmTraceRing.open(shm_id) as reader:
+        for _ in range(8):  # warm: every slot backed and mapped, both sides quiet
+            ring.put(b"warm")
+            reader.access().guard.release()  # type: ignore[union-attr]
+        assert ring._p_quiet and reader._c_quiet
+        interrupt_once(ring, lambda: ring.put(b"x"))  # raised before it published
+        ring.put(b"y")  # the handle goes on
+        interrupt_once(reader, reader.access)  # raised before it took a message
+        r = reader.access(timeout=5)
+        guard = r.guard  # type: ignore[union-attr]
+        assert bytes(guard.buf) == b"y"
+        interrupt_once(reader, guard.release)
+        guard.release()  # not released by the interrupted call: now it is
+        assert len(ring) == 0
+        ring.put(b"z")
+        assert reader.get(timeout=5) == b"z"
+
+
+def test_append_with_a_linger_bound_releases_its_lock_when_interrupted(shm_id: str) -> None:
+    with ShmTraceRing.create(shm_id, 4, 1 << 16) as ring:
+        w = RecordWriter(ring, timeout=5)  # default linger: a lock per append
+        w.append(b"first")
+        interrupt_once(w, lambda: w.append(b"second"))
+        w.append(b"third")
+        w.close()
+        rx = ring.receiver()  # "second" was not added: the call raised before it wrote it
+        assert [bytes(m) for m in rx] == [b"first", b"third"]
+
+
+class _RaiseAfter:
+    """Wraps a callable: its ``nth`` call with ``first_arg`` (any: None) raises Interrupted as
+    it returns."""
+
+    def __init__(self, real: Any, first_arg: Any = None, nth: int = 1) -> None:
+        self.real, self.first_arg, self.nth, self.calls = real, first_arg, nth, 0
+
+    def __call__(self, *a: Any) -> Any:
+        r = self.real(*a)
+        if self.first_arg is None or (a and a[0] is self.first_arg):
+            self.calls += 1
+            if self.calls == self.nth:
+                raise Interrupted
+        return r
+
+
+def flows(ring: ShmTraceRing, reader: ShmTraceRing, start: int) -> list[bytes]:
+    """Twice the capacity more messages through: none may wait on a slot nobody released."""
+    got = []
+    for i in range(start, start + 2 * ring.capacity):
+        ring.put(b"m%d" % i, timeout=5)
+        got.append(reader.get(timeout=5))
+    return got
+
+
+@pytest.mark.parametrize("fast", MODES)
+def test_an_access_interrupted_before_its_claim_loses_nothing(shm_id: str, fast: bool,
+                                                               monkeypatch: Any) -> None:
+    from ctshm import _consumer, guards, ring as ring_mod
+
+    with ShmTraceRing.create(shm_id, 4, 4096, fast=fast) as ring, \
+            ShmTraceRing.open(shm_id) as reader:
+        for _ in range(8):  # warm: every slot's view made, the quiet path applies
+            ring.put(b"warm")
+            reader.get(timeout=5)
+        ring.put(b"first")
+        ring.put(b"second")
+        # The quiet path makes the guard object first: interrupted there.
+        monkeypatch.setattr(ring_mod, "_new_object",
+                            _RaiseAfter(object.__new__, guards.ConsumerGuard))
+        with pytest.raises(Interrupted):
+            reader.access()
+        monkeypatch.undo()
+        # The general path (a fresh handle: its slot views are made on first use).
+        with ShmTraceRing.open(shm_id) as other:
+            monkeypatch.setattr(_consumer.ConsumerGuard, "__new__",
+                                _RaiseAfter(object.__new__, guards.ConsumerGuard),
+                                raising=False)
+            with pytest.raises(Interrupted):
+                other.access()
+            monkeypatch.undo()
+        assert reader.get(timeout=5) == b"first"  # not claimed: still there
+        assert reader.get(timeout=5) == b"second"
+        assert flows(ring, reader, 0) == [b"m%d" % i for i in range(8)]
+
+
+@pytest.mark.parametrize("fast", MODES)
+def test_an_access_interrupted_after_its_claim_hands_the_slot_back(shm_id: str,
+                                                                   fast: bool) -> None:
+    with ShmTraceRing.create(shm_id, 4, 4096, fast=fast) as ring, \
+            ShmTraceRing.open(shm_id) as reader:
+        for _ in range(8):  # warm: the quiet path
+            ring.put(b"warm")
+            reader.get(timeout=5)
+        ring.put(b"lost")
+        ring.put(b"next")
+        real = reader._lock
+        reader._lock = _LockRaisingOnRelease(real)  # the last call of the claiming access
+        try:
+            with pytest.raises(Interrupted):
+                reader.access()
+        finally:
+            reader._lock = real
+        # "lost" went to the interrupted call; its guard was dropped and freed the slot.
+        assert reader.get(timeout=5) == b"next"
+        assert flows(ring, reader, 0) == [b"m%d" % i for i in range(8)]
+
+
+class _LockRaisingOnRelease(InterruptedOnAcquire):
+    """Its first release() releases, then raises Interrupted."""
+
+    def acquire(self, *a: Any) -> bool:
+        return bool(self.real.acquire(*a))
+
+    def release(self) -> None:
+        self.real.release()
+        self.calls += 1
+        if self.calls == 1:
+            raise Interrupted
