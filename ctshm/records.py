@@ -24,21 +24,20 @@ the record is written (and by ``reserve`` to the records before its own):
 
 1. publish the slot **at once when the ring is empty**, i.e. ``write_idx == read_idx``
    in the shared header (the consumer has released every published slot, so it waits or is
-   about to; two memoryview loads, no foreign call) -- **unless the writer streams**: the
-   slot's first record arrived less than ``STREAM_TEST`` (2) slot costs after the previous
-   slot was published, a slot's cost being what its ``acquire`` and its publication took
-   (the writer times both, four clock reads per slot).  A streaming slot is held until
-   ``STREAM_HOLD`` (16) slot costs after that publication, never more than ``linger``
-   (without it a consumer that keeps up got one record per slot: docs/messages.md);
+   about to; two memoryview loads, no foreign call) -- **unless the writer streams**: this
+   slot's first record and the previous slot's both arrived less than ``STREAM_TEST`` (2)
+   slot costs after a publication (a reply after a round trip rarely does, twice in a row
+   almost never; a slot's cost: its ``acquire`` and its publication, timed, an outlier
+   raising the estimate by a quarter at most).  Then the slot is held until ``STREAM_HOLD``
+   (16) slot costs after that publication, at most ``linger`` (docs/messages.md: why);
 2. otherwise, if this is the slot's first record, its deadline is ``clock() + linger``
    (``linger=0``: publish at once);
 3. otherwise publish when ``clock() >= deadline`` (one ``time.perf_counter()`` compare);
 4. when no further call comes, the writer's **flusher thread** publishes the slot at its
-   deadline.  It is started at the first deadline, sleeps on a ``threading.Condition``
-   (no polling: woken only when a deadline appears while it has none), shares the writer's
-   lock, and exits on ``close()``/``abort()`` (or when the writer is garbage-collected).
-   A publication it fails (the ring crashed or was closed) is raised by the writer's next
-   call.
+   deadline: started at the first deadline, asleep on a ``threading.Condition`` (woken only
+   when a deadline appears while it has none), sharing the writer's lock, gone after
+   ``close()``/``abort()`` or with the writer.  A publication it fails (the ring crashed or
+   was closed) is raised by the writer's next call.
 
 So a record is published at most ``linger`` after it was appended, except: a slot with an
 unfilled ``reserve()`` view waits for the writer's next call; and while the producing thread
@@ -62,10 +61,10 @@ import struct
 import sys
 import threading
 import time
-import weakref
 from contextlib import nullcontext
 from typing import Any, Callable, Final, Optional, cast
 
+from . import _flusher
 from ._checks import byte_view, check_linger, is_int
 from ._record_framing import RECORD_HEADER, SLOT_HEADER, pack_pair as _pack_pair
 from ._record_reader import RecordReader
@@ -86,6 +85,8 @@ DEFAULT_LINGER: Final = 100e-6
 #: the publication, is streaming and held for STREAM_HOLD of them (at most ``linger``).
 STREAM_TEST: Final = 2.0
 STREAM_HOLD: Final = 16.0
+#: ... and only the second first record in a row that arrives within the test is held.
+STREAM_AFTER: Final = 2
 
 #: Small records are written with one ``Struct("<II{n}s").pack_into`` (header and payload in
 #: one C call: half the cost of a header pack plus a slice assignment); one Struct per size,
@@ -142,10 +143,11 @@ class RecordWriter:
     free slot holds it); with ``linger=None`` it is not thread-safe (one thread at a time).
     """
 
-    __slots__ = ("__weakref__", "_arrived", "_buf", "_clock", "_closed", "_cond", "_count",
-                 "_deadline", "_early", "_failure", "_flusher", "_guard", "_hold_end", "_hq",
-                 "_idle", "_limit", "_linger", "_lock", "_max", "_pos", "_reserving", "_ring",
-                 "_slot", "_took", "_what", "records_written", "slots_written", "timeout")
+    __slots__ = ("__weakref__", "_arrived", "_buf", "_clock", "_closed", "_cond", "_cost",
+                 "_count", "_deadline", "_early", "_failure", "_flusher", "_guard", "_hold_end",
+                 "_hq", "_idle", "_limit", "_linger", "_lock", "_max", "_pos", "_quick",
+                 "_reserving", "_ring", "_slot", "_took", "_what", "records_written",
+                 "slots_written", "timeout")
 
     def __init__(self, ring: ShmTraceRing, *, max_bytes: Optional[int] = None,
                  timeout: Optional[float] = None,
@@ -190,7 +192,8 @@ class RecordWriter:
         # slot's first record came, _took the last slot's cost.  After a publication, _early
         # ends the streaming test and _hold_end the hold; while a slot is held, _early is its
         # deadline (so deadline >= early always).
-        self._early = self._hold_end = self._arrived = self._took = 0.0
+        self._early = self._hold_end = self._arrived = self._took = self._cost = 0.0
+        self._quick = 0  # consecutive streaming first records (rule 1)
         self._reserving = False  # a reserve() view not yet filled: the flusher waits
         self._flusher: Optional[threading.Thread] = None
         self._idle = False  # the flusher waits without a deadline (needs a notify)
@@ -268,10 +271,12 @@ class RecordWriter:
         at once if the ring is empty and the writer does not stream (rule 1), else its
         deadline starts (the hold's end: rule 1; or ``now + linger``: rule 2)."""
         if self._ring_empty():
-            if self._arrived >= self._early:
+            # Streaming: this and the previous such first record came within the test.
+            self._quick = self._quick + 1 if self._arrived < self._early else 0
+            if self._quick < STREAM_AFTER:
                 self._flush()
                 return
-            # Streaming: held until the hold ends (for the empty-ring test too).
+            # Held until the hold ends (for the empty-ring test too).
             self._deadline = self._early = self._hold_end
         else:
             self._deadline = now + cast(float, self._linger)
@@ -285,13 +290,8 @@ class RecordWriter:
         (under the lock)."""
         cond = self._cond
         assert cond is not None
-        t = self._flusher
-        if t is None:
-            t = threading.Thread(target=_flusher_main, args=(weakref.ref(self), cond),
-                                 name=f"ctshm-linger[{self._ring.name}]", daemon=True)
-            self._flusher = t
-            weakref.finalize(self, _wake, cond)  # a dropped writer stops its flusher
-            t.start()
+        if self._flusher is None:
+            self._flusher = _flusher.start(self, cond, f"ctshm-linger[{self._ring.name}]")
         elif self._idle:
             self._idle = False
             cond.notify()
@@ -488,7 +488,13 @@ class RecordWriter:
             start = self._clock()
             g.commit(nbytes)
             end = self._clock()
-            took, linger = end - start + self._took, cast(float, self._linger)
+            # The slot's cost, as a decaying minimum: an outlier (this process preempted)
+            # raises the estimate by a quarter at most.
+            took, est = end - start + self._took, self._cost
+            if est and took > est:
+                took = min(took, 1.25 * est)
+            self._cost = took
+            linger = cast(float, self._linger)
             self._early = end + min(linger, STREAM_TEST * took)  # <= any later deadline
             self._hold_end = end + min(linger, STREAM_HOLD * took)
         self.records_written += count
@@ -580,20 +586,3 @@ class RecordWriter:
 
 #: The lock of a writer without a linger bound (no flusher thread: nothing to exclude).
 _UNLOCKED: Final = nullcontext()
-
-
-def _flusher_main(ref: weakref.ReferenceType[RecordWriter], cond: threading.Condition) -> None:
-    """The flusher thread: holds the writer only weakly, so a dropped writer ends it."""
-    with cond:
-        while True:
-            w = ref()
-            if w is None or w._closed:
-                return
-            delay = w._flusher_step()
-            del w
-            cond.wait(delay)
-
-
-def _wake(cond: threading.Condition) -> None:
-    with cond:
-        cond.notify_all()

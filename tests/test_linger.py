@@ -194,20 +194,53 @@ def test_a_streaming_writer_holds_the_next_slot_instead_of_publishing_at_once(
     w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
     w.append(b"a")  # the ring is empty and nothing was published before: at once
     assert (w.pending, write_idx(ring)) == (0, 1)
-    published = clock.t  # the end of that publication
     assert read_one_slot(ring) == [b"a"]  # empty again: the consumer keeps up
-    w.append(b"b")  # arrives 1 s after the publication (< 4 s): streaming, held
-    assert (w.pending, write_idx(ring)) == (1, 1)
-    w.append(b"c")  # still held, though the ring is empty
-    assert (w.pending, write_idx(ring)) == (2, 1)
+    w.append(b"b")  # 1 s after the publication (< 4 s), but the first such in a row: at once
+    assert (w.pending, write_idx(ring)) == (0, 2)
+    published = clock.t  # the end of that publication
+    assert read_one_slot(ring) == [b"b"]
+    w.append(b"c")  # the second in a row: streaming, held
+    assert (w.pending, write_idx(ring)) == (1, 2)
+    w.append(b"d")  # still held, though the ring is empty
+    assert (w.pending, write_idx(ring)) == (2, 2)
     clock.t = published + 32 - 1  # the next append reads the clock at the hold's end
-    w.append(b"d")
-    assert (w.pending, w.slots_written, write_idx(ring)) == (0, 2, 2)
-    assert read_one_slot(ring) == [b"b", b"c", b"d"]
+    w.append(b"e")
+    assert (w.pending, w.slots_written, write_idx(ring)) == (0, 3, 3)
+    assert read_one_slot(ring) == [b"c", b"d", b"e"]
     clock.t += 100.0  # a reply after a round trip: long after the streaming test
     w.append(b"reply")  # the ring is empty: at once, as before the hold existed
-    assert (w.pending, write_idx(ring)) == (0, 3)
+    assert (w.pending, write_idx(ring)) == (0, 4)
     assert read_one_slot(ring) == [b"reply"]
+    clock.t += 100.0
+    w.append(b"reply 2")  # one quick arrival after a slow one is not a stream: at once
+    assert (w.pending, write_idx(ring)) == (0, 5)
+    assert read_one_slot(ring) == [b"reply 2"]
+    w.close()
+
+
+def test_one_slow_publication_does_not_widen_the_streaming_test_for_long(
+        ring: ShmTraceRing) -> None:
+    # Publications cost 2 s (the test: 4 s).  One whose clock reads come 1000 s apart (this
+    # process preempted) raises the cost estimate by a quarter, not to 2002 s: a reply 100 s
+    # later is not quick, so a burst of two after it is not a stream either.
+    clock = MainThreadClock()
+    w = RecordWriter(ring, timeout=5, linger=10_000.0, clock=clock)
+    w.append(b"a")
+    assert read_one_slot(ring) == [b"a"]
+
+    def stalling() -> float:
+        clock.t += 1000.0
+        return clock()
+    w._clock = stalling  # type: ignore[attr-defined]
+    w.append(b"b")  # published at once; every clock read of this call comes 1000 s late
+    w._clock = clock  # type: ignore[attr-defined]
+    assert read_one_slot(ring) == [b"b"]
+    clock.t += 100.0
+    w.append(b"reply")  # 100 s after: beyond 2 x 2.5 s, not quick
+    assert read_one_slot(ring) == [b"reply"]
+    w.append(b"burst")  # quick, but the first in a row: at once
+    assert (w.pending, write_idx(ring)) == (0, 4)
+    assert read_one_slot(ring) == [b"burst"]
     w.close()
 
 
@@ -215,14 +248,16 @@ def test_the_streaming_hold_never_exceeds_linger(ring: ShmTraceRing) -> None:
     clock = MainThreadClock()
     w = RecordWriter(ring, timeout=5, linger=3.0, clock=clock)  # the hold would be 32 s
     w.append(b"a")
-    published = clock.t
     assert read_one_slot(ring) == [b"a"]
-    w.append(b"b")  # streaming: held, but only until linger after the publication
-    assert (w.pending, write_idx(ring)) == (1, 1)
+    w.append(b"b")  # the first quick arrival: at once
+    published = clock.t
+    assert read_one_slot(ring) == [b"b"]
+    w.append(b"c")  # streaming: held, but only until linger after the publication
+    assert (w.pending, write_idx(ring)) == (1, 2)
     clock.t = published + 3.0 - 1  # the next append reads published + linger
-    w.append(b"c")
-    assert (w.pending, write_idx(ring)) == (0, 2)
-    assert read_one_slot(ring) == [b"b", b"c"]
+    w.append(b"d")
+    assert (w.pending, write_idx(ring)) == (0, 3)
+    assert read_one_slot(ring) == [b"c", b"d"]
     w.close()
 
 
