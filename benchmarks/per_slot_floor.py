@@ -139,10 +139,11 @@ class _Skeleton:
         return d
 
 
-def skeleton(n: int) -> tuple[float, float]:
-    s = _Skeleton()
+def api_sides(put: Callable[[Any], None], access: Callable[[], Any]
+              ) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """The two sides of the per-slot API's loop: ``put(msg)``; ``access().guard``, its
+    ``buf`` checked, ``release()``."""
     msg = bytes(SIZE)
-    put, access = s.put, s.access
 
     def produce(k: int) -> None:
         for _ in range(k):
@@ -154,26 +155,18 @@ def skeleton(n: int) -> tuple[float, float]:
             if len(g.buf) != SIZE:
                 raise AssertionError
             g.release()
-    return per_side(produce, consume, n)
+    return produce, consume
+
+
+def skeleton(n: int) -> tuple[float, float]:
+    s = _Skeleton()
+    return per_side(*api_sides(s.put, s.access), n)
 
 
 def ctshm_fast(n: int) -> tuple[float, float]:
     ring = ShmTraceRing.create(f"floor{os.getpid()}", SLOTS, 4096, fast=True)
-    msg = bytes(SIZE)
-    put, access = ring.put, ring.access
-
-    def produce(k: int) -> None:
-        for _ in range(k):
-            put(msg)
-
-    def consume(k: int) -> None:
-        for _ in range(k):
-            g = access().guard
-            if len(g.buf) != SIZE:
-                raise AssertionError
-            g.release()
     try:
-        return per_side(produce, consume, n)
+        return per_side(*api_sides(ring.put, ring.access), n)
     finally:
         ring.close()
 
