@@ -254,14 +254,23 @@ def run_one(peer: str, wl: str, scale: float, tag: str, timeout: float) -> dict[
                 p.kill()
                 p.join(5)
     finally:
-        if hasattr(spec, "close"):
-            spec.close()
-        elif peer.startswith("os.pipe"):
-            for r, w in spec:
-                os.close(r)
-                os.close(w)
+        _teardown(peer, spec)
     if len(res) != READERS + 1 or any(p.exitcode != 0 for p in procs):
         return {"ok": False, "why": f"exit codes {[p.exitcode for p in procs]}"}
+    return _summary(res, n, size)
+
+
+def _teardown(peer: str, spec: Any) -> None:
+    if hasattr(spec, "close"):
+        spec.close()
+    elif peer.startswith("os.pipe"):
+        for r, w in spec:
+            os.close(r)
+            os.close(w)
+
+
+def _summary(res: list[dict[str, Any]], n: int, size: int) -> dict[str, Any]:
+    """A run's figures from its processes' reports (every one exited 0)."""
     t0 = next(r["t0"] for r in res if r["role"] == "writer")
     t1 = max(r["t1"] for r in res if r["role"] == "reader")
     bad = sum(r["bad"] for r in res if r["role"] == "reader")

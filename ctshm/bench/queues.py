@@ -208,14 +208,7 @@ def run_one(peer: str, w: QWorkload, qid: str, timeout: float = 300.0) -> dict[s
         results = [out.get(timeout=timeout) for _ in cons]
         for p in cons:
             p.join(timeout)
-        dt = time.perf_counter() - t0
-        codes = [p.exitcode for p in prods + cons]
-        got = sum(r[0] for r in results)
-        bad = sum(r[1] for r in results)
-        ok = codes == [0] * len(codes)
-        return {"peer": peer, "ok": ok, "verified": ok and got == w.messages and not bad,
-                "messages": got, "seconds": dt, "msgs_per_s": got / dt if dt > 0 else 0.0,
-                "MB_per_s": got * w.size / dt / 1e6 if dt > 0 else 0.0}
+        return _summary(peer, w, prods + cons, results, time.perf_counter() - t0)
     finally:
         for p in locals().get("prods", []) + locals().get("cons", []):
             if p.is_alive():
@@ -223,6 +216,18 @@ def run_one(peer: str, w: QWorkload, qid: str, timeout: float = 300.0) -> dict[s
                 p.join(5)
         if hasattr(q, "close"):
             q.close()
+
+
+def _summary(peer: str, w: QWorkload, procs: list[Any], results: list[Any], dt: float
+             ) -> dict[str, Any]:
+    """A run's figures: verified only if every process exited 0 and every message came."""
+    codes = [p.exitcode for p in procs]
+    got = sum(r[0] for r in results)
+    bad = sum(r[1] for r in results)
+    ok = codes == [0] * len(codes)
+    return {"peer": peer, "ok": ok, "verified": ok and got == w.messages and not bad,
+            "messages": got, "seconds": dt, "msgs_per_s": got / dt if dt > 0 else 0.0,
+            "MB_per_s": got * w.size / dt / 1e6 if dt > 0 else 0.0}
 
 
 def run(scale: float = 1.0, repeat: int = 1, peers: tuple[str, ...] = QUEUE_PEERS,
