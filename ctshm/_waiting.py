@@ -119,6 +119,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_SPIN", "LIVENESS_SLICE", "OWED_TOKEN_WAIT", "SPIN_CEILING", "SPIN_FLOOR",
            "Spin", "Waiter"]
 
+_thread_time: Final = time.thread_time  # this thread's CPU seconds (clock_gettime)
+
 #: Longest a blocked wait goes without checking that the peer is alive.
 LIVENESS_SLICE: Final = 0.2
 #: Busy-wait before sleeping (seconds): where the adaptive spin starts, and its bounds.  A
@@ -158,14 +160,26 @@ class Spin:
                                  f"adaptive), not {shown}")
             self.budget, self.adaptive = float(spin), False
 
-    def record(self, waited: float) -> None:
+    def record(self, waited: float, cpu: Optional[float] = None) -> None:
+        """A wait ended after ``waited`` seconds (``cpu``: the thread's CPU time while it
+        spun, if it did)."""
         self.yielding = waited > self.budget
-        if not self.adaptive:
+        if not self.adaptive or self.crowded(waited, cpu):
             return
         if waited <= SPIN_CEILING:
             self.budget = min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
         else:
             self.budget = max(SPIN_FLOOR, self.budget / 2)
+
+    def crowded(self, spun: float, cpu: Optional[float]) -> bool:
+        """Did the spin get less than half a core (more runnable threads than cores: the
+        peer may need this one)?  Then spin the least, yielding the CPU between polls."""
+        if cpu is None or spun <= 0 or cpu >= spun / 2:
+            return False
+        self.yielding = True
+        if self.adaptive:
+            self.budget = SPIN_FLOOR
+        return True
 
 
 #: A waker posts right after the compare-exchange that took a sleeper's unit: the sleeper
@@ -286,14 +300,17 @@ class Waiter:
         trywait, h = self.trywait, (0 if sem is None else sem._handle)
         # A fixed spin longer than the timeout stops at the timeout.
         end = t0 + (spin.budget if timeout is None else min(spin.budget, timeout))
+        cpu0 = _thread_time()
         while time.perf_counter() < end and not self.closed:
             if ready() and (tokenless or trywait(h) == 0):
                 r = take()
                 if r is not None:
-                    spin.record(time.perf_counter() - t0)
+                    waited = time.perf_counter() - t0  # (a short spin says nothing of load)
+                    spin.record(waited, _thread_time() - cpu0 if waited > SPIN_FLOOR else None)
                     return r
             elif spin.yielding:
                 os.sched_yield()
+        spin.crowded(time.perf_counter() - t0, _thread_time() - cpu0)
         return None
 
     def _sleep(self, sem: NamedSemaphore, word: int, ready: Callable[[], Any], chunk: float,

@@ -23,6 +23,23 @@ def test_budget_follows_the_waits_and_yield_when_spinning_does_not_pay() -> None
     assert not s.yielding
 
 
+def test_a_spin_that_got_less_than_half_a_core_shrinks_to_the_floor_and_yields() -> None:
+    """More runnable threads than cores (pytest-xdist, --oversubscribe): a spin that ran for
+    less than half its wall time was descheduled, and spinning keeps the CPU from the peer."""
+    s = _Spin(None)
+    s.record(SPIN_CEILING / 4, SPIN_CEILING / 4)  # a whole core: the usual rule
+    s.record(SPIN_CEILING / 4, SPIN_CEILING / 4)
+    assert s.budget == SPIN_CEILING / 2 and not s.yielding
+    s.record(SPIN_CEILING / 4, SPIN_CEILING / 20)  # ran a fifth of the time: crowded
+    assert s.budget == SPIN_FLOOR and s.yielding
+    s.record(SPIN_CEILING / 4)  # a short spin reports no CPU time: the usual rule again
+    assert s.budget == SPIN_CEILING / 2
+    assert s.crowded(0.001, 0.0001) and s.budget == SPIN_FLOOR  # a spin spent for nothing
+    assert not s.crowded(0.001, 0.0009)
+    fixed = _Spin(0.001)
+    assert fixed.crowded(0.001, 0.0) and fixed.budget == 0.001 and fixed.yielding
+
+
 def test_fixed_spin_still_tracks_yielding() -> None:
     s = _Spin(0.001)
     s.record(0.01)
