@@ -24,12 +24,13 @@ the record is written (and by ``reserve`` to the records before its own):
 
 1. publish the slot **at once when the ring is empty**, i.e. ``write_idx == read_idx``
    in the shared header (the consumer has released every published slot, so it waits or is
-   about to; two memoryview loads, no foreign call) -- **unless the writer streams**: this
-   slot's first record and the previous slot's both arrived less than ``STREAM_TEST`` (2)
-   slot costs after a publication (a reply after a round trip rarely does, twice in a row
-   almost never; a slot's cost: its ``acquire`` and its publication, timed, an outlier
-   raising the estimate by a quarter at most).  Then the slot is held until ``STREAM_HOLD``
-   (16) slot costs after that publication, at most ``linger`` (docs/messages.md: why);
+   about to; two memoryview loads, no foreign call) -- **unless the writer streams**: the
+   first records of this slot and the 3 before all arrived less than ``STREAM_TEST`` (2)
+   slot costs after a publication (a reply after a round trip rarely does, four in a row
+   almost never; a slot's cost: its publication and its ``acquire`` up to twice that,
+   timed, an outlier raising the estimate by a quarter at most).  Then the slot is held
+   until ``STREAM_HOLD`` (16) slot costs after that publication, at most ``linger``
+   (docs/messages.md: why; a request of more parts: ``flush()`` it, or ``linger=0``);
 2. otherwise, if this is the slot's first record, its deadline is ``clock() + linger``
    (``linger=0``: publish at once);
 3. otherwise publish when ``clock() >= deadline`` (one ``time.perf_counter()`` compare);
@@ -85,8 +86,9 @@ DEFAULT_LINGER: Final = 100e-6
 #: the publication, is streaming and held for STREAM_HOLD of them (at most ``linger``).
 STREAM_TEST: Final = 2.0
 STREAM_HOLD: Final = 16.0
-#: ... and only the second first record in a row that arrives within the test is held.
-STREAM_AFTER: Final = 2
+#: ... and only from the fourth first record in a row that arrives within the test (a burst
+#: of up to 4 records, a request and its parts, still goes at once).
+STREAM_AFTER: Final = 4
 
 #: Small records are written with one ``Struct("<II{n}s").pack_into`` (header and payload in
 #: one C call: half the cost of a header pack plus a slice assignment); one Struct per size,
@@ -424,7 +426,7 @@ class RecordWriter:
 
     def _use_slot(self, g: ProducerGuard) -> None:
         if self._lock is not None:  # the slot's cost, part 1 (rule 1): its acquire
-            self._took = self._clock() - self._arrived
+            self._took = self._clock() - self._arrived  # (capped in _flush)
         self._guard = g
         self._buf = g.buf
         self._pos = SLOT_HEADER
@@ -490,7 +492,9 @@ class RecordWriter:
             end = self._clock()
             # The slot's cost, as a decaying minimum: an outlier (this process preempted)
             # raises the estimate by a quarter at most.
-            took, est = end - start + self._took, self._cost
+            # A slot's first acquire also reserves its backing store (~0.5 ms for 2 MiB) and
+            # an acquire may wait for a free slot: counted up to twice the publication.
+            took, est = end - start + min(self._took, 2 * (end - start)), self._cost
             if est and took > est:
                 took = min(took, 1.25 * est)
             self._cost = took
