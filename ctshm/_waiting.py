@@ -160,11 +160,11 @@ class Spin:
                                  f"adaptive), not {shown}")
             self.budget, self.adaptive = float(spin), False
 
-    def record(self, waited: float, cpu: Optional[float] = None) -> None:
-        """A wait ended after ``waited`` seconds (``cpu``: the thread's CPU time while it
-        spun, if it did)."""
+    def record(self, waited: float, cpu: Optional[float] = None, spun: float = 0.0) -> None:
+        """A wait ended after ``waited`` seconds (``cpu``: the thread's CPU time during the
+        last ``spun`` seconds of its spin, if measured)."""
         self.yielding = waited > self.budget
-        if not self.adaptive or self.crowded(waited, cpu):
+        if not self.adaptive or self.crowded(spun, cpu):
             return
         if waited <= SPIN_CEILING:
             self.budget = min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
@@ -300,17 +300,26 @@ class Waiter:
         trywait, h = self.trywait, (0 if sem is None else sem._handle)
         # A fixed spin longer than the timeout stops at the timeout.
         end = t0 + (spin.budget if timeout is None else min(spin.budget, timeout))
-        cpu0 = _thread_time()
-        while time.perf_counter() < end and not self.closed:
+        # The CPU share is read only past the floor: a short spin (a ping-pong's) says
+        # nothing of the load and should not pay the clock read (a system call).
+        mark, cpu0 = t0 + SPIN_FLOOR, -1.0
+        while not self.closed:
+            now = time.perf_counter()
+            if now >= end:
+                break
+            if cpu0 < 0 and now >= mark:
+                mark, cpu0 = now, _thread_time()
             if ready() and (tokenless or trywait(h) == 0):
                 r = take()
                 if r is not None:
-                    waited = time.perf_counter() - t0  # (a short spin says nothing of load)
-                    spin.record(waited, _thread_time() - cpu0 if waited > SPIN_FLOOR else None)
+                    now = time.perf_counter()
+                    spin.record(now - t0, None if cpu0 < 0 else _thread_time() - cpu0,
+                                now - mark)
                     return r
             elif spin.yielding:
                 os.sched_yield()
-        spin.crowded(time.perf_counter() - t0, _thread_time() - cpu0)
+        if cpu0 >= 0:
+            spin.crowded(time.perf_counter() - mark, _thread_time() - cpu0)
         return None
 
     def _sleep(self, sem: NamedSemaphore, word: int, ready: Callable[[], Any], chunk: float,

@@ -27,10 +27,10 @@ def test_a_spin_that_got_less_than_half_a_core_shrinks_to_the_floor_and_yields()
     """More runnable threads than cores (pytest-xdist, --oversubscribe): a spin that ran for
     less than half its wall time was descheduled, and spinning keeps the CPU from the peer."""
     s = _Spin(None)
-    s.record(SPIN_CEILING / 4, SPIN_CEILING / 4)  # a whole core: the usual rule
-    s.record(SPIN_CEILING / 4, SPIN_CEILING / 4)
+    s.record(SPIN_CEILING / 4, SPIN_CEILING / 4, SPIN_CEILING / 4)  # a whole core: usual
+    s.record(SPIN_CEILING / 4, SPIN_CEILING / 4, SPIN_CEILING / 4)
     assert s.budget == SPIN_CEILING / 2 and not s.yielding
-    s.record(SPIN_CEILING / 4, SPIN_CEILING / 20)  # ran a fifth of the time: crowded
+    s.record(SPIN_CEILING / 4, SPIN_CEILING / 20, SPIN_CEILING / 4)  # a fifth: crowded
     assert s.budget == SPIN_FLOOR and s.yielding
     s.record(SPIN_CEILING / 4)  # a short spin reports no CPU time: the usual rule again
     assert s.budget == SPIN_CEILING / 2
