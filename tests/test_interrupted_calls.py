@@ -205,3 +205,72 @@ class _LockRaisingOnRelease(InterruptedOnAcquire):
         self.calls += 1
         if self.calls == 1:
             raise Interrupted
+
+
+# On PyPy a dropped guard is finalized at the next garbage collection, not when dropped: the
+# guard of a message claimed by an interrupted access() is never seen by the caller, so
+# nothing releases it until a collection happens (a producer waiting for that slot allocates
+# nothing, so none comes).  Run in a PyPy child (Debian's pypy3; ctshm is pure Python).
+_PYPY_CHILD = r"""
+import sys
+from ctshm import ShmTraceRing
+
+class Interrupted(Exception):
+    pass
+
+class RaisingOnRelease:
+    def __init__(self, real):
+        self.real, self.calls = real, 0
+    def acquire(self, *a):
+        return self.real.acquire(*a)
+    def release(self):
+        self.real.release()
+        self.calls += 1
+        if self.calls == 1:
+            raise Interrupted
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+name = sys.argv[1]
+with ShmTraceRing.create(name, 4, 4096) as ring, ShmTraceRing.open(name) as reader:
+    for _ in range(8):
+        ring.put(b"warm")
+        reader.get(timeout=5)
+    ring.put(b"lost")
+    ring.put(b"next")
+    real = reader._lock
+    reader._lock = RaisingOnRelease(real)
+    try:
+        reader.access()
+    except Interrupted:
+        pass
+    finally:
+        reader._lock = real
+    assert reader.get(timeout=5) == b"next"
+    try:
+        for i in range(2 * ring.capacity):
+            ring.put(b"m%d" % i, timeout=2)
+            assert reader.get(timeout=5) == b"m%d" % i
+    except TimeoutError:
+        sys.exit(3)  # the interrupted call's slot was never handed back
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "on PyPy the guard dropped by an access() interrupted after its claim is finalized only "
+    "at a garbage collection, so its slot is not handed back and the producer times out "
+    "(this file is not in the PyPy matrix: CI does not see it)"))
+def test_an_access_interrupted_after_its_claim_hands_the_slot_back_on_pypy(shm_id: str
+                                                                           ) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    pypy = shutil.which("pypy3")
+    if pypy is None:
+        pytest.skip("pypy3 is not installed")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    p = subprocess.run([pypy, "-c", _PYPY_CHILD, shm_id], env=env, timeout=120,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
