@@ -462,3 +462,29 @@ def test_records_held_by_a_dropped_streaming_writer_are_not_lost_silently(
         got += [bytes(x) for x in split(g.buf, g.index, ring.name)]
         g.release()
     assert got == sent or caught, f"records {sent} lost without a warning"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "_first_record holds a streaming slot until the hold's end even when that end has "
+    "already passed at the append (its acquire was slow): the append does not publish and "
+    "leaves the record to the flusher thread (a GIL hand-off away: up to 5 ms while this "
+    "thread runs Python), where the empty ring published it at once before"))
+def test_a_streaming_record_whose_hold_already_ended_is_published_by_its_append(
+        ring: ShmTraceRing, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = MainThreadClock()  # every step 1 s: a slot costs 2 s, the hold 32 s
+    w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
+    w.append(b"a")
+    assert read_one_slot(ring) == [b"a"]
+    w.append(b"b")  # the first quick arrival: at once
+    assert read_one_slot(ring) == [b"b"]
+    real_acquire = ShmTraceRing.acquire
+
+    def slow_acquire(self: ShmTraceRing, *a: object, **k: object) -> object:
+        g = real_acquire(self, *a, **k)  # type: ignore[arg-type]
+        clock.t += 50.0  # this acquire took 50 s (preempted): past the hold's end
+        return g
+    monkeypatch.setattr(ShmTraceRing, "acquire", slow_acquire)
+    w.append(b"c")  # arrived within the test (a stream), but its deadline has passed
+    monkeypatch.undo()
+    assert (w.pending, write_idx(ring)) == (0, 3)
+    w.close()
