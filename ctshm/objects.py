@@ -17,8 +17,7 @@ unsafe as :func:`pickle.loads`: use it only between processes that trust each ot
 What is copied.  The object is pickled with protocol 5 and a ``buffer_callback``: objects that
 support out-of-band pickling (NumPy arrays, :class:`pickle.PickleBuffer`, ...) hand over their
 memory instead of being copied into the pickle stream, and ``bytes`` / ``bytearray`` values of
-at least :data:`OUT_OF_BAND_MIN` bytes are taken out of band too (as persistent ids) when they
-are the object or its top-level values, or when the stream would exceed 64 KiB.  The
+at least :data:`OUT_OF_BAND_MIN` bytes are taken out of band too (as persistent ids).  The
 pickle stream (the object's structure and small values) is built in memory; the slot is
 acquired with ``size=`` the frame's exact total, then the header, the stream, and each
 buffer are written with memoryview slice assignment: one copy per buffer, no intermediate
@@ -92,10 +91,9 @@ _IN_BAND_MAX: Final = 64 * 1024
 
 
 def _has_large_bytes(obj: Any) -> bool:
-    """A large bytes/bytearray as the object or one of its top-level values (a dict, list or
-    tuple; or a container too large to scan: the Pickler subclass then decides per object)?
-    It runs for every object put: the types are scanned in C (``map``), a Python loop runs
-    only when a bytes value is there.  Deeper ones stay in band (up to ``_IN_BAND_MAX``)."""
+    """A large bytes/bytearray within two levels of dict/list/tuple nesting (or a container
+    too large to walk: the Pickler subclass then decides per object)?  One loop, no call
+    per level: it runs for every object put."""
     t = type(obj)
     if t in _BYTES:
         return len(obj) >= OUT_OF_BAND_MIN
@@ -103,14 +101,21 @@ def _has_large_bytes(obj: Any) -> bool:
         return False
     if len(obj) > 64:
         return True
-    values = obj.values() if t is dict else obj
-    if _BYTES_SET.isdisjoint(map(type, values)):
-        return False
-    return any(type(v) in _BYTES and len(v) >= OUT_OF_BAND_MIN for v in values)
+    for v in (obj.values() if t is dict else obj):
+        tv = type(v)
+        if tv in _BYTES:
+            if len(v) >= OUT_OF_BAND_MIN:
+                return True
+        elif tv in _CONTAINERS:
+            if len(v) > 64:
+                return True
+            for x in (v.values() if tv is dict else v):
+                if type(x) in _BYTES and len(x) >= OUT_OF_BAND_MIN:
+                    return True
+    return False
 
 
 _BYTES: Final = (bytes, bytearray)
-_BYTES_SET: Final = frozenset(_BYTES)
 _CONTAINERS: Final = (dict, list, tuple)
 
 

@@ -65,8 +65,9 @@ import time
 from contextlib import nullcontext
 from typing import Any, Callable, Final, Optional, cast
 
-from . import _flusher
+from . import _linger
 from ._checks import byte_view, check_linger, is_int
+from ._linger import STREAM_AFTER
 from ._record_framing import RECORD_HEADER, SLOT_HEADER, pack_pair as _pack_pair
 from ._record_reader import RecordReader
 from .layout import READ_IDX, WRITE_IDX
@@ -81,14 +82,6 @@ __all__ = ["DEFAULT_LINGER", "RECORD_HEADER", "SLOT_HEADER", "RecordReader", "Re
 #: Default linger bound of :class:`RecordWriter` (seconds): a record is published at most this
 #: long after it was appended.
 DEFAULT_LINGER: Final = 100e-6
-#: The streaming test and hold of rule 1, in units of the last slot's cost (its acquire and
-#: its publication): the next slot's first record, arriving within STREAM_TEST of them after
-#: the publication, is streaming and held for STREAM_HOLD of them (at most ``linger``).
-STREAM_TEST: Final = 2.0
-STREAM_HOLD: Final = 16.0
-#: ... and only from the fourth first record in a row that arrives within the test (a burst
-#: of up to 4 records, a request and its parts, still goes at once).
-STREAM_AFTER: Final = 4
 
 #: Small records are written with one ``Struct("<II{n}s").pack_into`` (header and payload in
 #: one C call: half the cost of a header pack plus a slice assignment); one Struct per size,
@@ -278,8 +271,12 @@ class RecordWriter:
             if self._quick < STREAM_AFTER:
                 self._flush()
                 return
-            # Held until the hold ends (for the empty-ring test too).
+            # Held until the hold ends (for the empty-ring test too), unless it has ended
+            # already (a slow acquire): then at once, the flusher is a GIL hand-off away.
             self._deadline = self._early = self._hold_end
+            if now >= self._deadline:
+                self._flush()
+                return
         else:
             self._deadline = now + cast(float, self._linger)
             if not self._linger:
@@ -293,7 +290,7 @@ class RecordWriter:
         cond = self._cond
         assert cond is not None
         if self._flusher is None:
-            self._flusher = _flusher.start(self, cond, f"ctshm-linger[{self._ring.name}]")
+            self._flusher = _linger.start(self, cond, f"ctshm-linger[{self._ring.name}]")
         elif self._idle:
             self._idle = False
             cond.notify()
@@ -481,26 +478,25 @@ class RecordWriter:
         if not count:
             return
         _pack_pair(self._buf, 0, count, 0)
-        nbytes = self._pos
-        g = self._drop_slot()
+        nbytes, g = self._pos, self._guard
         assert g is not None
-        if self._lock is None:
+        timed = self._lock is not None  # the streaming test's clock (rule 1)
+        start = self._clock() if timed else 0.0
+        # Forget the slot (no call until the commit's), then publish it: a signal handler's
+        # exception at the commit's start would drop the accepted records, so a commit that
+        # did not happen is made again before the exception goes on.
+        self._guard = self._buf = None
+        self._limit, self._pos, self._count = 0, SLOT_HEADER, 0
+        try:
             g.commit(nbytes)
-        else:  # timed: the streaming hold (module docstring, "Linger", rule 1)
-            start = self._clock()
-            g.commit(nbytes)
-            end = self._clock()
-            # The slot's cost, as a decaying minimum: an outlier (this process preempted)
-            # raises the estimate by a quarter at most.
-            # A slot's first acquire also reserves its backing store (~0.5 ms for 2 MiB) and
-            # an acquire may wait for a free slot: counted up to twice the publication.
-            took, est = end - start + min(self._took, 2 * (end - start)), self._cost
-            if est and took > est:
-                took = min(took, 1.25 * est)
-            self._cost = took
-            linger = cast(float, self._linger)
-            self._early = end + min(linger, STREAM_TEST * took)  # <= any later deadline
-            self._hold_end = end + min(linger, STREAM_HOLD * took)
+        except BaseException:
+            try:
+                g.commit(nbytes)
+            except Exception:  # it was committed, or cannot be: the first error says why
+                pass
+            raise
+        if timed:
+            _linger.published(self, start, self._clock())
         self.records_written += count
         self.slots_written += 1
 
@@ -581,6 +577,15 @@ class RecordWriter:
             self.close()
         else:
             self.abort()
+
+    def __del__(self) -> None:
+        # Dropped without close(): publish the records it accepted (a filled slot is never
+        # lost silently); the stream is not finished (close() does that).
+        try:
+            if not self._closed and self._count and not self._reserving:
+                self._flush()
+        except Exception:
+            pass
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self._count} pending"

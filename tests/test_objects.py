@@ -281,11 +281,6 @@ def test_put_object_pickles_an_object_once(shm_id: str, case: str) -> None:
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_has_large_bytes no longer looks at a top-level value's length: a dict holding a list "
-    "of more than 64 items is pickled in full by pickle.dumps, found over 64 KiB, and "
-    "pickled again by the Pickler subclass (put_object with an out-of-band buffer: three "
-    "times, _Encoded repeats the plain dumps put_object threw away; before: once)"))
 @pytest.mark.parametrize("case", ["aput_object", "put_object with an out-of-band buffer"])
 def test_a_large_nested_container_is_pickled_once(shm_id: str, case: str) -> None:
     rows: list[Any] = [Counted(5)] + [f"{i:06d}" * 20 for i in range(1000)]  # ~125 KB
