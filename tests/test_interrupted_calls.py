@@ -17,7 +17,12 @@ exactly there: a wrapped function raises ``Interrupted`` as it returns.
 
 from __future__ import annotations
 
+import gc
+import os
+import shutil
+import subprocess
 import threading
+import time
 from typing import Any, Callable
 
 import pytest
@@ -263,10 +268,6 @@ with ShmTraceRing.create(name, 4, 4096) as ring, ShmTraceRing.open(name) as read
     "(this file is not in the PyPy matrix: CI does not see it)"))
 def test_an_access_interrupted_after_its_claim_hands_the_slot_back_on_pypy(shm_id: str
                                                                            ) -> None:
-    import os
-    import shutil
-    import subprocess
-
     pypy = shutil.which("pypy3")
     if pypy is None:
         pytest.skip("pypy3 is not installed")
@@ -280,9 +281,6 @@ def test_an_access_interrupted_after_its_claim_hands_the_slot_back_on_pypy(shm_i
 @pytest.mark.parametrize("where", ["at the commit's start", "after the timer's clock read"])
 def test_a_flush_interrupted_before_its_commit_loses_no_accepted_record(
         shm_id: str, where: str, monkeypatch: Any) -> None:
-    import gc
-    import time
-
     main = threading.current_thread()
 
     class Clock:  # raises once when armed, in this thread (not in the flusher's)

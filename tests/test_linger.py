@@ -11,10 +11,12 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+import warnings
 
 import pytest
 
 from ctshm import ShmTraceRing
+from ctshm._record_framing import split
 from ctshm.records import DEFAULT_LINGER, RecordReader, RecordWriter
 
 from .helpers import SPAWN, drain, join_all
@@ -432,8 +434,6 @@ def test_a_three_record_request_then_a_wait_for_the_reply_is_not_held(
 
 def test_records_held_by_a_dropped_streaming_writer_are_not_lost_silently(
         ring: ShmTraceRing) -> None:
-    import warnings
-
     clock = MainThreadClock()
     w = RecordWriter(ring, timeout=5, linger=1000.0, clock=clock)
     sent = []
@@ -448,8 +448,6 @@ def test_records_held_by_a_dropped_streaming_writer_are_not_lost_silently(
         warnings.simplefilter("always")
         del w  # the writer forgotten without close(): a programming error to report
         gc.collect()
-    from ctshm._record_framing import split
-
     got = []
     while True:  # every slot published by now, without waiting
         r = ring.try_access()
