@@ -479,3 +479,22 @@ def test_a_streaming_record_whose_hold_already_ended_is_published_by_its_append(
     monkeypatch.undo()
     assert (w.pending, write_idx(ring)) == (0, 5)
     w.close()
+
+
+@pytest.mark.parametrize("call", ["append", pytest.param("reserve", marks=pytest.mark.xfail(
+    strict=True, reason=(
+        "reserve() applies the linger rule with a bare header load (hq[WRITE_IDX]), not "
+        "_ring_empty(): on a closed ring it raises 'operation forbidden on released "
+        "memoryview object' instead of the ring's own 'is closed' text (append says it)")))])
+def test_a_writer_with_pending_records_on_a_closed_ring_says_the_ring_is_closed(
+        shm_id: str, call: str) -> None:
+    ring = ShmTraceRing.create(shm_id, 4, SLOT)
+    make_busy(ring)  # not empty: the records wait for their deadline
+    w = RecordWriter(ring, timeout=5, linger=60.0)
+    w.append(b"a")
+    w.append(b"b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unread blocker, reported at close
+        ring.close()
+    with pytest.raises(ValueError, match=f"ring {ring.name!r} is closed"):
+        w.append(b"c") if call == "append" else w.reserve(8)
