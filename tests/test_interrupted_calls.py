@@ -320,3 +320,49 @@ def test_a_flush_interrupted_before_its_commit_loses_no_accepted_record(
         assert ring.get(timeout=5) == b"blocker"
         rx = ring.receiver()
         assert [bytes(m) for m in rx] == [b"a", b"b"]
+
+
+class _ViewRaisingOnRelease:
+    """Stands for a guard's view: its release() releases the real view, then raises
+    Interrupted (a handler's exception surfacing as that call returns)."""
+
+    def __init__(self, real: memoryview) -> None:
+        self.real = real
+
+    def release(self) -> None:
+        self.real.release()
+        raise Interrupted
+
+    def __len__(self) -> int:
+        return len(self.real)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ShmTraceRing._complete marks the guard done, then calls buf.release() before it "
+    "advances read_idx: an exception surfacing as that call returns leaves a guard that "
+    "counts as released and a slot never handed back, so the ring stalls for good (the "
+    "consumer-side twin of the claim fixed this session; in 7ff5a31 too)"))
+@pytest.mark.parametrize("fast", MODES)
+def test_a_release_interrupted_after_the_view_is_dropped_hands_the_slot_back(
+        shm_id: str, fast: bool) -> None:
+    with ShmTraceRing.create(shm_id, 4, 4096, fast=fast) as ring, \
+            ShmTraceRing.open(shm_id) as reader:
+        for _ in range(8):  # warm: the quiet paths
+            ring.put(b"warm")
+            reader.get(timeout=5)
+        ring.put(b"a")
+        guard = reader.access(timeout=5).guard  # type: ignore[union-attr]
+        guard._buf = _ViewRaisingOnRelease(guard._buf)  # type: ignore[assignment]
+        with pytest.raises(Interrupted):
+            guard.release()
+        guard.release()  # the caller retries: the slot must be handed back by now
+        del guard
+        gc.collect()
+        got = []
+        try:
+            for i in range(2 * ring.capacity):
+                ring.put(b"m%d" % i, timeout=1)
+                got.append(reader.get(timeout=1))
+        except TimeoutError:
+            pass
+        assert got == [b"m%d" % i for i in range(8)], "the ring stalled"
