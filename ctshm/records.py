@@ -62,6 +62,7 @@ import struct
 import sys
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from typing import Any, Callable, Final, Optional, cast
 
@@ -338,10 +339,8 @@ class RecordWriter:
         with cond:
             self._settle()
             if self._count:  # the linger rule for the records before this one
-                hq = self._hq
                 now = self._clock()
-                if ((hq[WRITE_IDX] == hq[READ_IDX] and now >= self._early)
-                        or now >= self._deadline):
+                if now >= self._deadline or (now >= self._early and self._ring_empty()):
                     self._flush()
             view = self._reserve(n)
             if self._count == 1:
@@ -579,11 +578,15 @@ class RecordWriter:
             self.abort()
 
     def __del__(self) -> None:
-        # Dropped without close(): publish the records it accepted (a filled slot is never
-        # lost silently); the stream is not finished (close() does that).
+        # Dropped without close(): its pending records are lost (its guard's finalizer gives
+        # the slot back).  Reported, not published: in a garbage cycle the slot's mapping may
+        # be gone before this runs, so nothing here may write into it.
         try:
-            if not self._closed and self._count and not self._reserving:
-                self._flush()
+            if not self._closed and self._count:
+                warnings.warn(f"RecordWriter for ring {self._ring.name!r} was dropped with "
+                              f"{self._count} record(s) not published: they are lost; call "
+                              "close() (or flush()) before dropping a writer", RuntimeWarning,
+                              stacklevel=2)
         except Exception:
             pass
 
