@@ -667,21 +667,17 @@ class ShmTraceRing:
         buffer: a min-heap of released indices, under the lock, so any thread may release).
         Compat: one ``empty`` post per slot freed; fast: one wake-up, if the producer
         sleeps."""
-        lock = self._lock
+        lock, buf = self._lock, None
         try:
             lock.acquire()  # inside the try, not `with` (see "Locking" above)
             if guard is not None:
                 if guard._done:  # another thread released it first
                     return
-                # Done: drop and release the view (as _Guard._finish, inline: the hot path).
+                # Done, and its view dropped (released below, as _Guard._finish does: after
+                # read_idx moved, so a signal handler's exception as a call returns cannot
+                # leave a done guard whose slot is never handed back).
                 guard._done = True
                 buf, guard._buf = guard._buf, _EMPTY
-                try:
-                    buf.release()
-                except BufferError:
-                    guard._done = STALE  # exported further: release() warns
-                if _viewcheck.ENABLED and _viewcheck.leftover(guard):  # python -X dev
-                    guard._done = STALE
             if self._closed:
                 return
             pending = self._ps.pending
@@ -707,6 +703,13 @@ class ShmTraceRing:
                 lock.release()
             except RuntimeError:  # acquire() itself was interrupted (see "Locking" above)
                 pass
+            if buf is not None:
+                try:
+                    buf.release()
+                except BufferError:
+                    guard._done = STALE  # type: ignore[union-attr]  # exported: release() warns
+                if _viewcheck.ENABLED and _viewcheck.leftover(guard):  # python -X dev
+                    guard._done = STALE  # type: ignore[union-attr]
         # Fast mode, after the lock's release (the fence, see _waiting): does the producer
         # sleep?  (Re-entrant, or not x86_64: signal() fences first.)
         try:

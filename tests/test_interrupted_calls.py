@@ -337,11 +337,6 @@ class _ViewRaisingOnRelease:
         return len(self.real)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ShmTraceRing._complete marks the guard done, then calls buf.release() before it "
-    "advances read_idx: an exception surfacing as that call returns leaves a guard that "
-    "counts as released and a slot never handed back, so the ring stalls for good (the "
-    "consumer-side twin of the claim fixed this session; in 7ff5a31 too)"))
 @pytest.mark.parametrize("fast", MODES)
 def test_a_release_interrupted_after_the_view_is_dropped_hands_the_slot_back(
         shm_id: str, fast: bool) -> None:
