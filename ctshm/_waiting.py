@@ -172,13 +172,14 @@ class Spin:
             self.budget = max(SPIN_FLOOR, self.budget / 2)
 
     def crowded(self, spun: float, cpu: Optional[float]) -> bool:
-        """Did the spin get less than half a core (more runnable threads than cores: the
-        peer may need this one)?  Then spin the least, yielding the CPU between polls."""
-        if cpu is None or spun <= 0 or cpu >= spun / 2:
+        """Did the spin get less than a third of a core (more runnable threads than cores:
+        the peer may need this one; a noisy machine's steal time takes less)?  Then halve
+        the budget and yield the CPU between polls."""
+        if cpu is None or spun <= 0 or cpu >= spun / 3:
             return False
         self.yielding = True
         if self.adaptive:
-            self.budget = SPIN_FLOOR
+            self.budget = max(SPIN_FLOOR, self.budget / 2)
         return True
 
 
