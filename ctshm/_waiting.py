@@ -119,8 +119,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_SPIN", "LIVENESS_SLICE", "OWED_TOKEN_WAIT", "SPIN_CEILING", "SPIN_FLOOR",
            "Spin", "Waiter"]
 
-_thread_time: Final = time.thread_time  # this thread's CPU seconds (clock_gettime)
-
 #: Longest a blocked wait goes without checking that the peer is alive.
 LIVENESS_SLICE: Final = 0.2
 #: Busy-wait before sleeping (seconds): where the adaptive spin starts, and its bounds.  A
@@ -160,27 +158,14 @@ class Spin:
                                  f"adaptive), not {shown}")
             self.budget, self.adaptive = float(spin), False
 
-    def record(self, waited: float, cpu: Optional[float] = None, spun: float = 0.0) -> None:
-        """A wait ended after ``waited`` seconds (``cpu``: the thread's CPU time during the
-        last ``spun`` seconds of its spin, if measured)."""
+    def record(self, waited: float) -> None:
         self.yielding = waited > self.budget
-        if not self.adaptive or self.crowded(spun, cpu):
+        if not self.adaptive:
             return
         if waited <= SPIN_CEILING:
             self.budget = min(SPIN_CEILING, max(SPIN_FLOOR, 2 * waited))
         else:
             self.budget = max(SPIN_FLOOR, self.budget / 2)
-
-    def crowded(self, spun: float, cpu: Optional[float]) -> bool:
-        """Did the spin get less than a third of a core (more runnable threads than cores:
-        the peer may need this one; a noisy machine's steal time takes less)?  Then halve
-        the budget and yield the CPU between polls."""
-        if cpu is None or spun <= 0 or cpu >= spun / 3:
-            return False
-        self.yielding = True
-        if self.adaptive:
-            self.budget = max(SPIN_FLOOR, self.budget / 2)
-        return True
 
 
 #: A waker posts right after the compare-exchange that took a sleeper's unit: the sleeper
@@ -301,26 +286,14 @@ class Waiter:
         trywait, h = self.trywait, (0 if sem is None else sem._handle)
         # A fixed spin longer than the timeout stops at the timeout.
         end = t0 + (spin.budget if timeout is None else min(spin.budget, timeout))
-        # The CPU share is read only past the floor: a short spin (a ping-pong's) says
-        # nothing of the load and should not pay the clock read (a system call).
-        mark, cpu0 = t0 + SPIN_FLOOR, -1.0
-        while not self.closed:
-            now = time.perf_counter()
-            if now >= end:
-                break
-            if cpu0 < 0 and now >= mark:
-                mark, cpu0 = now, _thread_time()
+        while time.perf_counter() < end and not self.closed:
             if ready() and (tokenless or trywait(h) == 0):
                 r = take()
                 if r is not None:
-                    now = time.perf_counter()
-                    spin.record(now - t0, None if cpu0 < 0 else _thread_time() - cpu0,
-                                now - mark)
+                    spin.record(time.perf_counter() - t0)
                     return r
             elif spin.yielding:
                 os.sched_yield()
-        if cpu0 >= 0:
-            spin.crowded(time.perf_counter() - mark, _thread_time() - cpu0)
         return None
 
     def _sleep(self, sem: NamedSemaphore, word: int, ready: Callable[[], Any], chunk: float,
