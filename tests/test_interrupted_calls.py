@@ -17,13 +17,14 @@ exactly there: a wrapped function raises ``Interrupted`` as it returns.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import shutil
 import subprocess
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -33,6 +34,17 @@ from ctshm.records import RecordWriter
 
 MODES = [pytest.param(False, id="compat"), pytest.param(True, id="fast")]
 
+
+
+@contextlib.contextmanager
+def warm_pair(shm_id: str, fast: bool) -> Iterator[tuple[ShmTraceRing, ShmTraceRing]]:
+    """A ring of 4 slots and a reader, every slot used twice: the quiet paths apply."""
+    with ShmTraceRing.create(shm_id, 4, 4096, fast=fast) as ring, \
+            ShmTraceRing.open(shm_id) as reader:
+        for _ in range(8):
+            ring.put(b"warm")
+            reader.get(timeout=5)
+        yield ring, reader
 
 class Interrupted(Exception):
     """What the simulated signal handler raises."""
@@ -152,11 +164,7 @@ def test_an_access_interrupted_before_its_claim_loses_nothing(shm_id: str, fast:
                                                                monkeypatch: Any) -> None:
     from ctshm import _consumer, guards, ring as ring_mod
 
-    with ShmTraceRing.create(shm_id, 4, 4096, fast=fast) as ring, \
-            ShmTraceRing.open(shm_id) as reader:
-        for _ in range(8):  # warm: every slot's view made, the quiet path applies
-            ring.put(b"warm")
-            reader.get(timeout=5)
+    with warm_pair(shm_id, fast) as (ring, reader):
         ring.put(b"first")
         ring.put(b"second")
         # The quiet path makes the guard object first: interrupted there.
@@ -181,11 +189,7 @@ def test_an_access_interrupted_before_its_claim_loses_nothing(shm_id: str, fast:
 @pytest.mark.parametrize("fast", MODES)
 def test_an_access_interrupted_after_its_claim_hands_the_slot_back(shm_id: str,
                                                                    fast: bool) -> None:
-    with ShmTraceRing.create(shm_id, 4, 4096, fast=fast) as ring, \
-            ShmTraceRing.open(shm_id) as reader:
-        for _ in range(8):  # warm: the quiet path
-            ring.put(b"warm")
-            reader.get(timeout=5)
+    with warm_pair(shm_id, fast) as (ring, reader):
         ring.put(b"lost")
         ring.put(b"next")
         real = reader._lock
@@ -340,11 +344,7 @@ class _ViewRaisingOnRelease:
 @pytest.mark.parametrize("fast", MODES)
 def test_a_release_interrupted_after_the_view_is_dropped_hands_the_slot_back(
         shm_id: str, fast: bool) -> None:
-    with ShmTraceRing.create(shm_id, 4, 4096, fast=fast) as ring, \
-            ShmTraceRing.open(shm_id) as reader:
-        for _ in range(8):  # warm: the quiet paths
-            ring.put(b"warm")
-            reader.get(timeout=5)
+    with warm_pair(shm_id, fast) as (ring, reader):
         ring.put(b"a")
         guard = reader.access(timeout=5).guard  # type: ignore[union-attr]
         guard._buf = _ViewRaisingOnRelease(guard._buf)  # type: ignore[assignment]
@@ -370,11 +370,7 @@ def test_a_release_interrupted_after_the_view_is_dropped_hands_the_slot_back(
     "(0.2 s) - every reply of a request/reply waits a slice (access side of the put-side "
     "xfail in test_batch.py; in 7ff5a31 too)"))
 def test_an_access_interrupted_after_taking_its_token_keeps_the_token(shm_id: str) -> None:
-    with ShmTraceRing.create(shm_id, 4, 4096, fast=False) as ring, \
-            ShmTraceRing.open(shm_id) as reader:
-        for _ in range(8):  # warm: the quiet paths
-            ring.put(b"warm")
-            reader.get(timeout=5)
+    with warm_pair(shm_id, False) as (ring, reader):
         ring.put(b"a")
         real = reader._trywait
         reader._trywait = _RaiseAfter(real, reader._h_filled)  # type: ignore[method-assign]
