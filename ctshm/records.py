@@ -189,7 +189,7 @@ class RecordWriter:
         # ends the streaming test and _hold_end the hold; while a slot is held, _early is its
         # deadline (so deadline >= early always).
         self._early = self._hold_end = self._arrived = self._took = self._cost = 0.0
-        self._quick = 0  # consecutive streaming first records (rule 1)
+        self._quick = 0  # quick first records in a row (rule 1: STREAM_AFTER of them stream)
         self._reserving = False  # a reserve() view not yet filled: the flusher waits
         self._flusher: Optional[threading.Thread] = None
         self._idle = False  # the flusher waits without a deadline (needs a notify)
@@ -267,7 +267,7 @@ class RecordWriter:
         at once if the ring is empty and the writer does not stream (rule 1), else its
         deadline starts (the hold's end: rule 1; or ``now + linger``: rule 2)."""
         if self._ring_empty():
-            # Streaming: this and the previous such first record came within the test.
+            # Streaming: the first records of this slot and the 3 before came within the test.
             self._quick = self._quick + 1 if self._arrived < self._early else 0
             if self._quick < STREAM_AFTER:
                 self._flush()
