@@ -32,6 +32,8 @@ from ctshm import ShmTraceRing
 from ctshm.guards import ProducerGuard
 from ctshm.records import RecordWriter
 
+from .helpers import IS_PYPY
+
 MODES = [pytest.param(False, id="compat"), pytest.param(True, id="fast")]
 
 
@@ -186,6 +188,9 @@ def test_an_access_interrupted_before_its_claim_loses_nothing(shm_id: str, fast:
         assert flows(ring, reader, 0) == [b"m%d" % i for i in range(8)]
 
 
+@pytest.mark.xfail(IS_PYPY, strict=True, reason=(
+    "PyPy finalizes the dropped guard at the next garbage collection, not at once: the slot "
+    "stays claimed until then (see the PyPy child test below)"))
 @pytest.mark.parametrize("fast", MODES)
 def test_an_access_interrupted_after_its_claim_hands_the_slot_back(shm_id: str,
                                                                    fast: bool) -> None:
@@ -269,7 +274,7 @@ with ShmTraceRing.create(name, 4, 4096) as ring, ShmTraceRing.open(name) as read
 @pytest.mark.xfail(strict=True, reason=(
     "on PyPy the guard dropped by an access() interrupted after its claim is finalized only "
     "at a garbage collection, so its slot is not handed back and the producer times out "
-    "(this file is not in the PyPy matrix: CI does not see it)"))
+    "(run from any interpreter; CI's PyPy row also runs the test above)"))
 def test_an_access_interrupted_after_its_claim_hands_the_slot_back_on_pypy(shm_id: str
                                                                            ) -> None:
     pypy = shutil.which("pypy3")
