@@ -445,10 +445,11 @@ def test_records_held_by_a_dropped_streaming_writer_are_not_lost_silently(
             assert read_one_slot(ring) == sent[-1:]
             sent.clear()
     assert sent, "the last records should be held (a stream)"
-    with warnings.catch_warnings(record=True) as caught:
+    cond = w._cond  # type: ignore[attr-defined]
+    with warnings.catch_warnings(record=True) as caught, cond:
         warnings.simplefilter("always")
         del w  # the writer forgotten without close(): a programming error to report
-        gc.collect()
+        gc.collect()  # (holding its lock: its flusher holds no reference meanwhile)
     got = []
     while True:  # every slot published by now, without waiting
         r = ring.try_access()
@@ -496,6 +497,7 @@ def test_a_writer_with_pending_records_on_a_closed_ring_says_the_ring_is_closed(
         ring.close()
     with pytest.raises(ValueError, match=f"ring {ring.name!r} is closed"):
         w.append(b"c") if call == "append" else w.reserve(8)
-    with pytest.warns(RuntimeWarning, match=r"dropped with \d record"):  # lost: reported
-        del w
+    cond = w._cond  # type: ignore[attr-defined]
+    with pytest.warns(RuntimeWarning, match=r"dropped with \d record"), cond:  # reported
+        del w  # (holding its lock: its flusher holds no reference meanwhile)
         gc.collect()
