@@ -141,8 +141,9 @@ def data(ring: ShmTraceRing, idx: int) -> Data:
     guard live with no call in between, so a signal handler's exception (raised as a call
     returns) lands before both (nothing claimed; the inert guard is dropped) or after both
     (the guard's finalizer hands the slot back): never a claimed slot without a guard, which
-    would stall the ring for good.  Not x86_64 (the claim is a call): the exception can land
-    between them.  A length record beyond the slot is claimed and skipped here."""
+    would stall the ring for good (CPython 3.11+; not x86_64, the claim is a call, and PyPy
+    or older CPythons run handlers between any bytecodes: the exception can land between).
+    A length record beyond the slot is claimed and skipped here."""
     slot = idx % ring.capacity
     v = ring._ro_views[slot]
     if v is None:

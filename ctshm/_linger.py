@@ -5,7 +5,8 @@ A writer with a linger bound starts a flusher when its first deadline appears.  
 the writer only weakly (a dropped writer ends it), sleeps on the writer's
 ``threading.Condition`` and, each time it wakes, asks the writer for one turn
 (``writer._flusher_step()``: publish the slot if it is due; how long to wait next, None for
-"until notified").  It knows nothing of slots or records.
+"until notified"): the thread knows nothing of slots or records.  :func:`published` is the
+streaming test's arithmetic, apart from the writer's I/O.
 """
 
 from __future__ import annotations
